@@ -1,0 +1,1046 @@
+/*
+ * ring.c - the shared-memory feed ring (see ring.h for the contract).
+ *
+ * Segment layout (offsets from the start of FEED.ring):
+ *
+ *   0              struct ring_hdr      identity, then one cache line each
+ *                                       for head, tail, wake word, status
+ *   columns_off    column-list JSON     written once, before publication
+ *   index_off      struct ring_ent[n]   n = index_slots, a power of two
+ *   data_off       data area            data_size bytes, a power of two
+ *
+ * Sequence numbers and data offsets are free-running uint64 values; a
+ * slot is seq & (n - 1) and a byte position is off & (data_size - 1).
+ * Records never straddle the end of the data area: when one does not fit,
+ * the writer skips to offset 0 (the skipped bytes belong to no record).
+ *
+ * Invariants (asserted in debug builds on the writer side):
+ *   I1  base_seq <= tail_seq <= head_seq
+ *   I2  head_seq - tail_seq <= index_slots - 2, so the entry of tail_seq-1
+ *       (the floor: the cursor just before the oldest held batch) is never
+ *       overwritten while tail_seq is unchanged;
+ *   I3  the bytes of every held record lie in [tail_off, head_off) and
+ *       head_off - tail_off <= data_size;
+ *   I4  cursors strictly increase with seq;
+ *   I5  while a snapshot is current, tail_seq <= snap_seq_after.
+ *
+ * Memory ordering.  The writer publishes a record in this order:
+ *     1. drop old records: tail_seq = new tail            (store, relaxed)
+ *        release fence
+ *     2. write record bytes and its index entry
+ *     3. head_seq = seq + 1                                (store-release)
+ * A reader acquires head_seq, then reads the entry and bytes (ordered after
+ * step 2 by the release/acquire pair on head_seq).  Because the writer may
+ * overwrite those bytes at any time after step 1 of a later append, the
+ * reader copies them out and only then rechecks tail_seq behind an acquire
+ * fence: the seqlock pattern.  If the writer's step-2 stores of a later
+ * append reached any byte the reader copied, the reader's fence guarantees
+ * it also sees the tail_seq stored before the writer's release fence, so it
+ * reports RING_GONE and discards the copy.  The copy itself races with the
+ * writer by design; it is excluded from TSan (see copy_racy).
+ */
+#include "ring.h"
+
+#include "atomics.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdalign.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RING_MAGIC "TGRING\0\1"
+#define SNAP_MAGIC "TGSNAP\0\1"
+#define REC_MAGIC 0x54475243u /* "TGRC" */
+#define CACHELINE 64
+#define MIN_DATA_SIZE (64 * 1024)
+#define MIN_INDEX_SLOTS 16
+#define HEARTBEAT_STALE_MS 5000
+
+struct ring_hdr {
+	/* Identity: written once by ring_create before the segment is
+	 * renamed into place, read-only afterwards. */
+	char magic[8];
+	uint32_t layout_version;
+	uint32_t hdr_size;
+	uint64_t segment_size;
+	uint64_t segment_id;
+	uint64_t columns_off;
+	uint64_t index_off;
+	uint64_t data_off;
+	uint64_t data_size;
+	uint32_t index_slots;
+	uint32_t columns_len;
+	int32_t writer_pid;
+	uint32_t reserved0;
+	char feed[RING_FEED_NAME_MAX + 1];
+	char source[32];
+
+	/* Head: written by the writer on every append. */
+	alignas(CACHELINE) atomic_u64 head_seq;
+	atomic_u64 head_cursor;
+
+	/* Tail: advanced by the writer when it drops records. */
+	alignas(CACHELINE) atomic_u64 tail_seq;
+
+	/* Base of the current history (changes only on ring_reset), guarded
+	 * by base_gen, a sequence count: odd while a reset is in progress. */
+	alignas(CACHELINE) atomic_u64 base_gen;
+	atomic_u64 base_seq;
+	atomic_u64 base_cursor;
+
+	/* The futex word readers sleep on; bumped by ring_wake. */
+	alignas(CACHELINE) atomic_u32 wake;
+
+	/* Status, written now and then by the writer. */
+	alignas(CACHELINE) atomic_u64 heartbeat_ms;
+	atomic_u64 row_count;
+	atomic_u32 state;
+	atomic_u64 snap_gen;
+	atomic_u64 snap_cursor;
+	atomic_u64 snap_seq_after;
+};
+
+/* One index entry per record; fields are relaxed atomics because readers
+ * may read a slot the writer is rewriting (they then fail validation). */
+struct ring_ent {
+	atomic_u64 seq;
+	atomic_u64 cursor;
+	atomic_u64 off; /* free-running offset of the record header */
+	atomic_u64 len; /* record bytes including header, 8-aligned */
+};
+
+/* What precedes each record's payload in the data area. */
+struct rec_hdr {
+	uint32_t magic;
+	uint32_t payload_len;
+	uint64_t seq;
+	uint64_t cursor;
+};
+
+struct snap_hdr {
+	char magic[8];
+	uint32_t layout_version;
+	uint32_t hdr_size;
+	uint64_t segment_id;
+	uint64_t cursor;
+	uint64_t seq_after;
+	uint64_t payload_len;
+};
+
+struct ring {
+	struct ring_hdr *hdr;
+	struct ring_ent *index;
+	char *data;
+	size_t map_len;
+	uint64_t data_mask;
+	uint64_t index_mask;
+	bool writer;
+	dev_t dev;
+	ino_t ino;
+	char path[PATH_MAX];
+	char snap_path[PATH_MAX];
+	const char *columns;
+
+	/* Writer-local copies (only the writer changes these words, so it
+	 * never needs to read them back from shared memory). */
+	uint64_t w_head_off;
+	uint64_t w_tail_off;
+	bool w_has_snap;
+};
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static uint64_t
+round_pow2(uint64_t v)
+{
+	uint64_t p = 1;
+
+	while (p < v)
+		p <<= 1;
+	return p;
+}
+
+static uint64_t
+align_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) & ~(a - 1);
+}
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static bool
+feed_name_ok(const char *feed)
+{
+	size_t n = strlen(feed);
+
+	if (n == 0 || n > RING_FEED_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = feed[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static int
+make_paths(struct ring *r, const char *dir, const char *feed, char *err, size_t errlen)
+{
+	if (dir == NULL)
+		dir = RING_DEFAULT_DIR;
+	if (!feed_name_ok(feed)) {
+		seterr(err, errlen, "invalid feed name \"%s\": use 1-%d of [A-Za-z0-9_-]", feed,
+		       RING_FEED_NAME_MAX);
+		return RING_ERR;
+	}
+	if ((size_t)snprintf(r->path, sizeof(r->path), "%s/%s.ring", dir, feed) >= sizeof(r->path) ||
+	    (size_t)snprintf(r->snap_path, sizeof(r->snap_path), "%s/%s.snap", dir, feed) >=
+		sizeof(r->snap_path)) {
+		seterr(err, errlen, "ring directory path too long: %s", dir);
+		return RING_ERR;
+	}
+	return RING_OK;
+}
+
+static void
+bind_mapping(struct ring *r, void *base, size_t len)
+{
+	r->hdr = base;
+	r->map_len = len;
+	r->index = (struct ring_ent *)((char *)base + r->hdr->index_off);
+	r->data = (char *)base + r->hdr->data_off;
+	r->data_mask = r->hdr->data_size - 1;
+	r->index_mask = (uint64_t)r->hdr->index_slots - 1;
+	r->columns = (const char *)base + r->hdr->columns_off;
+}
+
+/* ------------------------------------------------------------------ */
+/* writer                                                              */
+/* ------------------------------------------------------------------ */
+
+int
+ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t errlen)
+{
+	struct ring *r;
+	char tmp[PATH_MAX + 8];
+	const char *columns = cfg->columns_json ? cfg->columns_json : "[]";
+	size_t columns_len = strlen(columns);
+	uint64_t data_size, slots, columns_off, index_off, data_off, total;
+	struct stat st;
+	void *base;
+	int fd;
+
+	*out = NULL;
+	if (columns_len >= RING_COLUMNS_MAX) {
+		seterr(err, errlen, "feed %s: column list is %zu bytes, the limit is %d", cfg->feed,
+		       columns_len, RING_COLUMNS_MAX);
+		return RING_ERR;
+	}
+	r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		seterr(err, errlen, "out of memory");
+		return RING_ERR;
+	}
+	if (make_paths(r, cfg->dir, cfg->feed, err, errlen) != RING_OK)
+		goto failed;
+
+	data_size = round_pow2(cfg->data_size < MIN_DATA_SIZE ? MIN_DATA_SIZE : cfg->data_size);
+	slots = cfg->index_slots ? cfg->index_slots : data_size / 256;
+	slots = round_pow2(slots < MIN_INDEX_SLOTS ? MIN_INDEX_SLOTS : slots);
+	if (slots > UINT32_MAX / 2) {
+		seterr(err, errlen, "feed %s: index of %llu slots is too large", cfg->feed,
+		       (unsigned long long)slots);
+		goto failed;
+	}
+	columns_off = align_up(sizeof(struct ring_hdr), CACHELINE);
+	index_off = align_up(columns_off + columns_len + 1, 4096);
+	data_off = align_up(index_off + slots * sizeof(struct ring_ent), 4096);
+	total = data_off + data_size;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", r->path);
+	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		seterr(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+		goto failed;
+	}
+	/* posix_fallocate reserves the pages now, so a full /dev/shm is an
+	 * error here rather than a SIGBUS on first touch. */
+	if ((errno = posix_fallocate(fd, 0, (off_t)total)) != 0) {
+		seterr(err, errlen, "cannot size %s to %llu bytes: %s", tmp,
+		       (unsigned long long)total, strerror(errno));
+		close(fd);
+		unlink(tmp);
+		goto failed;
+	}
+	base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED || fstat(fd, &st) != 0) {
+		seterr(err, errlen, "cannot map %s: %s", tmp, strerror(errno));
+		close(fd);
+		unlink(tmp);
+		goto failed;
+	}
+	close(fd);
+
+	struct ring_hdr *h = base;
+	memcpy(h->magic, RING_MAGIC, sizeof(h->magic));
+	h->layout_version = RING_LAYOUT_VERSION;
+	h->hdr_size = sizeof(struct ring_hdr);
+	h->segment_size = total;
+	if (getrandom(&h->segment_id, sizeof(h->segment_id), 0) != sizeof(h->segment_id))
+		h->segment_id = ((uint64_t)getpid() << 32) ^ now_ms();
+	h->columns_off = columns_off;
+	h->index_off = index_off;
+	h->data_off = data_off;
+	h->data_size = data_size;
+	h->index_slots = (uint32_t)slots;
+	h->columns_len = (uint32_t)columns_len;
+	h->writer_pid = (int32_t)getpid();
+	snprintf(h->feed, sizeof(h->feed), "%s", cfg->feed);
+	snprintf(h->source, sizeof(h->source), "%s", cfg->source ? cfg->source : "");
+	memcpy((char *)base + columns_off, columns, columns_len + 1);
+	store_relaxed(&h->head_cursor, cfg->base_cursor);
+	store_relaxed(&h->base_cursor, cfg->base_cursor);
+	store_relaxed(&h->heartbeat_ms, now_ms());
+	store_relaxed(&h->state, RING_STATE_STARTING);
+
+	bind_mapping(r, base, total);
+	r->writer = true;
+	r->dev = st.st_dev;
+	r->ino = st.st_ino;
+
+	/* Readers open the segment by name; rename(2) makes it appear whole,
+	 * and replaces a previous daemon's segment atomically.  A stale
+	 * snapshot of the previous segment is removed first: its segment_id
+	 * would not match, but there is no reason to keep serving it. */
+	unlink(r->snap_path);
+	if (rename(tmp, r->path) != 0) {
+		seterr(err, errlen, "cannot rename %s to %s: %s", tmp, r->path, strerror(errno));
+		munmap(base, total);
+		unlink(tmp);
+		goto failed;
+	}
+	*out = r;
+	return RING_OK;
+failed:
+	free(r);
+	return RING_ERR;
+}
+
+#ifndef NDEBUG
+static void
+check_invariants(struct ring *r)
+{
+	struct ring_hdr *h = r->hdr;
+	uint64_t head = load_relaxed(&h->head_seq), tail = load_relaxed(&h->tail_seq);
+
+	assert(load_relaxed(&h->base_seq) <= tail && tail <= head);             /* I1 */
+	assert(head - tail <= (uint64_t)h->index_slots - 2);                    /* I2 */
+	assert(r->w_head_off - r->w_tail_off <= h->data_size);                  /* I3 */
+	assert(!r->w_has_snap || tail <= load_relaxed(&h->snap_seq_after));     /* I5 */
+}
+#else
+#define check_invariants(r) ((void)0)
+#endif
+
+int
+ring_append(struct ring *r, uint64_t cursor, const struct iovec *iov, int iovcnt)
+{
+	struct ring_hdr *h = r->hdr;
+	uint64_t size = h->data_size, slots = h->index_slots;
+	uint64_t seq = load_relaxed(&h->head_seq);
+	uint64_t tail = load_relaxed(&h->tail_seq);
+	uint64_t payload = 0, len, start, end, new_tail, new_tail_off;
+	struct rec_hdr rh;
+	struct ring_ent *e;
+	char *p;
+
+	assert(r->writer);
+	for (int i = 0; i < iovcnt; i++)
+		payload += iov[i].iov_len;
+	len = align_up(sizeof(rh) + payload, 8);
+	if (len > size / 2 || payload > UINT32_MAX)
+		return RING_TOO_BIG;
+	if (cursor <= load_relaxed(&h->head_cursor)) {
+		errno = EINVAL;
+		return RING_ERR; /* I4 */
+	}
+
+	start = r->w_head_off;
+	if (size - (start & r->data_mask) < len)
+		start += size - (start & r->data_mask); /* skip to offset 0 */
+	end = start + len;
+
+	/* Decide what to drop before touching anything, so that refusing
+	 * (RING_NEED_SNAPSHOT) leaves the ring as it was. */
+	new_tail = tail;
+	new_tail_off = r->w_tail_off;
+	while (new_tail < seq && (end - new_tail_off > size || seq + 1 - new_tail > slots - 2)) {
+		if (r->w_has_snap && new_tail >= load_relaxed(&h->snap_seq_after))
+			return RING_NEED_SNAPSHOT; /* I5 */
+		e = &r->index[new_tail & r->index_mask];
+		new_tail_off = load_relaxed(&e->off) + load_relaxed(&e->len);
+		new_tail++;
+	}
+	if (new_tail == seq)
+		new_tail_off = start;
+
+	if (new_tail != tail) {
+		store_relaxed(&h->tail_seq, new_tail);
+		/* Order the tail store before the record and entry stores
+		 * below: a reader that copies any byte we overwrite sees this
+		 * tail after its acquire fence and discards its copy. */
+		fence_release();
+	}
+	r->w_tail_off = new_tail_off;
+
+	p = r->data + (start & r->data_mask);
+	rh.magic = REC_MAGIC;
+	rh.payload_len = (uint32_t)payload;
+	rh.seq = seq;
+	rh.cursor = cursor;
+	memcpy(p, &rh, sizeof(rh));
+	p += sizeof(rh);
+	for (int i = 0; i < iovcnt; i++) {
+		memcpy(p, iov[i].iov_base, iov[i].iov_len);
+		p += iov[i].iov_len;
+	}
+
+	e = &r->index[seq & r->index_mask];
+	store_relaxed(&e->seq, seq);
+	store_relaxed(&e->cursor, cursor);
+	store_relaxed(&e->off, start);
+	store_relaxed(&e->len, len);
+
+	r->w_head_off = end;
+	store_relaxed(&h->head_cursor, cursor);
+	/* Publish: a reader that acquires the new head_seq sees the record
+	 * bytes, its index entry and head_cursor written above. */
+	store_release(&h->head_seq, seq + 1);
+	check_invariants(r);
+	return RING_OK;
+}
+
+void
+ring_wake(struct ring *r)
+{
+	/* Bump the word after the head was released (ring_append), so a
+	 * waiter that read the old word either sees the new head or sleeps
+	 * on a value that no longer matches and returns at once. */
+	fetch_add_release(&r->hdr->wake, 1);
+	futex_wake_all_shared(&r->hdr->wake);
+}
+
+static int
+write_all(int fd, const struct iovec *iov, int iovcnt)
+{
+	for (int i = 0; i < iovcnt; i++) {
+		const char *p = iov[i].iov_base;
+		size_t left = iov[i].iov_len;
+		while (left > 0) {
+			ssize_t n = write(fd, p, left);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				return -1;
+			p += n;
+			left -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+int
+ring_write_snapshot(struct ring *r, const struct iovec *iov, int iovcnt, char *err, size_t errlen)
+{
+	struct ring_hdr *h = r->hdr;
+	char tmp[PATH_MAX + 8];
+	struct snap_hdr sh;
+	struct iovec hv = {&sh, sizeof(sh)};
+	uint64_t payload = 0;
+	int fd;
+
+	assert(r->writer);
+	for (int i = 0; i < iovcnt; i++)
+		payload += iov[i].iov_len;
+	memset(&sh, 0, sizeof(sh));
+	memcpy(sh.magic, SNAP_MAGIC, sizeof(sh.magic));
+	sh.layout_version = RING_LAYOUT_VERSION;
+	sh.hdr_size = sizeof(sh);
+	sh.segment_id = h->segment_id;
+	sh.cursor = load_relaxed(&h->head_cursor);
+	sh.seq_after = load_relaxed(&h->head_seq);
+	sh.payload_len = payload;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", r->snap_path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		seterr(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+		return RING_ERR;
+	}
+	if (write_all(fd, &hv, 1) != 0 || write_all(fd, iov, iovcnt) != 0) {
+		seterr(err, errlen, "cannot write snapshot %s (%llu bytes): %s", tmp,
+		       (unsigned long long)payload, strerror(errno));
+		close(fd);
+		unlink(tmp);
+		return RING_ERR;
+	}
+	if (close(fd) != 0 || rename(tmp, r->snap_path) != 0) {
+		seterr(err, errlen, "cannot install snapshot %s: %s", r->snap_path, strerror(errno));
+		unlink(tmp);
+		return RING_ERR;
+	}
+	/* The file is in place before the header says so: a reader that
+	 * sees the new snap_gen finds the new file. */
+	store_relaxed(&h->snap_cursor, sh.cursor);
+	store_relaxed(&h->snap_seq_after, sh.seq_after);
+	fetch_add_release(&h->snap_gen, 1);
+	r->w_has_snap = true;
+	return RING_OK;
+}
+
+void
+ring_reset(struct ring *r, uint64_t cursor)
+{
+	struct ring_hdr *h = r->hdr;
+	uint64_t head = load_relaxed(&h->head_seq);
+	uint64_t gen = load_relaxed(&h->base_gen);
+
+	assert(r->writer);
+	/* Sequence count: odd while the base fields are inconsistent. */
+	store_relaxed(&h->base_gen, gen + 1);
+	fence_release();
+	store_relaxed(&h->base_seq, head);
+	store_relaxed(&h->base_cursor, cursor);
+	store_relaxed(&h->head_cursor, cursor);
+	store_relaxed(&h->tail_seq, head);
+	/* Readers that saw the old tail/base retry when they see gen move. */
+	store_release(&h->base_gen, gen + 2);
+	r->w_tail_off = r->w_head_off;
+	r->w_has_snap = false;
+	check_invariants(r);
+}
+
+void
+ring_set_state(struct ring *r, enum ring_state state)
+{
+	store_release(&r->hdr->state, (uint32_t)state);
+}
+
+void
+ring_set_row_count(struct ring *r, uint64_t rows)
+{
+	store_relaxed(&r->hdr->row_count, rows);
+}
+
+void
+ring_heartbeat(struct ring *r)
+{
+	store_relaxed(&r->hdr->heartbeat_ms, now_ms());
+}
+
+/* ------------------------------------------------------------------ */
+/* reader                                                              */
+/* ------------------------------------------------------------------ */
+
+static int
+validate_segment(const char *path, const struct ring_hdr *h, uint64_t file_size, char *err,
+		 size_t errlen)
+{
+	if (file_size < sizeof(struct ring_hdr)) {
+		seterr(err, errlen, "%s: truncated segment (%llu bytes, header needs %zu)", path,
+		       (unsigned long long)file_size, sizeof(struct ring_hdr));
+		return RING_ERR;
+	}
+	if (memcmp(h->magic, RING_MAGIC, sizeof(h->magic)) != 0) {
+		seterr(err, errlen, "%s: not a tailgate ring segment (bad magic)", path);
+		return RING_ERR;
+	}
+	if (h->layout_version != RING_LAYOUT_VERSION) {
+		seterr(err, errlen,
+		       "%s: segment layout version %u, this program reads version %u; "
+		       "restart tailgated and tailgate-fcgi from the same release",
+		       path, h->layout_version, RING_LAYOUT_VERSION);
+		return RING_ERR;
+	}
+	if (h->hdr_size != sizeof(struct ring_hdr) || h->segment_size != file_size) {
+		seterr(err, errlen, "%s: corrupt or truncated segment (size %llu, header says %llu)",
+		       path, (unsigned long long)file_size, (unsigned long long)h->segment_size);
+		return RING_ERR;
+	}
+	if (h->data_size < MIN_DATA_SIZE || (h->data_size & (h->data_size - 1)) != 0 ||
+	    h->index_slots < MIN_INDEX_SLOTS || (h->index_slots & (h->index_slots - 1)) != 0 ||
+	    h->columns_off < sizeof(struct ring_hdr) ||
+	    h->columns_off + h->columns_len + 1 > h->index_off ||
+	    h->index_off + (uint64_t)h->index_slots * sizeof(struct ring_ent) > h->data_off ||
+	    h->data_off + h->data_size != file_size || h->columns_len >= RING_COLUMNS_MAX ||
+	    memchr(h->feed, '\0', sizeof(h->feed)) == NULL ||
+	    memchr(h->source, '\0', sizeof(h->source)) == NULL ||
+	    ((const char *)h)[h->columns_off + h->columns_len] != '\0') {
+		seterr(err, errlen, "%s: corrupt segment header (inconsistent layout)", path);
+		return RING_ERR;
+	}
+	return RING_OK;
+}
+
+int
+ring_open(const char *dir, const char *feed, struct ring **out, char *err, size_t errlen)
+{
+	struct ring *r;
+	struct stat st;
+	void *base;
+	int fd;
+
+	*out = NULL;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		seterr(err, errlen, "out of memory");
+		return RING_ERR;
+	}
+	if (make_paths(r, dir, feed, err, errlen) != RING_OK)
+		goto failed;
+	fd = open(r->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		seterr(err, errlen, "cannot open %s: %s", r->path, strerror(errno));
+		goto failed;
+	}
+	if (fstat(fd, &st) != 0) {
+		seterr(err, errlen, "cannot stat %s: %s", r->path, strerror(errno));
+		close(fd);
+		goto failed;
+	}
+	if ((uint64_t)st.st_size < sizeof(struct ring_hdr)) {
+		seterr(err, errlen, "%s: truncated segment (%llu bytes, header needs %zu)", r->path,
+		       (unsigned long long)st.st_size, sizeof(struct ring_hdr));
+		close(fd);
+		goto failed;
+	}
+	base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (base == MAP_FAILED) {
+		seterr(err, errlen, "cannot map %s: %s", r->path, strerror(errno));
+		goto failed;
+	}
+	if (validate_segment(r->path, base, (uint64_t)st.st_size, err, errlen) != RING_OK) {
+		munmap(base, (size_t)st.st_size);
+		goto failed;
+	}
+	bind_mapping(r, base, (size_t)st.st_size);
+	r->dev = st.st_dev;
+	r->ino = st.st_ino;
+	*out = r;
+	return RING_OK;
+failed:
+	free(r);
+	return RING_ERR;
+}
+
+bool
+ring_replaced(struct ring *r)
+{
+	struct stat st;
+
+	if (stat(r->path, &st) != 0)
+		return load_acquire(&r->hdr->state) == RING_STATE_CLOSED;
+	return st.st_dev != r->dev || st.st_ino != r->ino;
+}
+
+void
+ring_info(struct ring *r, struct ring_info *out)
+{
+	struct ring_hdr *h = r->hdr;
+	uint64_t now = now_ms();
+
+	/* head_seq acquired first: head_cursor is at least as new. */
+	out->head_seq = load_acquire(&h->head_seq);
+	out->head_cursor = load_relaxed(&h->head_cursor);
+	out->tail_seq = load_acquire(&h->tail_seq);
+	out->snap_gen = load_acquire(&h->snap_gen);
+	out->snap_cursor = load_relaxed(&h->snap_cursor);
+	out->row_count = load_relaxed(&h->row_count);
+	out->heartbeat_ms = load_relaxed(&h->heartbeat_ms);
+	out->segment_id = h->segment_id;
+	out->writer_pid = h->writer_pid;
+	out->state = (enum ring_state)load_acquire(&h->state);
+	out->writer_alive = out->state != RING_STATE_CLOSED &&
+			    (kill(h->writer_pid, 0) == 0 || errno == EPERM) &&
+			    now - out->heartbeat_ms < HEARTBEAT_STALE_MS + 0ull;
+}
+
+const char *
+ring_feed(const struct ring *r)
+{
+	return r->hdr->feed;
+}
+
+const char *
+ring_source(const struct ring *r)
+{
+	return r->hdr->source;
+}
+
+const char *
+ring_columns(const struct ring *r)
+{
+	return r->columns;
+}
+
+/* Read the base of the history consistently (see ring_reset). */
+static void
+read_base(struct ring_hdr *h, uint64_t *seq, uint64_t *cursor, uint64_t *gen)
+{
+	uint64_t g1, g2;
+
+	do {
+		g1 = load_acquire(&h->base_gen);
+		*seq = load_relaxed(&h->base_seq);
+		*cursor = load_relaxed(&h->base_cursor);
+		fence_acquire();
+		g2 = load_relaxed(&h->base_gen);
+	} while ((g1 & 1) != 0 || g1 != g2);
+	*gen = g1;
+}
+
+/* Read index entry for seq.  Returns false when the slot no longer holds
+ * seq (the writer dropped it). */
+static bool
+read_entry(struct ring *r, uint64_t seq, uint64_t *cursor, uint64_t *off, uint64_t *len)
+{
+	struct ring_ent *e = &r->index[seq & r->index_mask];
+	uint64_t s = load_relaxed(&e->seq);
+
+	*cursor = load_relaxed(&e->cursor);
+	*off = load_relaxed(&e->off);
+	*len = load_relaxed(&e->len);
+	/* Pairs with the writer's release fence in ring_append: if any field
+	 * above came from a newer record, this sees the tail that dropped
+	 * seq (I2 keeps seq-1 too: callers pass the floor's seq). */
+	fence_acquire();
+	return s == seq && load_relaxed(&r->hdr->tail_seq) <= seq + 1;
+}
+
+int
+ring_lookup(struct ring *r, uint64_t cursor, uint64_t *seq_after)
+{
+	struct ring_hdr *h = r->hdr;
+
+	for (int attempt = 0; attempt < 64; attempt++) {
+		uint64_t base_seq, base_cursor, gen, floor, c, off, len;
+		uint64_t tail = load_acquire(&h->tail_seq);
+		uint64_t head = load_acquire(&h->head_seq);
+
+		read_base(h, &base_seq, &base_cursor, &gen);
+		if (tail < base_seq || head < tail)
+			continue; /* raced with a reset */
+		if (tail == base_seq) {
+			floor = base_cursor;
+		} else if (read_entry(r, tail - 1, &floor, &off, &len) &&
+			   load_acquire(&h->tail_seq) == tail) {
+			/* floor is the cursor of the last dropped batch */
+		} else {
+			continue; /* the tail moved while we looked */
+		}
+		if (load_acquire(&h->base_gen) != gen)
+			continue;
+		if (cursor == floor) {
+			*seq_after = tail;
+			return RING_OK;
+		}
+		if (cursor < floor)
+			return RING_GONE;
+		if (head == tail)
+			return RING_AHEAD;
+
+		/* Binary search [tail, head) for the entry whose cursor
+		 * equals cursor (I4: cursors increase with seq). */
+		uint64_t lo = tail, hi = head;
+		bool raced = false;
+		while (lo < hi) {
+			uint64_t mid = lo + (hi - lo) / 2;
+			if (!read_entry(r, mid, &c, &off, &len) || load_relaxed(&h->tail_seq) > mid) {
+				raced = true;
+				break;
+			}
+			if (c == cursor) {
+				*seq_after = mid + 1;
+				return RING_OK;
+			}
+			if (c < cursor)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (raced)
+			continue;
+		if (lo == head)
+			return RING_AHEAD;
+		return RING_UNKNOWN;
+	}
+	/* The writer lapped us 64 times in a row: whatever we were
+	 * looking for is certainly gone. */
+	return RING_GONE;
+}
+
+/* The seqlock copy: may read bytes the writer is overwriting, which the
+ * caller detects afterwards.  TSan would report the (intended) race. */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define NO_TSAN __attribute__((no_sanitize("thread")))
+#endif
+#endif
+#if !defined(NO_TSAN) && defined(__SANITIZE_THREAD__)
+#define NO_TSAN __attribute__((no_sanitize_thread))
+#endif
+#ifndef NO_TSAN
+#define NO_TSAN
+#endif
+
+NO_TSAN static void
+copy_racy(void *dst, const void *src, size_t n)
+{
+	/* A plain byte loop, not memcpy: sanitizers intercept memcpy even in
+	 * no_sanitize functions. */
+	unsigned char *d = dst;
+	const unsigned char *s = src;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		__builtin_memcpy(&w, s + i, 8);
+		__builtin_memcpy(d + i, &w, 8);
+	}
+	for (; i < n; i++)
+		d[i] = s[i];
+}
+
+int
+ring_read(struct ring *r, uint64_t seq, struct ring_buf *buf, struct ring_rec *rec)
+{
+	struct ring_hdr *h = r->hdr;
+	uint64_t head = load_acquire(&h->head_seq);
+	uint64_t cursor, off, len;
+	struct rec_hdr rh;
+	const char *p;
+
+	if (seq >= head)
+		return RING_AHEAD;
+	if (seq < load_acquire(&h->tail_seq))
+		return RING_GONE;
+	if (!read_entry(r, seq, &cursor, &off, &len) || len < sizeof(rh) || len > h->data_size / 2)
+		return RING_GONE;
+
+	p = r->data + (off & r->data_mask);
+	if ((off & r->data_mask) + len > h->data_size)
+		return RING_GONE; /* torn entry; tail recheck would say so */
+	copy_racy(&rh, p, sizeof(rh));
+	size_t payload = len - sizeof(rh);
+	if (rh.payload_len <= payload)
+		payload = rh.payload_len;
+	if (buf->cap < payload + 1) {
+		size_t cap = buf->cap ? buf->cap : 4096;
+		while (cap < payload + 1)
+			cap *= 2;
+		char *nd = realloc(buf->data, cap);
+		if (nd == NULL)
+			return RING_ERR;
+		buf->data = nd;
+		buf->cap = cap;
+	}
+	copy_racy(buf->data, p + sizeof(rh), payload);
+
+	/* Seqlock validation: pairs with the release fence the writer issues
+	 * after advancing tail_seq and before overwriting. */
+	fence_acquire();
+	if (load_relaxed(&h->tail_seq) > seq)
+		return RING_GONE;
+
+	/* The copy is stable; now a mismatch is corruption, not a race. */
+	if (rh.magic != REC_MAGIC || rh.seq != seq || rh.cursor != cursor ||
+	    rh.payload_len != payload) {
+		errno = EILSEQ;
+		return RING_ERR;
+	}
+	buf->len = payload;
+	buf->data[payload] = '\0';
+	if (rec != NULL) {
+		rec->seq = seq;
+		rec->cursor = cursor;
+		rec->len = payload;
+	}
+	return RING_OK;
+}
+
+int
+ring_wait(struct ring *r, uint64_t want, int timeout_ms)
+{
+	struct ring_hdr *h = r->hdr;
+	struct timespec deadline, now, rel;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	if (timeout_ms >= 0) {
+		deadline.tv_sec += timeout_ms / 1000;
+		deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (deadline.tv_nsec >= 1000000000L) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000L;
+		}
+	}
+	for (;;) {
+		/* Word first, then head: see ring_wake. */
+		uint32_t w = load_acquire(&h->wake);
+		if (load_acquire(&h->head_seq) > want)
+			return RING_OK;
+		if (load_acquire(&h->state) == RING_STATE_CLOSED)
+			return RING_TIMEOUT;
+		if (timeout_ms >= 0) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			rel.tv_sec = deadline.tv_sec - now.tv_sec;
+			rel.tv_nsec = deadline.tv_nsec - now.tv_nsec;
+			if (rel.tv_nsec < 0) {
+				rel.tv_sec--;
+				rel.tv_nsec += 1000000000L;
+			}
+			if (rel.tv_sec < 0)
+				return RING_TIMEOUT;
+		}
+		if (futex_wait_shared(&h->wake, w, timeout_ms >= 0 ? &rel : NULL) != 0) {
+			if (errno == EINTR || errno == ETIMEDOUT)
+				return load_acquire(&h->head_seq) > want ? RING_OK : RING_TIMEOUT;
+		}
+	}
+}
+
+const void *
+ring_wake_word(struct ring *r, uint32_t *value)
+{
+	*value = load_acquire(&r->hdr->wake);
+	return &r->hdr->wake;
+}
+
+int
+ring_snapshot_open(struct ring *r, struct ring_snapshot *snap, char *err, size_t errlen)
+{
+	struct stat st;
+	const struct snap_hdr *sh;
+	void *base;
+	int fd;
+
+	memset(snap, 0, sizeof(*snap));
+	fd = open(r->snap_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		seterr(err, errlen, "cannot open %s: %s", r->snap_path, strerror(errno));
+		return RING_ERR;
+	}
+	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < sizeof(struct snap_hdr)) {
+		seterr(err, errlen, "%s: truncated snapshot", r->snap_path);
+		close(fd);
+		return RING_ERR;
+	}
+	base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (base == MAP_FAILED) {
+		seterr(err, errlen, "cannot map %s: %s", r->snap_path, strerror(errno));
+		return RING_ERR;
+	}
+	sh = base;
+	if (memcmp(sh->magic, SNAP_MAGIC, sizeof(sh->magic)) != 0 ||
+	    sh->layout_version != RING_LAYOUT_VERSION || sh->hdr_size != sizeof(*sh) ||
+	    sh->payload_len != (uint64_t)st.st_size - sizeof(*sh)) {
+		seterr(err, errlen, "%s: corrupt snapshot or another layout version", r->snap_path);
+		munmap(base, (size_t)st.st_size);
+		return RING_ERR;
+	}
+	if (sh->segment_id != r->hdr->segment_id) {
+		seterr(err, errlen, "%s: snapshot belongs to another segment", r->snap_path);
+		munmap(base, (size_t)st.st_size);
+		return RING_GONE;
+	}
+	snap->data = (const char *)base + sizeof(*sh);
+	snap->len = sh->payload_len;
+	snap->cursor = sh->cursor;
+	snap->seq_after = sh->seq_after;
+	snap->map_ = base;
+	snap->map_len_ = (size_t)st.st_size;
+	return RING_OK;
+}
+
+void
+ring_snapshot_release(struct ring_snapshot *snap)
+{
+	if (snap->map_ != NULL)
+		munmap(snap->map_, snap->map_len_);
+	memset(snap, 0, sizeof(*snap));
+}
+
+void
+ring_close(struct ring *r, bool remove)
+{
+	if (r == NULL)
+		return;
+	if (r->writer) {
+		ring_set_state(r, RING_STATE_CLOSED);
+		ring_wake(r);
+		if (remove) {
+			/* Remove only what is still ours: a newer daemon may
+			 * have renamed its own segment into place. */
+			struct stat st;
+			if (stat(r->path, &st) == 0 && st.st_dev == r->dev && st.st_ino == r->ino) {
+				unlink(r->path);
+				unlink(r->snap_path);
+			}
+		}
+	}
+	munmap(r->hdr, r->map_len);
+	free(r);
+}
+
+const char *
+ring_strstatus(int status)
+{
+	switch (status) {
+	case RING_OK:
+		return "ok";
+	case RING_GONE:
+		return "cursor gone";
+	case RING_UNKNOWN:
+		return "cursor unknown";
+	case RING_AHEAD:
+		return "cursor ahead of head";
+	case RING_TIMEOUT:
+		return "timeout";
+	case RING_NEED_SNAPSHOT:
+		return "snapshot needed";
+	case RING_TOO_BIG:
+		return "record too big";
+	default:
+		return "system error";
+	}
+}

@@ -1,0 +1,196 @@
+/*
+ * ring.h - the shared-memory feed ring.
+ *
+ * One segment per feed: a file under the ring directory (default
+ * /dev/shm/tailgate) named FEED.ring, created by the daemon and mapped
+ * read-only by any number of responder processes.  It holds:
+ *
+ *   - a header: layout version, feed name, source, the column list (JSON),
+ *     the writer's pid and heartbeat, the upstream's liveness, the current
+ *     row count and the snapshot generation;
+ *   - a data area of variable-size records, one per batch, each tagged with
+ *     its upstream timestamp (the cursor) and a sequence number, appended in
+ *     order; when the area is full the oldest records are dropped;
+ *   - an index of fixed-size entries (seq, cursor, offset, length), one per
+ *     record, which makes cursor lookup a binary search.
+ *
+ * The snapshot (the feed's full state at some cursor) lives beside it in
+ * FEED.snap, replaced by rename(2) so a reader that opened the old file
+ * keeps a consistent copy.  A snapshot records the seq of the first batch
+ * after it; the writer never drops that batch while the snapshot is
+ * current (ring_append says RING_NEED_SNAPSHOT instead).
+ *
+ * Concurrency contract: exactly ONE writer per segment (one thread of the
+ * daemon); any number of readers in any number of processes and threads.
+ * Readers never write to the segment and never block the writer.  A reader
+ * that was lapped (the batch it wanted was overwritten, even while it was
+ * copying it) is told RING_GONE; it never returns torn bytes.
+ *
+ * Handles (struct ring) are process-local and not thread-safe for the
+ * writer; reader calls on one handle may run concurrently from threads.
+ */
+#ifndef TAILGATE_RING_H
+#define TAILGATE_RING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#define RING_LAYOUT_VERSION 1
+#define RING_DEFAULT_DIR "/dev/shm/tailgate"
+#define RING_FEED_NAME_MAX 63
+#define RING_COLUMNS_MAX (64 * 1024) /* bytes of column-list JSON */
+
+enum ring_status {
+	RING_OK = 0,
+	RING_GONE = 1,          /* cursor/seq older than what the ring holds */
+	RING_UNKNOWN = 2,       /* cursor is not a batch boundary of this history */
+	RING_AHEAD = 3,         /* cursor/seq newer than the head */
+	RING_TIMEOUT = 4,       /* ring_wait: nothing new before the deadline */
+	RING_NEED_SNAPSHOT = 5, /* ring_append: write a snapshot first */
+	RING_TOO_BIG = 6,       /* ring_append: record larger than half the ring */
+	RING_ERR = -1           /* system error; errno and message set */
+};
+
+/* Liveness of the feed as the daemon last stated it. */
+enum ring_state {
+	RING_STATE_STARTING = 0, /* created, no snapshot yet */
+	RING_STATE_LIVE = 1,     /* upstream connected and streaming */
+	RING_STATE_DOWN = 2,     /* upstream lost; daemon reconnecting */
+	RING_STATE_CLOSED = 3    /* daemon stopped; segment is dead */
+};
+
+struct ring;
+
+struct ring_config {
+	const char *dir;          /* NULL: RING_DEFAULT_DIR */
+	const char *feed;         /* [A-Za-z0-9_-], at most RING_FEED_NAME_MAX */
+	const char *source;       /* "materialize", "postgresql", "test" */
+	const char *columns_json; /* [{"name":..,"type":..},..] */
+	uint64_t data_size;       /* bytes, rounded up to a power of two */
+	uint32_t index_slots;     /* 0: data_size / 256; rounded up to 2^n */
+	uint64_t base_cursor;     /* cursor before the first batch (snapshot) */
+};
+
+/* What a reader learns about a record besides its bytes. */
+struct ring_rec {
+	uint64_t seq;
+	uint64_t cursor;
+	size_t len; /* payload bytes */
+};
+
+/* A growable buffer the reader copies records into.  Owned by the caller;
+ * free(buf->data) when done. */
+struct ring_buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+
+/* A consistent picture of the head, for /feeds and the wait loop. */
+struct ring_info {
+	uint64_t head_seq;   /* seq the next batch will get */
+	uint64_t head_cursor;/* cursor of the newest batch (or the base) */
+	uint64_t tail_seq;   /* oldest seq still held */
+	uint64_t snap_gen;   /* bumps on every new snapshot */
+	uint64_t snap_cursor;
+	uint64_t row_count;  /* rows in the feed's state at head_cursor */
+	uint64_t heartbeat_ms;
+	uint64_t segment_id; /* random, differs per created segment */
+	int writer_pid;
+	enum ring_state state;
+	bool writer_alive;   /* pid exists and heartbeat within 5 s */
+};
+
+/* ---- writer (daemon) ---- */
+
+/* Create (or replace) DIR/FEED.ring.  The new segment becomes visible only
+ * once fully initialised (it is built under a temporary name and renamed).
+ * On failure returns RING_ERR and writes a message into err. */
+int ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t errlen);
+
+/* Append one batch record.  cursor must be greater than the head's.
+ * Drops the oldest records as needed.  The record is visible to readers on
+ * return but waiters are not woken until ring_wake().
+ * Returns RING_OK, RING_NEED_SNAPSHOT (the batch right after the current
+ * snapshot would be dropped: write a snapshot at the head, then retry),
+ * RING_TOO_BIG, or RING_ERR (cursor not increasing). */
+int ring_append(struct ring *r, uint64_t cursor, const struct iovec *iov, int iovcnt);
+
+/* Wake every reader sleeping in ring_wait(), in every process. */
+void ring_wake(struct ring *r);
+
+/* Write the feed's state at the head cursor as the new snapshot: the bytes
+ * go to DIR/FEED.snap.tmp, then rename(2) over DIR/FEED.snap.  On failure
+ * (disk full...) the old snapshot stays current; returns RING_ERR with a
+ * message in err. */
+int ring_write_snapshot(struct ring *r, const struct iovec *iov, int iovcnt, char *err,
+			size_t errlen);
+
+/* Start a new history at cursor: every held batch is dropped (readers
+ * holding older cursors get RING_GONE) and cursor becomes the floor.  The
+ * caller then writes a snapshot at that cursor. */
+void ring_reset(struct ring *r, uint64_t cursor);
+
+void ring_set_state(struct ring *r, enum ring_state state);
+void ring_set_row_count(struct ring *r, uint64_t rows);
+void ring_set_columns(struct ring *r, const char *columns_json);
+void ring_heartbeat(struct ring *r);
+
+/* ---- reader (responder) ---- */
+
+/* Map DIR/FEED.ring read-only.  Refuses a segment of another layout
+ * version, a truncated or corrupt one, with a message naming the file and
+ * the reason. */
+int ring_open(const char *dir, const char *feed, struct ring **out, char *err, size_t errlen);
+
+/* True when DIR/FEED.ring now names another segment than the mapped one
+ * (the daemon restarted): the caller should ring_close and ring_open. */
+bool ring_replaced(struct ring *r);
+
+void ring_info(struct ring *r, struct ring_info *out);
+const char *ring_feed(const struct ring *r);
+const char *ring_source(const struct ring *r);
+/* The column-list JSON; stable until ring_close. */
+const char *ring_columns(const struct ring *r);
+
+/* Find the seq of the first batch after cursor.  RING_OK, RING_GONE
+ * (cursor older than the floor), RING_UNKNOWN (not a batch boundary),
+ * RING_AHEAD (newer than the head). */
+int ring_lookup(struct ring *r, uint64_t cursor, uint64_t *seq_after);
+
+/* Copy record seq into buf (replacing its contents).  RING_OK, RING_GONE
+ * (dropped or overwritten while copying), RING_AHEAD (not yet published). */
+int ring_read(struct ring *r, uint64_t seq, struct ring_buf *buf, struct ring_rec *rec);
+
+/* Sleep until a batch with seq >= want exists, or timeout_ms passes
+ * (negative: forever).  RING_OK, RING_TIMEOUT; EINTR returns RING_TIMEOUT
+ * early.  Does not poll: it sleeps on a futex the writer wakes. */
+int ring_wait(struct ring *r, uint64_t want, int timeout_ms);
+
+/* The futex word ring_wait sleeps on and its current value, for callers
+ * that multiplex several rings (futex_waitv). */
+const void *ring_wake_word(struct ring *r, uint32_t *value);
+
+/* Map the current snapshot.  On RING_OK data and len hold the snapshot bytes
+ * (valid until ring_snapshot_release), cursor its cursor and seq_after the
+ * first batch after it. */
+struct ring_snapshot {
+	const char *data;
+	size_t len;
+	uint64_t cursor;
+	uint64_t seq_after;
+	void *map_;
+	size_t map_len_;
+};
+int ring_snapshot_open(struct ring *r, struct ring_snapshot *snap, char *err, size_t errlen);
+void ring_snapshot_release(struct ring_snapshot *snap);
+
+/* Unmap; the writer also marks the segment CLOSED and, if remove is set,
+ * unlinks its files. */
+void ring_close(struct ring *r, bool remove);
+
+const char *ring_strstatus(int status);
+
+#endif
