@@ -1,1 +1,251 @@
-int main(void){return 0;}
+/*
+ * tailgate-ring.c - inspect feed segments from the shell.
+ *
+ *   tailgate-ring [-d DIR] list
+ *   tailgate-ring [-d DIR] info FEED
+ *   tailgate-ring [-d DIR] dump FEED [CURSOR]
+ *   tailgate-ring [-d DIR] wait FEED CURSOR [TIMEOUT_MS]
+ *
+ * `dump` prints one JSON object per line: the snapshot (unless a cursor is
+ * given) then every held batch after it, each {"cursor":..,"batch":..}.
+ * It only reads; it is safe to run against a live daemon.
+ */
+#include "config.h"
+
+#include "batch.h"
+#include "ring.h"
+
+#include <dirent.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *ring_dir = RING_DEFAULT_DIR;
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: tailgate-ring [-d DIR] list\n"
+		   "       tailgate-ring [-d DIR] info FEED\n"
+		   "       tailgate-ring [-d DIR] dump FEED [CURSOR]\n"
+		   "       tailgate-ring [-d DIR] wait FEED CURSOR [TIMEOUT_MS]\n"
+		   "\n"
+		   "Inspect tailgate feed segments (read-only).\n"
+		   "  -d, --dir DIR   ring directory (default %s)\n"
+		   "  -h, --help      this help\n"
+		   "  -V, --version   print the version\n"
+		   "\n"
+		   "list   the feeds in DIR, one line each\n"
+		   "info   the segment header: state, cursors, sequence numbers, columns\n"
+		   "dump   the snapshot and batches as JSON lines; with CURSOR, the batches\n"
+		   "       after it (exit 3 if the cursor is gone)\n"
+		   "wait   block until a batch after CURSOR exists (exit 0), or time out (exit 4)\n",
+		RING_DEFAULT_DIR);
+}
+
+static const char *
+state_name(enum ring_state s)
+{
+	switch (s) {
+	case RING_STATE_STARTING:
+		return "starting";
+	case RING_STATE_LIVE:
+		return "live";
+	case RING_STATE_DOWN:
+		return "down";
+	case RING_STATE_CLOSED:
+		return "closed";
+	}
+	return "?";
+}
+
+static struct ring *
+open_feed(const char *feed)
+{
+	char err[512];
+	struct ring *r;
+
+	if (ring_open(ring_dir, feed, &r, err, sizeof(err)) != RING_OK) {
+		fprintf(stderr, "tailgate-ring: %s\n", err);
+		exit(2);
+	}
+	return r;
+}
+
+static int
+cmd_info(const char *feed)
+{
+	struct ring *r = open_feed(feed);
+	struct ring_info i;
+
+	ring_info(r, &i);
+	printf("feed         %s\n", ring_feed(r));
+	printf("source       %s\n", ring_source(r));
+	printf("state        %s%s\n", state_name(i.state), i.writer_alive ? "" : " (writer gone)");
+	printf("writer pid   %d\n", i.writer_pid);
+	printf("head cursor  %" PRIu64 "\n", i.head_cursor);
+	printf("head seq     %" PRIu64 "\n", i.head_seq);
+	printf("tail seq     %" PRIu64 "\n", i.tail_seq);
+	printf("snapshot     %" PRIu64 " (generation %" PRIu64 ")\n", i.snap_cursor, i.snap_gen);
+	printf("rows         %" PRIu64 "\n", i.row_count);
+	printf("columns      %s\n", ring_columns(r));
+	ring_close(r, false);
+	return 0;
+}
+
+static int
+cmd_list(void)
+{
+	DIR *d = opendir(ring_dir);
+	struct dirent *de;
+
+	if (d == NULL) {
+		perror(ring_dir);
+		return 2;
+	}
+	while ((de = readdir(d)) != NULL) {
+		size_t n = strlen(de->d_name);
+		char feed[RING_FEED_NAME_MAX + 1], err[512];
+		struct ring_info i;
+		struct ring *r;
+
+		if (n <= 5 || n - 5 > RING_FEED_NAME_MAX || strcmp(de->d_name + n - 5, ".ring") != 0)
+			continue;
+		memcpy(feed, de->d_name, n - 5);
+		feed[n - 5] = '\0';
+		if (ring_open(ring_dir, feed, &r, err, sizeof(err)) != RING_OK) {
+			printf("%-24s error: %s\n", feed, err);
+			continue;
+		}
+		ring_info(r, &i);
+		printf("%-24s %-8s cursor %" PRIu64 " rows %" PRIu64 "\n", feed,
+		       i.writer_alive ? state_name(i.state) : "dead", i.head_cursor, i.row_count);
+		ring_close(r, false);
+	}
+	closedir(d);
+	return 0;
+}
+
+static void
+print_batch(uint64_t cursor, const char *payload, size_t len)
+{
+	struct batch_view v;
+
+	if (!batch_view(payload, len, &v)) {
+		fprintf(stderr, "tailgate-ring: corrupt batch at cursor %" PRIu64 "\n", cursor);
+		exit(2);
+	}
+	printf("{\"cursor\":\"%" PRIu64 "\",\"batch\":%.*s}\n", cursor, (int)v.json_len, v.json);
+}
+
+static int
+cmd_dump(const char *feed, const char *from)
+{
+	struct ring *r = open_feed(feed);
+	struct ring_buf buf = {0};
+	struct ring_rec rec;
+	uint64_t seq, cursor;
+	char err[512];
+	int rc;
+
+	for (int attempt = 0;; attempt++) {
+		if (from != NULL) {
+			if (!batch_parse_cursor(from, &cursor)) {
+				fprintf(stderr, "tailgate-ring: bad cursor \"%s\"\n", from);
+				return 2;
+			}
+			rc = ring_lookup(r, cursor, &seq);
+			if (rc != RING_OK) {
+				fprintf(stderr, "tailgate-ring: cursor %s: %s\n", from,
+					ring_strstatus(rc));
+				return 3;
+			}
+		} else {
+			struct ring_snapshot s;
+			if (ring_snapshot_open(r, &s, err, sizeof(err)) != RING_OK) {
+				fprintf(stderr, "tailgate-ring: %s\n", err);
+				return 2;
+			}
+			print_batch(s.cursor, s.data, s.len);
+			seq = s.seq_after;
+			ring_snapshot_release(&s);
+		}
+		while ((rc = ring_read(r, seq, &buf, &rec)) == RING_OK) {
+			print_batch(rec.cursor, buf.data, buf.len);
+			seq++;
+		}
+		if (rc == RING_AHEAD)
+			break;
+		if (from != NULL || attempt > 10) {
+			fprintf(stderr, "tailgate-ring: lapped by the writer at seq %" PRIu64 "\n",
+				seq);
+			return 3;
+		}
+		printf("{\"restart\":true}\n"); /* lapped: start over from a new snapshot */
+	}
+	free(buf.data);
+	ring_close(r, false);
+	return 0;
+}
+
+static int
+cmd_wait(const char *feed, const char *from, const char *timeout)
+{
+	struct ring *r = open_feed(feed);
+	uint64_t cursor, seq;
+	int rc;
+
+	if (!batch_parse_cursor(from, &cursor)) {
+		fprintf(stderr, "tailgate-ring: bad cursor \"%s\"\n", from);
+		return 2;
+	}
+	rc = ring_lookup(r, cursor, &seq);
+	if (rc != RING_OK) {
+		fprintf(stderr, "tailgate-ring: cursor %s: %s\n", from, ring_strstatus(rc));
+		return 3;
+	}
+	rc = ring_wait(r, seq, timeout ? atoi(timeout) : -1);
+	ring_close(r, false);
+	return rc == RING_OK ? 0 : 4;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
+					     {"help", no_argument, NULL, 'h'},
+					     {"version", no_argument, NULL, 'V'},
+					     {NULL, 0, NULL, 0}};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "+d:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			ring_dir = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("tailgate-ring %s\n", PACKAGE_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc == 1 && strcmp(argv[0], "list") == 0)
+		return cmd_list();
+	if (argc == 2 && strcmp(argv[0], "info") == 0)
+		return cmd_info(argv[1]);
+	if ((argc == 2 || argc == 3) && strcmp(argv[0], "dump") == 0)
+		return cmd_dump(argv[1], argc == 3 ? argv[2] : NULL);
+	if ((argc == 3 || argc == 4) && strcmp(argv[0], "wait") == 0)
+		return cmd_wait(argv[1], argv[2], argc == 4 ? argv[3] : NULL);
+	usage(stderr);
+	return 2;
+}

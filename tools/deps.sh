@@ -1,0 +1,30 @@
+#!/bin/sh
+# deps.sh - install what tailgate needs on Debian 12, only what is missing.
+# Used by tools/test and tools/demo; safe to run again.
+set -eu
+
+pkgs="build-essential autoconf automake pkg-config libpq-dev libfcgi-dev libjson-c-dev
+      nginx postgresql postgresql-client python3 chromium valgrind"
+[ "${TAILGATE_BENCH_DEPS:-}" = 1 ] && pkgs="$pkgs libnginx-mod-nchan python3-tornado"
+command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
+
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+        missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "deps: installing$missing"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# Front-end test tooling (playwright-core drives Debian's chromium).
+top=$(cd "$(dirname "$0")/.." && pwd)
+if [ -f "$top/package.json" ] && [ ! -d "$top/node_modules" ]; then
+    echo "deps: npm install"
+    (cd "$top" && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error;
+                  else npm install --no-audit --no-fund --loglevel=error; fi)
+fi
