@@ -430,7 +430,10 @@ ring_append(struct ring *r, uint64_t cursor, const struct iovec *iov, int iovcnt
 	memcpy(p, &rh, sizeof(rh));
 	p += sizeof(rh);
 	for (int i = 0; i < iovcnt; i++) {
-		memcpy(p, iov[i].iov_base, iov[i].iov_len);
+		/* An empty iovec may have a NULL base (batch_finish's empty
+		 * deleted list): memcpy(p, NULL, 0) is undefined behaviour. */
+		if (iov[i].iov_len > 0)
+			memcpy(p, iov[i].iov_base, iov[i].iov_len);
 		p += iov[i].iov_len;
 	}
 
@@ -544,6 +547,12 @@ ring_reset(struct ring *r, uint64_t cursor)
 	store_relaxed(&h->tail_seq, head);
 	/* Readers that saw the old tail/base retry when they see gen move. */
 	store_release(&h->base_gen, gen + 2);
+	/* The next appends overwrite the bytes and index slots of the
+	 * batches dropped here without dropping anything themselves, so
+	 * ring_append issues no fence: order the tail store above before
+	 * them, as ring_append does for its own drops (a release store
+	 * orders only what precedes it). */
+	fence_release();
 	r->w_tail_off = r->w_head_off;
 	r->w_has_snap = false;
 	check_invariants(r);
