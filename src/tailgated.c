@@ -1,1 +1,176 @@
-int main(void){return 0;}
+/*
+ * tailgated.c - the subscriber daemon: options, signals, the main loop.
+ *
+ *   tailgated [-c FILE] [--check] [--syslog] [--remove-on-exit] [-d]
+ *
+ * One process per upstream database.  For each feed in the configuration
+ * it holds one subscription (source.h) and writes one batch per upstream
+ * timestamp into the feed's shared-memory ring (feed.h, ring.h); the loop
+ * is daemon.c.  Signals arrive through a signalfd polled with the
+ * upstream sockets, so no work ever runs in a handler:
+ *
+ *   SIGTERM, SIGINT  stop: every segment is marked closed (and removed
+ *                    with --remove-on-exit), exit 0
+ *   SIGHUP           reload the configuration: feeds added, removed or
+ *                    changed; a file with errors is logged and ignored
+ *
+ * It stays in the foreground (systemd, runit, a container supervise it).
+ */
+#include "config.h" /* autoconf: _GNU_SOURCE, PACKAGE_VERSION; first */
+
+#include "conf.h"
+
+#include "daemon.h"
+#include "log.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#define DEFAULT_CONFIG "/etc/tailgate/tailgated.conf"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: tailgated [-c FILE] [--check] [--syslog] [--remove-on-exit] [-d]\n"
+	        "\n"
+	        "Subscribe to each feed's SQL view and publish its changes, one batch per\n"
+	        "upstream timestamp, into a shared-memory ring per feed.\n"
+	        "\n"
+	        "  -c, --config FILE   configuration file (default %s)\n"
+	        "  -n, --check         validate the configuration and exit\n"
+	        "      --syslog        log to syslog (facility daemon) instead of stderr\n"
+	        "      --remove-on-exit  unlink the feeds' segments when stopping\n"
+	        "  -d, --debug         log debug messages too\n"
+	        "  -q, --quiet         log warnings and errors only\n"
+	        "  -h, --help          this help\n"
+	        "  -V, --version       print the version\n"
+	        "\n"
+	        "SIGTERM/SIGINT stop, SIGHUP reloads the configuration.  See tailgated(8)\n"
+	        "and tailgated.conf(5).\n",
+	        DEFAULT_CONFIG);
+}
+
+int
+main(int argc, char **argv)
+{
+	enum { OPT_SYSLOG = 256, OPT_REMOVE };
+	static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+	                                     {"check", no_argument, NULL, 'n'},
+	                                     {"syslog", no_argument, NULL, OPT_SYSLOG},
+	                                     {"remove-on-exit", no_argument, NULL, OPT_REMOVE},
+	                                     {"debug", no_argument, NULL, 'd'},
+	                                     {"quiet", no_argument, NULL, 'q'},
+	                                     {"help", no_argument, NULL, 'h'},
+	                                     {"version", no_argument, NULL, 'V'},
+	                                     {NULL, 0, NULL, 0}};
+	const char *path = DEFAULT_CONFIG;
+	bool check = false, use_syslog = false, remove_on_exit = false, stop = false;
+	struct conf *conf;
+	struct daemon *d;
+	char err[1024];
+	sigset_t mask;
+	int c, sfd;
+
+	while ((c = getopt_long(argc, argv, "c:ndqhV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'n':
+			check = true;
+			break;
+		case OPT_SYSLOG:
+			use_syslog = true;
+			break;
+		case OPT_REMOVE:
+			remove_on_exit = true;
+			break;
+		case 'd':
+			log_max_level = LOG_LEVEL_DEBUG;
+			break;
+		case 'q':
+			log_max_level = LOG_LEVEL_WARNING;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("tailgated %s\n", PACKAGE_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+
+	conf = conf_load(path, err, sizeof(err));
+	if (check) {
+		if (conf == NULL) {
+			fprintf(stderr, "tailgated: %s\n", err);
+			return 1;
+		}
+		printf("%s: ok (source %s, %zu feed%s)\n", path, conf->source, conf->nfeeds,
+		       conf->nfeeds == 1 ? "" : "s");
+		conf_free(conf);
+		return 0;
+	}
+	log_init("tailgated", use_syslog);
+	if (conf == NULL)
+		fatalx("%s", err);
+
+	/* Signals come through the poll loop. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) != 0)
+		fatal("sigprocmask");
+	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sfd < 0)
+		fatal("signalfd");
+	signal(SIGPIPE, SIG_IGN);
+
+	d = daemon_new(conf, remove_on_exit);
+	if (d == NULL)
+		fatalx("%s: cannot start the feeds (see above)", path);
+	log_info("started: %s, %zu feed%s, %s", path, conf->nfeeds, conf->nfeeds == 1 ? "" : "s",
+	         conf->source);
+
+	while (!stop) {
+		struct signalfd_siginfo si;
+
+		if (!daemon_step(d, sfd, -1))
+			continue;
+		while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+			if (si.ssi_signo == SIGHUP) {
+				struct conf *next = conf_load(path, err, sizeof(err));
+				if (next == NULL) {
+					log_error("reload refused, keeping the running "
+					          "configuration: %s",
+					          err);
+					continue;
+				}
+				log_info("reloading %s", path);
+				daemon_reload(d, next);
+			} else {
+				log_info("stopping on signal %s", strsignal((int)si.ssi_signo));
+				stop = true;
+			}
+		}
+	}
+	daemon_free(d);
+	close(sfd);
+	log_info("stopped");
+	return 0;
+}

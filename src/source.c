@@ -1,0 +1,73 @@
+/*
+ * source.c - the table of source kinds and what every kind shares
+ * (source.h).  A new kind adds its ops to kinds[] and nothing else.
+ */
+#include "config.h" /* autoconf: _GNU_SOURCE and friends, first */
+
+#include "source.h"
+
+#include "conf.h"
+#include "log.h"
+
+#include <string.h>
+#include <time.h>
+
+extern const struct source_ops source_mz_ops;
+
+static const struct source_ops *const kinds[] = {
+        &source_mz_ops,
+};
+
+const struct source_ops *
+source_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (strcmp(kinds[i]->name, name) == 0)
+			return kinds[i];
+	return NULL;
+}
+
+int
+source_init(struct source *src, const struct conf *conf, const struct conf_feed *cfeed,
+            struct feed *feed)
+{
+	memset(src, 0, sizeof(*src));
+	src->fd = -1;
+	src->conf = conf;
+	src->cfeed = cfeed;
+	src->feed = feed;
+	src->ops = source_find(conf->source);
+	if (src->ops == NULL) {
+		log_error("feed=%s: source \"%s\" is not built into this tailgated", cfeed->name,
+		          conf->source);
+		return -1;
+	}
+	if (src->ops->init(src) != 0) {
+		src->ops = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+void
+source_fini(struct source *src)
+{
+	if (src->ops == NULL)
+		return;
+	src->ops->stop(src);
+	src->ops->fini(src);
+	src->ops = NULL;
+	src->priv = NULL;
+	src->fd = -1;
+	src->events = 0;
+	src->timer_ms = 0;
+}
+
+uint64_t
+source_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}

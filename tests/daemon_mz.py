@@ -1,0 +1,583 @@
+#!/usr/bin/env python3
+"""daemon_mz.py - tailgated against the Materialize SUBSCRIBE test server.
+
+For each scenario in tests/mzserver/scenarios/ this starts mzserver.py on
+a free port, runs the real tailgated with a private ring directory, waits
+(polling, with a deadline) until the ring holds the scenario's last closed
+timestamp, then reads the ring back with `tailgate-ring dump` and checks:
+
+  - the snapshot plus the batches, applied in order, give exactly the
+    scenario's state at every cursor (the snapshot's and each batch's);
+  - each batch is at a timestamp where the scenario changed, in order;
+  - values are typed as the column types say: numbers keep their text,
+    NaN/Infinity are strings, bools, json embedded, NULL, strings;
+  - faults behave: drops and errors end in a resume AS OF the frontier
+    with SNAPSHOT = false (mzserver's event log shows the statements), a
+    refused AS OF ends in a fresh snapshot whose difference is one batch,
+    malformed rows are refused with a clear log line and never published,
+    an open timestamp is never visible before its progress row (holds);
+  - SIGTERM stops the daemon with status 0 and the segment marked closed.
+
+Python 3 standard library only; reuses mzserver's scenario parser for the
+scenario's history (its text values), and decides the expected JSON from
+the column types independently of the daemon.  TAP output.
+"""
+
+import collections
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, 'mzserver'))
+import mzserver  # noqa: E402
+
+BUILD = os.environ.get('top_builddir', '.')
+TAILGATED = os.path.join(BUILD, 'tailgated')
+RINGTOOL = os.path.join(BUILD, 'tailgate-ring')
+SCENARIOS = os.path.join(HERE, 'mzserver', 'scenarios')
+DEADLINE = float(os.environ.get('TAILGATE_TEST_TIMEOUT', '60'))
+
+NUMBER_TYPES = {'int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'oid'}
+JSON_NUMBER = re.compile(r'-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z')
+
+n_tests = 0
+n_failed = 0
+
+
+def ok(cond, what, diag=None):
+    global n_tests, n_failed
+    n_tests += 1
+    print('%s %d - %s' % ('ok' if cond else 'not ok', n_tests, what))
+    if not cond:
+        n_failed += 1
+        if diag:
+            for line in str(diag).splitlines()[:30]:
+                print('#   ' + line[:400])
+    sys.stdout.flush()
+    return cond
+
+
+# ---------------------------------------------------------------------------
+# The expected JSON of a value, from the column type (not from the daemon)
+# ---------------------------------------------------------------------------
+
+def num(text):
+    return ('num', text)
+
+
+def expected_value(col, text):
+    if text is None:
+        return None
+    base = col.base
+    if col.is_array:
+        return text
+    if base in NUMBER_TYPES:
+        return num(text) if JSON_NUMBER.match(text) else text
+    if base == 'bool':
+        return {'t': True, 'f': False}.get(text, text)
+    if base in ('json', 'jsonb'):
+        return json.loads(text, parse_int=num, parse_float=num)
+    return text
+
+
+def canon(value):
+    """A hashable, order-preserving canonical form of one row."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def daemon_row(row):
+    """row: parsed with num() for numbers (Run.dump)."""
+    return canon(row)
+
+
+class Model:
+    """The scenario's history as the daemon should publish it."""
+
+    def __init__(self, path):
+        self.scn = mzserver.Scenario(path)
+        self.cols = self.scn.columns
+        self.changes = collections.OrderedDict()   # ts -> Counter
+        for e in self.scn.events:
+            if e.kind != 'row':
+                continue
+            row = canon([expected_value(c, v)
+                         for c, v in zip(self.cols, e.vals)])
+            self.changes.setdefault(e.ts, collections.Counter())[row] += e.diff
+        progress = [e.ts for e in self.scn.events if e.kind == 'progress']
+        closed_below = float('inf') if self.scn.idle_progress else \
+            (max(progress) if progress else 0)
+        data_ts = [t for t, c in self.changes.items()
+                   if t < closed_below and any(v for v in c.values())]
+        self.final = max(data_ts) if data_ts else None
+
+    def state_at(self, cursor):
+        s = collections.Counter()
+        for ts, ch in self.changes.items():
+            if ts <= cursor:
+                s.update(ch)
+        return +s   # drop zero counts
+
+    def changed_at(self, ts):
+        return any(v for v in self.changes.get(ts, {}).values())
+
+
+# ---------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------
+
+class Run:
+    """One mzserver + one tailgated in a private directory."""
+
+    def __init__(self, scenario, server_args=(), feed=None, view=None,
+                 env=None, daemon_args=()):
+        self.dir = tempfile.mkdtemp(prefix='tailgate-mz.')
+        self.ring_dir = os.path.join(self.dir, 'ring')
+        os.mkdir(self.ring_dir)
+        self.events_path = os.path.join(self.dir, 'events.jsonl')
+        self.log_path = os.path.join(self.dir, 'tailgated.log')
+        self.hold_dir = os.path.join(self.dir, 'holds')
+        os.mkdir(self.hold_dir)
+        self.server = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, 'mzserver', 'mzserver.py'),
+             '--port', '0', '--scenario', scenario,
+             '--events', self.events_path, '--hold-dir', self.hold_dir]
+            + list(server_args),
+            stdout=subprocess.PIPE, stderr=open(os.path.join(self.dir, 'mzserver.err'), 'w'),
+            text=True)
+        line = self.server.stdout.readline()   # blocks until listening
+        m = re.match(r'PORT=(\d+)', line)
+        if not m:
+            raise RuntimeError('mzserver did not start: %r' % line)
+        self.port = int(m.group(1))
+        scn = mzserver.Scenario(scenario)
+        self.feed = feed or scn.name.replace('_', '-')
+        self.conf_path = os.path.join(self.dir, 'tailgated.conf')
+        with open(self.conf_path, 'w') as f:
+            f.write('source = materialize\n'
+                    'conninfo = host=127.0.0.1 port=%d user=materialize\n'
+                    'ring_dir = %s\n'
+                    'backoff_min_ms = 20\n'
+                    'backoff_max_ms = 200\n'
+                    '[feed %s]\n'
+                    'view = %s\n' % (self.port, self.ring_dir, self.feed,
+                                     view or scn.name))
+        wrap = []
+        if os.environ.get('TAILGATE_VALGRIND'):
+            # Memory errors or definite leaks make the exit status 99,
+            # which check_stop reports.
+            wrap = ['valgrind', '-q', '--error-exitcode=99', '--leak-check=full',
+                    '--errors-for-leak-kinds=definite',
+                    '--log-file=%s' % os.path.join(self.dir, 'valgrind.log')]
+        self.daemon = subprocess.Popen(
+            wrap + [TAILGATED, '-c', self.conf_path, '-d'] + list(daemon_args),
+            stderr=open(self.log_path, 'w'), env=env)
+
+    def write_conf(self, feeds):
+        """Replace the configuration: feeds is [(name, view, extra lines)]."""
+        with open(self.conf_path, 'w') as f:
+            f.write('source = materialize\n'
+                    'conninfo = host=127.0.0.1 port=%d user=materialize\n'
+                    'ring_dir = %s\n'
+                    'backoff_min_ms = 20\n'
+                    'backoff_max_ms = 200\n' % (self.port, self.ring_dir))
+            for name, view, extra in feeds:
+                f.write('[feed %s]\nview = %s\n%s' % (name, view, extra))
+
+    def ring_path(self, feed):
+        return os.path.join(self.ring_dir, feed + '.ring')
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def events(self, kind=None):
+        out = []
+        try:
+            with open(self.events_path) as f:
+                for line in f:
+                    try:
+                        e = json.loads(line)
+                    except ValueError:
+                        continue
+                    if kind is None or e.get('event') == kind:
+                        out.append(e)
+        except FileNotFoundError:
+            pass
+        return out
+
+    def dump(self, feed=None):
+        """The ring as [(cursor, batch)], snapshot first; None if absent."""
+        p = subprocess.run([RINGTOOL, '-d', self.ring_dir, 'dump', feed or self.feed],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            return None
+        out = []
+        for line in p.stdout.splitlines():
+            d = json.loads(line, parse_int=num, parse_float=num)
+            if d.get('restart'):
+                out = []
+                continue
+            out.append((int(d['cursor']), d['batch']))
+        # Numbers came back as ['num', text]: JSON has no tuples.
+        return out
+
+    def info(self):
+        p = subprocess.run([RINGTOOL, '-d', self.ring_dir, 'info', self.feed],
+                           capture_output=True, text=True)
+        return p.stdout if p.returncode == 0 else ''
+
+    def wait_for(self, cond, what, timeout=DEADLINE):
+        """Poll cond() every 20 ms until true or the deadline."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            v = cond()
+            if v:
+                return v
+            if self.daemon.poll() is not None:
+                break
+            time.sleep(0.02)
+        return ok(False, 'waiting for %s' % what,
+                  'daemon exit %s; log tail:\n%s' % (self.daemon.poll(),
+                                                    self.log()[-3000:]))
+
+    def head_at_least(self, cursor, feed=None):
+        d = self.dump(feed)
+        return d if d and d[-1][0] >= cursor else None
+
+    def stop(self):
+        rc = None
+        if self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                rc = self.daemon.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait()
+        self.server.terminate()
+        try:
+            self.server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+            self.server.wait()
+        return rc
+
+    def cleanup(self):
+        if os.environ.get('TAILGATE_KEEP'):
+            print('# kept %s' % self.dir)
+            return
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# The checks every scenario gets
+# ---------------------------------------------------------------------------
+
+def check_ring(name, run, model):
+    """Rebuild from the snapshot and batches; compare at every cursor."""
+    ring = run.wait_for(lambda: run.head_at_least(model.final),
+                        '%s: the ring reaches %s' % (name, model.final))
+    if not ring:
+        return None
+    snap_cursor, snap = ring[0]
+    ok(snap['deleted'] == [] and snap['timestamp'] == str(snap_cursor),
+       '%s: the snapshot is a batch with nothing deleted, at its cursor' % name)
+    bad = []
+    state = collections.Counter()
+    for r in snap['inserted']:
+        state[daemon_row(r)] += 1
+    want = model.state_at(snap_cursor)
+    if state != want:
+        bad.append('snapshot at %d: got %s want %s' % (snap_cursor, state, want))
+    last = snap_cursor
+    unchanged = []
+    for cursor, b in ring[1:]:
+        if cursor <= last:
+            bad.append('cursor %d after %d' % (cursor, last))
+        if b['timestamp'] != str(cursor):
+            bad.append('batch timestamp %s at cursor %d' % (b['timestamp'], cursor))
+        if not b['inserted'] and not b['deleted']:
+            bad.append('empty batch at %d' % cursor)
+        if not model.changed_at(cursor) and cursor not in run.diff_cursors:
+            unchanged.append(cursor)
+        for r in b['inserted']:
+            state[daemon_row(r)] += 1
+        for r in b['deleted']:
+            k = daemon_row(r)
+            state[k] -= 1
+            if state[k] < 0:
+                bad.append('at %d: deleted a row not held: %s' % (cursor, k))
+        state = +state
+        want = model.state_at(cursor)
+        if state != want:
+            extra = state - want
+            missing = want - state
+            bad.append('state at %d differs: extra %s missing %s'
+                       % (cursor, dict(extra), dict(missing)))
+        last = cursor
+    ok(not bad, '%s: state from snapshot + %d batches equals the scenario at '
+                'every cursor' % (name, len(ring) - 1), '\n'.join(bad[:10]))
+    ok(not unchanged, '%s: every batch is at a timestamp where the scenario '
+                      'changed' % name, unchanged)
+    return ring
+
+
+def check_stop(name, run):
+    rc = run.stop()
+    vg = os.path.join(run.dir, 'valgrind.log')
+    vglog = open(vg).read() if os.path.exists(vg) else ''
+    ok(rc == 0, '%s: SIGTERM stops tailgated with status 0 (got %s)%s'
+       % (name, rc, ', valgrind-clean' if os.path.exists(vg) else ''),
+       vglog[-3000:] or run.log()[-2000:])
+    ok('state        closed' in run.info(),
+       '%s: the segment is marked closed' % name, run.info())
+
+
+def scenario_run(file, name=None, server_args=(), extra=None, diff_cursors=()):
+    name = name or file[:-4]
+    model = Model(os.path.join(SCENARIOS, file))
+    run = Run(os.path.join(SCENARIOS, file), server_args)
+    run.diff_cursors = set(diff_cursors)
+    try:
+        ring = check_ring(name, run, model)
+        if extra is not None and ring is not None:
+            extra(name, run, model, ring)
+        check_stop(name, run)
+    finally:
+        run.stop()
+        run.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# Scenario-specific checks
+# ---------------------------------------------------------------------------
+
+def subscribes(run):
+    return run.events('subscribe')
+
+
+def resumed_ok(name, run, model, ring, reconnects=1):
+    subs = subscribes(run)
+    ok(len(subs) >= 1 + reconnects,
+       '%s: %d subscriptions (at least %d reconnect)' % (name, len(subs), reconnects),
+       json.dumps(subs)[:2000])
+    later = subs[1:]
+    ok(later and all(s.get('snapshot') is False and s.get('requested_as_of') is not None
+                     for s in later),
+       '%s: every reconnect resumes AS OF without a snapshot' % name,
+       json.dumps(later)[:2000])
+    ok('resuming AS OF' in run.log(), '%s: the log says it resumed' % name)
+
+
+def check_types(name, run, model, ring):
+    cols = json.loads(re.search(r'columns\s+(.*)', run.info()).group(1))
+    ok([c['name'] for c in cols] == [c.name for c in model.cols],
+       '%s: the segment lists the columns in order' % name, cols)
+    scalar = [(c['type'], m.base) for c, m in zip(cols, model.cols) if not m.is_array]
+    ok(all(t == b for t, b in scalar),
+       '%s: scalar column types named as the database names them' % name, scalar)
+    # Raw text checks on the snapshot line: numbers keep their digits.
+    p = subprocess.run([RINGTOOL, '-d', run.ring_dir, 'dump', run.feed],
+                       capture_output=True, text=True)
+    first = p.stdout.splitlines()[0]
+    for frag, what in [
+            ('123456789012345678901234567890.123456789012345678901234567890',
+             'a 60-digit numeric keeps every digit'),
+            ('-9223372036854775808', 'int8 minimum'),
+            ('"NaN"', 'NaN is a string'),
+            ('"-Infinity"', '-Infinity is a string'),
+            ('3.4028235e+38', 'float4 text kept'),
+            ('[1,7,42,1.5,2.25,3.14159,10.50,true,', 'numbers and bools typed'),
+            ('{"a": 1, "b": [1, 2]}', 'json embedded'),
+            ('"tab\\there"', 'tab escaped'),
+            ('"new\\nline and\\r\\ncrlf"', 'newline and CR escaped'),
+            ('"controls \\b \\f \\u000b \\u0001 \x7f end"', 'control characters escaped'),
+            ('"back\\\\slash \\\\N \\\\t literal"', 'backslashes and a literal \\N'),
+            ('"\\\\N"', 'the text \\N is not NULL'),
+            ('null,null,null', 'NULLs'),
+            (',"just a string","\xe9\\n",', 'JSON string values embedded')]:
+        ok(frag in first, '%s: %s' % (name, what), first[:3000])
+
+
+def reached(run, hold):
+    return os.path.exists(os.path.join(run.hold_dir, hold + '.reached'))
+
+
+def release(run, hold):
+    open(os.path.join(run.hold_dir, hold), 'w').close()
+
+
+def holds_test():
+    """Open timestamps stay invisible until their progress row."""
+    name = 'holds'
+    path = os.path.join(SCENARIOS, 'holds.scn')
+    model = Model(path)
+    run = Run(path)
+    run.diff_cursors = set()
+    try:
+        if run.wait_for(lambda: reached(run, 'first-live-progress'),
+                        'hold first-live-progress'):
+            d = run.wait_for(lambda: run.head_at_least(1700000005000),
+                             'the first live batch')
+            ok(d and d[-1][0] == 1700000005000,
+               '%s: at the first hold the ring ends at 1700000005000' % name,
+               d and [c for c, _ in d])
+        release(run, 'first-live-progress')
+        if run.wait_for(lambda: reached(run, 'mid-ts'), 'hold mid-ts'):
+            # The open timestamp's first row has been sent; give the daemon
+            # the chance to (wrongly) publish by waiting for its heartbeat
+            # to move, then check.
+            d = run.dump()
+            ok(d and all(c < 1700000008000 for c, _ in d),
+               '%s: inside timestamp 1700000008000 nothing of it is visible' % name,
+               d and [c for c, _ in d])
+        release(run, 'mid-ts')
+        if run.wait_for(lambda: reached(run, 'mid-ts-closed'), 'hold mid-ts-closed'):
+            d = run.wait_for(lambda: run.head_at_least(1700000008000),
+                             'batch 1700000008000 after its progress row')
+            ok(d and d[-1][0] == 1700000008000,
+               '%s: after its progress row timestamp 1700000008000 is one batch' % name)
+        release(run, 'mid-ts-closed')
+        release(run, 'near-end')
+        check_ring(name, run, model)
+        check_stop(name, run)
+    finally:
+        run.stop()
+        run.cleanup()
+
+
+def since_extra(name, run, model, ring):
+    log = run.log()
+    ok('cannot resume AS OF' in log,
+       '%s: the refused AS OF is logged' % name, log[-2000:])
+    ok(re.search(r'upstream error (XX000|22000): (Timestamp|could not find)', log),
+       '%s: with its SQLSTATE and message' % name)
+    subs = subscribes(run)
+    fresh = [s for s in subs[1:] if s.get('requested_as_of') is None]
+    ok(fresh, '%s: then a fresh subscription with a snapshot' % name,
+       json.dumps(subs)[:2000])
+    cursors = [c for c, _ in ring]
+    ok(1700000017000 in cursors and 1700000014000 not in cursors
+       and 1700000015000 not in cursors and 1700000016000 not in cursors,
+       '%s: the difference is one batch at the new as-of 1700000017000' % name,
+       cursors)
+    ok('fresh snapshot at 1700000017000 differs' in log,
+       '%s: the diff is logged' % name)
+
+
+def malformed_extra(name, run, model, ring):
+    log = run.log()
+    for why in ['fields, the description has', 'backslash at the end of the row',
+                'invalid UTF-8', 'no row terminator', 'raw newline',
+                'mz_diff is not a non-zero integer',
+                'below the frontier']:
+        ok(why in log, '%s: refused with "%s"' % (name, why),
+           '\n'.join(l for l in log.splitlines() if 'error' in l)[-3000:])
+    ok(log.count('dropping the session') >= 10,
+       '%s: each of the 10 bad rows ended its session' % name)
+    ok(re.search(r'error feed=winning-bids: malformed row from the upstream', log),
+       '%s: errors name the feed' % name)
+
+
+def error_extra(name, run, model, ring):
+    log = run.log()
+    ok('upstream error XX000: Evaluation error: division by zero' in log,
+       '%s: the mid-stream error is logged with SQLSTATE and message' % name,
+       log[-2000:])
+    ok('57P01' in log, '%s: the FATAL 57P01 is logged' % name)
+    resumed_ok(name, run, model, ring, reconnects=2)
+
+
+def reload_test():
+    """SIGHUP: a bad file is refused; feeds removed, added and changed."""
+    name = 'reload'
+    a_path = os.path.join(SCENARIOS, 'multiplicity.scn')
+    b_path = os.path.join(SCENARIOS, 'top10.scn')
+    ma, mb = Model(a_path), Model(b_path)
+    run = Run(a_path, server_args=['--scenario', b_path], feed='a',
+              view=ma.scn.name, daemon_args=['--remove-on-exit'])
+    try:
+        run.wait_for(lambda: run.head_at_least(ma.final, 'a'), 'feed a reaches its end')
+        ino_a = os.stat(run.ring_path('a')).st_ino
+
+        with open(run.conf_path, 'a') as f:
+            f.write('bogus = 1\n')
+        run.daemon.send_signal(signal.SIGHUP)
+        ok(run.wait_for(lambda: 'reload refused' in run.log(), 'the refusal'),
+           '%s: a bad file is refused on SIGHUP' % name)
+        ok(re.search(r'reload refused.*tailgated.conf:\d+: unknown key "bogus"', run.log()),
+           '%s: the refusal names file:line and reason' % name)
+        ok(os.path.exists(run.ring_path('a')) and run.daemon.poll() is None,
+           '%s: and feed a keeps running' % name)
+
+        run.write_conf([('a', ma.scn.name, ''), ('b', mb.scn.name, '')])
+        run.daemon.send_signal(signal.SIGHUP)
+        ok(run.wait_for(lambda: run.head_at_least(mb.final, 'b'), 'feed b'),
+           '%s: an added feed starts' % name)
+        ok(os.stat(run.ring_path('a')).st_ino == ino_a,
+           '%s: the unchanged feed keeps its segment' % name)
+        ino_b = os.stat(run.ring_path('b')).st_ino
+
+        run.write_conf([('b', mb.scn.name, 'ring_size = 2M\n')])
+        run.daemon.send_signal(signal.SIGHUP)
+        ok(run.wait_for(lambda: not os.path.exists(run.ring_path('a')), 'a removed'),
+           '%s: a removed feed\'s segment is unlinked' % name)
+        ok(run.wait_for(lambda: os.path.exists(run.ring_path('b')) and
+                        os.stat(run.ring_path('b')).st_ino != ino_b and
+                        run.head_at_least(mb.final, 'b'), 'b restarted'),
+           '%s: a changed feed restarts on a new segment and catches up' % name)
+        log = run.log()
+        ok('feed=a: removed from the configuration' in log and
+           'feed=b: definition changed' in log and 'feed=b: added' in log,
+           '%s: each change is logged' % name, log[-1500:])
+        rc = run.stop()
+        vg = os.path.join(run.dir, 'valgrind.log')
+        ok(rc == 0, '%s: SIGTERM exits 0' % name,
+           open(vg).read()[-3000:] if os.path.exists(vg) else None)
+        ok(not os.path.exists(run.ring_path('b')) and
+           not os.path.exists(os.path.join(run.ring_dir, 'b.snap')),
+           '%s: --remove-on-exit unlinks the segment and snapshot' % name,
+           os.listdir(run.ring_dir))
+    finally:
+        run.stop()
+        run.cleanup()
+
+
+def main():
+    if not os.path.exists(TAILGATED):
+        print('1..0 # SKIP tailgated not built')
+        return 0
+    print('# tailgated against mzserver, scenarios in %s' % SCENARIOS)
+    scenario_run('multiplicity.scn')
+    scenario_run('types.scn', extra=check_types)
+    scenario_run('types.scn', name='types-exotic-escapes',
+                 server_args=['--copy-escapes', 'exotic'])
+    scenario_run('types.scn', name='types-pg-escapes',
+                 server_args=['--copy-escapes', 'pg'])
+    scenario_run('winning_bids.scn')
+    scenario_run('top10.scn')
+    scenario_run('fault_drop_mid_ts.scn', extra=resumed_ok)
+    scenario_run('fault_drop_between_ts.scn',
+                 extra=lambda n, r, m, g: resumed_ok(n, r, m, g, reconnects=2))
+    scenario_run('fault_error_mid_stream.scn', extra=error_extra)
+    scenario_run('fault_since.scn', extra=since_extra,
+                 diff_cursors=[1700000017000])
+    scenario_run('fault_snapshot.scn')
+    scenario_run('fault_stall.scn')
+    scenario_run('fault_malformed.scn', extra=malformed_extra)
+    holds_test()
+    reload_test()
+    print('1..%d' % n_tests)
+    if n_failed:
+        print('# %d of %d failed' % (n_failed, n_tests))
+    return 1 if n_failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,142 @@
+/*
+ * test_conf.c - tailgated.conf parsing: a full valid file, then every
+ * refusal with its "FILE:LINE: reason".
+ */
+#include "conf.h"
+
+#include "tap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char good[] = "# a comment\n"
+                           "; another\n"
+                           "source = materialize\n"
+                           "conninfo = \"host=mz port=6875 user=materialize options=--cluster=c\"\n"
+                           "ring_dir = /tmp/rings\n"
+                           "ring_size = 1M\n"
+                           "backoff_min_ms = 100\n"
+                           "backoff_max_ms = 5000\n"
+                           "\n"
+                           "[feed winning_bids]\n"
+                           "view = winning_bids\n"
+                           "ring_size = 64M\n"
+                           "[ feed  top-10 ]\n"
+                           "query = SELECT buyer, count(*) \\\n"
+                           "        FROM winning_bids # not a comment \\\n"
+                           "        GROUP BY buyer;  \n";
+
+static const struct {
+	const char *text;
+	const char *err; /* expected message, after "t.conf:" */
+} bad[] = {
+        {"bogus = 1\n", "1: unknown key \"bogus\""},
+        {"source = mysql\n", "1: bad source \"mysql\": materialize or postgresql"},
+        {"source = materialize\nsource = materialize\n", "2: duplicate key \"source\""},
+        {"source = materialize\n[feed a]\nview = v\n[feed a]\nview = w\n",
+         "4: duplicate feed \"a\" (first at line 2)"},
+        {"source = materialize\n[feed a b]\n", "2: bad feed name \"a b\""},
+        {"source = materialize\n[feed ]\n", "2: unknown section [feed]"},
+        {"source = materialize\n[view x]\n", "2: unknown section [view x]"},
+        {"source = materialize\n[feed a\n", "2: bad section header"},
+        {"source = materialize\n[feed a]\nview = v\nview = w\n", "4: duplicate key \"view\""},
+        {"source = materialize\n[feed a]\nview = v\nquery = select 1\n",
+         "4: feed a: view and query are exclusive"},
+        {"source = materialize\n[feed a]\nring_size = 12\n", "3: bad ring_size \"12\""},
+        {"source = materialize\n[feed a]\nring_size = 8G\n", "3: bad ring_size \"8G\""},
+        {"source = materialize\n[feed a]\nring_size = 1X\n", "3: bad ring_size \"1X\""},
+        {"source = materialize\n[feed a]\n", "2: feed a: needs view = NAME or query"},
+        {"source = materialize\n[feed a]\nview = v\ntable = t\n",
+         "4: feed a: table, columns, where, slot and permanent_slot are for source = postgresql"},
+        {"source = postgresql\n[feed a]\nquery = select 1\n",
+         "3: feed a: view and query are for source = materialize"},
+        {"source = postgresql\n[feed a]\ncolumns = a\n", "2: feed a: needs table ="},
+        {"source = postgresql\n[feed a]\ntable = t\nslot = Bad-Slot\n", "4: bad slot \"Bad-Slot\""},
+        {"source = postgresql\n[feed a]\ntable = t\npermanent_slot = maybe\n",
+         "4: bad permanent_slot \"maybe\""},
+        {"source = postgresql\n[feed a]\ntable = t\npermanent_slot = yes\npermanent_slot = no\n",
+         "5: duplicate key \"permanent_slot\""},
+        {"source = materialize\n[feed a]\nview = v\nbogus = 1\n",
+         "4: unknown key \"bogus\" in [feed a]"},
+        {"view = v\n", "1: key \"view\" belongs in a [feed NAME] section"},
+        {"ring_dir = relative\n", "1: bad ring_dir \"relative\""},
+        {"backoff_min_ms = 0\n", "1: bad backoff_min_ms \"0\""},
+        {"backoff_min_ms = 500\nbackoff_max_ms = 100\n[feed a]\ntable = t\n",
+         " backoff_min_ms (500) is larger than backoff_max_ms (100)"},
+        {"source = materialize\n", " no feeds"},
+        {"just words\n", "1: expected key = value"},
+        {" = x\n", "1: missing key"},
+        {"source = materialize\n[feed a]\nview = \n", "3: empty value for \"view\""},
+        {"source = materialize\n[feed a]\nview = x(1)\n", "3: bad view \"x(1)\""},
+        /* a continued line reports its first line */
+        {"source = materialize\n[feed a]\nquery = select 1 \\\n from t\nbogus \\\n = 1\n",
+         "5: unknown key \"bogus\" in [feed a]"},
+};
+
+int
+main(void)
+{
+	char err[512];
+	struct conf *c = conf_parse("t.conf", good, strlen(good), err, sizeof(err));
+	uint64_t sz;
+
+	ok(c != NULL, "the good file parses%s%s", c ? "" : ": ", c ? "" : err);
+	if (c != NULL) {
+		is_str(c->source, "materialize", "source");
+		is_str(c->conninfo, "host=mz port=6875 user=materialize options=--cluster=c",
+		       "conninfo, quotes removed");
+		is_str(c->ring_dir, "/tmp/rings", "ring_dir");
+		is_int(c->backoff_min_ms, 100, "backoff_min_ms");
+		is_int(c->nfeeds, 2, "two feeds");
+		is_str(c->feeds[0].name, "winning_bids", "feed 1 name");
+		is_str(c->feeds[0].view, "winning_bids", "feed 1 view");
+		is_int(c->feeds[0].ring_size, 64 << 20, "feed 1 ring_size");
+		is_str(c->feeds[1].name, "top-10", "feed 2 name (blanks in the header)");
+		is_str(c->feeds[1].query,
+		       "SELECT buyer, count(*) \n        FROM winning_bids # not a comment "
+		       "\n        GROUP BY buyer",
+		       "continued query, '#' kept, trailing ';' dropped");
+		is_int(c->feeds[1].ring_size, 1 << 20, "feed 2 gets the global ring_size");
+		ok(c->feeds[1].line == 13, "feed 2 header line");
+		ok(conf_find_feed(c, "top-10") == &c->feeds[1], "conf_find_feed");
+		ok(conf_feed_equal(c, &c->feeds[0], c, &c->feeds[0]) &&
+		           !conf_feed_equal(c, &c->feeds[0], c, &c->feeds[1]),
+		   "conf_feed_equal");
+	}
+
+	const char *pg = "source = postgresql\n[feed bids]\ntable = public.bids\n"
+	                 "columns = id, amount\nwhere = amount > 10\nslot = tg_bids\n"
+	                 "permanent_slot = yes\n";
+	struct conf *p = conf_parse("pg.conf", pg, strlen(pg), err, sizeof(err));
+	ok(p != NULL && strcmp(p->feeds[0].table, "public.bids") == 0 &&
+	           strcmp(p->feeds[0].columns, "id, amount") == 0 &&
+	           strcmp(p->feeds[0].where, "amount > 10") == 0 &&
+	           strcmp(p->feeds[0].slot, "tg_bids") == 0 && p->feeds[0].permanent_slot,
+	   "postgresql keys parse");
+	ok(c && p && !conf_feed_equal(c, &c->feeds[0], p, &p->feeds[0]),
+	   "different sources are not equal");
+	conf_free(p);
+	conf_free(c);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char want[300];
+		snprintf(want, sizeof(want), "t.conf:%s", bad[i].err);
+		c = conf_parse("t.conf", bad[i].text, strlen(bad[i].text), err, sizeof(err));
+		ok(c == NULL && strncmp(err, want, strlen(want)) == 0, "refused: %s", want);
+		if (c != NULL || strncmp(err, want, strlen(want)) != 0)
+			printf("#   got: %s\n", c ? "(accepted)" : err);
+		conf_free(c);
+	}
+
+	ok(conf_parse_size("64K", &sz) && sz == 65536, "size 64K");
+	ok(conf_parse_size("2MB", &sz) && sz == 2 << 20, "size 2MB");
+	ok(conf_parse_size("123", &sz) && sz == 123, "size in bytes");
+	ok(!conf_parse_size("-1", &sz) && !conf_parse_size("", &sz) &&
+	           !conf_parse_size("99999999999999999999G", &sz),
+	   "bad sizes refused");
+
+	c = conf_load("/nonexistent/tailgated.conf", err, sizeof(err));
+	ok(c == NULL && strstr(err, "/nonexistent/tailgated.conf: No such file") != NULL,
+	   "a missing file names itself");
+	return tap_done();
+}
