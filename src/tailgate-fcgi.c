@@ -1,1 +1,578 @@
-int main(void){return 0;}
+/*
+ * tailgate-fcgi.c - the FastCGI responder: serves the feeds' rings to
+ * browsers through nginx.
+ *
+ * Threads of one process: the accepting thread and a few handlers
+ * (accept.c: a connection slow to send its params stalls nobody), the
+ * watcher (park.c: every parked request, one futex_waitv), the writer pool
+ * and the closer (reply.c).  Nothing blocks per waiting request.
+ *
+ * Processes: --workers N forks N such processes on one listening socket;
+ * without --socket the socket is inherited, from systemd (LISTEN_FDS) or
+ * from spawn-fcgi (a listening socket on fd 0).
+ */
+#include <config.h> /* autoconf's (build dir); src/config.h is the daemon's */
+
+#include "accept.h"
+#include "batch.h"
+#include "feeds.h"
+#include "http_params.h"
+#include "log.h"
+#include "metrics.h"
+#include "park.h"
+#include "render.h"
+#include "reply.h"
+
+#include <errno.h>
+#include <fcgiapp.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SD_LISTEN_FDS_START 3
+
+static struct {
+	const char *socket_path;
+	int socket_mode;
+	const char *ring_dir;
+	int workers;
+	int handlers;
+	int writers;
+	int max_timeout_s;
+	int backlog;
+} opt = {NULL, 0666, NULL, 1, 2, 4, HP_DEFAULT_TIMEOUT_S, 4096};
+
+static int listen_fd = -1;
+static volatile sig_atomic_t got_stop;
+
+static void
+usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: tailgate-fcgi [options]\n"
+	        "\n"
+	        "The tailgate FastCGI responder: answers snapshot, long-poll and SSE\n"
+	        "requests for the feeds in the ring directory, behind nginx.\n"
+	        "\n"
+	        "  -s, --socket PATH|[HOST]:PORT  listen here (a unix socket path, or TCP);\n"
+	        "                             without it the listening socket is inherited:\n"
+	        "                             systemd socket activation (LISTEN_FDS) or\n"
+	        "                             spawn-fcgi (a listening socket on fd 0)\n"
+	        "  -m, --socket-mode MODE     permissions of a unix socket (octal, default 0666)\n"
+	        "  -b, --backlog N            listen backlog (default 4096)\n"
+	        "  -d, --ring-dir DIR         where the daemon's FEED.ring files are\n"
+	        "                             (default " RING_DEFAULT_DIR ")\n"
+	        "  -w, --workers N            processes sharing the socket (default 1)\n"
+	        "  -a, --handlers N           request handler threads per process (default 2)\n"
+	        "  -W, --writers N            writer threads per process (default 4)\n"
+	        "  -T, --max-timeout S        long-poll timeout and its upper bound (default 25)\n"
+	        "  -k, --sse-keepalive S      seconds between SSE keep-alive comments (default "
+	        "15)\n"
+	        "  -c, --cache-max-age S      max-age of replies holding batches (default 60)\n"
+	        "  -v, --verbose              log debug messages\n"
+	        "  -q, --quiet                log warnings and errors only\n"
+	        "      --syslog               log to syslog instead of stderr\n"
+	        "  -V, --version              print the version\n"
+	        "  -h, --help                 this text\n"
+	        "\n"
+	        "HTTP API (see tailgate-fcgi(8)): GET /feeds, /feeds/FEED[?cursor=C&timeout=S\n"
+	        "&stream=sse&COLUMN=OP.VALUE], /metrics, /healthz.\n");
+}
+
+static int
+parse_int(const char *s, int lo, int hi, const char *what)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || end == s || v < lo || v > hi) {
+		fprintf(stderr, "tailgate-fcgi: %s must be %d..%d, not \"%s\"\n", what, lo, hi, s);
+		usage(stderr);
+		exit(2);
+	}
+	return (int)v;
+}
+
+/* ---- requests ---- */
+
+static const char *
+param(FCGX_Request *req, const char *name)
+{
+	return FCGX_GetParam(name, req->envp);
+}
+
+/* Write a whole reply on this thread and end the request. */
+static void
+send_now(FCGX_Request *req, enum metrics_kind kind, int status, const struct bbuf *b)
+{
+	if (reply_write(req, b->p, b->len))
+		metrics_served(0, b->len);
+	metrics_request(kind, status);
+	reply_finish(req);
+}
+
+static void
+send_error(FCGX_Request *req, enum metrics_kind kind, int status, const char *code,
+           const char *message)
+{
+	struct bbuf b = {0};
+
+	render_error(&b, status, code, message);
+	send_now(req, kind, status, &b);
+	bbuf_free(&b);
+}
+
+static void
+send_text(FCGX_Request *req, enum metrics_kind kind, const char *type, const struct bbuf *body)
+{
+	struct bbuf b = {0};
+
+	render_head(&b, 200, type, "no-store", NULL);
+	bbuf_add(&b, body->p, body->len);
+	send_now(req, kind, 200, &b);
+	bbuf_free(&b);
+}
+
+static void
+handle_feed(FCGX_Request *req, const char *name, struct ring_buf *scratch)
+{
+	struct hp_request hp;
+	struct feed *feed;
+	struct seg *seg;
+	struct ring_info info;
+	struct filter *filter;
+	struct waiter *w;
+	enum metrics_kind kind;
+	const char *why;
+	char err[512];
+	int status;
+	bool from_snapshot;
+
+	if (!hp_parse(param(req, "QUERY_STRING"), param(req, "HTTP_ACCEPT"),
+	              param(req, "HTTP_LAST_EVENT_ID"), opt.max_timeout_s, &hp, err, sizeof(err))) {
+		send_error(req, MK_OTHER, 400, "bad_parameter", err);
+		return;
+	}
+	kind = hp.sse ? MK_SSE : hp.has_cursor ? MK_LONGPOLL : MK_SNAPSHOT;
+	status = feeds_acquire(name, &feed, &seg, err, sizeof(err));
+	if (status != 200) {
+		hp_free(&hp);
+		send_error(req, kind, status, status == 404 ? "unknown_feed" : "feed_not_live",
+		           err);
+		return;
+	}
+	if (!feeds_live(seg, &info, &why)) {
+		hp_free(&hp);
+		seg_release(seg);
+		send_error(req, kind, 503, "feed_not_live", why);
+		return;
+	}
+	filter = filter_compile(&hp, &seg->cols, err, sizeof(err));
+	if (hp.n_filters > 0 && filter == NULL) {
+		hp_free(&hp);
+		seg_release(seg);
+		send_error(req, kind, 400, "bad_parameter", err);
+		return;
+	}
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		fatal("out of memory");
+	w->req = req;
+	w->feed = feed;
+	w->seg = seg;
+	w->fs = fspec_new(filter, hp.filter_key);
+	hp.filter_key = NULL;
+	w->sse = hp.sse;
+	w->deadline_ms = mono_ms() + (int64_t)hp.timeout_s * 1000;
+	from_snapshot = !hp.has_cursor;
+	if (hp.has_cursor) {
+		uint64_t seq;
+		int rc = ring_lookup(seg->ring, hp.cursor, &seq);
+
+		if (rc == RING_OK) {
+			w->seq_after = seq;
+			w->cursor = hp.cursor;
+		} else if (hp.sse) {
+			from_snapshot = true; /* EventSource cannot follow a 410 */
+		} else {
+			char msg[300];
+			snprintf(msg, sizeof(msg),
+			         "cursor %" PRIu64 " is not held here (%s): take a new snapshot "
+			         "(request the feed without a cursor)",
+			         hp.cursor, ring_strstatus(rc));
+			hp_free(&hp);
+			waiter_free(w);
+			send_error(req, kind, 410, "cursor_gone", msg);
+			return;
+		}
+	}
+	hp_free(&hp);
+
+	if (w->sse) {
+		static const char head[] = "Status: 200 OK\r\n"
+		                           "Content-Type: text/event-stream\r\n"
+		                           "Cache-Control: no-store\r\n"
+		                           "X-Accel-Buffering: no\r\n\r\n"
+		                           "retry: 2000\n\n";
+		metrics_request(MK_SSE, 200);
+		metrics_sse(1);
+		if (!reply_write(req, head, sizeof(head) - 1) || FCGX_FFlush(req->out) != 0) {
+			metrics_sse(-1);
+			reply_finish(req);
+			w->req = NULL;
+			waiter_free(w);
+			return;
+		}
+		w->deadline_ms = mono_ms() + (int64_t)park_sse_keepalive_s * 1000;
+	}
+	if (from_snapshot) {
+		struct reply *r = park_snapshot_reply(w, scratch);
+		if (r == NULL) {
+			if (w->sse) {
+				metrics_sse(-1);
+				reply_finish(req);
+			} else {
+				send_error(req, kind, 503, "feed_not_live",
+				           "the feed has no readable snapshot yet");
+			}
+			w->req = NULL;
+			waiter_free(w);
+			return;
+		}
+		if (!w->sse) {
+			struct bbuf b = {r->data, r->len, 0};
+			metrics_served(r->batches, 0);
+			send_now(req, MK_SNAPSHOT, 200, &b);
+			reply_release(r);
+			w->req = NULL;
+			waiter_free(w);
+			return;
+		}
+		reply_enqueue(w, r, 0); /* the writer continues the stream */
+		return;
+	}
+	park_serve(w, scratch);
+}
+
+static void
+handle(FCGX_Request *req, struct ring_buf *scratch)
+{
+	const char *method = param(req, "REQUEST_METHOD");
+	const char *route = param(req, "PATH_INFO");
+	struct bbuf b = {0};
+
+	if (route == NULL || *route == '\0')
+		route = param(req, "DOCUMENT_URI");
+	if (route == NULL || *route == '\0')
+		route = param(req, "SCRIPT_NAME");
+	if (route == NULL)
+		route = "/";
+	if (method != NULL && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+		send_error(req, MK_OTHER, 405, "method_not_allowed", "only GET and HEAD");
+		return;
+	}
+	if (strcmp(route, "/healthz") == 0) {
+		bbuf_adds(&b, "ok\n");
+		send_text(req, MK_HEALTHZ, "text/plain", &b);
+	} else if (strcmp(route, "/metrics") == 0) {
+		metrics_render_text(&b);
+		send_text(req, MK_METRICS, "text/plain; version=0.0.4", &b);
+	} else if (strcmp(route, "/feeds") == 0 || strcmp(route, "/feeds/") == 0) {
+		feeds_render_list(&b);
+		send_text(req, MK_FEEDS, "application/json", &b);
+	} else if (strncmp(route, "/feeds/", 7) == 0) {
+		handle_feed(req, route + 7, scratch);
+	} else {
+		send_error(req, MK_OTHER, 404, "not_found",
+		           "no such endpoint: use /feeds, /feeds/FEED, /metrics or /healthz");
+	}
+	bbuf_free(&b);
+}
+
+/* ---- threads ---- */
+
+static void
+raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_warning("cannot raise the descriptor limit to %llu",
+			            (unsigned long long)rl.rlim_max);
+	}
+}
+
+static int
+nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur > (1 << 22))
+		return 1 << 20;
+	return (int)rl.rlim_cur;
+}
+
+/* One worker process: serve until SIGTERM/SIGINT. */
+static int
+serve(void)
+{
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread inherits this */
+
+	if (FCGX_Init() != 0)
+		fatalx("FCGX_Init failed");
+	log_info("serving %s with %d handlers, %d writers, fd limit %d", feeds_dir(), opt.handlers,
+	         opt.writers, nofile());
+	reply_init(opt.writers, nofile());
+	park_init();
+	accept_start(listen_fd, opt.handlers, nofile(), handle);
+
+	do {
+		if (sigwait(&set, &sig) != 0)
+			sig = SIGTERM;
+	} while (sig == SIGHUP);
+	log_info("signal %d: answering parked requests and stopping", sig);
+	got_stop = 1;
+	accept_stop();
+	park_stop();
+	reply_stop();
+	return 0;
+}
+
+/* ---- the listening socket ---- */
+
+static void
+open_socket(void)
+{
+	const char *lpid = getenv("LISTEN_PID"), *lfds = getenv("LISTEN_FDS");
+	int accepting = 0;
+	socklen_t len = sizeof(accepting);
+
+	if (opt.socket_path != NULL) {
+		bool unix_path = strchr(opt.socket_path, ':') == NULL;
+		struct stat st;
+
+		if (unix_path && stat(opt.socket_path, &st) == 0 && S_ISSOCK(st.st_mode))
+			unlink(opt.socket_path); /* a previous run's */
+		listen_fd = FCGX_OpenSocket(opt.socket_path, opt.backlog);
+		if (listen_fd < 0)
+			fatal("cannot listen on %s", opt.socket_path);
+		if (unix_path && chmod(opt.socket_path, (mode_t)opt.socket_mode) != 0)
+			fatal("chmod %s", opt.socket_path);
+		log_info("listening on %s", opt.socket_path);
+		return;
+	}
+	if (lpid != NULL && lfds != NULL && strtol(lpid, NULL, 10) == (long)getpid()) {
+		if (strtol(lfds, NULL, 10) < 1)
+			fatalx("LISTEN_FDS=%s: systemd passed no socket", lfds);
+		listen_fd = SD_LISTEN_FDS_START;
+		unsetenv("LISTEN_PID");
+		unsetenv("LISTEN_FDS");
+		unsetenv("LISTEN_FDNAMES");
+		log_info("listening on the socket systemd passed (fd %d)", listen_fd);
+		return;
+	}
+	if (getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) == 0 && accepting) {
+		listen_fd = 0;
+		log_info("listening on the inherited socket on fd 0 (spawn-fcgi)");
+		return;
+	}
+	fprintf(stderr, "tailgate-fcgi: no socket: give --socket, or start it under spawn-fcgi "
+	                "or systemd socket activation\n");
+	usage(stderr);
+	exit(2);
+}
+
+/* ---- workers ---- */
+
+static void
+on_stop(int sig)
+{
+	(void)sig;
+	got_stop = 1;
+}
+
+static pid_t
+spawn_worker(void)
+{
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		log_error("fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		exit(serve());
+	}
+	return pid;
+}
+
+static int
+supervise(void)
+{
+	pid_t *pids = calloc((size_t)opt.workers, sizeof(*pids));
+	struct sigaction sa;
+
+	if (pids == NULL)
+		fatal("out of memory");
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	for (int i = 0; i < opt.workers; i++)
+		pids[i] = spawn_worker();
+	while (!got_stop) {
+		int st;
+		pid_t pid = waitpid(-1, &st, 0);
+		if (pid < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (int i = 0; i < opt.workers; i++)
+			if (pids[i] == pid) {
+				pids[i] = -1;
+				if (!got_stop) {
+					log_warning("worker %d exited (status %d): restarting",
+					            (int)pid, st);
+					sleep(1);
+					pids[i] = spawn_worker();
+				}
+			}
+	}
+	for (int i = 0; i < opt.workers; i++)
+		if (pids[i] > 0)
+			kill(pids[i], SIGTERM);
+	for (int i = 0; i < opt.workers; i++)
+		if (pids[i] > 0)
+			waitpid(pids[i], NULL, 0);
+	free(pids);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {{"socket", required_argument, NULL, 's'},
+	                                         {"socket-mode", required_argument, NULL, 'm'},
+	                                         {"backlog", required_argument, NULL, 'b'},
+	                                         {"ring-dir", required_argument, NULL, 'd'},
+	                                         {"workers", required_argument, NULL, 'w'},
+	                                         {"handlers", required_argument, NULL, 'a'},
+	                                         {"writers", required_argument, NULL, 'W'},
+	                                         {"max-timeout", required_argument, NULL, 'T'},
+	                                         {"sse-keepalive", required_argument, NULL, 'k'},
+	                                         {"cache-max-age", required_argument, NULL, 'c'},
+	                                         {"verbose", no_argument, NULL, 'v'},
+	                                         {"quiet", no_argument, NULL, 'q'},
+	                                         {"syslog", no_argument, NULL, 'S'},
+	                                         {"version", no_argument, NULL, 'V'},
+	                                         {"help", no_argument, NULL, 'h'},
+	                                         {NULL, 0, NULL, 0}};
+	bool use_syslog = false;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "s:m:b:d:w:a:W:T:k:c:vqVh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			opt.socket_path = optarg;
+			break;
+		case 'm': {
+			char *end;
+			long m = strtol(optarg, &end, 8);
+			if (*end != '\0' || m < 0 || m > 07777) {
+				fprintf(stderr, "tailgate-fcgi: bad socket mode \"%s\"\n", optarg);
+				usage(stderr);
+				return 2;
+			}
+			opt.socket_mode = (int)m;
+			break;
+		}
+		case 'b':
+			opt.backlog = parse_int(optarg, 1, 1 << 20, "--backlog");
+			break;
+		case 'd':
+			opt.ring_dir = optarg;
+			break;
+		case 'w':
+			opt.workers = parse_int(optarg, 1, 256, "--workers");
+			break;
+		case 'a':
+			opt.handlers = parse_int(optarg, 1, 64, "--handlers");
+			break;
+		case 'W':
+			opt.writers = parse_int(optarg, 1, 256, "--writers");
+			break;
+		case 'T':
+			opt.max_timeout_s = parse_int(optarg, 1, 3600, "--max-timeout");
+			break;
+		case 'k':
+			park_sse_keepalive_s = parse_int(optarg, 1, 3600, "--sse-keepalive");
+			break;
+		case 'c':
+			park_cache_max_age_s = parse_int(optarg, 0, 86400 * 365, "--cache-max-age");
+			break;
+		case 'v':
+			log_max_level = LOG_LEVEL_DEBUG;
+			break;
+		case 'q':
+			log_max_level = LOG_LEVEL_WARNING;
+			break;
+		case 'S':
+			use_syslog = true;
+			break;
+		case 'V':
+			printf("tailgate-fcgi %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "tailgate-fcgi: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	log_init("tailgate-fcgi", use_syslog);
+	/* Before FCGX_Init: libfcgi installs its own SIGUSR1 (shutdown) and
+	 * SIGPIPE handlers only where the disposition is still the default. */
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGUSR1, SIG_IGN);
+	raise_nofile();
+	feeds_init(opt.ring_dir);
+	metrics_init();
+	open_socket();
+	if (opt.workers > 1)
+		rc = supervise();
+	else
+		rc = serve();
+	if (opt.socket_path != NULL && strchr(opt.socket_path, ':') == NULL)
+		unlink(opt.socket_path);
+	return rc;
+}

@@ -1,0 +1,454 @@
+/*
+ * http_params.c - parse and check a feed request's query (http_params.h).
+ */
+#include "http_params.h"
+
+#include "batch.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decode s[0..n) into a new NUL-terminated string; NULL when an
+ * escape is malformed or memory runs out. */
+static char *
+pct_decode(const char *s, size_t n, size_t *outlen)
+{
+	char *o = malloc(n + 1);
+	size_t j = 0;
+
+	if (o == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '%') {
+			int hi, lo;
+			if (i + 2 >= n) {
+				free(o);
+				return NULL;
+			}
+			hi = hexval(s[i + 1]);
+			lo = hexval(s[i + 2]);
+			if (hi < 0 || lo < 0) {
+				free(o);
+				return NULL;
+			}
+			o[j++] = (char)(hi * 16 + lo);
+			i += 2;
+		} else if (s[i] == '+') {
+			o[j++] = ' ';
+		} else {
+			o[j++] = s[i];
+		}
+	}
+	o[j] = '\0';
+	*outlen = j;
+	return o;
+}
+
+const char *
+hp_op_name(enum hp_op op)
+{
+	static const char *const names[] = {"eq", "neq", "gt", "gte", "lt", "lte", "in"};
+	return (unsigned)op < sizeof(names) / sizeof(names[0]) ? names[op] : "?";
+}
+
+static bool
+parse_op(const char *s, size_t n, enum hp_op *op)
+{
+	for (int i = HP_EQ; i <= HP_IN; i++) {
+		const char *name = hp_op_name((enum hp_op)i);
+		if (strlen(name) == n && memcmp(s, name, n) == 0) {
+			*op = (enum hp_op)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool
+set_value(struct hp_value *v, const char *s, size_t n, bool quoted)
+{
+	v->text = malloc(n + 1);
+	if (v->text == NULL)
+		return false;
+	memcpy(v->text, s, n);
+	v->text[n] = '\0';
+	v->len = n;
+	v->is_null = !quoted && n == 4 && memcmp(s, "null", 4) == 0;
+	return true;
+}
+
+/* One value: bare text, or "quoted" with \" and \\ escapes. */
+static bool
+parse_scalar(const char *s, size_t n, struct hp_value *v, char *err, size_t errlen)
+{
+	if (n >= 2 && s[0] == '"' && s[n - 1] == '"') {
+		char *buf = malloc(n);
+		size_t j = 0;
+		bool okay;
+
+		if (buf == NULL)
+			return false;
+		for (size_t i = 1; i < n - 1; i++) {
+			if (s[i] == '\\' && i + 1 < n - 1)
+				i++;
+			else if (s[i] == '"' || s[i] == '\\') {
+				free(buf);
+				seterr(err, errlen, "bad quoting in a filter value");
+				return false;
+			}
+			buf[j++] = s[i];
+		}
+		okay = set_value(v, buf, j, true);
+		free(buf);
+		return okay;
+	}
+	return set_value(v, s, n, false);
+}
+
+/* in.(a,b,"c,d"): split at commas outside quotes. */
+static bool
+parse_list(const char *s, size_t n, struct hp_filter *f, char *err, size_t errlen)
+{
+	size_t i, start;
+	int count = 0;
+
+	if (n < 2 || s[0] != '(' || s[n - 1] != ')') {
+		seterr(err, errlen, "in. takes a list in parentheses: in.(1,2,3)");
+		return false;
+	}
+	s++;
+	n -= 2;
+	f->values = calloc(HP_MAX_VALUES, sizeof(*f->values));
+	if (f->values == NULL)
+		return false;
+	if (n == 0) {
+		f->n_values = 0;
+		return true; /* in.() matches nothing */
+	}
+	start = 0;
+	for (i = 0; i <= n; i++) {
+		if (i < n && s[i] == '"') {
+			for (i++; i < n && s[i] != '"'; i++)
+				if (s[i] == '\\')
+					i++;
+			if (i >= n) {
+				seterr(err, errlen, "unterminated quote in an in. list");
+				return false;
+			}
+			continue;
+		}
+		if (i == n || s[i] == ',') {
+			if (count >= HP_MAX_VALUES) {
+				seterr(err, errlen, "an in. list holds at most %d values",
+				       HP_MAX_VALUES);
+				return false;
+			}
+			if (!parse_scalar(s + start, i - start, &f->values[count], err, errlen))
+				return false;
+			count++;
+			f->n_values = count;
+			start = i + 1;
+		}
+	}
+	return true;
+}
+
+static void
+free_filter(struct hp_filter *f)
+{
+	free(f->column);
+	if (f->values != NULL)
+		for (int i = 0; i < f->n_values; i++)
+			free(f->values[i].text);
+	free(f->values);
+	memset(f, 0, sizeof(*f));
+}
+
+void
+hp_free(struct hp_request *req)
+{
+	for (int i = 0; i < req->n_filters; i++)
+		free_filter(&req->filters[i]);
+	free(req->filter_key);
+	memset(req, 0, sizeof(*req));
+}
+
+static bool
+parse_timeout(const char *s, int max, int *out)
+{
+	int v = 0;
+
+	if (*s == '\0' || strlen(s) > 6)
+		return false;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return false;
+		v = v * 10 + (*s - '0');
+	}
+	if (v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* The filter key is built in a growable string; separators are written
+ * raw (key_putc) and text escaped (key_add), so distinct filters never
+ * produce the same key. */
+struct keybuf {
+	char *p;
+	size_t len, cap;
+	bool failed;
+};
+
+static void
+key_reserve(struct keybuf *k, size_t more)
+{
+	size_t nc;
+	char *np;
+
+	if (k->failed || k->len + more + 1 <= k->cap)
+		return;
+	nc = k->cap ? k->cap : 64;
+	while (nc < k->len + more + 1)
+		nc *= 2;
+	np = realloc(k->p, nc);
+	if (np == NULL) {
+		k->failed = true;
+		return;
+	}
+	k->p = np;
+	k->cap = nc;
+}
+
+static void
+key_putc(struct keybuf *k, char c)
+{
+	key_reserve(k, 1);
+	if (k->failed)
+		return;
+	k->p[k->len++] = c;
+	k->p[k->len] = '\0';
+}
+
+static void
+key_add(struct keybuf *k, const char *s, size_t n)
+{
+	key_reserve(k, 2 * n);
+	if (k->failed)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c == '\\' || c == '&' || c == '=' || c == ',' || c == ':')
+			k->p[k->len++] = '\\';
+		k->p[k->len++] = c;
+	}
+	k->p[k->len] = '\0';
+}
+
+static bool
+build_key(struct hp_request *req)
+{
+	struct keybuf k = {0};
+
+	key_reserve(&k, 0);
+	if (!k.failed)
+		k.p[0] = '\0';
+	for (int i = 0; i < req->n_filters; i++) {
+		const struct hp_filter *f = &req->filters[i];
+		const char *op = hp_op_name(f->op);
+
+		key_add(&k, f->column, strlen(f->column));
+		key_putc(&k, '=');
+		key_add(&k, op, strlen(op));
+		for (int j = 0; j < f->n_values; j++) {
+			key_putc(&k, j == 0 ? ':' : ',');
+			if (f->values[j].is_null) {
+				key_putc(&k, '\\');
+				key_putc(&k, 'N');
+			} else {
+				key_add(&k, f->values[j].text, f->values[j].len);
+			}
+		}
+		key_putc(&k, '&');
+	}
+	if (k.failed) {
+		free(k.p);
+		return false;
+	}
+	req->filter_key = k.p;
+	return true;
+}
+
+bool
+hp_parse(const char *query, const char *accept, const char *last_event_id, int max_timeout_s,
+         struct hp_request *out, char *err, size_t errlen)
+{
+	struct hp_request req;
+	bool seen_cursor = false, seen_timeout = false, seen_stream = false;
+	const char *p, *end;
+	char *key = NULL, *val = NULL;
+	size_t klen, vlen;
+
+	memset(&req, 0, sizeof(req));
+	req.timeout_s = max_timeout_s; /* the operator's long-poll timeout */
+	if (query == NULL)
+		query = "";
+	if (strlen(query) > HP_MAX_QUERY) {
+		seterr(err, errlen, "query string longer than %d bytes", HP_MAX_QUERY);
+		return false;
+	}
+	for (p = query; *p != '\0'; p = *end ? end + 1 : end) {
+		const char *eq;
+
+		end = strchr(p, '&');
+		if (end == NULL)
+			end = p + strlen(p);
+		if (end == p)
+			continue; /* a&&b, trailing & */
+		eq = memchr(p, '=', (size_t)(end - p));
+		if (eq == NULL) {
+			seterr(err, errlen, "parameter \"%.*s\" has no value",
+			       (int)(end - p > 64 ? 64 : end - p), p);
+			goto failed;
+		}
+		key = pct_decode(p, (size_t)(eq - p), &klen);
+		val = pct_decode(eq + 1, (size_t)(end - eq - 1), &vlen);
+		if (key == NULL || val == NULL) {
+			seterr(err, errlen, "malformed percent-escape in the query string");
+			goto failed;
+		}
+		if (klen == 0 || strlen(key) != klen || strlen(val) != vlen) {
+			seterr(err, errlen, "empty parameter name or NUL in the query string");
+			goto failed;
+		}
+		if (strcmp(key, "cursor") == 0) {
+			if (seen_cursor) {
+				seterr(err, errlen, "cursor given twice");
+				goto failed;
+			}
+			seen_cursor = true;
+			if (!batch_parse_cursor(val, &req.cursor)) {
+				seterr(err, errlen,
+				       "malformed cursor \"%.40s\": a cursor is 1-20 decimal "
+				       "digits",
+				       val);
+				goto failed;
+			}
+			req.has_cursor = true;
+		} else if (strcmp(key, "timeout") == 0) {
+			if (seen_timeout) {
+				seterr(err, errlen, "timeout given twice");
+				goto failed;
+			}
+			seen_timeout = true;
+			if (!parse_timeout(val, max_timeout_s, &req.timeout_s)) {
+				seterr(err, errlen,
+				       "timeout must be whole seconds from 0 to %d, not \"%.20s\"",
+				       max_timeout_s, val);
+				goto failed;
+			}
+		} else if (strcmp(key, "stream") == 0) {
+			if (seen_stream || strcmp(val, "sse") != 0) {
+				seterr(err, errlen, "stream takes the value sse, once");
+				goto failed;
+			}
+			seen_stream = true;
+			req.sse = true;
+		} else {
+			struct hp_filter *f;
+			const char *dot = strchr(val, '.');
+
+			if (req.n_filters >= HP_MAX_FILTERS) {
+				seterr(err, errlen, "at most %d filters", HP_MAX_FILTERS);
+				goto failed;
+			}
+			if (dot == NULL) {
+				seterr(err, errlen,
+				       "unknown parameter \"%.64s\" (a filter is column=op.value, "
+				       "op "
+				       "one of eq,neq,gt,gte,lt,lte,in)",
+				       key);
+				goto failed;
+			}
+			f = &req.filters[req.n_filters];
+			if (!parse_op(val, (size_t)(dot - val), &f->op)) {
+				seterr(err, errlen,
+				       "bad filter operator \"%.*s\" for %.64s: use eq, neq, gt, "
+				       "gte, "
+				       "lt, lte or in",
+				       (int)(dot - val > 16 ? 16 : dot - val), val, key);
+				goto failed;
+			}
+			req.n_filters++;
+			f->column = key;
+			key = NULL;
+			if (f->op == HP_IN) {
+				if (!parse_list(dot + 1, strlen(dot + 1), f, err, errlen))
+					goto failed;
+			} else {
+				f->values = calloc(1, sizeof(*f->values));
+				if (f->values == NULL)
+					goto failed;
+				if (!parse_scalar(dot + 1, strlen(dot + 1), &f->values[0], err,
+				                  errlen))
+					goto failed;
+				f->n_values = 1;
+			}
+		}
+		free(key);
+		free(val);
+		key = val = NULL;
+	}
+	if (accept != NULL && strstr(accept, "text/event-stream") != NULL)
+		req.sse = true;
+	if (req.sse && last_event_id != NULL && *last_event_id != '\0') {
+		if (!batch_parse_cursor(last_event_id, &req.cursor)) {
+			seterr(err, errlen,
+			       "malformed Last-Event-ID \"%.40s\": a cursor is 1-20 "
+			       "decimal digits",
+			       last_event_id);
+			goto failed;
+		}
+		req.has_cursor = true;
+	}
+	if (!build_key(&req)) {
+		seterr(err, errlen, "out of memory");
+		goto failed;
+	}
+	*out = req;
+	return true;
+failed:
+	free(key);
+	free(val);
+	hp_free(&req);
+	return false;
+}

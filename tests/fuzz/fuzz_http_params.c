@@ -1,0 +1,61 @@
+/*
+ * fuzz_http_params.c - libFuzzer target: the query-string parser and the
+ * filter compiler and matcher on arbitrary input.
+ *
+ * The input is split at the first two NUL bytes into a query string, a
+ * Last-Event-ID header and a row (a JSON array) the compiled filter is
+ * tested on.
+ *
+ * fuzz-sources: src/http_params.c src/filter.c src/batch.c src/coltype.c
+ */
+#include "filter.h"
+#include "http_params.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char columns[] =
+        "[{\"name\":\"id\",\"type\":\"int8\"},{\"name\":\"item\",\"type\":\"text\"},"
+        "{\"name\":\"amount\",\"type\":\"numeric\"},{\"name\":\"open\",\"type\":\"bool\"},"
+        "{\"name\":\"meta\",\"type\":\"jsonb\"}]";
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct filter_cols cols;
+	static int have_cols;
+	char *buf = malloc(size + 3), *query, *leid, *row;
+	struct hp_request req;
+	char err[256];
+
+	if (!have_cols)
+		have_cols = filter_cols_parse(columns, &cols) ? 1 : -1;
+	memcpy(buf, data, size);
+	buf[size] = buf[size + 1] = buf[size + 2] = '\0';
+	query = buf;
+	leid = query + strlen(query) + 1;
+	if (leid > buf + size)
+		leid = buf + size + 1;
+	row = leid + strlen(leid) + 1;
+	if (row > buf + size + 1)
+		row = buf + size + 2;
+	if (hp_parse(query, "text/event-stream", *leid ? leid : NULL, 25, &req, err, sizeof(err))) {
+		if (have_cols > 0) {
+			struct filter *f = filter_compile(&req, &cols, err, sizeof(err));
+			if (f != NULL)
+				(void)filter_match(f, row, strlen(row));
+			filter_free(f);
+		}
+		hp_free(&req);
+	}
+	for (int k = 0; k < 4; k++) {
+		const char *e;
+		size_t el;
+		(void)json_array_nth(row, strlen(row), k, &e, &el);
+	}
+	free(buf);
+	return 0;
+}

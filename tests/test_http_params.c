@@ -1,0 +1,153 @@
+/*
+ * test_http_params.c - the query-string parser, data-driven: every input
+ * either parses to the expected fields or is refused with a message.
+ */
+#include "http_params.h"
+
+#include "tap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct good {
+	const char *query, *accept, *last_event_id;
+	bool has_cursor;
+	unsigned long long cursor;
+	int timeout_s;
+	bool sse;
+	int n_filters;
+	const char *key;
+};
+
+static const struct good goods[] = {
+        {NULL, NULL, NULL, false, 0, 25, false, 0, ""},
+        {"", NULL, NULL, false, 0, 25, false, 0, ""},
+        {"cursor=42", NULL, NULL, true, 42, 25, false, 0, ""},
+        {"cursor=18446744073709551615", NULL, NULL, true, 18446744073709551615ull, 25, false, 0,
+         ""},
+        {"cursor=0&timeout=0", NULL, NULL, true, 0, 0, false, 0, ""},
+        {"timeout=25&cursor=7", NULL, NULL, true, 7, 25, false, 0, ""},
+        {"&&cursor=7&", NULL, NULL, true, 7, 25, false, 0, ""},
+        {"stream=sse", NULL, NULL, false, 0, 25, true, 0, ""},
+        {"", "text/event-stream", NULL, false, 0, 25, true, 0, ""},
+        {"", "application/json, text/event-stream;q=0.5", "99", true, 99, 25, true, 0, ""},
+        {"cursor=5", "text/event-stream", "99", true, 99, 25, true, 0, ""},
+        {"cursor=5", NULL, "99", true, 5, 25, false, 0, ""}, /* Last-Event-ID only for SSE */
+        {"amount=gt.100", NULL, NULL, false, 0, 25, false, 1, "amount=gt:100&"},
+        {"amount=gt.100&buyer=eq.42", NULL, NULL, false, 0, 25, false, 2,
+         "amount=gt:100&buyer=eq:42&"},
+        {"item=eq.a%20b+c", NULL, NULL, false, 0, 25, false, 1, "item=eq:a b c&"},
+        {"item=eq.x.y", NULL, NULL, false, 0, 25, false, 1, "item=eq:x.y&"},
+        {"id=in.(1,2,3)", NULL, NULL, false, 0, 25, false, 1, "id=in:1,2,3&"},
+        {"name=in.(\"a,b\",c)", NULL, NULL, false, 0, 25, false, 1, "name=in:a\\,b,c&"},
+        {"name=in.()", NULL, NULL, false, 0, 25, false, 1, "name=in&"},
+        {"x=eq.null", NULL, NULL, false, 0, 25, false, 1, "x=eq:\\N&"},
+        {"x=eq.\"null\"", NULL, NULL, false, 0, 25, false, 1, "x=eq:null&"},
+        {"x=neq.", NULL, NULL, false, 0, 25, false, 1, "x=neq:&"},
+        {"a%3Db=eq.1", NULL, NULL, false, 0, 25, false, 1, "a\\=b=eq:1&"},
+};
+
+struct bad {
+	const char *query, *accept, *last_event_id, *message_part;
+};
+
+static const struct bad bads[] = {
+        {"cursor=", NULL, NULL, "malformed cursor"},
+        {"cursor=abc", NULL, NULL, "malformed cursor"},
+        {"cursor=-1", NULL, NULL, "malformed cursor"},
+        {"cursor=18446744073709551616", NULL, NULL, "malformed cursor"},
+        {"cursor=123456789012345678901", NULL, NULL, "malformed cursor"},
+        {"cursor=1&cursor=2", NULL, NULL, "twice"},
+        {"timeout=26", NULL, NULL, "timeout"},
+        {"timeout=-1", NULL, NULL, "timeout"},
+        {"timeout=1.5", NULL, NULL, "timeout"},
+        {"timeout=", NULL, NULL, "timeout"},
+        {"timeout=99999999999", NULL, NULL, "timeout"},
+        {"timeout=1&timeout=2", NULL, NULL, "twice"},
+        {"stream=ws", NULL, NULL, "stream"},
+        {"cursor", NULL, NULL, "no value"},
+        {"foo=bar", NULL, NULL, "unknown parameter"},
+        {"amount=like.5", NULL, NULL, "bad filter operator"},
+        {"amount=gt", NULL, NULL, "unknown parameter"},
+        {"id=in.1,2", NULL, NULL, "parentheses"},
+        {"id=in.(\"a,b)", NULL, NULL, "unterminated"},
+        {"x=eq.%zz", NULL, NULL, "percent"},
+        {"x=eq.%4", NULL, NULL, "percent"},
+        {"x=eq.a%00b", NULL, NULL, "NUL"},
+        {"=eq.1", NULL, NULL, "empty parameter"},
+        {"x=gt.null", NULL, NULL, NULL}, /* checked by filter_compile, parses here */
+        {"", "text/event-stream", "12x", "Last-Event-ID"},
+};
+
+int
+main(void)
+{
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(goods) / sizeof(goods[0]); i++) {
+		const struct good *g = &goods[i];
+		struct hp_request r;
+		bool okay =
+		        hp_parse(g->query, g->accept, g->last_event_id, 25, &r, err, sizeof(err));
+		ok(okay, "parses \"%s\"", g->query ? g->query : "(null)");
+		if (!okay) {
+			printf("#   %s\n", err);
+			continue;
+		}
+		ok(r.has_cursor == g->has_cursor && (!g->has_cursor || r.cursor == g->cursor),
+		   "\"%s\": cursor", g->query ? g->query : "");
+		is_int(r.timeout_s, g->timeout_s, "\"%s\": timeout", g->query ? g->query : "");
+		ok(r.sse == g->sse, "\"%s\": sse", g->query ? g->query : "");
+		is_int(r.n_filters, g->n_filters, "\"%s\": filters", g->query ? g->query : "");
+		is_str(r.filter_key, g->key, "\"%s\": filter key", g->query ? g->query : "");
+		hp_free(&r);
+	}
+	for (size_t i = 0; i < sizeof(bads) / sizeof(bads[0]); i++) {
+		const struct bad *b = &bads[i];
+		struct hp_request r;
+		bool okay =
+		        hp_parse(b->query, b->accept, b->last_event_id, 25, &r, err, sizeof(err));
+		if (b->message_part == NULL) {
+			ok(okay, "\"%s\" parses (the column check comes later)", b->query);
+			if (okay)
+				hp_free(&r);
+			continue;
+		}
+		ok(!okay, "refuses \"%s\"", b->query);
+		if (okay) {
+			hp_free(&r);
+			continue;
+		}
+		ok(strstr(err, b->message_part) != NULL, "\"%s\": message names the problem (%s)",
+		   b->query, err);
+	}
+
+	/* The values of a filter, decoded. */
+	struct hp_request r;
+	if (hp_parse("name=in.(\"x\\\"y\",null,\"null\",plain)&amount=lte.5", NULL, NULL, 25, &r,
+	             err, sizeof(err))) {
+		is_int(r.filters[0].op, HP_IN, "in op");
+		is_int(r.filters[0].n_values, 4, "four values");
+		is_str(r.filters[0].values[0].text, "x\"y", "quoted value unescaped");
+		ok(r.filters[0].values[1].is_null, "bare null is NULL");
+		ok(!r.filters[0].values[2].is_null, "quoted null is text");
+		is_str(r.filters[0].values[3].text, "plain", "plain value");
+		is_int(r.filters[1].op, HP_LTE, "lte op");
+		is_str(r.filters[1].column, "amount", "second column");
+		hp_free(&r);
+	} else {
+		ok(0, "in list parses: %s", err);
+	}
+	/* Long inputs are refused, not truncated. */
+	char *big = malloc(HP_MAX_QUERY + 10);
+	memset(big, 'a', HP_MAX_QUERY + 9);
+	big[HP_MAX_QUERY + 9] = '\0';
+	ok(!hp_parse(big, NULL, NULL, 25, &r, err, sizeof(err)), "an over-long query is refused");
+	free(big);
+	/* A lower max timeout lowers the default. */
+	if (hp_parse("", NULL, NULL, 10, &r, err, sizeof(err))) {
+		is_int(r.timeout_s, 10, "the default timeout is the maximum");
+		hp_free(&r);
+	}
+	return tap_done();
+}
