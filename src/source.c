@@ -13,9 +13,11 @@
 #include <time.h>
 
 extern const struct source_ops source_mz_ops;
+extern const struct source_ops source_pg_ops;
 
 static const struct source_ops *const kinds[] = {
         &source_mz_ops,
+        &source_pg_ops,
 };
 
 const struct source_ops *

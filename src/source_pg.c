@@ -1,0 +1,1254 @@
+/*
+ * source_pg.c - the PostgreSQL source: one table (optionally some of its
+ * columns and a row filter) streamed through logical replication with the
+ * built-in pgoutput plugin (source.h, feed.h).
+ *
+ * A session, all of it non-blocking on the daemon's one thread:
+ *
+ *   1. a regular connection reads the table's columns and replica
+ *      identity from the catalog, hands the columns to the feed
+ *      (feed_set_columns), and creates or updates the publication
+ *      tailgate_FEED FOR TABLE ONLY t [WHERE (filter)];
+ *   2. resume or snapshot.  With a permanent slot that exists and a feed
+ *      that holds state (feed_can_resume), go straight to 4 from
+ *      feed_frontier().  Otherwise (no state, or a temporary slot, which
+ *      died with the last connection) a permanent slot is dropped and:
+ *   3. a replication connection (replication=database) runs
+ *      CREATE_REPLICATION_SLOT ... LOGICAL pgoutput (SNAPSHOT 'export');
+ *      the regular connection reads the table inside that exported
+ *      snapshot (REPEATABLE READ, SET TRANSACTION SNAPSHOT), so the rows
+ *      are exactly the state at the slot's consistent point, and the
+ *      stream starts right after it: a row written meanwhile appears
+ *      once, in the snapshot or in the stream, never both, never neither.
+ *      The snapshot is published at cursor consistent_point - 1 (every
+ *      streamed commit is at or after the consistent point).  When the
+ *      feed already held state, feed.c publishes only the difference;
+ *   4. START_REPLICATION SLOT s LOGICAL lsn (proto_version '1',
+ *      publication_names 'tailgate_FEED'); every transaction becomes one
+ *      batch at its commit LSN: INSERT +1, DELETE -1 of the old row,
+ *      UPDATE -1 old +1 new (unchanged TOASTed values taken from the old
+ *      row), TRUNCATE a snapshot at the commit with only the rows the
+ *      transaction wrote after it (feed_snapshot_begin: the feed deletes
+ *      every held row not mentioned).  Commit calls
+ *      feed_progress(commit_lsn + 1).
+ *
+ * Standby status updates go out every second (and when the server asks),
+ * confirming the end of the last commit handed to the feed, or the
+ * server's WAL end when idle between transactions, so the server can
+ * recycle WAL; every 10 s one asks for a reply, and 30 s of silence ends
+ * the session.
+ *
+ * UPDATE and DELETE need the old row's every column: REPLICA IDENTITY
+ * FULL on the table (a warning at start when it is not).  A change that
+ * arrives without it ends the session and the next one takes a fresh
+ * snapshot (published as a difference), so the feed stays exact.
+ *
+ * Columns.  The publication has no column list (with REPLICA IDENTITY
+ * FULL, PostgreSQL 15 refuses UPDATE and DELETE on a table whose
+ * publication lists only some columns); the source projects the
+ * configured columns itself, in the order the configuration lists them.
+ * A row filter (where =) is the publication's, and the snapshot's WHERE.
+ * Text values are encoded by column kind (encode.h); both connections use
+ * the same conninfo and client_encoding UTF8, so the snapshot's text and
+ * the stream's are the same bytes (the database must be UTF8).
+ *
+ * Slot and publication names: slot = NAME, or tailgate_FEED (lower-cased,
+ * '-' as '_'); a temporary slot gets a random suffix so two hosts on one
+ * database do not collide.  The publication is tailgate_FEED.
+ */
+#include "source_pg.h"
+
+#include "batch.h"
+#include "conf.h"
+#include "encode.h"
+#include "feed.h"
+#include "log.h"
+#include "pgoutput.h"
+#include "source.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#define STATUS_INTERVAL_MS 1000
+#define REPLY_INTERVAL_MS 10000
+#define SILENCE_MS 30000
+#define STEP_TIMEOUT_MS 60000 /* connecting, and each setup command */
+#define NAME_MAX_PG 63
+
+enum pg_state {
+	ST_IDLE = 0,
+	ST_SQL_CONNECT,  /* regular connection */
+	ST_META,         /* catalog: columns, identity, publication, slot */
+	ST_PUBLICATION,  /* CREATE or ALTER PUBLICATION */
+	ST_DROP_SLOT,    /* a permanent slot we cannot resume from */
+	ST_REPL_CONNECT, /* replication connection */
+	ST_CREATE_SLOT,
+	ST_SNAP_BEGIN,   /* BEGIN ... SET TRANSACTION SNAPSHOT */
+	ST_SNAP_ROWS,    /* SELECT, single-row mode */
+	ST_SNAP_COMMIT,
+	ST_START,        /* START_REPLICATION */
+	ST_STREAM
+};
+
+struct pgcol {
+	char *name;
+	char *type;   /* type name shown to clients (a domain's base type) */
+	enum coltype_kind kind;
+	int relidx;   /* index in the Relation message's columns, -1 unknown */
+};
+
+struct pgsrc {
+	struct source *src;
+	const char *feedname;
+	enum pg_state st;
+	PGconn *sql;
+	PGconn *repl;
+	uint64_t step_deadline;
+
+	/* names */
+	char slot[NAME_MAX_PG + 1];
+	char pub[NAME_MAX_PG + 1];
+	bool permanent;
+	char *qualname;  /* "schema"."table", quoted */
+	char *nspname, *relname;
+
+	/* columns */
+	struct pgcol *cols;
+	size_t ncols;
+	enum coltype_kind *kinds;
+	char replident;
+	bool need_snapshot; /* next session must not resume */
+	bool pub_exists;
+	bool slot_exists;
+
+	/* snapshot */
+	char snapname[128];
+	uint64_t consistent_point;
+	uint64_t snap_rows;
+
+	/* stream */
+	uint32_t relid;     /* our table's relation OID in the stream; 0 unknown */
+	bool rel_known;
+	bool in_txn;
+	bool skip_txn;      /* a transaction already applied (resent on resume) */
+	uint64_t txn_lsn;
+	bool txn_mine;      /* this transaction touched our table */
+	uint64_t confirmed; /* what status updates confirm */
+	uint64_t last_status_ms, last_reply_ms, last_recv_ms;
+	bool status_due;
+	bool status_reply;
+	struct pgo_decoder dec;
+	struct bbuf row;
+	const char **vals;
+	size_t *lens;
+	uint64_t txns, changes;
+};
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+static char *
+xstrdup(const char *s)
+{
+	char *d = strdup(s ? s : "");
+
+	if (d == NULL)
+		fatalx("out of memory");
+	return d;
+}
+
+static void *
+xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size);
+
+	if (p == NULL)
+		fatalx("out of memory");
+	return p;
+}
+
+static void
+notice_to_log(void *arg, const char *msg)
+{
+	struct pgsrc *s = arg;
+	size_t n = strlen(msg);
+
+	while (n > 0 && msg[n - 1] == '\n')
+		n--;
+	log_debug("feed=%s: server: %.*s", s->feedname, (int)n, msg);
+}
+
+/* A name PostgreSQL accepts as a slot: [a-z0-9_], at most 63 bytes. */
+static void
+slot_name_from(const char *prefix, const char *feed, const char *suffix, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	for (const char *p = prefix; *p && n + 1 < outlen; p++)
+		out[n++] = *p;
+	for (const char *p = feed; *p && n + 1 < outlen; p++) {
+		unsigned char c = (unsigned char)*p;
+		out[n++] = isalnum(c) ? (char)tolower(c) : '_';
+	}
+	size_t sl = strlen(suffix);
+	if (n + sl + 1 > outlen)
+		n = outlen - sl - 1;
+	memcpy(out + n, suffix, sl + 1);
+}
+
+static void
+free_cols(struct pgsrc *s)
+{
+	for (size_t i = 0; i < s->ncols; i++) {
+		free(s->cols[i].name);
+		free(s->cols[i].type);
+	}
+	free(s->cols);
+	free(s->kinds);
+	free(s->vals);
+	free(s->lens);
+	s->cols = NULL;
+	s->kinds = NULL;
+	s->vals = NULL;
+	s->lens = NULL;
+	s->ncols = 0;
+}
+
+/* Log a failed result with its SQLSTATE; returns SOURCE_RETRY. */
+static enum source_status
+fail_result(struct pgsrc *s, const char *what, PGconn *c, const PGresult *r)
+{
+	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = r ? PQresultErrorMessage(r) : NULL;
+
+	if (msg == NULL || *msg == '\0')
+		msg = c ? PQerrorMessage(c) : "no connection";
+	size_t n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		n--;
+	log_error("feed=%s: %s failed%s%s%s: %.*s", s->feedname, what, state ? " (SQLSTATE " : "",
+		  state ? state : "", state ? ")" : "", (int)n, msg);
+	return SOURCE_RETRY;
+}
+
+static void
+want(struct pgsrc *s, PGconn *c, short events)
+{
+	s->src->fd = c ? PQsocket(c) : -1;
+	s->src->events = events;
+}
+
+/* After sending a query: flush what we can, poll for more. */
+static enum source_status
+sent(struct pgsrc *s, PGconn *c, enum pg_state next, uint64_t now)
+{
+	int f = PQflush(c);
+
+	if (f < 0)
+		return fail_result(s, "sending", c, NULL);
+	s->st = next;
+	s->step_deadline = now + STEP_TIMEOUT_MS;
+	want(s, c, (short)(POLLIN | (f == 1 ? POLLOUT : 0)));
+	return SOURCE_OK;
+}
+
+/* Read results of the query in flight on c.  Returns 1 with *res set (the
+ * first error, else the last result; the caller clears it) when the query
+ * is complete, 0 when more must be read, -1 when the connection broke. */
+static int
+collect(struct pgsrc *s, PGconn *c, PGresult **res)
+{
+	PGresult *keep = NULL, *r;
+
+	if (PQflush(c) < 0 || !PQconsumeInput(c))
+		return -1;
+	for (;;) {
+		if (PQisBusy(c)) {
+			PQclear(keep);
+			want(s, c, POLLIN);
+			return 0;
+		}
+		r = PQgetResult(c);
+		if (r == NULL)
+			break;
+		ExecStatusType st = PQresultStatus(r);
+		if (st == PGRES_COPY_BOTH || st == PGRES_COPY_OUT) {
+			PQclear(keep);
+			*res = r; /* COPY modes have no terminating NULL result yet */
+			return 1;
+		}
+		bool err = st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE;
+		bool keep_err = keep && (PQresultStatus(keep) == PGRES_FATAL_ERROR ||
+					 PQresultStatus(keep) == PGRES_BAD_RESPONSE);
+		if (keep_err && !err) {
+			PQclear(r);
+		} else {
+			PQclear(keep);
+			keep = r;
+		}
+	}
+	*res = keep;
+	return 1;
+}
+
+static bool
+result_ok(const PGresult *r, ExecStatusType want_st)
+{
+	return r != NULL && PQresultStatus(r) == want_st;
+}
+
+static PGconn *
+start_connect(struct pgsrc *s, bool replication)
+{
+	const char *keys[6] = {"dbname", "application_name", "client_encoding", NULL, NULL, NULL};
+	const char *vals[6] = {s->src->conf->conninfo, "tailgated", "UTF8", NULL, NULL, NULL};
+
+	if (replication) {
+		keys[3] = "replication";
+		vals[3] = "database";
+	}
+	PGconn *c = PQconnectStartParams(keys, vals, 1);
+	if (c == NULL)
+		fatalx("out of memory");
+	if (PQstatus(c) == CONNECTION_BAD) {
+		fail_result(s, replication ? "replication connection" : "connection", c, NULL);
+		PQfinish(c);
+		return NULL;
+	}
+	PQsetNoticeProcessor(c, notice_to_log, s);
+	return c;
+}
+
+/* Drive PQconnectPoll; 1 connected, 0 in progress, -1 failed. */
+static int
+poll_connect(struct pgsrc *s, PGconn *c)
+{
+	switch (PQconnectPoll(c)) {
+	case PGRES_POLLING_READING:
+		want(s, c, POLLIN);
+		return 0;
+	case PGRES_POLLING_WRITING:
+		want(s, c, POLLOUT);
+		return 0;
+	case PGRES_POLLING_OK:
+		if (PQsetnonblocking(c, 1) != 0)
+			return -1;
+		return 1;
+	default:
+		return -1;
+	}
+}
+
+/* ---- session steps ----------------------------------------------------------------- */
+
+static enum source_status send_meta(struct pgsrc *s, uint64_t now);
+static enum source_status after_meta(struct pgsrc *s, PGresult *r, uint64_t now);
+static enum source_status next_after_publication(struct pgsrc *s, uint64_t now);
+static enum source_status send_create_slot(struct pgsrc *s, uint64_t now);
+static enum source_status send_start(struct pgsrc *s, uint64_t start_lsn, uint64_t now);
+
+static enum source_status
+send_meta(struct pgsrc *s, uint64_t now)
+{
+	const struct conf_feed *cf = s->src->cfeed;
+	const char *params[3] = {cf->table, s->pub, s->slot};
+
+	/* One row per column (attnum order, generated columns left out: pgoutput
+	 * does not send them), with the table's identity and names, whether the
+	 * publication and the slot exist, and the database encoding. */
+	static const char *const q =
+		"SELECT c.oid, c.relreplident, n.nspname, c.relname, a.attname, "
+		"       bt.typname, bt.oid, "
+		"       EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2), "
+		"       EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $3), "
+		"       pg_encoding_to_char(d.encoding) "
+		"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+		"JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+		"     AND a.attgenerated = '' "
+		"JOIN pg_type t ON t.oid = a.atttypid "
+		"JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END "
+		"JOIN pg_database d ON d.datname = current_database() "
+		"WHERE c.oid = $1::regclass "
+		"ORDER BY a.attnum";
+
+	if (!PQsendQueryParams(s->sql, q, 3, NULL, params, NULL, NULL, 0))
+		return fail_result(s, "catalog query", s->sql, NULL);
+	return sent(s, s->sql, ST_META, now);
+}
+
+/* The configured column names, split on commas, spaces and quotes trimmed. */
+static char **
+split_columns(const char *list, size_t *n)
+{
+	char **out = NULL;
+	size_t cnt = 0;
+	const char *p = list;
+
+	while (*p) {
+		const char *start, *end;
+
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (!*p)
+			break;
+		start = p;
+		if (*p == '"') {
+			start = ++p;
+			while (*p && *p != '"')
+				p++;
+			end = p;
+			if (*p)
+				p++;
+		} else {
+			while (*p && *p != ',')
+				p++;
+			end = p;
+			while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+				end--;
+		}
+		out = realloc(out, (cnt + 1) * sizeof(*out));
+		if (out == NULL)
+			fatalx("out of memory");
+		out[cnt] = strndup(start, (size_t)(end - start));
+		if (out[cnt] == NULL)
+			fatalx("out of memory");
+		cnt++;
+	}
+	*n = cnt;
+	return out;
+}
+
+static enum source_status
+after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
+{
+	const struct conf_feed *cf = s->src->cfeed;
+	int nrows;
+
+	if (!result_ok(r, PGRES_TUPLES_OK) || PQnfields(r) != 10)
+		return fail_result(s, "reading the catalog", s->sql, r);
+	nrows = PQntuples(r);
+	if (nrows == 0) {
+		log_error("feed=%s: table %s has no columns", s->feedname, cf->table);
+		return SOURCE_RETRY;
+	}
+	s->replident = PQgetvalue(r, 0, 1)[0];
+	free(s->nspname);
+	free(s->relname);
+	s->nspname = xstrdup(PQgetvalue(r, 0, 2));
+	s->relname = xstrdup(PQgetvalue(r, 0, 3));
+	s->pub_exists = strcmp(PQgetvalue(r, 0, 7), "t") == 0;
+	s->slot_exists = strcmp(PQgetvalue(r, 0, 8), "t") == 0;
+	if (strcmp(PQgetvalue(r, 0, 9), "UTF8") != 0 && strcmp(PQgetvalue(r, 0, 9), "SQL_ASCII") != 0)
+		log_warning("feed=%s: the database encoding is %s; tailgate expects UTF8 (values in "
+			    "the stream are not converted)",
+			    s->feedname, PQgetvalue(r, 0, 9));
+
+	char *nsp = PQescapeIdentifier(s->sql, s->nspname, strlen(s->nspname));
+	char *rel = PQescapeIdentifier(s->sql, s->relname, strlen(s->relname));
+	if (!nsp || !rel)
+		fatalx("out of memory");
+	free(s->qualname);
+	s->qualname = xcalloc(strlen(nsp) + strlen(rel) + 2, 1);
+	sprintf(s->qualname, "%s.%s", nsp, rel);
+	PQfreemem(nsp);
+	PQfreemem(rel);
+
+	/* The feed's columns: all, or the configured ones in their order. */
+	free_cols(s);
+	size_t nwant = 0;
+	char **wantcols = cf->columns ? split_columns(cf->columns, &nwant) : NULL;
+	size_t n = cf->columns ? nwant : (size_t)nrows;
+	s->cols = xcalloc(n, sizeof(*s->cols));
+	for (size_t i = 0; i < n; i++) {
+		int row = -1;
+		if (!cf->columns) {
+			row = (int)i;
+		} else {
+			for (int k = 0; k < nrows; k++)
+				if (strcmp(PQgetvalue(r, k, 4), wantcols[i]) == 0)
+					row = k;
+			if (row < 0) {
+				log_error("feed=%s: table %s has no column \"%s\"", s->feedname, s->qualname,
+					  wantcols[i]);
+				for (size_t k = 0; k < nwant; k++)
+					free(wantcols[k]);
+				free(wantcols);
+				s->ncols = i;
+				return SOURCE_RETRY;
+			}
+		}
+		s->cols[i].name = xstrdup(PQgetvalue(r, row, 4));
+		s->cols[i].type = xstrdup(PQgetvalue(r, row, 5));
+		s->cols[i].kind = coltype_kind_of_oid((uint32_t)strtoul(PQgetvalue(r, row, 6), NULL, 10));
+		s->cols[i].relidx = -1;
+		s->ncols = i + 1;
+	}
+	for (size_t k = 0; k < nwant; k++)
+		free(wantcols[k]);
+	free(wantcols);
+	if (s->ncols == 0) {
+		log_error("feed=%s: no columns configured", s->feedname);
+		return SOURCE_RETRY;
+	}
+	s->kinds = xcalloc(s->ncols, sizeof(*s->kinds));
+	s->vals = xcalloc(s->ncols, sizeof(*s->vals));
+	s->lens = xcalloc(s->ncols, sizeof(*s->lens));
+	struct feed_column *fc = xcalloc(s->ncols, sizeof(*fc));
+	for (size_t i = 0; i < s->ncols; i++) {
+		s->kinds[i] = s->cols[i].kind;
+		fc[i] = (struct feed_column){s->cols[i].name, s->cols[i].type, s->cols[i].kind};
+	}
+	enum feed_columns_status cs = feed_set_columns(s->src->feed, fc, s->ncols);
+	free(fc);
+	if (cs == FEED_COLUMNS_ERR)
+		return SOURCE_RETRY;
+	if (cs == FEED_COLUMNS_NEW)
+		s->need_snapshot = true;
+	if (s->replident != 'f')
+		log_warning("feed=%s: %s has REPLICA IDENTITY %s, not FULL: an UPDATE or DELETE "
+			    "will force a new snapshot (ALTER TABLE %s REPLICA IDENTITY FULL)",
+			    s->feedname, s->qualname,
+			    s->replident == 'd'   ? "DEFAULT"
+			    : s->replident == 'n' ? "NOTHING"
+						  : "USING INDEX",
+			    s->qualname);
+
+	/* The publication, created or brought in line with the configuration. */
+	struct bbuf q = {0};
+	char *pubid = PQescapeIdentifier(s->sql, s->pub, strlen(s->pub));
+	if (!pubid)
+		fatalx("out of memory");
+	if (s->pub_exists)
+		bbuf_adds(&q, "ALTER PUBLICATION ");
+	else
+		bbuf_adds(&q, "CREATE PUBLICATION ");
+	bbuf_adds(&q, pubid);
+	bbuf_adds(&q, s->pub_exists ? " SET TABLE ONLY " : " FOR TABLE ONLY ");
+	bbuf_adds(&q, s->qualname);
+	if (cf->where) {
+		bbuf_adds(&q, " WHERE (");
+		bbuf_adds(&q, cf->where);
+		bbuf_adds(&q, ")");
+	}
+	if (!s->pub_exists)
+		bbuf_adds(&q, " WITH (publish = 'insert, update, delete, truncate')");
+	bbuf_add(&q, "", 1);
+	PQfreemem(pubid);
+	int ok = PQsendQuery(s->sql, q.p);
+	bbuf_free(&q);
+	if (!ok)
+		return fail_result(s, "publication", s->sql, NULL);
+	return sent(s, s->sql, ST_PUBLICATION, now);
+}
+
+static enum source_status
+next_after_publication(struct pgsrc *s, uint64_t now)
+{
+	if (s->permanent && s->slot_exists && !s->need_snapshot &&
+	    feed_can_resume(s->src->feed)) {
+		log_info("feed=%s: resuming slot %s at %" PRIu64, s->feedname, s->slot,
+			 feed_frontier(s->src->feed));
+		s->repl = start_connect(s, true);
+		if (!s->repl)
+			return SOURCE_RETRY;
+		s->st = ST_REPL_CONNECT;
+		s->step_deadline = now + STEP_TIMEOUT_MS;
+		want(s, s->repl, POLLOUT);
+		return SOURCE_OK;
+	}
+	if (s->permanent && s->slot_exists) {
+		const char *params[1] = {s->slot};
+		log_info("feed=%s: dropping slot %s to take a new snapshot", s->feedname, s->slot);
+		if (!PQsendQueryParams(s->sql, "SELECT pg_drop_replication_slot($1)", 1, NULL, params,
+				       NULL, NULL, 0))
+			return fail_result(s, "dropping the slot", s->sql, NULL);
+		return sent(s, s->sql, ST_DROP_SLOT, now);
+	}
+	s->need_snapshot = true;
+	s->repl = start_connect(s, true);
+	if (!s->repl)
+		return SOURCE_RETRY;
+	s->st = ST_REPL_CONNECT;
+	s->step_deadline = now + STEP_TIMEOUT_MS;
+	want(s, s->repl, POLLOUT);
+	return SOURCE_OK;
+}
+
+static enum source_status
+send_create_slot(struct pgsrc *s, uint64_t now)
+{
+	char q[256];
+
+	snprintf(q, sizeof(q), "CREATE_REPLICATION_SLOT \"%s\" %sLOGICAL pgoutput (SNAPSHOT 'export')",
+		 s->slot, s->permanent ? "" : "TEMPORARY ");
+	if (!PQsendQuery(s->repl, q))
+		return fail_result(s, "CREATE_REPLICATION_SLOT", s->repl, NULL);
+	return sent(s, s->repl, ST_CREATE_SLOT, now);
+}
+
+static enum source_status
+send_snapshot_begin(struct pgsrc *s, uint64_t now)
+{
+	char q[256];
+
+	snprintf(q, sizeof(q),
+		 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '%s'",
+		 s->snapname);
+	if (!PQsendQuery(s->sql, q))
+		return fail_result(s, "BEGIN", s->sql, NULL);
+	return sent(s, s->sql, ST_SNAP_BEGIN, now);
+}
+
+static enum source_status
+send_snapshot_select(struct pgsrc *s, uint64_t now)
+{
+	struct bbuf q = {0};
+
+	bbuf_adds(&q, "SELECT ");
+	for (size_t i = 0; i < s->ncols; i++) {
+		char *id = PQescapeIdentifier(s->sql, s->cols[i].name, strlen(s->cols[i].name));
+		if (!id)
+			fatalx("out of memory");
+		if (i)
+			bbuf_adds(&q, ", ");
+		bbuf_adds(&q, id);
+		PQfreemem(id);
+	}
+	bbuf_adds(&q, " FROM ONLY ");
+	bbuf_adds(&q, s->qualname);
+	if (s->src->cfeed->where) {
+		bbuf_adds(&q, " WHERE (");
+		bbuf_adds(&q, s->src->cfeed->where);
+		bbuf_adds(&q, ")");
+	}
+	bbuf_add(&q, "", 1);
+	int ok = PQsendQuery(s->sql, q.p);
+	bbuf_free(&q);
+	if (!ok || !PQsetSingleRowMode(s->sql))
+		return fail_result(s, "snapshot SELECT", s->sql, NULL);
+	/* Rows before the consistent point's commits: the snapshot's cursor. */
+	if (feed_snapshot_begin(s->src->feed, s->consistent_point - 1) != 0)
+		return SOURCE_RETRY;
+	s->snap_rows = 0;
+	return sent(s, s->sql, ST_SNAP_ROWS, now);
+}
+
+static enum source_status
+send_start(struct pgsrc *s, uint64_t start_lsn, uint64_t now)
+{
+	char q[512], lsn[32];
+
+	snprintf(q, sizeof(q),
+		 "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '1', "
+		 "publication_names '\"%s\"')",
+		 s->slot, pgo_lsn_format(start_lsn, lsn, sizeof(lsn)), s->pub);
+	if (!PQsendQuery(s->repl, q))
+		return fail_result(s, "START_REPLICATION", s->repl, NULL);
+	s->confirmed = start_lsn;
+	return sent(s, s->repl, ST_START, now);
+}
+
+/* ---- the stream ------------------------------------------------------------------- */
+
+/* Encode the feed's columns of a tuple; old fills 'u' values.  -1 when a
+ * value cannot be had (no old row for an unchanged TOAST value, binary). */
+static int
+encode_tuple(struct pgsrc *s, const struct pgo_tuple *t, const struct pgo_tuple *old)
+{
+	s->row.len = 0;
+	for (size_t i = 0; i < s->ncols; i++) {
+		int k = s->cols[i].relidx;
+		const struct pgo_value *v;
+
+		if (k < 0 || k >= t->ncols) {
+			log_error("feed=%s: a row of %u columns lacks column \"%s\"", s->feedname, t->ncols,
+				  s->cols[i].name);
+			return -1;
+		}
+		v = &t->vals[k];
+		if (v->kind == 'u') {
+			if (!old || k >= old->ncols || old->vals[k].kind == 'u') {
+				log_error("feed=%s: unchanged TOASTed value of \"%s\" without the old row "
+					  "(REPLICA IDENTITY FULL needed)",
+					  s->feedname, s->cols[i].name);
+				return -1;
+			}
+			v = &old->vals[k];
+		}
+		switch (v->kind) {
+		case 'n':
+			s->vals[i] = NULL;
+			s->lens[i] = 0;
+			break;
+		case 't':
+			s->vals[i] = v->data;
+			s->lens[i] = v->len;
+			break;
+		default:
+			log_error("feed=%s: value of \"%s\" in format '%c' (only text is requested)",
+				  s->feedname, s->cols[i].name, v->kind);
+			return -1;
+		}
+	}
+	(void)encode_row(&s->row, s->kinds, s->ncols, s->vals, s->lens);
+	return 0;
+}
+
+static int
+emit(struct pgsrc *s, int64_t diff)
+{
+	s->changes++;
+	s->txn_mine = true;
+	return feed_row(s->src->feed, s->txn_lsn, diff, s->row.p, s->row.len);
+}
+
+static enum source_status
+on_relation(struct pgsrc *s, const struct pgo_msg *m)
+{
+	if (strcmp(m->u.relation.nspname[0] ? m->u.relation.nspname : "pg_catalog", s->nspname) != 0 ||
+	    strcmp(m->u.relation.relname, s->relname) != 0) {
+		log_debug("feed=%s: ignoring relation %s.%s", s->feedname, m->u.relation.nspname,
+			  m->u.relation.relname);
+		return SOURCE_OK;
+	}
+	s->relid = m->u.relation.oid;
+	s->rel_known = true;
+	for (size_t i = 0; i < s->ncols; i++) {
+		s->cols[i].relidx = -1;
+		for (uint16_t k = 0; k < m->u.relation.ncols; k++)
+			if (strcmp(m->u.relation.cols[k].name, s->cols[i].name) == 0)
+				s->cols[i].relidx = k;
+		if (s->cols[i].relidx < 0) {
+			log_warning("feed=%s: column \"%s\" is gone from %s; starting over", s->feedname,
+				    s->cols[i].name, s->qualname);
+			return SOURCE_RETRY;
+		}
+		enum coltype_kind k =
+			coltype_kind_of_oid(m->u.relation.cols[s->cols[i].relidx].type_oid);
+		const char *tn = coltype_name(m->u.relation.cols[s->cols[i].relidx].type_oid);
+		if (tn && (k != s->cols[i].kind || strcmp(tn, s->cols[i].type) != 0)) {
+			log_warning("feed=%s: column \"%s\" of %s changed type to %s; starting over",
+				    s->feedname, s->cols[i].name, s->qualname, tn);
+			return SOURCE_RETRY;
+		}
+	}
+	if (m->u.relation.replident != s->replident) {
+		s->replident = m->u.relation.replident;
+		if (s->replident != 'f')
+			log_warning("feed=%s: %s is no longer REPLICA IDENTITY FULL", s->feedname,
+				    s->qualname);
+	}
+	return SOURCE_OK;
+}
+
+static enum source_status
+need_old_row(struct pgsrc *s, const char *what)
+{
+	log_error("feed=%s: %s on %s without the old row (REPLICA IDENTITY FULL is needed); "
+		  "taking a new snapshot",
+		  s->feedname, what, s->qualname);
+	s->need_snapshot = true;
+	return SOURCE_RETRY;
+}
+
+static enum source_status
+on_message(struct pgsrc *s, const struct pgo_msg *m)
+{
+	struct feed *f = s->src->feed;
+
+	switch (m->type) {
+	case PGO_BEGIN:
+		s->in_txn = true;
+		s->txn_lsn = m->u.begin.final_lsn;
+		s->txn_mine = false;
+		/* On resume the server may send again what the feed already has. */
+		s->skip_txn = s->txn_lsn < feed_frontier(f);
+		if (s->skip_txn)
+			log_debug("feed=%s: skipping transaction at %" PRIu64 ", already applied",
+				  s->feedname, s->txn_lsn);
+		return SOURCE_OK;
+	case PGO_COMMIT:
+		if (!s->in_txn || m->u.commit.commit_lsn != s->txn_lsn) {
+			log_error("feed=%s: Commit at %" PRIu64 " without its Begin", s->feedname,
+				  m->u.commit.commit_lsn);
+			return SOURCE_RETRY;
+		}
+		s->in_txn = false;
+		if (!s->skip_txn) {
+			if (feed_progress(f, s->txn_lsn + 1) != 0)
+				return SOURCE_RETRY;
+			if (s->txn_mine)
+				s->txns++;
+		}
+		s->skip_txn = false;
+		if (m->u.commit.end_lsn > s->confirmed)
+			s->confirmed = m->u.commit.end_lsn;
+		return SOURCE_OK;
+	case PGO_RELATION:
+		return on_relation(s, m);
+	case PGO_TYPE:
+	case PGO_ORIGIN:
+	case PGO_MESSAGE:
+		return SOURCE_OK;
+	default:
+		break;
+	}
+
+	/* Row changes: only inside a transaction, only our relation. */
+	if (!s->in_txn) {
+		log_error("feed=%s: %s outside a transaction", s->feedname, pgo_msg_name(m->type));
+		return SOURCE_RETRY;
+	}
+	if (s->skip_txn)
+		return SOURCE_OK;
+	switch (m->type) {
+	case PGO_INSERT:
+		if (!s->rel_known || m->u.insert.relid != s->relid)
+			return SOURCE_OK;
+		if (encode_tuple(s, &m->u.insert.newtup, NULL) != 0 || emit(s, 1) != 0)
+			return SOURCE_RETRY;
+		return SOURCE_OK;
+	case PGO_UPDATE:
+		if (!s->rel_known || m->u.update.relid != s->relid)
+			return SOURCE_OK;
+		if (m->u.update.old_kind != 'O')
+			return need_old_row(s, "UPDATE");
+		if (encode_tuple(s, &m->u.update.oldtup, NULL) != 0 || emit(s, -1) != 0)
+			return SOURCE_RETRY;
+		if (encode_tuple(s, &m->u.update.newtup, &m->u.update.oldtup) != 0 || emit(s, 1) != 0)
+			return SOURCE_RETRY;
+		return SOURCE_OK;
+	case PGO_DELETE:
+		if (!s->rel_known || m->u.del.relid != s->relid)
+			return SOURCE_OK;
+		if (m->u.del.old_kind != 'O')
+			return need_old_row(s, "DELETE");
+		if (encode_tuple(s, &m->u.del.oldtup, NULL) != 0 || emit(s, -1) != 0)
+			return SOURCE_RETRY;
+		return SOURCE_OK;
+	case PGO_TRUNCATE:
+		for (uint32_t i = 0; i < m->u.truncate.nrels; i++) {
+			if (!s->rel_known || m->u.truncate.relids[i] != s->relid)
+				continue;
+			/* The state at this commit is what the transaction writes after
+			 * the TRUNCATE: a snapshot at the commit, diffed by the feed. */
+			log_info("feed=%s: TRUNCATE at %" PRIu64, s->feedname, s->txn_lsn);
+			s->txn_mine = true;
+			if (feed_snapshot_begin(f, s->txn_lsn) != 0)
+				return SOURCE_RETRY;
+		}
+		return SOURCE_OK;
+	default:
+		log_error("feed=%s: unexpected message %s", s->feedname, pgo_msg_name(m->type));
+		return SOURCE_RETRY;
+	}
+}
+
+static enum source_status
+send_status(struct pgsrc *s, uint64_t now, bool reply)
+{
+	uint8_t st[PGO_STATUS_LEN];
+
+	pgo_build_status(st, s->confirmed, s->confirmed, s->confirmed, pgo_now_pg_us(), reply);
+	int r = PQputCopyData(s->repl, (const char *)st, PGO_STATUS_LEN);
+	if (r != 1)
+		return fail_result(s, "status update", s->repl, NULL);
+	s->last_status_ms = now;
+	if (reply)
+		s->last_reply_ms = now;
+	s->status_due = false;
+	return SOURCE_OK;
+}
+
+static enum source_status
+read_stream(struct pgsrc *s, uint64_t now)
+{
+	char err[256];
+
+	if (!PQconsumeInput(s->repl))
+		return fail_result(s, "reading the stream", s->repl, NULL);
+	for (;;) {
+		char *buf = NULL;
+		int n = PQgetCopyData(s->repl, &buf, 1);
+
+		if (n == 0)
+			break;
+		if (n == -1) {
+			PGresult *r = PQgetResult(s->repl);
+			enum source_status st = fail_result(s, "the replication stream ended", s->repl, r);
+			PQclear(r);
+			return st;
+		}
+		if (n < 0)
+			return fail_result(s, "reading the stream", s->repl, NULL);
+		s->last_recv_ms = now;
+
+		struct pgo_copy cp;
+		struct pgo_msg m;
+		enum source_status st = SOURCE_OK;
+		if (pgo_parse_copy(buf, (size_t)n, &cp, err, sizeof(err)) < 0) {
+			log_error("feed=%s: %s", s->feedname, err);
+			st = SOURCE_RETRY;
+		} else if (cp.kind == PGO_COPY_KEEPALIVE) {
+			/* Between transactions everything before the server's WAL end
+			 * has been sent: confirm it so the slot does not hold WAL. */
+			if (!s->in_txn && cp.wal_end > s->confirmed)
+				s->confirmed = cp.wal_end;
+			if (cp.reply_requested)
+				s->status_due = true;
+		} else if (pgo_decode(&s->dec, cp.data, cp.len, &m, err, sizeof(err)) < 0) {
+			log_error("feed=%s: %s", s->feedname, err);
+			st = SOURCE_RETRY;
+		} else {
+			st = on_message(s, &m);
+		}
+		PQfreemem(buf);
+		if (st != SOURCE_OK)
+			return st;
+	}
+	if (s->status_due) {
+		if (send_status(s, now, false) != SOURCE_OK)
+			return SOURCE_RETRY;
+	}
+	int f = PQflush(s->repl);
+	if (f < 0)
+		return fail_result(s, "writing to the stream", s->repl, NULL);
+	want(s, s->repl, (short)(POLLIN | (f == 1 ? POLLOUT : 0)));
+	return SOURCE_OK;
+}
+
+/* ---- the state machine ---------------------------------------------------------- */
+
+static enum source_status
+step(struct pgsrc *s, uint64_t now)
+{
+	PGresult *r = NULL;
+	int c;
+	enum source_status st;
+
+	for (;;) {
+		switch (s->st) {
+		case ST_IDLE:
+			return SOURCE_OK;
+
+		case ST_SQL_CONNECT:
+			c = poll_connect(s, s->sql);
+			if (c == 0)
+				return SOURCE_OK;
+			if (c < 0)
+				return fail_result(s, "connecting", s->sql, NULL);
+			st = send_meta(s, now);
+			if (st != SOURCE_OK)
+				return st;
+			continue;
+
+		case ST_META:
+		case ST_PUBLICATION:
+		case ST_DROP_SLOT:
+		case ST_SNAP_BEGIN:
+		case ST_SNAP_COMMIT:
+			c = collect(s, s->sql, &r);
+			if (c == 0)
+				return SOURCE_OK;
+			if (c < 0)
+				return fail_result(s, "reading", s->sql, NULL);
+			if (s->st == ST_META) {
+				st = after_meta(s, r, now);
+			} else if (s->st == ST_PUBLICATION) {
+				st = result_ok(r, PGRES_COMMAND_OK)
+					     ? next_after_publication(s, now)
+					     : fail_result(s, "creating the publication", s->sql, r);
+			} else if (s->st == ST_DROP_SLOT) {
+				s->slot_exists = false;
+				st = result_ok(r, PGRES_TUPLES_OK)
+					     ? next_after_publication(s, now)
+					     : fail_result(s, "dropping the slot", s->sql, r);
+			} else if (s->st == ST_SNAP_BEGIN) {
+				st = result_ok(r, PGRES_COMMAND_OK)
+					     ? send_snapshot_select(s, now)
+					     : fail_result(s, "SET TRANSACTION SNAPSHOT", s->sql, r);
+			} else {
+				if (!result_ok(r, PGRES_COMMAND_OK)) {
+					st = fail_result(s, "ending the snapshot", s->sql, r);
+				} else {
+					/* The regular connection is done; the stream takes over. */
+					PQfinish(s->sql);
+					s->sql = NULL;
+					st = send_start(s, s->consistent_point, now);
+				}
+			}
+			PQclear(r);
+			r = NULL;
+			if (st != SOURCE_OK)
+				return st;
+			continue;
+
+		case ST_REPL_CONNECT:
+			c = poll_connect(s, s->repl);
+			if (c == 0)
+				return SOURCE_OK;
+			if (c < 0)
+				return fail_result(s, "replication connection", s->repl, NULL);
+			if (s->need_snapshot || !s->permanent || !s->slot_exists)
+				st = send_create_slot(s, now);
+			else {
+				PQfinish(s->sql);
+				s->sql = NULL;
+				st = send_start(s, feed_frontier(s->src->feed), now);
+			}
+			if (st != SOURCE_OK)
+				return st;
+			continue;
+
+		case ST_CREATE_SLOT:
+			c = collect(s, s->repl, &r);
+			if (c == 0)
+				return SOURCE_OK;
+			if (c < 0)
+				return fail_result(s, "CREATE_REPLICATION_SLOT", s->repl, NULL);
+			if (!result_ok(r, PGRES_TUPLES_OK) || PQntuples(r) != 1 || PQnfields(r) < 3 ||
+			    PQgetisnull(r, 0, 2) ||
+			    !pgo_lsn_parse(PQgetvalue(r, 0, 1), &s->consistent_point) ||
+			    s->consistent_point == 0 ||
+			    strlen(PQgetvalue(r, 0, 2)) >= sizeof(s->snapname)) {
+				st = fail_result(s, "CREATE_REPLICATION_SLOT", s->repl, r);
+				PQclear(r);
+				return st;
+			}
+			snprintf(s->snapname, sizeof(s->snapname), "%s", PQgetvalue(r, 0, 2));
+			log_info("feed=%s: slot %s%s created at %s, snapshot %s", s->feedname, s->slot,
+				 s->permanent ? "" : " (temporary)", PQgetvalue(r, 0, 1), s->snapname);
+			PQclear(r);
+			r = NULL;
+			s->slot_exists = true;
+			s->need_snapshot = false;
+			/* The exported snapshot lives while the replication connection
+			 * stays idle: read the table now, on the regular one. */
+			st = send_snapshot_begin(s, now);
+			if (st != SOURCE_OK)
+				return st;
+			continue;
+
+		case ST_SNAP_ROWS:
+			if (PQflush(s->sql) < 0 || !PQconsumeInput(s->sql))
+				return fail_result(s, "reading the snapshot", s->sql, NULL);
+			while (!PQisBusy(s->sql)) {
+				r = PQgetResult(s->sql);
+				if (r == NULL) {
+					log_info("feed=%s: snapshot of %s: %" PRIu64 " rows", s->feedname,
+						 s->qualname, s->snap_rows);
+					if (feed_snapshot_end(s->src->feed) != 0)
+						return SOURCE_RETRY;
+					feed_upstream_live(s->src->feed);
+					if (!PQsendQuery(s->sql, "COMMIT"))
+						return fail_result(s, "COMMIT", s->sql, NULL);
+					st = sent(s, s->sql, ST_SNAP_COMMIT, now);
+					if (st != SOURCE_OK)
+						return st;
+					break;
+				}
+				ExecStatusType rs = PQresultStatus(r);
+				if (rs == PGRES_SINGLE_TUPLE) {
+					for (size_t i = 0; i < s->ncols; i++) {
+						bool null = PQgetisnull(r, 0, (int)i);
+						s->vals[i] = null ? NULL : PQgetvalue(r, 0, (int)i);
+						s->lens[i] = null ? 0 : (size_t)PQgetlength(r, 0, (int)i);
+					}
+					s->row.len = 0;
+					(void)encode_row(&s->row, s->kinds, s->ncols, s->vals, s->lens);
+					s->snap_rows++;
+					if (feed_row(s->src->feed, s->consistent_point - 1, 1, s->row.p,
+						     s->row.len) != 0) {
+						PQclear(r);
+						return SOURCE_RETRY;
+					}
+				} else if (rs != PGRES_TUPLES_OK) {
+					st = fail_result(s, "the snapshot SELECT", s->sql, r);
+					PQclear(r);
+					return st;
+				}
+				PQclear(r);
+				r = NULL;
+			}
+			if (s->st == ST_SNAP_ROWS) {
+				want(s, s->sql, POLLIN);
+				return SOURCE_OK;
+			}
+			continue;
+
+		case ST_START:
+			c = collect(s, s->repl, &r);
+			if (c == 0)
+				return SOURCE_OK;
+			if (c < 0 || !result_ok(r, PGRES_COPY_BOTH)) {
+				st = fail_result(s, "START_REPLICATION", s->repl, r);
+				PQclear(r);
+				/* A permanent slot gone meanwhile: next time, a new one. */
+				s->need_snapshot = true;
+				return st;
+			}
+			PQclear(r);
+			r = NULL;
+			log_info("feed=%s: streaming from slot %s", s->feedname, s->slot);
+			s->st = ST_STREAM;
+			s->in_txn = false;
+			s->rel_known = false;
+			s->last_recv_ms = now;
+			s->last_status_ms = 0;
+			s->last_reply_ms = now;
+			feed_upstream_live(s->src->feed);
+			s->src->timer_ms = now + STATUS_INTERVAL_MS;
+			continue;
+
+		case ST_STREAM:
+			return read_stream(s, now);
+		}
+	}
+}
+
+/* ---- source ops ------------------------------------------------------------------- */
+
+static int
+pg_init(struct source *src)
+{
+	const struct conf_feed *cf = src->cfeed;
+	struct pgsrc *s = xcalloc(1, sizeof(*s));
+
+	if (cf->table == NULL) {
+		log_error("feed=%s: source postgresql needs table = NAME", cf->name);
+		free(s);
+		return -1;
+	}
+	s->src = src;
+	s->feedname = cf->name;
+	s->permanent = cf->permanent_slot;
+	slot_name_from("tailgate_", cf->name, "", s->pub, sizeof(s->pub));
+	if (cf->slot)
+		snprintf(s->slot, sizeof(s->slot), "%s", cf->slot);
+	else if (s->permanent)
+		snprintf(s->slot, sizeof(s->slot), "%s", s->pub);
+	src->priv = s;
+	return 0;
+}
+
+static void
+pg_stop(struct source *src)
+{
+	struct pgsrc *s = src->priv;
+
+	if (s == NULL)
+		return;
+	if (s->repl && s->st == ST_STREAM && PQstatus(s->repl) == CONNECTION_OK) {
+		/* Confirm what we have before going; best effort, no waiting. */
+		(void)send_status(s, source_now_ms(), false);
+		(void)PQflush(s->repl);
+	}
+	PQfinish(s->sql);
+	PQfinish(s->repl);
+	s->sql = NULL;
+	s->repl = NULL;
+	s->st = ST_IDLE;
+	s->in_txn = false;
+	src->fd = -1;
+	src->events = 0;
+	src->timer_ms = 0;
+}
+
+static enum source_status
+pg_start(struct source *src, uint64_t now)
+{
+	struct pgsrc *s = src->priv;
+
+	pg_stop(src);
+	if (!s->permanent && !src->cfeed->slot) {
+		/* A fresh name per session: a temporary slot of a dead session
+		 * may linger until the server notices, and two hosts may share
+		 * the database. */
+		uint32_t rnd = 0;
+		char suffix[16];
+		if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+			rnd = (uint32_t)now ^ (uint32_t)getpid();
+		snprintf(suffix, sizeof(suffix), "_%08x", rnd);
+		slot_name_from("tailgate_", src->cfeed->name, suffix, s->slot, sizeof(s->slot));
+	}
+	s->sql = start_connect(s, false);
+	if (!s->sql)
+		return SOURCE_RETRY;
+	s->st = ST_SQL_CONNECT;
+	s->step_deadline = now + STEP_TIMEOUT_MS;
+	src->timer_ms = s->step_deadline;
+	want(s, s->sql, POLLOUT);
+	return step(s, now);
+}
+
+static enum source_status
+pg_on_ready(struct source *src, short revents, uint64_t now)
+{
+	struct pgsrc *s = src->priv;
+
+	(void)revents; /* libpq finds out itself what happened on the socket */
+	return step(s, now);
+}
+
+static enum source_status
+pg_on_tick(struct source *src, uint64_t now)
+{
+	struct pgsrc *s = src->priv;
+
+	if (s->st != ST_STREAM) {
+		if (s->st != ST_IDLE && now >= s->step_deadline) {
+			log_error("feed=%s: no answer from the server within %d s (setting up)",
+				  s->feedname, STEP_TIMEOUT_MS / 1000);
+			return SOURCE_RETRY;
+		}
+		src->timer_ms = s->step_deadline;
+		return SOURCE_OK;
+	}
+	if (now - s->last_recv_ms > SILENCE_MS) {
+		log_error("feed=%s: nothing from the server for %d s", s->feedname, SILENCE_MS / 1000);
+		return SOURCE_RETRY;
+	}
+	bool reply = now - s->last_reply_ms >= REPLY_INTERVAL_MS;
+	if (send_status(s, now, reply) != SOURCE_OK)
+		return SOURCE_RETRY;
+	int f = PQflush(s->repl);
+	if (f < 0)
+		return fail_result(s, "writing to the stream", s->repl, NULL);
+	want(s, s->repl, (short)(POLLIN | (f == 1 ? POLLOUT : 0)));
+	src->timer_ms = now + STATUS_INTERVAL_MS;
+	return SOURCE_OK;
+}
+
+static void
+pg_fini(struct source *src)
+{
+	struct pgsrc *s = src->priv;
+
+	if (s == NULL)
+		return;
+	free_cols(s);
+	free(s->qualname);
+	free(s->nspname);
+	free(s->relname);
+	pgo_decoder_free(&s->dec);
+	bbuf_free(&s->row);
+	free(s);
+	src->priv = NULL;
+}
+
+const struct source_ops source_pg_ops = {
+	.name = "postgresql",
+	.init = pg_init,
+	.start = pg_start,
+	.on_ready = pg_on_ready,
+	.on_tick = pg_on_tick,
+	.stop = pg_stop,
+	.fini = pg_fini,
+};

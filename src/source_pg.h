@@ -1,0 +1,25 @@
+/*
+ * source_pg.h - the PostgreSQL logical-replication source kind
+ * ("postgresql"), for the table of kinds in source.c.  See source_pg.c
+ * for what a session does, and source.h for how the daemon drives it.
+ *
+ * Per feed (conf.h): table = [schema.]table (required), columns = "a,
+ * b" (default: all, in table order), where = a row filter (a PostgreSQL
+ * 15 publication row filter, also the snapshot's WHERE), slot = NAME
+ * (default tailgate_FEED; a temporary slot gets a random suffix),
+ * permanent_slot = yes (the slot survives the daemon: a restart that still
+ * holds the feed's state resumes without a snapshot).
+ *
+ * The server needs wal_level = logical and a free replication slot and WAL
+ * sender per feed; the user needs REPLICATION (or superuser) and CREATE on
+ * the database (for the publication tailgate_FEED).  Tables whose rows are
+ * updated or deleted need REPLICA IDENTITY FULL.
+ */
+#ifndef TAILGATE_SOURCE_PG_H
+#define TAILGATE_SOURCE_PG_H
+
+#include "source.h"
+
+extern const struct source_ops source_pg_ops;
+
+#endif
