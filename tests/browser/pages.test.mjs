@@ -1,0 +1,507 @@
+// The demo pages in headless Chromium against a stack (tests/browser/stack.mjs):
+// the tables and the chart equal the feeds' rows, the filter shows only
+// matching rows, 410s, dropped connections, 503s and restarts are survived,
+// no page logs an error, and screenshots land in tests/artifacts/.
+//
+//   tests/browser/run.sh                         (see tests/browser/README.md)
+//   TAILGATE_URL=http://127.0.0.1:8080/ node --test tests/browser/
+
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { launch } from './chromium.mjs';
+import { startStack } from './stack.mjs';
+import { RowSet, rowKey, buildUrl, parseReply, parseFeedList } from '../../htdocs/tailgate.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const ART = path.resolve(here, '../artifacts');
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const T = { timeout: 180_000 };
+
+const stack = await startStack();
+const tag = `[${stack.name}]`;
+let chrome;
+
+const apiUrl = (p = '') => new URL(stack.apiPath.replace(/^\/+/, '').replace(/\/+$/, '') + (p ? '/' + p : ''), stack.url).href;
+const pageUrl = (p) => new URL(p, stack.url).href;
+
+/** The feed's rows now, through the API: {cursor, columns, rows}. */
+async function feedState(feed, filter) {
+  let res, text;
+  // A stack being restarted may answer 502/503 for a moment.
+  for (let i = 0; ; i++) {
+    res = await fetch(buildUrl(apiUrl(feed), { filter }), { headers: { accept: 'application/json' }, cache: 'no-store' }).catch((e) => e);
+    if (!(res instanceof Error) && res.status < 500) break;
+    if (i >= 40) throw new Error(`GET ${feed}: ${res instanceof Error ? res.message : res.status} for 20 s`);
+    await sleep(500);
+  }
+  text = await res.text();
+  assert.equal(res.status, 200, `GET ${feed}: ${text.slice(0, 200)}`);
+  const body = parseReply(text);
+  const set = new RowSet(body.columns);
+  for (const b of body.batches) set.apply(b);
+  return { cursor: body.cursor, columns: body.columns, rows: set.rows() };
+}
+
+/**
+ * What a table page holds: its subscription's cursor, state and every row
+ * (canonical keys), and the rows the table shows, in order.
+ */
+function pageTable(page, feed) {
+  return page.evaluate((feed) => {
+    const s = window.tailgatePage.subs[feed];
+    const t = window.tailgatePage.subs.table;
+    return {
+      cursor: s.cursor,
+      state: s.state,
+      batches: s.stats.batches,
+      resyncs: s.stats.resyncs,
+      failures: s.stats.failures,
+      filter: s.filter,
+      rows: s.rows().map(window.tailgatePage.rowKey),
+      shown: [...t.table.querySelectorAll('tbody tr')].map((tr) => tr.dataset.key),
+      size: t.size,
+      limit: t.limit === Infinity ? null : t.limit,
+      sort: t.sort,
+      key: t.key,
+    };
+  }, feed);
+}
+
+const NUMERIC = /^(int2|int4|int8|oid|float4|float8|numeric)$/;
+const parseTs = (s) => Date.parse(String(s).replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00').replace(/(\.\d{3})\d+/, '$1'));
+
+/** The rows in the table's order (htdocs/livetable.js's rules: nulls last, then the key column descending). */
+function sortRows(rows, columns, sort, keyCol) {
+  if (!sort) return rows.slice();
+  const i = columns.findIndex((c) => c.name === sort.col);
+  const k = columns.findIndex((c) => c.name === keyCol);
+  const type = columns[i].type || '';
+  const sign = sort.dir === 'asc' ? 1 : -1;
+  const val = (r) => (r[i] == null ? null : NUMERIC.test(type) ? Number(r[i]) : /timestamp|date/.test(type) ? parseTs(r[i]) : String(r[i]));
+  return rows.slice().sort((a, b) => {
+    const x = val(a), y = val(b);
+    if (x !== y) {
+      if (x === null) return 1;
+      if (y === null) return -1;
+      if (typeof x === 'string') {
+        const c = x.localeCompare(y);
+        if (c) return sign * c;
+      } else if (x < y) return -sign;
+      else if (x > y) return sign;
+    }
+    if (k >= 0 && a[k] !== b[k]) return a[k] < b[k] ? 1 : -1;
+    return 0;
+  });
+}
+
+/**
+ * Wait until the page and the API are at the same cursor, then require the
+ * page to hold exactly the API's rows (a multiset of canonical keys) and the
+ * table to show exactly the first rows of them in its order.
+ */
+async function expectTableEqualsFeed(page, feed, { filter, timeout = 45_000 } = {}) {
+  const end = Date.now() + timeout;
+  let last;
+  while (Date.now() < end) {
+    const p = await pageTable(page, feed);
+    const e = await feedState(feed, filter);
+    if (p.cursor === e.cursor && p.state === 'live') {
+      const want = e.rows.map(rowKey);
+      assert.equal(p.rows.length, want.length, `${feed}: the page holds ${p.rows.length} rows, the feed has ${want.length}`);
+      assert.deepEqual(p.rows.slice().sort(), want.slice().sort(), `${feed}: rows differ from the feed at cursor ${e.cursor}`);
+      const shown = sortRows(e.rows, e.columns, p.sort, p.key).slice(0, p.limit ?? undefined).map(rowKey);
+      assert.equal(p.size, want.length, `${feed}: the table counts ${p.size} rows`);
+      assert.deepEqual(p.shown, shown, `${feed}: the table does not show the feed's first ${shown.length} rows in its order`);
+      return { page: p, expected: e };
+    }
+    last = { page: p.cursor, api: e.cursor, state: p.state };
+    await sleep(100 + Math.random() * 200);
+  }
+  throw new Error(`${feed}: page and API never at the same cursor: ${JSON.stringify(last)}`);
+}
+
+/** With the load paused: the table equals what the database holds. */
+async function expectTableEqualsDatabase(page, feed) {
+  if (!stack.dbRows || !stack.pauseLoad) return false;
+  await stack.pauseLoad();
+  try {
+    const db = await stack.dbRows(feed);
+    // The page must get there: wait for a quiet moment where it equals the database.
+    const end = Date.now() + 30_000;
+    let p;
+    for (;;) {
+      p = await pageTable(page, feed);
+      const a = p.rows.slice().sort(), b = db.map(rowKey).sort();
+      if (JSON.stringify(a) === JSON.stringify(b)) break;
+      if (Date.now() > end) assert.deepEqual(a, b, `${feed}: table differs from the database`);
+      await sleep(200);
+    }
+    return true;
+  } finally {
+    await stack.resumeLoad();
+  }
+}
+
+function waitFor(page, fn, arg, timeout = 60_000) {
+  return page.waitForFunction(fn, arg, { timeout, polling: 100 });
+}
+
+// Record the badge's states (for the fault tests).
+async function recordBadge(page) {
+  await page.addInitScript(() => {
+    window.__badge = [];
+    new MutationObserver(() => {
+      const b = document.getElementById('badge');
+      const s = b && b.dataset.state;
+      if (s && window.__badge[window.__badge.length - 1] !== s) window.__badge.push(s);
+    }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-state'] });
+  });
+}
+
+// Console errors a page may log by design in a fault test: the browser's
+// own line for a failed request (410, 503, a dropped connection).
+const NETWORK_NOISE = /Failed to load resource|net::ERR_/;
+function assertNoErrors(page, { faults = false } = {}) {
+  const errs = page.errors.filter((e) => !(faults && NETWORK_NOISE.test(e)));
+  assert.deepEqual(errs, [], `errors on ${page.url()}`);
+}
+
+async function shot(page, name) {
+  fs.mkdirSync(ART, { recursive: true });
+  await page.screenshot({ path: path.join(ART, `${name}.png`) });
+}
+
+async function openTable(url, feed, { batches = 0, timeout = 60_000, badge = false } = {}) {
+  const page = await chrome.newPage();
+  if (badge) await recordBadge(page);
+  await page.goto(pageUrl(url));
+  await waitFor(page, () => document.documentElement.dataset.ready === '1', undefined, timeout);
+  if (batches) await waitFor(page, ([f, n]) => window.tailgatePage.subs[f].stats.batches >= n, [feed, batches], timeout);
+  return page;
+}
+
+const amountIndex = (columns) => columns.findIndex((c) => c.name === 'amount');
+
+describe(`demo pages ${tag}`, () => {
+  before(async () => {
+    chrome = await launch();
+    console.log(`# browser tests against ${stack.name} at ${stack.url}`);
+  });
+  after(async () => {
+    await chrome?.close();
+    await stack.stop();
+  });
+
+  test(`${tag} index lists the feeds with row counts and cursors, live`, T, async () => {
+    const page = await chrome.newPage();
+    await page.goto(pageUrl('./'));
+    await waitFor(page, () => document.documentElement.dataset.ready === '1');
+    const api = parseFeedList(await (await fetch(apiUrl())).json());
+    const names = await page.$$eval('#feeds tbody tr[data-feed]', (trs) => trs.map((t) => t.dataset.feed));
+    assert.deepEqual(names.slice().sort(), api.map((f) => f.name).sort());
+    for (const f of ['winning_bids', 'top_buyers', 'auction_stats']) assert.ok(names.includes(f), `feed ${f} listed`);
+    // The page shows what it read.
+    const shown = await page.evaluate(() =>
+      window.tailgatePage.feeds.map((f) => {
+        const tr = document.querySelector(`tr[data-feed="${CSS.escape(f.name)}"]`);
+        return { name: f.name, rows: f.rows, cursor: f.cursor, rowsText: tr.children[1].dataset.value, cursorText: tr.children[2].textContent };
+      }),
+    );
+    for (const s of shown) {
+      assert.equal(s.rowsText, String(s.rows ?? ''), `${s.name} rows`);
+      assert.equal(s.cursorText, s.cursor ?? '—', `${s.name} cursor`);
+    }
+    // It follows the feeds: a new cursor within a few refreshes.
+    const before = shown.find((s) => s.name === 'winning_bids').cursor;
+    await waitFor(
+      page,
+      (c) => document.querySelector('tr[data-feed="winning_bids"]').children[2].textContent !== c,
+      before,
+      60_000,
+    );
+    // With the load paused, the numbers are exactly the API's.
+    if (stack.pauseLoad) {
+      await stack.pauseLoad();
+      try {
+        await sleep(2500);
+        const now = parseFeedList(await (await fetch(apiUrl())).json());
+        await waitFor(
+          page,
+          (want) =>
+            want.every((f) => {
+              const tr = document.querySelector(`tr[data-feed="${CSS.escape(f.name)}"]`);
+              return tr && tr.children[1].dataset.value === String(f.rows) && tr.children[2].textContent === f.cursor;
+            }),
+          now.map((f) => ({ name: f.name, rows: f.rows, cursor: f.cursor })),
+          10_000,
+        );
+      } finally {
+        await stack.resumeLoad();
+      }
+    }
+    const badge = await page.getAttribute('#badge', 'data-state');
+    assert.equal(badge, 'live');
+    assertNoErrors(page);
+    await page.closeAll();
+  });
+
+  test(`${tag} auction table equals the winning_bids feed after live batches`, T, async () => {
+    const page = await openTable('auction.html', 'winning_bids', { batches: 4 });
+    const { expected } = await expectTableEqualsFeed(page, 'winning_bids');
+    assert.ok(expected.rows.length > 0, 'the demo has winning bids');
+    // Cells show the values: the amount column of every row, in order.
+    const ai = amountIndex(expected.columns);
+    const cells = await page.$$eval('#bids tbody tr', (trs) =>
+      trs.map((tr) => [JSON.parse(tr.dataset.key), tr.querySelector('td[data-col="amount"]').textContent]),
+    );
+    for (const [row, text] of cells) assert.equal(text.replace(/[^0-9.-]/g, ''), String(row[ai]));
+    // Sorted by end time, newest first (the default) ...
+    const { page: p0 } = await expectTableEqualsFeed(page, 'winning_bids');
+    assert.deepEqual(p0.sort, { col: 'end_time', dir: 'desc' });
+    // ... and by amount after a click on its header (the order is checked
+    // against the feed's rows sorted the same way).
+    await page.click('#bids th[data-col="amount"] button');
+    const { page: p1 } = await expectTableEqualsFeed(page, 'winning_bids');
+    assert.deepEqual(p1.sort, { col: 'amount', dir: 'desc' });
+    // "Show all": every row in the table.
+    if (p1.size > p1.shown.length) {
+      await page.click('#show-all');
+      const { page: p2 } = await expectTableEqualsFeed(page, 'winning_bids');
+      assert.equal(p2.shown.length, p2.size);
+    }
+    const db = await expectTableEqualsDatabase(page, 'winning_bids');
+    if (db) console.log('# auction table checked against the database');
+    assertNoErrors(page);
+    await page.closeAll();
+  });
+
+  test(`${tag} amount filter: only matching rows, exactly the filtered feed`, T, async () => {
+    const page = await openTable('auction.html', 'winning_bids', { batches: 2 });
+    const requests = [];
+    page.on('request', (r) => requests.push(r.url()));
+    const all = await expectTableEqualsFeed(page, 'winning_bids');
+    const ai = amountIndex(all.expected.columns);
+    const amounts = all.expected.rows.map((r) => Number(r[ai])).sort((a, b) => a - b);
+    const min = amounts[Math.floor(amounts.length / 2)]; // about half the rows
+    await page.fill('#min', String(min));
+    await waitFor(
+      page,
+      (want) => {
+        const s = window.tailgatePage.subs.winning_bids;
+        return s.filter.length === 1 && s.filter[0][1] === want && s.state === 'live';
+      },
+      `gte.${min}`,
+    );
+    const { page: p, expected } = await expectTableEqualsFeed(page, 'winning_bids', { filter: { amount: ['gte', min] } });
+    assert.ok(p.rows.length > 0 && p.rows.length < all.expected.rows.length, `filtered ${p.rows.length} of ${all.expected.rows.length}`);
+    for (const k of p.rows) assert.ok(Number(JSON.parse(k)[ai]) >= min, `row ${k} matches amount >= ${min}`);
+    assert.ok(expected.rows.every((r) => Number(r[ai]) >= min), 'the server filtered too');
+    assert.ok(
+      requests.some((u) => new URL(u).searchParams.get('amount') === `gte.${min}`),
+      'the filter went to the server as amount=gte.N',
+    );
+    assert.ok(page.url().includes(`min=${min}`), 'the filter is in the page URL');
+    // Batches keep coming, still filtered.
+    const b0 = p.batches;
+    await waitFor(page, (n) => window.tailgatePage.subs.winning_bids.stats.batches > n, b0);
+    await expectTableEqualsFeed(page, 'winning_bids', { filter: { amount: ['gte', min] } });
+    // Back to no filter: every row again.
+    await page.fill('#min', '0');
+    await waitFor(page, () => window.tailgatePage.subs.winning_bids.filter.length === 0);
+    await expectTableEqualsFeed(page, 'winning_bids');
+    assertNoErrors(page);
+    await page.closeAll();
+    // The filter in the URL applies on load.
+    const p2 = await openTable(`auction.html?min=${min}`, 'winning_bids');
+    await expectTableEqualsFeed(p2, 'winning_bids', { filter: { amount: ['gte', min] } });
+    assert.equal(await p2.inputValue('#min'), String(min));
+    assertNoErrors(p2);
+    await p2.closeAll();
+  });
+
+  test(`${tag} top-10 chart and counters equal top_buyers and auction_stats`, T, async () => {
+    const page = await chrome.newPage();
+    await page.goto(pageUrl('top10.html'));
+    await waitFor(page, () => document.documentElement.dataset.ready === '1');
+    const num = (v) => (v == null ? 0 : Number(v));
+    const end = Date.now() + 45_000;
+    let ok = false, last;
+    while (!ok && Date.now() < end) {
+      const p = await page.evaluate(() => ({
+        cursor: window.tailgatePage.subs.top_buyers.cursor,
+        bars: [...document.querySelectorAll('#chart .bar:not(.leaving)')]
+          .map((b) => ({ key: b.dataset.key, value: Number(b.dataset.value), rank: Number(b.dataset.rank) }))
+          .sort((a, b) => a.rank - b.rank),
+      }));
+      const e = await feedState('top_buyers');
+      last = [p.cursor, e.cursor];
+      if (p.cursor !== e.cursor) {
+        await sleep(150);
+        continue;
+      }
+      const ix = Object.fromEntries(e.columns.map((c, i) => [c.name, i]));
+      const want = e.rows
+        .slice()
+        .sort((a, b) => num(b[ix.wins]) - num(a[ix.wins]) || num(b[ix.total_amount]) - num(a[ix.total_amount]) || num(a[ix.buyer]) - num(b[ix.buyer]))
+        .slice(0, 10)
+        .map((r, i) => ({ key: String(r[ix.buyer]), value: num(r[ix.wins]), rank: i + 1 }));
+      assert.deepEqual(p.bars, want);
+      ok = true;
+    }
+    assert.ok(ok, `top_buyers: page and API never at the same cursor ${last}`);
+    // Counters: one tile per numeric column of auction_stats but id.
+    ok = false;
+    while (!ok && Date.now() < end) {
+      const cursor = await page.evaluate(() => window.tailgatePage.subs.auction_stats.cursor);
+      const tiles = await page.$$eval('#counters .counter', (ts) => Object.fromEntries(ts.map((t) => [t.dataset.col, t.dataset.value])));
+      const e = await feedState('auction_stats');
+      if (cursor !== e.cursor) {
+        await sleep(100);
+        continue;
+      }
+      assert.equal(e.rows.length, 1);
+      const want = {};
+      e.columns.forEach((c, i) => {
+        if (c.name !== 'id') want[c.name] = String(Number(e.rows[0][i]));
+      });
+      assert.deepEqual(tiles, want);
+      ok = true;
+    }
+    assert.ok(ok, 'auction_stats: page and API never at the same cursor');
+    assertNoErrors(page);
+    await page.closeAll();
+  });
+
+  test(`${tag} SSE transport: the table equals the feed`, T, async () => {
+    const page = await chrome.newPage();
+    const urls = [];
+    page.on('request', (r) => urls.push(r.url()));
+    await page.goto(pageUrl('auction.html?transport=sse'));
+    await waitFor(page, () => document.documentElement.dataset.ready === '1');
+    await waitFor(page, () => window.tailgatePage.subs.winning_bids.stats.batches >= 3);
+    assert.ok(urls.some((u) => new URL(u).searchParams.get('stream') === 'sse'), 'an event stream was opened');
+    await expectTableEqualsFeed(page, 'winning_bids');
+    await page.fill('#min', '50');
+    await waitFor(page, () => window.tailgatePage.subs.winning_bids.filter.length === 1);
+    await expectTableEqualsFeed(page, 'winning_bids', { filter: { amount: ['gte', 50] } });
+    assertNoErrors(page);
+    await page.closeAll();
+  });
+
+  test(`${tag} a 410 is survived: rows kept while resyncing, then exact`, T, async () => {
+    const page = await openTable('auction.html', 'winning_bids', { batches: 2, badge: true });
+    const before = (await pageTable(page, 'winning_bids')).size;
+    let gone = false, during = null;
+    await page.route(
+      (u) => u.pathname.endsWith('/winning_bids'),
+      async (route) => {
+        const u = new URL(route.request().url());
+        if (!gone && u.searchParams.has('cursor')) {
+          gone = true;
+          return route.fulfill({ status: 410, contentType: 'application/json', body: '{"error":"cursor_gone","message":"take a new snapshot"}' });
+        }
+        if (gone && during === null && !u.searchParams.has('cursor')) {
+          // The new snapshot is slow: the page must keep showing its rows.
+          await sleep(1000);
+          during = await page.evaluate(() => ({
+            rows: window.tailgatePage.subs.table.size,
+            state: window.tailgatePage.subs.winning_bids.state,
+          }));
+        }
+        return route.continue();
+      },
+    );
+    await waitFor(page, () => window.tailgatePage.subs.winning_bids.stats.resyncs >= 1 && window.tailgatePage.subs.winning_bids.state === 'live');
+    assert.ok(gone, 'a poll was answered 410');
+    assert.equal(during.state, 'resyncing');
+    assert.ok(during.rows >= before * 0.9 && during.rows > 0, `rows kept while resyncing (${during.rows} of ${before})`);
+    await page.unroute(() => true).catch(() => {});
+    await expectTableEqualsFeed(page, 'winning_bids');
+    const states = await page.evaluate(() => window.__badge);
+    assert.ok(states.includes('resyncing') && states.at(-1) === 'live', `badge: ${states}`);
+    assertNoErrors(page, { faults: true });
+    await page.closeAll();
+  });
+
+  test(`${tag} dropped connections and 503s are survived`, T, async () => {
+    const page = await openTable('auction.html', 'winning_bids', { batches: 2, badge: true });
+    let n = 0;
+    await page.route(
+      (u) => u.pathname.endsWith('/winning_bids') && u.searchParams.has('cursor'),
+      async (route) => {
+        n++;
+        if (n <= 2) return route.abort('connectionreset');
+        if (n <= 4) return route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"feed_not_live","message":"upstream down"}' });
+        return route.continue();
+      },
+    );
+    // The poll in flight ends with the next batch; then the faults begin.
+    await waitFor(page, () => window.tailgatePage.subs.winning_bids.stats.failures >= 4);
+    await waitFor(page, () => window.tailgatePage.subs.winning_bids.state === 'live');
+    const b = (await pageTable(page, 'winning_bids')).batches;
+    await waitFor(page, (b) => window.tailgatePage.subs.winning_bids.stats.batches > b, b);
+    await expectTableEqualsFeed(page, 'winning_bids');
+    const states = await page.evaluate(() => window.__badge);
+    assert.ok(states.includes('reconnecting'), `badge: ${states}`);
+    assert.equal(states.at(-1), 'live');
+    assertNoErrors(page, { faults: true });
+    await page.closeAll();
+  });
+
+  for (const [what, hook] of [
+    ['responder', 'restartResponder'],
+    ['daemon', 'restartDaemon'],
+  ]) {
+    test(
+      `${tag} restarting the ${what} is survived`,
+      { ...T, skip: !stack[hook] && `the stack has no ${hook} hook` },
+      async () => {
+        const page = await openTable('auction.html', 'winning_bids', { batches: 2, badge: true });
+        const top = await chrome.newPage();
+        await top.goto(pageUrl('top10.html'));
+        await waitFor(top, () => document.documentElement.dataset.ready === '1');
+        await stack[hook]();
+        const b = (await pageTable(page, 'winning_bids')).batches;
+        await waitFor(page, (b) => window.tailgatePage.subs.winning_bids.stats.batches > b && window.tailgatePage.subs.winning_bids.state === 'live', b, 120_000);
+        await expectTableEqualsFeed(page, 'winning_bids', { timeout: 60_000 });
+        await waitFor(top, () => Object.values(window.tailgatePage.subs).every((s) => !s.state || s.state === 'live'), undefined, 120_000);
+        assertNoErrors(page, { faults: true });
+        assertNoErrors(top, { faults: true });
+        await page.closeAll();
+        await top.closeAll();
+      },
+    );
+  }
+
+  test(`${tag} every page renders without errors; screenshots (desktop, phone)`, T, async () => {
+    const pages = [
+      ['index', './'],
+      ['auction', 'auction.html'],
+      ['top10', 'top10.html'],
+      ['feed', 'feed.html?feed=winning_bids'],
+    ];
+    for (const [name, url] of pages) {
+      for (const [dev, opts] of [
+        ['desktop', { viewport: { width: 1280, height: 900 } }],
+        ['phone', { viewport: { width: 390, height: 844 }, mobile: true }],
+      ]) {
+        const page = await chrome.newPage(opts);
+        await page.goto(pageUrl(url));
+        await waitFor(page, () => document.documentElement.dataset.ready === '1');
+        await sleep(1500); // some batches, some highlights
+        const badge = await page.getAttribute('#badge', 'data-state');
+        assert.equal(badge, 'live', `${name} ${dev}: badge`);
+        if (dev === 'phone') {
+          const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+          assert.ok(overflow <= 1, `${name} on a phone scrolls sideways by ${overflow}px`);
+        }
+        await shot(page, `${name}-${dev}`);
+        assertNoErrors(page);
+        await page.closeAll();
+      }
+    }
+  });
+});

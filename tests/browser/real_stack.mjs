@@ -1,0 +1,58 @@
+// real_stack.mjs - the TAILGATE_STACK module for the real stack:
+// PostgreSQL + tailgated + tailgate-loadgen + tailgate-fcgi + nginx, started
+// by real_stack.py (beside this file) with the project's harness in
+// tests/lib/.  Needs a build (TAILGATE_BUILDDIR, default build/).
+//
+//   TAILGATE_STACK=tests/browser/real_stack.mjs tests/browser/run.sh
+
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+export async function start() {
+  const child = spawn('python3', [path.join(here, 'real_stack.py')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = readline.createInterface({ input: child.stdout });
+  const waiting = [];
+  lines.on('line', (l) => {
+    let msg;
+    try {
+      msg = JSON.parse(l);
+    } catch {
+      return; // not ours
+    }
+    waiting.shift()?.(msg);
+  });
+  const exited = new Promise((r) => child.on('exit', (code) => r(code)));
+  const next = () =>
+    Promise.race([
+      new Promise((r) => waiting.push(r)),
+      exited.then((code) => ({ error: `real_stack.py exited (${code})` })),
+    ]);
+  const call = async (cmd) => {
+    const p = next();
+    child.stdin.write(cmd + '\n');
+    const r = await p;
+    if (r.error) throw new Error(`${cmd}: ${r.error}`);
+    return r;
+  };
+  const up = await next();
+  if (up.error) throw new Error(`real stack: ${up.error}`);
+  return {
+    name: 'real',
+    url: up.url,
+    apiPath: '/feeds',
+    restartResponder: () => call('restart-responder'),
+    restartDaemon: () => call('restart-daemon'),
+    pauseLoad: () => call('pause-load'),
+    resumeLoad: () => call('resume-load'),
+    dbRows: async (feed) => (await call(`db-rows ${feed}`)).rows,
+    stop: async () => {
+      await call('stop').catch(() => {});
+      child.stdin.end();
+      await exited;
+    },
+  };
+}
