@@ -81,6 +81,7 @@ struct feed {
 
 	struct batch_builder bb;
 	uint64_t since_snapshot; /* bytes appended since the last snapshot */
+	uint64_t snapshot_len;   /* bytes of the last snapshot written */
 	bool appended;           /* since the last feed_flush */
 	bool live;               /* the source says so */
 	bool ring_stale;         /* the ring lags the state: restart it */
@@ -373,7 +374,7 @@ write_snapshot(struct feed *f)
 	struct batch_builder sb;
 	struct iovec iov[BATCH_IOV_MAX];
 	struct rowset_entry *e;
-	size_t pos = 0;
+	size_t pos = 0, len;
 	char err[512];
 	int n, rc;
 
@@ -381,16 +382,18 @@ write_snapshot(struct feed *f)
 	while ((e = rowset_next(&f->state, &pos)) != NULL)
 		add_copies(&sb, true, e, e->count);
 	n = batch_finish(&sb, f->head, iov);
+	len = batch_iov_len(iov, n);
 	rc = ring_write_snapshot(f->ring, iov, n, err, sizeof(err));
 	if (rc != RING_OK)
 		log_error("feed=%s: %s", f->name, err);
 	else
 		log_debug("feed=%s: snapshot at %" PRIu64 ": %" PRIu64 " rows, %zu bytes", f->name,
-		          f->head, sb.n_ins, batch_iov_len(iov, n));
+		          f->head, sb.n_ins, len);
 	batch_builder_free(&sb);
 	if (rc != RING_OK)
 		return -1;
 	f->since_snapshot = 0;
+	f->snapshot_len = len;
 	f->stats.snapshots++;
 	return 0;
 }
@@ -444,12 +447,32 @@ append_batch(struct feed *f, uint64_t ts)
 	return false;
 }
 
+/*
+ * A new client's first reply is the snapshot plus every batch after it.
+ * Write a fresh snapshot once the batches since the last one outweigh it
+ * (or SNAPSHOT_MIN_DELTA, for tiny views): that reply then stays under
+ * about twice the snapshot's size, and rewriting snapshots costs at most
+ * as many bytes as the batches themselves. Half the ring is the hard
+ * limit, so the snapshot's successors are always still held.
+ */
+#define SNAPSHOT_MIN_DELTA (16u * 1024)
+
+static bool
+snapshot_due(const struct feed *f)
+{
+	uint64_t due = f->snapshot_len > SNAPSHOT_MIN_DELTA ? f->snapshot_len : SNAPSHOT_MIN_DELTA;
+
+	if (due > f->ring_size / 2)
+		due = f->ring_size / 2;
+	return f->since_snapshot > due;
+}
+
 /* After a batch or a restart: row count, and the proactive snapshot. */
 static void
 after_publish(struct feed *f)
 {
 	ring_set_row_count(f->ring, f->state.rows);
-	if (!f->ring_stale && f->since_snapshot > f->ring_size / 2)
+	if (!f->ring_stale && snapshot_due(f))
 		(void)write_snapshot(f); /* on failure the old one keeps serving */
 }
 

@@ -465,6 +465,68 @@ test_small_ring(void)
 	feed_free(f, true);
 }
 
+/* A big ring and a steady trickle of small batches: snapshots are written
+ * often enough that a new client's reply (snapshot plus the batches after
+ * it) stays near the snapshot's size, not the ring's. */
+static void
+test_snapshot_cadence(void)
+{
+	struct feed_params p = {"c", dir, "test", 16 * 1024 * 1024, false};
+	struct feed_column cols[] = {{"k", "int8", COLTYPE_NUMBER},
+	                             {"pad", "text", COLTYPE_STRING}};
+	struct feed_stats st;
+	char rowbuf[256];
+	size_t most = 0, wrong = 0;
+	unsigned ver[200] = {0};
+	uint64_t *cursors = malloc(4096 * sizeof(*cursors));
+
+	f = feed_new(&p);
+	feed_set_columns(f, cols, 2);
+	ok(feed_snapshot_begin(f, 1) == 0, "snapshot begins");
+	for (int k = 0; k < 200; k++) {
+		snprintf(rowbuf, sizeof(rowbuf), "[%d,\"v0 %080d\"]", k, k);
+		row(1, 1, rowbuf);
+		model_add(&want, rowbuf, 1);
+	}
+	ok(feed_progress(f, 2) == 0, "200-row snapshot (about 20 KiB)");
+	feed_upstream_live(f);
+	for (uint64_t t = 2; t < 3000; t++) {
+		int k = (int)(t % 200);
+
+		snprintf(rowbuf, sizeof(rowbuf), "[%d,\"v%u %080d\"]", k, ver[k], k);
+		row(t, -1, rowbuf);
+		model_add(&want, rowbuf, -1);
+		ver[k]++;
+		snprintf(rowbuf, sizeof(rowbuf), "[%d,\"v%u %080d\"]", k, ver[k], k);
+		row(t, 1, rowbuf);
+		model_add(&want, rowbuf, 1);
+		if (feed_progress(f, t + 1) != 0)
+			wrong++;
+		if (t % 50 == 0) {
+			size_t n = 0;
+			char *w = model_text(&want), *got = ring_state("c", cursors, &n, NULL);
+			wrong += strcmp(w, got) != 0;
+			if (n > most)
+				most = n;
+			free(w);
+			free(got);
+		}
+	}
+	feed_stats(f, &st);
+	ok(wrong == 0 && st.batches == 2998,
+	   "3,000 one-row updates, %llu batches: the client's state is always right",
+	   (unsigned long long)st.batches);
+	/* Each batch is about 250 bytes, the snapshot about 20 KiB: a fresh
+	 * snapshot every ~80 batches, so never more than ~100 after one. */
+	ok(most <= 120, "at most %zu batches after the snapshot (want <= 120)", most);
+	ok(st.snapshots >= 20 && st.snapshots <= 60,
+	   "snapshots follow the bytes appended: %llu for 3,000 batches",
+	   (unsigned long long)st.snapshots);
+	free(cursors);
+	model_free(&want);
+	feed_free(f, true);
+}
+
 /* unique_rows: a row twice in one timestamp is refused. */
 static void
 test_unique(void)
@@ -501,6 +563,7 @@ main(void)
 	}
 	test_basics();
 	test_small_ring();
+	test_snapshot_cadence();
 	test_unique();
 	rmdir(dir);
 	return tap_done();
