@@ -129,13 +129,17 @@ int ring_write_snapshot(struct ring *r, const struct iovec *iov, int iovcnt, cha
 			size_t errlen);
 
 /* Start a new history at cursor: every held batch is dropped (readers
- * holding older cursors get RING_GONE) and cursor becomes the floor.  The
- * caller then writes a snapshot at that cursor. */
+ * holding older cursors get RING_GONE from ring_lookup) and cursor becomes
+ * the floor.  Seqs keep running: a reader waiting at the old head is not
+ * told RING_GONE by ring_read, whose next seq is the new history's first
+ * batch.  Readers that follow a history across waits must check that
+ * ring_lookup of their last cursor still leads to their next seq (the
+ * responder's park.c same_history; tests/stress_ring.c).  The caller then
+ * writes a snapshot at that cursor. */
 void ring_reset(struct ring *r, uint64_t cursor);
 
 void ring_set_state(struct ring *r, enum ring_state state);
 void ring_set_row_count(struct ring *r, uint64_t rows);
-void ring_set_columns(struct ring *r, const char *columns_json);
 void ring_heartbeat(struct ring *r);
 
 /* ---- reader (responder) ---- */
