@@ -283,11 +283,18 @@ def main():
            "(its commit LSN)", (diag1, diag2, b1[-1:], b2[-1:]))
 
         # ---- 4. a 100k-row transaction ----------------------------------------------------
+        # Read it as a client at the cursor before it does: the snapshot that
+        # follows such a batch is newer than it.
+        items2 = Feed(ring_dir, "items2")
+        rc, out, _ = items2.dump()
+        before = json.loads(out.splitlines()[-1])["cursor"]
         pg.psql("INSERT INTO items2 SELECT g, 'r' || g FROM generate_series(1000, 100999) g")
-        good, batches, diag = wait_equal(pg, Feed(ring_dir, "items2"), ["id", "v"], "items2",
-                                         timeout=60)
-        ok(good and len(batches[-1][1]) == 100000,
-           "a 100,000-row transaction is one batch of 100,000 rows", diag)
+        good, _, diag = wait_equal(pg, items2, ["id", "v"], "items2", timeout=60)
+        rc, out, err = items2.dump(before)
+        recs = [json.loads(line) for line in out.splitlines()] if rc == 0 else []
+        ok(good and len(recs) == 1 and len(recs[0]["batch"]["inserted"]) == 100000,
+           "a 100,000-row transaction is one batch of 100,000 rows",
+           (diag, err, [(r["cursor"], len(r["batch"]["inserted"])) for r in recs]))
 
         # ---- 5. server restart ----------------------------------------------------------------
         before, _ = items.read()
