@@ -80,6 +80,12 @@ int batch_format_cursor(uint64_t cursor, char *out, size_t outlen);
 /* Parse a decimal cursor; false on anything but 1-20 digits in range. */
 bool batch_parse_cursor(const char *s, uint64_t *cursor);
 
+/* The length (1-4) of the well-formed UTF-8 character at s[0..n), or 0
+ * when it is not one (a stray continuation byte, an overlong form, a
+ * surrogate, above U+10FFFF, or cut short by n).  For text that came from
+ * a client: JSON replies must be valid UTF-8 whatever was asked. */
+size_t utf8_char_len(const unsigned char *s, size_t n);
+
 /* ---- reading (responder) ---- */
 
 struct batch_view {

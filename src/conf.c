@@ -16,6 +16,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,6 +230,61 @@ parse_ring_size(struct parser *p, const char *val, uint64_t *out)
 	return 0;
 }
 
+/* libpq's parse errors quote what they trip on ("missing \"=\" after
+ * \"x\"", "invalid percent-encoded token: \"x\""), and that may be part
+ * of a password (an unquoted one with a space, a URI's user:password):
+ * keep the message, drop what is inside the quotes. */
+static void
+unquote_message(char *dst, size_t cap, const char *msg)
+{
+	size_t o = 0;
+	bool in_quote = false;
+
+	for (const char *s = msg; *s != '\0' && o + 6 < cap; s++) {
+		if (*s == '"') {
+			if (!in_quote) {
+				memcpy(dst + o, "\"...\"", 5);
+				o += 5;
+			}
+			in_quote = !in_quote;
+			continue;
+		}
+		if (!in_quote && *s != '\n')
+			dst[o++] = *s;
+	}
+	dst[o] = '\0';
+}
+
+/* A connection string is parsed now (libpq's rules: one with '=' or a
+ * URI; anything else is a database name), its password kept aside for
+ * log redaction.  A malformed one is refused here rather than retried
+ * (and logged, echoing its pieces) forever. */
+static int
+check_conninfo(struct parser *p, const char *val)
+{
+	PQconninfoOption *opts;
+	char *msg = NULL;
+
+	if (strchr(val, '=') == NULL && strncmp(val, "postgresql://", 13) != 0 &&
+	    strncmp(val, "postgres://", 11) != 0)
+		return 0;
+	opts = PQconninfoParse(val, &msg);
+	if (opts == NULL) {
+		char clean[256];
+		unquote_message(clean, sizeof(clean), msg ? msg : "out of memory");
+		perr(p, p->line, "bad conninfo: %s", clean);
+		PQfreemem(msg);
+		return -1;
+	}
+	free(p->c->password);
+	p->c->password = NULL;
+	for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+		if (strcmp(o->keyword, "password") == 0 && o->val != NULL && o->val[0] != '\0')
+			p->c->password = xstrdup(o->val);
+	PQconninfoFree(opts);
+	return 0;
+}
+
 static int
 global_key(struct parser *p, const char *key, char *val)
 {
@@ -272,6 +328,8 @@ global_key(struct parser *p, const char *key, char *val)
 			perr(p, p->line, "control character in conninfo");
 			return -1;
 		}
+		if (check_conninfo(p, val) != 0)
+			return -1;
 		free(c->conninfo);
 		c->conninfo = xstrdup(val); /* may be empty: the PG* environment */
 		return 0;
@@ -637,6 +695,7 @@ conf_free(struct conf *c)
 	free(c->path);
 	free(c->source);
 	free(c->conninfo);
+	free(c->password);
 	free(c->ring_dir);
 	free(c);
 }

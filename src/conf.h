@@ -15,7 +15,10 @@
  *
  * conf_load() parses and validates the whole file or nothing: unknown
  * keys, duplicate feeds or keys, bad values and keys of the other source
- * kind are refused with "FILE:LINE: reason".  The result is immutable; a
+ * kind are refused with "FILE:LINE: reason".  A conninfo that is a
+ * connection string ("k=v ..." or a postgresql:// URI) is parsed by libpq
+ * here: a malformed one is refused at once, with libpq's message stripped
+ * of the quoted pieces it echoes (they may be part of a password).  The result is immutable; a
  * reload (SIGHUP) loads a new one and compares feeds with
  * conf_feed_equal().  conf_free() frees everything; pointers into a
  * config are valid until then.
@@ -54,6 +57,8 @@ struct conf {
 	char *path;
 	char *source;   /* "materialize" or "postgresql" */
 	char *conninfo; /* libpq conninfo; "" means the PG* environment */
+	char *password; /* the conninfo's password, NULL when none: for
+	                   log_redact(), never for printing */
 	char *ring_dir;
 	uint64_t ring_size;      /* default for feeds */
 	unsigned backoff_min_ms; /* first reconnect delay */

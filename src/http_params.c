@@ -73,6 +73,21 @@ pct_decode(const char *s, size_t n, size_t *outlen)
 	return o;
 }
 
+/* Every row the daemon stores is UTF-8, and replies quote parameters. */
+static bool
+utf8_ok(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	for (size_t i = 0; i < n;) {
+		size_t k = p[i] < 0x80 ? 1 : utf8_char_len(p + i, n - i);
+		if (k == 0)
+			return false;
+		i += k;
+	}
+	return true;
+}
+
 const char *
 hp_op_name(enum hp_op op)
 {
@@ -348,6 +363,11 @@ hp_parse(const char *query, const char *accept, const char *last_event_id, int m
 		}
 		if (klen == 0 || strlen(key) != klen || strlen(val) != vlen) {
 			seterr(err, errlen, "empty parameter name or NUL in the query string");
+			goto failed;
+		}
+		if (!utf8_ok(key, klen) || !utf8_ok(val, vlen)) {
+			seterr(err, errlen,
+			       "the query string is not UTF-8 (after percent-decoding)");
 			goto failed;
 		}
 		if (strcmp(key, "cursor") == 0) {

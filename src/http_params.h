@@ -16,9 +16,11 @@
  *                     optional "double quotes" (backslash escapes) around an
  *                     item; the value null means SQL NULL, "null" the text.
  *
- * Keys and values are percent-decoded ('+' is a space).  cursor, timeout
- * and stream may appear once; a column may carry several filters (they are
- * ANDed).  For SSE, a Last-Event-ID header overrides cursor= (a browser's
+ * Keys and values are percent-decoded ('+' is a space) and must then be
+ * UTF-8 without NUL bytes (every stored row is UTF-8, so any other value
+ * could match nothing; refusing it keeps error messages JSON-safe too).
+ * cursor, timeout and stream may appear once; a column may carry several
+ * filters (they are ANDed).  For SSE, a Last-Event-ID header overrides cursor= (a browser's
  * EventSource resends its original URL with the header on reconnect).
  * Column names are not checked here: filter_compile() knows the columns.
  */

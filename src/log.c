@@ -20,6 +20,48 @@ static bool log_syslog;
 
 static const char *const level_names[] = {"error", "warning", "info", "debug"};
 
+#define LOG_MAX_SECRETS 8
+static char *secrets[LOG_MAX_SECRETS];
+
+void
+log_redact(const char *secret)
+{
+	if (secret == NULL || *secret == '\0')
+		return;
+	for (int i = 0; i < LOG_MAX_SECRETS; i++) {
+		if (secrets[i] != NULL && strcmp(secrets[i], secret) == 0)
+			return;
+		if (secrets[i] == NULL) {
+			secrets[i] = strdup(secret);
+			return;
+		}
+	}
+	/* Full: forget the oldest (a reload's previous password). */
+	free(secrets[0]);
+	memmove(secrets, secrets + 1, (LOG_MAX_SECRETS - 1) * sizeof(*secrets));
+	secrets[LOG_MAX_SECRETS - 1] = strdup(secret);
+}
+
+/* Replace every secret in s (a NUL-terminated buffer of cap bytes). */
+static void
+redact(char *s, size_t cap)
+{
+	static const char mask[] = "********";
+
+	for (int i = 0; i < LOG_MAX_SECRETS && secrets[i] != NULL; i++) {
+		size_t n = strlen(secrets[i]);
+		char *hit = s;
+		while ((hit = strstr(hit, secrets[i])) != NULL) {
+			size_t tail = strlen(hit + n) + 1, m = sizeof(mask) - 1;
+			if ((size_t)(hit - s) + m + tail > cap)
+				m = n < m ? n : m; /* no room to grow: mask in place */
+			memmove(hit + m, hit + n, tail);
+			memcpy(hit, mask, m);
+			hit += m;
+		}
+	}
+}
+
 void
 log_init(const char *progname, bool use_syslog)
 {
@@ -37,6 +79,13 @@ vlog(enum log_level level, const char *fmt, va_list ap, const char *suffix)
 	int saved = errno;
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (suffix != NULL) {
+		size_t n = strlen(msg);
+		snprintf(msg + n, sizeof(msg) - n, ": %s", suffix);
+		suffix = NULL;
+	}
+	if (secrets[0] != NULL)
+		redact(msg, sizeof(msg));
 	if (log_syslog) {
 		syslog(prio[level], "%s%s%s", msg, suffix ? ": " : "", suffix ? suffix : "");
 	} else {

@@ -18,6 +18,11 @@ enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARNING, LOG_LEVEL_INFO, LOG_LEVEL_D
 extern enum log_level log_max_level;
 
 void log_init(const char *progname, bool use_syslog);
+/* Never write secret: from now on every occurrence of it in a log line
+ * (stderr or syslog) is written as "********".  For the daemon's
+ * password, whatever message (libpq's included) might quote it.  Call
+ * before starting threads; at most 8 secrets are kept. */
+void log_redact(const char *secret);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -128,6 +128,7 @@ main(int argc, char **argv)
 	log_init("tailgated", use_syslog);
 	if (conf == NULL)
 		fatalx("%s", err);
+	log_redact(conf->password); /* libpq's messages must never show it */
 
 	/* Signals come through the poll loop. */
 	sigemptyset(&mask);
@@ -162,6 +163,7 @@ main(int argc, char **argv)
 					continue;
 				}
 				log_info("reloading %s", path);
+				log_redact(next->password);
 				daemon_reload(d, next);
 			} else {
 				log_info("stopping on signal %s", strsignal((int)si.ssi_signo));

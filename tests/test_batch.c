@@ -103,10 +103,48 @@ test_cursor(void)
 	is_str(buf, "1608081358001", "format");
 }
 
+/* utf8_char_len: what the responder uses to keep client text out of its
+ * JSON replies unless it is UTF-8 (hostile-input review). */
+static void
+test_utf8(void)
+{
+	static const struct {
+		const char *s;
+		size_t n, want;
+	} cases[] = {
+	        {"a", 1, 1},
+	        {"\xc3\xa9", 2, 2},
+	        {"\xe2\x82\xac", 3, 3},
+	        {"\xf0\x9f\x98\x80", 4, 4},
+	        {"\xf4\x8f\xbf\xbf", 4, 4}, /* U+10FFFF */
+	        {"\xed\x9f\xbf", 3, 3},     /* U+D7FF */
+	        {"", 0, 0},
+	        {"\x80", 1, 0}, /* continuation byte */
+	        {"\xbf", 1, 0},
+	        {"\xc0\xaf", 2, 0}, /* overlong */
+	        {"\xc1\xbf", 2, 0},
+	        {"\xe0\x80\xaf", 3, 0},
+	        {"\xf0\x80\x80\xaf", 4, 0},
+	        {"\xed\xa0\x80", 3, 0},     /* surrogate */
+	        {"\xf4\x90\x80\x80", 4, 0}, /* above U+10FFFF */
+	        {"\xf5\x80\x80\x80", 4, 0},
+	        {"\xff", 1, 0},
+	        {"\xc3", 1, 0}, /* cut short by n */
+	        {"\xe2\x82", 2, 0},
+	        {"\xe2\x82\xac", 2, 0}, /* n says 2 */
+	        {"\xc3\x28", 2, 0},     /* bad continuation */
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		is_int(utf8_char_len((const unsigned char *)cases[i].s, cases[i].n), cases[i].want,
+		       "utf8_char_len case %zu", i);
+}
+
 int
 main(void)
 {
 	test_roundtrip();
 	test_cursor();
+	test_utf8();
 	return tap_done();
 }

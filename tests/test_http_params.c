@@ -45,6 +45,10 @@ static const struct good goods[] = {
         {"x=eq.\"null\"", NULL, NULL, false, 0, 25, false, 1, "x=eq:null&"},
         {"x=neq.", NULL, NULL, false, 0, 25, false, 1, "x=neq:&"},
         {"a%3Db=eq.1", NULL, NULL, false, 0, 25, false, 1, "a\\=b=eq:1&"},
+        /* UTF-8, escaped and raw (hostile-input review) */
+        {"item=eq.%C3%A9t%E2%82%AC%F0%9F%98%80", NULL, NULL, false, 0, 25, false, 1,
+         "item=eq:\xc3\xa9t\xe2\x82\xac\xf0\x9f\x98\x80&"},
+        {"item=eq.\xc3\xa9", NULL, NULL, false, 0, 25, false, 1, "item=eq:\xc3\xa9&"},
 };
 
 struct bad {
@@ -77,6 +81,18 @@ static const struct bad bads[] = {
         {"=eq.1", NULL, NULL, "empty parameter"},
         {"x=gt.null", NULL, NULL, NULL}, /* checked by filter_compile, parses here */
         {"", "text/event-stream", "12x", "Last-Event-ID"},
+        /* Not UTF-8 after decoding (hostile-input review: such a value
+         * matched nothing and was echoed raw into JSON messages). */
+        {"item=eq.%ff%fe", NULL, NULL, "UTF-8"},
+        {"item=eq.\xff", NULL, NULL, "UTF-8"},
+        {"it%ffem=eq.1", NULL, NULL, "UTF-8"},
+        {"item=eq.%c3", NULL, NULL, "UTF-8"},          /* cut short */
+        {"item=eq.%c0%af", NULL, NULL, "UTF-8"},       /* overlong '/' */
+        {"item=eq.%ed%a0%80", NULL, NULL, "UTF-8"},    /* a surrogate */
+        {"item=eq.%f4%90%80%80", NULL, NULL, "UTF-8"}, /* above U+10FFFF */
+        {"id=in.(1,%80)", NULL, NULL, "UTF-8"},
+        {"stream=sse%ff", NULL, NULL, "UTF-8"},
+        {"", "text/event-stream", "\xff\xfe", "Last-Event-ID"},
 };
 
 int

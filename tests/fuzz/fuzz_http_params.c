@@ -4,10 +4,13 @@
  *
  * The input is split at the first two NUL bytes into a query string, a
  * Last-Event-ID header and a row (a JSON array) the compiled filter is
- * tested on.
+ * tested on.  A refusal must carry a message; what is accepted must be
+ * UTF-8 without NULs (a value that is not could match no row, and is
+ * quoted back in error messages).
  *
  * fuzz-sources: src/http_params.c src/filter.c src/batch.c src/coltype.c
  */
+#include "batch.h"
 #include "filter.h"
 #include "http_params.h"
 
@@ -21,6 +24,18 @@ static const char columns[] =
         "{\"name\":\"meta\",\"type\":\"jsonb\"}]";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static bool
+utf8_ok(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_char_len((const unsigned char *)s + i, n - i);
+		if (k == 0)
+			return false;
+		i += k;
+	}
+	return true;
+}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -42,7 +57,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	row = leid + strlen(leid) + 1;
 	if (row > buf + size + 1)
 		row = buf + size + 2;
-	if (hp_parse(query, "text/event-stream", *leid ? leid : NULL, 25, &req, err, sizeof(err))) {
+	err[0] = '\0';
+	if (!hp_parse(query, "text/event-stream", *leid ? leid : NULL, 25, &req, err,
+	              sizeof(err))) {
+		if (err[0] == '\0')
+			abort(); /* a refusal always says why (the 400's message) */
+	} else {
+		/* What parsed is UTF-8 without NULs (http_params.h). */
+		for (int i = 0; i < req.n_filters; i++) {
+			const struct hp_filter *hf = &req.filters[i];
+			if (!utf8_ok(hf->column, strlen(hf->column)))
+				abort();
+			for (int j = 0; j < hf->n_values; j++)
+				if (strlen(hf->values[j].text) != hf->values[j].len ||
+				    !utf8_ok(hf->values[j].text, hf->values[j].len))
+					abort();
+		}
 		if (have_cols > 0) {
 			struct filter *f = filter_compile(&req, &cols, err, sizeof(err));
 			if (f != NULL)
