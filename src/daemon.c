@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -46,12 +47,35 @@ struct daemon {
 	size_t pfd_cap;
 };
 
+/* What the feed streams, for the segment (feed_params.definition): every
+ * setting of conf_feed_equal but the connection (a new password or host
+ * for the same database should not cost clients a resync: a resume that
+ * the new upstream cannot honour falls back to a snapshot anyway) and the
+ * ring's directory and size (ring_adopt checks those itself). */
+static char *
+feed_definition(const struct conf *c, const struct conf_feed *cf)
+{
+	char *s;
+
+	if (asprintf(&s, "source=%s\nview=%s\nquery=%s\ntable=%s\ncolumns=%s\nwhere=%s\n"
+	                 "slot=%s\npermanent=%d\n",
+	             c->source ? c->source : "", cf->view ? cf->view : "\x01",
+	             cf->query ? cf->query : "\x01", cf->table ? cf->table : "\x01",
+	             cf->columns ? cf->columns : "\x01", cf->where ? cf->where : "\x01",
+	             cf->slot ? cf->slot : "\x01", cf->permanent_slot ? 1 : 0) < 0)
+		fatalx("out of memory");
+	return s;
+}
+
+/* adopt: the feed may take over a segment an earlier daemon left (a
+ * restart); not when its definition just changed on reload. */
 static struct dfeed *
-dfeed_new(struct daemon *d, const struct conf_feed *cf)
+dfeed_new(struct daemon *d, const struct conf_feed *cf, bool adopt)
 {
 	struct dfeed *df = calloc(1, sizeof(*df));
 	const struct source_ops *ops;
 	struct feed_params fp;
+	char *def;
 
 	if (df == NULL)
 		fatalx("out of memory");
@@ -62,8 +86,11 @@ dfeed_new(struct daemon *d, const struct conf_feed *cf)
 	fp.ring_size = cf->ring_size;
 	ops = source_find(d->conf->source);
 	fp.unique_rows = ops != NULL && ops->consolidated;
+	fp.definition = def = feed_definition(d->conf, cf);
+	fp.fresh = !adopt;
 	df->cf = cf;
 	df->feed = feed_new(&fp);
+	free(def);
 	if (source_init(&df->src, d->conf, cf, df->feed) != 0) {
 		feed_free(df->feed, false);
 		free(df);
@@ -134,7 +161,7 @@ daemon_new(struct conf *conf, bool remove_on_exit)
 	if (d->feeds == NULL)
 		fatalx("out of memory");
 	for (size_t i = 0; i < conf->nfeeds; i++) {
-		struct dfeed *df = dfeed_new(d, &conf->feeds[i]);
+		struct dfeed *df = dfeed_new(d, &conf->feeds[i], true);
 		if (df == NULL) {
 			daemon_free(d);
 			return NULL;
@@ -164,9 +191,10 @@ void
 daemon_reload(struct daemon *d, struct conf *conf)
 {
 	struct dfeed **next = calloc(conf->nfeeds ? conf->nfeeds : 1, sizeof(*next));
+	bool *changed = calloc(conf->nfeeds ? conf->nfeeds : 1, sizeof(*changed));
 	size_t n = 0;
 
-	if (next == NULL)
+	if (next == NULL || changed == NULL)
 		fatalx("out of memory");
 	/* Keep or stop each running feed. */
 	for (size_t i = 0; i < d->nfeeds; i++) {
@@ -182,6 +210,8 @@ daemon_reload(struct daemon *d, struct conf *conf)
 		log_info("feed=%s: %s", df->cf->name,
 		         nf ? "definition changed; restarting with a new segment"
 		            : "removed from the configuration");
+		if (nf != NULL)
+			changed[nf - conf->feeds] = true;
 		dfeed_free(df, nf == NULL);
 	}
 	free(d->feeds);
@@ -195,12 +225,13 @@ daemon_reload(struct daemon *d, struct conf *conf)
 			have = strcmp(next[j]->cf->name, conf->feeds[i].name) == 0;
 		if (have)
 			continue;
-		struct dfeed *df = dfeed_new(d, &conf->feeds[i]);
+		struct dfeed *df = dfeed_new(d, &conf->feeds[i], !changed[i]);
 		if (df == NULL)
 			continue; /* logged; the other feeds go on */
 		log_info("feed=%s: added", conf->feeds[i].name);
 		next[n++] = df; /* started by the next step */
 	}
+	free(changed);
 	d->nfeeds = n;
 }
 

@@ -22,6 +22,11 @@
  * snapshot write) the state is still applied and the ring restarts at
  * that timestamp (ring_reset and a snapshot file): readers resync with a
  * 410, but never see a state the upstream did not have.
+ *
+ * A restarted daemon's feed_new adopts the segment the last one left
+ * (ring_adopt) and replays its snapshot and batches into the state, so
+ * the source resumes after the ring's head and the next batch follows
+ * the last one published before the restart.
  */
 #include "config.h" /* autoconf: _GNU_SOURCE and friends, first */
 
@@ -39,6 +44,7 @@
 #include <string.h>
 
 #define ROW_EXCERPT 160 /* bytes of a row quoted in an error */
+#define ROW_SLACK 1024  /* a one-row batch's framing, index and record header */
 
 struct pend {
 	uint64_t ts;
@@ -56,6 +62,7 @@ struct feed {
 	char *name;
 	char *ring_dir;
 	char *source;
+	char *definition;
 	uint64_t ring_size;
 	bool unique_rows;
 
@@ -85,6 +92,7 @@ struct feed {
 	bool appended;           /* since the last feed_flush */
 	bool live;               /* the source says so */
 	bool ring_stale;         /* the ring lags the state: restart it */
+	bool snapshot_failed;    /* the last proactive snapshot could not be written */
 	enum ring_state shown;
 
 	struct feed_stats stats;
@@ -109,6 +117,122 @@ xstrdup(const char *s)
 	return d;
 }
 
+/* ---- restart: adopting the segment a previous daemon left --------------- */
+
+/* Apply one payload's rows to the state: every inserted row +1, then every
+ * deleted row -1 (inserted first, so no count dips below 0 on the way).
+ * The rows are the row index's byte ranges, the bytes the state held when
+ * the batch was written: nothing is parsed.  False on a corrupt payload, a
+ * deleted row the state does not hold, or an overflowing count. */
+static bool
+replay(struct feed *f, const char *payload, size_t len)
+{
+	struct batch_view v;
+
+	if (!batch_view(payload, len, &v))
+		return false;
+	for (uint64_t i = 0; i < v.n_ins + v.n_del; i++) {
+		const char *row = v.json + v.rows[i].off;
+		size_t rlen = (size_t)v.rows[i].len;
+		uint32_t hash = rowset_hash(row, rlen);
+		struct rowset_entry *e;
+
+		if (i < v.n_ins) {
+			e = rowset_intern(&f->state, row, rlen, hash);
+			if (e->count == UINT32_MAX)
+				return false;
+			rowset_set_count(&f->state, e, e->count + 1);
+		} else {
+			e = rowset_find(&f->state, row, rlen, hash);
+			if (e == NULL)
+				return false;
+			if (e->count == 1)
+				rowset_remove(&f->state, e);
+			else
+				rowset_set_count(&f->state, e, e->count - 1);
+		}
+	}
+	return true;
+}
+
+/* Take over the segment of an earlier daemon (feed.h, Restart): the state
+ * is its snapshot plus every batch after it, the head its head.  The
+ * columns wait for feed_set_columns.  On any mismatch, nothing is kept. */
+static void
+adopt_segment(struct feed *f)
+{
+	struct ring_config rc;
+	struct ring_snapshot snap;
+	struct ring_buf buf = {0};
+	struct ring_info info;
+	struct ring_rec rec;
+	struct ring *r;
+	uint64_t seq, since = 0, snap_len, snap_seq;
+	char err[512];
+	int st;
+
+	memset(&rc, 0, sizeof(rc));
+	rc.dir = f->ring_dir;
+	rc.feed = f->name;
+	rc.source = f->source;
+	rc.data_size = f->ring_size;
+	rc.definition = f->definition;
+	rc.columns_json = NULL; /* not known yet: feed_set_columns compares */
+	st = ring_adopt(&rc, &r, err, sizeof(err));
+	if (st == RING_GONE)
+		return; /* a first start */
+	if (st != RING_OK) {
+		log_warning("feed=%s: not adopting the existing segment (%s); a new one "
+		            "follows the first snapshot, clients resync",
+		            f->name, err);
+		return;
+	}
+	if (ring_snapshot_open(r, &snap, err, sizeof(err)) != RING_OK)
+		goto refused;
+	seq = snap_seq = snap.seq_after;
+	snap_len = snap.len;
+	if (!replay(f, snap.data, snap.len)) {
+		ring_snapshot_release(&snap);
+		snprintf(err, sizeof(err), "its snapshot's rows are corrupt");
+		goto refused;
+	}
+	ring_snapshot_release(&snap);
+	ring_info(r, &info);
+	for (; seq < info.head_seq; seq++) {
+		st = ring_read(r, seq, &buf, &rec);
+		if (st != RING_OK || !replay(f, buf.data, buf.len)) {
+			snprintf(err, sizeof(err), "the batch of seq %" PRIu64 " %s", seq,
+			         st != RING_OK ? ring_strstatus(st)
+			                       : "is corrupt or deletes a row not held");
+			goto refused;
+		}
+		since += rec.len;
+	}
+	free(buf.data);
+
+	f->ring = r;
+	f->columns_json = xstrdup(ring_columns(r));
+	f->have_state = true;
+	f->head = info.head_cursor;
+	f->frontier = info.head_cursor + 1;
+	f->since_snapshot = since;
+	f->snapshot_len = snap_len;
+	f->shown = RING_STATE_DOWN; /* as ring_adopt left it */
+	f->appended = true;         /* wake readers the dead writer left asleep */
+	ring_set_row_count(r, f->state.rows);
+	log_info("feed=%s: adopted the existing segment: %" PRIu64 " rows at cursor %" PRIu64
+	         " (a snapshot and %" PRIu64 " batches); resuming after it",
+	         f->name, f->state.rows, f->head, info.head_seq - snap_seq);
+	return;
+refused:
+	log_warning("feed=%s: not adopting the existing segment (%s); a new one follows the "
+	            "first snapshot, clients resync",
+	            f->name, err);
+	free(buf.data);
+	rowset_clear(&f->state);
+	ring_close(r, false);
+}
+
 struct feed *
 feed_new(const struct feed_params *p)
 {
@@ -119,10 +243,13 @@ feed_new(const struct feed_params *p)
 	f->name = xstrdup(p->name);
 	f->ring_dir = xstrdup(p->ring_dir ? p->ring_dir : RING_DEFAULT_DIR);
 	f->source = xstrdup(p->source);
+	f->definition = xstrdup(p->definition);
 	f->ring_size = p->ring_size;
 	f->unique_rows = p->unique_rows;
 	rowset_init(&f->state);
 	f->shown = RING_STATE_STARTING;
+	if (!p->fresh)
+		adopt_segment(f);
 	return f;
 }
 
@@ -142,6 +269,7 @@ feed_free(struct feed *f, bool remove)
 	free(f->name);
 	free(f->ring_dir);
 	free(f->source);
+	free(f->definition);
 	free(f);
 }
 
@@ -229,6 +357,7 @@ feed_set_columns(struct feed *f, const struct feed_column *cols, size_t ncols)
 	rc.source = f->source;
 	rc.columns_json = j.p;
 	rc.data_size = f->ring_size;
+	rc.definition = f->definition;
 	if (ring_create(&rc, &r, err, sizeof(err)) != RING_OK) {
 		log_error("feed=%s: %s", f->name, err);
 		bbuf_free(&j);
@@ -248,6 +377,7 @@ feed_set_columns(struct feed *f, const struct feed_column *cols, size_t ncols)
 	rowset_clear(&f->state);
 	f->have_state = false;
 	f->ring_stale = false;
+	f->snapshot_failed = false;
 	f->frontier = 0;
 	f->head = 0;
 	f->since_snapshot = 0;
@@ -294,8 +424,17 @@ feed_row(struct feed *f, uint64_t ts, int64_t diff, const char *row, size_t len)
 		drop_pending(f);
 		return -1;
 	}
-	if (len > UINT32_MAX) {
-		log_error("feed=%s: a row of %zu bytes; dropping the session", f->name, len);
+	/* A row larger than half the ring could never be published in a
+	 * batch (RING_TOO_BIG): taking it would restart the ring at every
+	 * change and send it to every client in each snapshot.  Refused like
+	 * a malformed row: nothing of its timestamp is published, the state
+	 * stays, other feeds are untouched; ring_size raises the limit. */
+	if (len > UINT32_MAX || len > f->ring_size / 2 - ROW_SLACK) {
+		log_error("feed=%s: upstream sent a row of %zu bytes at %" PRIu64 ", larger than "
+		          "any batch this feed's ring can hold (ring_size %" PRIu64 " takes rows "
+		          "up to %" PRIu64 " bytes of JSON); nothing of it published, dropping the "
+		          "session",
+		          f->name, len, ts, f->ring_size, f->ring_size / 2 - ROW_SLACK);
 		drop_pending(f);
 		return -1;
 	}
@@ -402,6 +541,7 @@ write_snapshot(struct feed *f)
 static void
 restart_ring(struct feed *f, uint64_t ts)
 {
+	f->snapshot_failed = false;
 	ring_reset(f->ring, ts);
 	f->head = ts;
 	f->stats.resets++;
@@ -472,8 +612,25 @@ static void
 after_publish(struct feed *f)
 {
 	ring_set_row_count(f->ring, f->state.rows);
-	if (!f->ring_stale && snapshot_due(f))
-		(void)write_snapshot(f); /* on failure the old one keeps serving */
+	/* On failure (a full disk) the old snapshot keeps serving, and
+	 * feed_heartbeat retries once a second: each try builds the whole
+	 * snapshot and logs an error, too much to repeat for every batch. */
+	if (!f->ring_stale && !f->snapshot_failed && snapshot_due(f))
+		f->snapshot_failed = write_snapshot(f) != 0;
+}
+
+/* A batch could not be appended: restart the ring at ts, or, while it is
+ * already stale (no snapshot could be written for the last restart),
+ * leave that to feed_heartbeat's retry once a second, which restarts it
+ * at the head: a failed restart per batch would cost as much as a failed
+ * proactive snapshot per batch. */
+static void
+not_published(struct feed *f, uint64_t ts)
+{
+	if (f->ring_stale)
+		f->head = ts;
+	else
+		restart_ring(f, ts);
 }
 
 static int
@@ -560,7 +717,7 @@ close_ts(struct feed *f, uint64_t ts, const size_t *items, size_t nitems)
 	}
 	touch_release(f);
 	if (!published)
-		restart_ring(f, ts);
+		not_published(f, ts);
 	after_publish(f);
 	return 0;
 }
@@ -653,7 +810,7 @@ close_snapshot(struct feed *f, uint64_t ts, const size_t *items, size_t nitems)
 	}
 	touch_release(f);
 	if (!published)
-		restart_ring(f, ts);
+		not_published(f, ts);
 	after_publish(f);
 	return 0;
 }
@@ -799,6 +956,8 @@ feed_heartbeat(struct feed *f)
 		restart_ring(f, f->head); /* retry the snapshot file, once a second */
 		ring_wake(f->ring);
 		f->appended = false;
+	} else if (f->snapshot_failed && f->have_state) {
+		f->snapshot_failed = write_snapshot(f) != 0; /* likewise */
 	}
 }
 

@@ -52,7 +52,10 @@
  * Resuming.  feed_frontier() is the last frontier applied: every change
  * at a time below it is in the state and the ring, none at or above it.
  * A source resumes at it (Materialize: AS OF frontier - 1 WITH
- * (SNAPSHOT = false)) when feed_can_resume() is true.
+ * (SNAPSHOT = false)) when feed_can_resume() is true.  A feed that
+ * adopted its segment at a restart (feed_new) knows only the ring's head,
+ * so its frontier is head + 1: the timestamps between that and the old
+ * daemon's frontier changed nothing, and resuming there repeats nothing.
  *
  * Liveness.  The ring says LIVE between feed_upstream_live and
  * feed_upstream_lost once a snapshot exists, DOWN otherwise (STARTING
@@ -79,6 +82,10 @@ struct feed_params {
 	uint64_t ring_size;   /* data area bytes */
 	bool unique_rows;     /* a row twice in one timestamp is an error,
 	                       * not summed (source_ops.consolidated) */
+	const char *definition; /* what the feed streams (the source's settings
+	                         * for it), recorded in the segment: a restart
+	                         * adopts only a segment of the same one */
+	bool fresh;           /* do not adopt an existing segment */
 };
 
 struct feed_column {
@@ -94,8 +101,19 @@ enum feed_columns_status {
 	FEED_COLUMNS_ERR = -1  /* the segment could not be created (logged) */
 };
 
-/* Allocates; dies on allocation failure only.  No segment exists until
- * feed_set_columns. */
+/* Allocates; dies on allocation failure only.
+ *
+ * Restart.  Unless p->fresh, feed_new adopts the segment a previous
+ * daemon left (ring_adopt: same feed, source, definition and ring size,
+ * a snapshot, no other writer): the state is rebuilt from its snapshot
+ * and the batches after it, the head and frontier (head + 1) follow its
+ * head, and the ring says DOWN; feed_can_resume is then true, so the
+ * source resumes instead of taking a snapshot, and clients keep their
+ * cursors.  The columns are checked when the source reports them:
+ * feed_set_columns returns FEED_COLUMNS_SAME, or starts a new segment as
+ * for changed columns.  When there is no segment, or it cannot be
+ * adopted (logged in one line, with the reason), no segment exists
+ * until feed_set_columns, which creates one. */
 struct feed *feed_new(const struct feed_params *p);
 
 /* Close the segment (marked CLOSED for readers); unlink its files when

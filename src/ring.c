@@ -38,6 +38,12 @@
  * it also sees the tail_seq stored before the writer's release fence, so it
  * reports RING_GONE and discards the copy.  The copy itself races with the
  * writer by design; it is excluded from TSan (see copy_racy).
+ *
+ * Restart.  A restarted writer takes its segment back with ring_adopt: the
+ * writer's private offsets (w_*) are recovered from the index, and what a
+ * killed writer can leave half done is discussed there.  One writer at a
+ * time: the writer holds an flock on the segment file, which the kernel
+ * releases when it dies.
  */
 #include "ring.h"
 
@@ -53,6 +59,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -66,6 +73,7 @@
 #define MIN_DATA_SIZE (64 * 1024)
 #define MIN_INDEX_SLOTS 16
 #define HEARTBEAT_STALE_MS 5000
+#define PID_PROBE_MS 100 /* ring_info probes the writer's pid at most this often */
 
 struct ring_hdr {
 	/* Identity: written once by ring_create before the segment is
@@ -81,8 +89,8 @@ struct ring_hdr {
 	uint64_t data_size;
 	uint32_t index_slots;
 	uint32_t columns_len;
-	int32_t writer_pid;
-	uint32_t reserved0;
+	int32_t writer_pid; /* rewritten by ring_adopt (see there) */
+	uint32_t def_hash;  /* def_hash(ring_config.definition); 0 before it existed */
 	char feed[RING_FEED_NAME_MAX + 1];
 	char source[32];
 
@@ -157,6 +165,16 @@ struct ring {
 	uint64_t w_head_off;
 	uint64_t w_tail_off;
 	bool w_has_snap;
+	/* The segment's fd, held open with flock(LOCK_EX) for as long as we
+	 * are its writer: ring_adopt in another process sees the lock and
+	 * refuses; the kernel drops it when the writer dies, even by kill -9. */
+	int w_lock_fd;
+
+	/* Reader-local: the last kill(writer_pid, 0), as (ms << 23 | pid << 1
+	 * | alive), 0 before the first (writer_pid_alive).  One word, so
+	 * threads sharing this struct ring read a consistent triple; relaxed,
+	 * as it publishes nothing else. */
+	atomic_u64 pid_probe;
 };
 
 static void
@@ -194,6 +212,27 @@ now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* FNV-1a of the feed's definition; never 0, which marks a segment made
+ * before definitions were recorded (ring_adopt refuses those). */
+static uint32_t
+def_hash(const char *def)
+{
+	uint32_t h = 2166136261u;
+
+	for (const unsigned char *p = (const unsigned char *)(def ? def : ""); *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h ? h : 1;
+}
+
+/* The data area and index sizes ring_create gives cfg. */
+static void
+config_sizes(const struct ring_config *cfg, uint64_t *data_size, uint64_t *slots)
+{
+	*data_size = round_pow2(cfg->data_size < MIN_DATA_SIZE ? MIN_DATA_SIZE : cfg->data_size);
+	*slots = cfg->index_slots ? cfg->index_slots : *data_size / 256;
+	*slots = round_pow2(*slots < MIN_INDEX_SLOTS ? MIN_INDEX_SLOTS : *slots);
 }
 
 static bool
@@ -273,9 +312,7 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	if (make_paths(r, cfg->dir, cfg->feed, err, errlen) != RING_OK)
 		goto failed;
 
-	data_size = round_pow2(cfg->data_size < MIN_DATA_SIZE ? MIN_DATA_SIZE : cfg->data_size);
-	slots = cfg->index_slots ? cfg->index_slots : data_size / 256;
-	slots = round_pow2(slots < MIN_INDEX_SLOTS ? MIN_INDEX_SLOTS : slots);
+	config_sizes(cfg, &data_size, &slots);
 	if (slots > UINT32_MAX / 2) {
 		seterr(err, errlen, "feed %s: index of %llu slots is too large", cfg->feed,
 		       (unsigned long long)slots);
@@ -292,6 +329,9 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 		seterr(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
 		goto failed;
 	}
+	/* Ours alone: nobody else has the new file yet, and the lock is
+	 * held on past the rename (ring_adopt in another daemon refuses). */
+	(void)flock(fd, LOCK_EX | LOCK_NB);
 	/* posix_fallocate reserves the pages now, so a full /dev/shm is an
 	 * error here rather than a SIGBUS on first touch. */
 	if ((errno = posix_fallocate(fd, 0, (off_t)total)) != 0) {
@@ -308,7 +348,6 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 		unlink(tmp);
 		goto failed;
 	}
-	close(fd);
 
 	struct ring_hdr *h = base;
 	memcpy(h->magic, RING_MAGIC, sizeof(h->magic));
@@ -324,6 +363,7 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	h->index_slots = (uint32_t)slots;
 	h->columns_len = (uint32_t)columns_len;
 	h->writer_pid = (int32_t)getpid();
+	h->def_hash = def_hash(cfg->definition);
 	snprintf(h->feed, sizeof(h->feed), "%s", cfg->feed);
 	snprintf(h->source, sizeof(h->source), "%s", cfg->source ? cfg->source : "");
 	memcpy((char *)base + columns_off, columns, columns_len + 1);
@@ -334,6 +374,7 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 
 	bind_mapping(r, base, total);
 	r->writer = true;
+	r->w_lock_fd = fd;
 	r->dev = st.st_dev;
 	r->ino = st.st_ino;
 
@@ -345,6 +386,7 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	if (rename(tmp, r->path) != 0) {
 		seterr(err, errlen, "cannot rename %s to %s: %s", tmp, r->path, strerror(errno));
 		munmap(base, total);
+		close(fd);
 		unlink(tmp);
 		goto failed;
 	}
@@ -538,6 +580,12 @@ ring_reset(struct ring *r, uint64_t cursor)
 	uint64_t gen = load_relaxed(&h->base_gen);
 
 	assert(r->writer);
+	/* The new history starts one seq past the old head, and that seq is
+	 * never written: a reader waiting at the old head (ring_wait for seq
+	 * `head`) is woken by the head moving and its ring_read says
+	 * RING_GONE, instead of it sleeping through the reset or reading the
+	 * new history's first batch as the next one of the old. */
+	head++;
 	/* Sequence count: odd while the base fields are inconsistent. */
 	store_relaxed(&h->base_gen, gen + 1);
 	fence_release();
@@ -545,6 +593,10 @@ ring_reset(struct ring *r, uint64_t cursor)
 	store_relaxed(&h->base_cursor, cursor);
 	store_relaxed(&h->head_cursor, cursor);
 	store_relaxed(&h->tail_seq, head);
+	/* After the tail: a reader that acquires this head sees the tail
+	 * above it (ring_read's order). Readers that see a mix of old and new
+	 * fields retry on base_gen or on head < tail (ring_lookup). */
+	store_release(&h->head_seq, head);
 	/* Readers that saw the old tail/base retry when they see gen move. */
 	store_release(&h->base_gen, gen + 2);
 	/* The next appends overwrite the bytes and index slots of the
@@ -672,6 +724,270 @@ failed:
 	return RING_ERR;
 }
 
+/* ------------------------------------------------------------------ */
+/* adoption: a restarted writer takes its segment back                 */
+/* ------------------------------------------------------------------ */
+
+/*
+ * ring_adopt maps a segment that an earlier writer left behind and makes
+ * this process its writer.  The earlier writer is gone (ring_close, or
+ * killed at any instruction: its flock went with it), so only readers map
+ * the segment, and they never write it: nothing checked below changes
+ * while we check it.  Readers keep reading throughout; the only shared
+ * words adoption stores are head_cursor, the snap_* announcement,
+ * writer_pid, heartbeat and state.
+ *
+ * What a killed writer can leave half done, and why that is harmless:
+ *   - an append cut short in step 2 (see the ordering above): its record
+ *     bytes and index entry are partly written, but head_seq was not
+ *     advanced (step 3), so the record is invisible: ring_read answers
+ *     RING_AHEAD for it, ring_lookup searches only below head_seq, and its
+ *     entry's slot (seq & mask) is neither a held record's nor the floor's
+ *     (I2).  Our next append gets the same seq and overwrites it.  If step
+ *     1 ran, tail_seq already drops what the append needed dropped: held
+ *     records stay consistent, just fewer.  head_cursor, stored just
+ *     before head_seq, may name the unpublished record: it is recomputed
+ *     from the index below.
+ *   - a snapshot renamed into place but not announced (snap_* not yet
+ *     stored): the file is checked against the index, not the header, and
+ *     the header is brought in line.
+ *   - a reset cut short (base_gen odd): refused (base_cursor may not be
+ *     stored).  Readers spin in read_base while base_gen is odd, so the
+ *     refusal first makes it even and marks the segment CLOSED; the new
+ *     segment ring_create renames into place then reaches them.
+ *   - a snapshot that failed after a reset (feed.c's ring_stale): the old
+ *     file's seq_after is below the new tail, so it does not match: refused.
+ */
+
+#define adopt_bad(...)                                                                             \
+	do {                                                                                       \
+		seterr(err, errlen, __VA_ARGS__);                                                  \
+		return RING_ERR;                                                                   \
+	} while (0)
+
+/* The cursor just before seq (the snapshot's or the floor's): the base
+ * cursor at the start of the history, else the cursor of seq - 1. */
+static uint64_t
+cursor_before(struct ring *r, uint64_t seq)
+{
+	struct ring_hdr *h = r->hdr;
+
+	if (seq == load_relaxed(&h->base_seq))
+		return load_relaxed(&h->base_cursor);
+	return load_relaxed(&r->index[(seq - 1) & r->index_mask].cursor);
+}
+
+/* Check the floor's entry and every held record's entry and record header
+ * against each other (I1-I4) and recover the writer's offsets; *head_cursor
+ * gets the cursor of the newest held batch (or the floor). */
+static int
+adopt_index(struct ring *r, uint64_t *head_cursor, char *err, size_t errlen)
+{
+	struct ring_hdr *h = r->hdr;
+	uint64_t head = load_relaxed(&h->head_seq), tail = load_relaxed(&h->tail_seq);
+	uint64_t base_seq = load_relaxed(&h->base_seq), size = h->data_size;
+	uint64_t prev_cursor = load_relaxed(&h->base_cursor), end = 0, first_off = 0;
+
+	if (!(base_seq <= tail && tail <= head) || head - tail > (uint64_t)h->index_slots - 2)
+		adopt_bad("%s: sequence numbers out of order (base %llu, tail %llu, head %llu)",
+			  r->path, (unsigned long long)base_seq, (unsigned long long)tail,
+			  (unsigned long long)head);
+	if (tail > base_seq) {
+		struct ring_ent *e = &r->index[(tail - 1) & r->index_mask];
+		if (load_relaxed(&e->seq) != tail - 1 || load_relaxed(&e->cursor) <= prev_cursor)
+			adopt_bad("%s: the floor's index entry (seq %llu) is damaged", r->path,
+				  (unsigned long long)(tail - 1));
+		prev_cursor = load_relaxed(&e->cursor);
+	}
+	for (uint64_t seq = tail; seq < head; seq++) {
+		struct ring_ent *e = &r->index[seq & r->index_mask];
+		uint64_t cursor = load_relaxed(&e->cursor), off = load_relaxed(&e->off);
+		uint64_t len = load_relaxed(&e->len);
+		struct rec_hdr rh;
+
+		if (load_relaxed(&e->seq) != seq || cursor <= prev_cursor || len < sizeof(rh) ||
+		    len % 8 != 0 || len > size / 2 || (off & r->data_mask) + len > size ||
+		    (seq > tail && off != end && off != align_up(end, size)))
+			adopt_bad("%s: index entry of seq %llu is damaged", r->path,
+				  (unsigned long long)seq);
+		memcpy(&rh, r->data + (off & r->data_mask), sizeof(rh));
+		if (rh.magic != REC_MAGIC || rh.seq != seq || rh.cursor != cursor ||
+		    align_up(sizeof(rh) + rh.payload_len, 8) != len)
+			adopt_bad("%s: record of seq %llu is damaged", r->path,
+				  (unsigned long long)seq);
+		if (seq == tail)
+			first_off = off;
+		end = off + len;
+		prev_cursor = cursor;
+	}
+	if (end - first_off > size) /* I3 */
+		adopt_bad("%s: held records overlap", r->path);
+	/* An empty ring may restart anywhere in the data area. */
+	r->w_tail_off = first_off;
+	r->w_head_off = end;
+	*head_cursor = prev_cursor;
+	return RING_OK;
+}
+
+/* The snapshot file must belong to this segment and sit at a batch
+ * boundary of the held history (I5); announce it if the writer died
+ * between its rename and the header's update. */
+static int
+adopt_snapshot(struct ring *r, char *err, size_t errlen)
+{
+	struct ring_hdr *h = r->hdr;
+	uint64_t head = load_relaxed(&h->head_seq), tail = load_relaxed(&h->tail_seq);
+	struct snap_hdr sh;
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	fd = open(r->snap_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		adopt_bad("cannot open %s: %s", r->snap_path, strerror(errno));
+	n = pread(fd, &sh, sizeof(sh), 0);
+	if (fstat(fd, &st) != 0)
+		n = -1;
+	close(fd);
+	if (n != (ssize_t)sizeof(sh) || memcmp(sh.magic, SNAP_MAGIC, sizeof(sh.magic)) != 0 ||
+	    sh.layout_version != RING_LAYOUT_VERSION || sh.hdr_size != sizeof(sh) ||
+	    sh.payload_len != (uint64_t)st.st_size - sizeof(sh))
+		adopt_bad("%s: truncated or corrupt snapshot", r->snap_path);
+	if (sh.segment_id != h->segment_id)
+		adopt_bad("%s: snapshot of another segment", r->snap_path);
+	if (sh.seq_after < tail || sh.seq_after > head ||
+	    sh.cursor != cursor_before(r, sh.seq_after))
+		adopt_bad("%s: snapshot at cursor %llu (seq %llu) is not in the held history "
+			  "(seqs %llu-%llu)",
+			  r->snap_path, (unsigned long long)sh.cursor,
+			  (unsigned long long)sh.seq_after, (unsigned long long)tail,
+			  (unsigned long long)head);
+	if (load_relaxed(&h->snap_gen) == 0 || load_relaxed(&h->snap_seq_after) != sh.seq_after ||
+	    load_relaxed(&h->snap_cursor) != sh.cursor) {
+		/* As ring_write_snapshot: the file is in place before the
+		 * header says so. */
+		store_relaxed(&h->snap_cursor, sh.cursor);
+		store_relaxed(&h->snap_seq_after, sh.seq_after);
+		fetch_add_release(&h->snap_gen, 1);
+	}
+	return RING_OK;
+}
+
+/* Everything but the index: is this the segment cfg would create? */
+static int
+adopt_identity(struct ring *r, const struct ring_config *cfg, char *err, size_t errlen)
+{
+	struct ring_hdr *h = r->hdr;
+	uint64_t data_size, slots;
+
+	config_sizes(cfg, &data_size, &slots);
+	if (strcmp(h->feed, cfg->feed) != 0)
+		adopt_bad("%s: segment of feed %s", r->path, h->feed);
+	if (strcmp(h->source, cfg->source ? cfg->source : "") != 0)
+		adopt_bad("%s: segment of source %s", r->path, h->source);
+	if (h->def_hash != def_hash(cfg->definition))
+		adopt_bad("%s: the feed's definition changed", r->path);
+	if (h->data_size != data_size || h->index_slots != slots)
+		adopt_bad("%s: ring size %llu, configured %llu", r->path,
+			  (unsigned long long)h->data_size, (unsigned long long)data_size);
+	if (cfg->columns_json != NULL && strcmp(r->columns, cfg->columns_json) != 0)
+		adopt_bad("%s: the columns changed", r->path);
+	return RING_OK;
+}
+
+int
+ring_adopt(const struct ring_config *cfg, struct ring **out, char *err, size_t errlen)
+{
+	struct ring *r;
+	struct ring_hdr *h;
+	struct stat st;
+	uint64_t head_cursor, gen;
+	void *base;
+	int fd, rc = RING_ERR;
+
+	*out = NULL;
+	r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		seterr(err, errlen, "out of memory");
+		return RING_ERR;
+	}
+	if (make_paths(r, cfg->dir, cfg->feed, err, errlen) != RING_OK)
+		goto failed;
+	fd = open(r->path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		seterr(err, errlen, "cannot open %s: %s", r->path, strerror(errno));
+		if (errno == ENOENT)
+			rc = RING_GONE;
+		goto failed;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		seterr(err, errlen, "%s: another process is its writer (%s)", r->path,
+		       strerror(errno));
+		close(fd);
+		goto failed;
+	}
+	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < sizeof(struct ring_hdr)) {
+		seterr(err, errlen, "%s: truncated segment", r->path);
+		close(fd);
+		goto failed;
+	}
+	base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED) {
+		seterr(err, errlen, "cannot map %s: %s", r->path, strerror(errno));
+		close(fd);
+		goto failed;
+	}
+	if (validate_segment(r->path, base, (uint64_t)st.st_size, err, errlen) != RING_OK)
+		goto unmap;
+	bind_mapping(r, base, (size_t)st.st_size);
+	h = r->hdr;
+	if (adopt_identity(r, cfg, err, errlen) != RING_OK)
+		goto unmap;
+	gen = load_relaxed(&h->base_gen);
+	if ((gen & 1) != 0) {
+		seterr(err, errlen, "%s: the writer died resetting it", r->path);
+		/* Let readers out of read_base (see above); they find the
+		 * replacement by name. */
+		store_release(&h->state, RING_STATE_CLOSED);
+		store_release(&h->base_gen, gen + 1);
+		goto unmap;
+	}
+	if (adopt_index(r, &head_cursor, err, errlen) != RING_OK ||
+	    adopt_snapshot(r, err, errlen) != RING_OK)
+		goto unmap;
+
+	/* Ours now.  head_cursor may only move back (a record the dead writer
+	 * never published); readers reading it after head_seq see the
+	 * published cursor of head_seq - 1, as ring_append leaves it. */
+	if (load_relaxed(&h->head_cursor) != head_cursor)
+		store_relaxed(&h->head_cursor, head_cursor);
+	/* writer_pid is read unordered by ring_info's liveness probe: an
+	 * aligned 32-bit store, and the heartbeat beside it vouches for the
+	 * writer whichever pid a reader sees; a probe that found the old pid
+	 * dead answers "gone" for at most PID_PROBE_MS more. */
+	h->writer_pid = (int32_t)getpid();
+	store_relaxed(&h->heartbeat_ms, now_ms());
+	/* DOWN: a snapshot is here to serve, the upstream is not connected.
+	 * Release: a reader that sees the state sees the fixes above. */
+	store_release(&h->state, RING_STATE_DOWN);
+	r->writer = true;
+	r->w_lock_fd = fd;
+	r->w_has_snap = true;
+	r->dev = st.st_dev;
+	r->ino = st.st_ino;
+	check_invariants(r);
+	*out = r;
+	return RING_OK;
+unmap:
+	munmap(base, (size_t)st.st_size);
+	close(fd);
+failed:
+	free(r);
+	return rc;
+}
+
+#undef adopt_bad
+
 bool
 ring_replaced(struct ring *r)
 {
@@ -680,6 +996,28 @@ ring_replaced(struct ring *r)
 	if (stat(r->path, &st) != 0)
 		return load_acquire(&r->hdr->state) == RING_STATE_CLOSED;
 	return st.st_dev != r->dev || st.st_ino != r->ino;
+}
+
+/* Does the writer's process exist?  kill(pid, 0) is a syscall, and
+ * ring_info is on the responder's per-request and per-event paths, so the
+ * answer for a pid is reused for PID_PROBE_MS: a writer that died is
+ * noticed within that (its heartbeat, checked on every call, goes stale
+ * only after HEARTBEAT_STALE_MS).  The cached word holds the pid it is
+ * about (ms << 23 | pid << 1 | alive; pids are below 2^22 on Linux), so
+ * a new writer_pid (ring_adopt: a restarted writer) is probed at once. */
+static bool
+writer_pid_alive(struct ring *r, uint64_t now)
+{
+	uint64_t p = load_relaxed(&r->pid_probe);
+	uint64_t pid = (uint64_t)(uint32_t)r->hdr->writer_pid & 0x3fffff;
+	uint64_t at = p >> 23;
+	bool alive;
+
+	if (p != 0 && ((p >> 1) & 0x3fffff) == pid && now >= at && now - at < PID_PROBE_MS)
+		return (p & 1) != 0;
+	alive = kill(r->hdr->writer_pid, 0) == 0 || errno == EPERM;
+	store_relaxed(&r->pid_probe, now << 23 | pid << 1 | (alive ? 1u : 0u));
+	return alive;
 }
 
 void
@@ -700,8 +1038,8 @@ ring_info(struct ring *r, struct ring_info *out)
 	out->writer_pid = h->writer_pid;
 	out->state = (enum ring_state)load_acquire(&h->state);
 	out->writer_alive = out->state != RING_STATE_CLOSED &&
-			    (kill(h->writer_pid, 0) == 0 || errno == EPERM) &&
-			    now - out->heartbeat_ms < HEARTBEAT_STALE_MS + 0ull;
+			    now - out->heartbeat_ms < HEARTBEAT_STALE_MS + 0ull &&
+			    writer_pid_alive(r, now);
 }
 
 const char *
@@ -1026,6 +1364,7 @@ ring_close(struct ring *r, bool remove)
 				unlink(r->snap_path);
 			}
 		}
+		close(r->w_lock_fd); /* and with it the writer's lock */
 	}
 	munmap(r->hdr, r->map_len);
 	free(r);

@@ -21,7 +21,9 @@
  * current (ring_append says RING_NEED_SNAPSHOT instead).
  *
  * Concurrency contract: exactly ONE writer per segment (one thread of the
- * daemon); any number of readers in any number of processes and threads.
+ * daemon, which holds an flock on the segment file; a restarted daemon
+ * becomes the writer again with ring_adopt); any number of readers in any
+ * number of processes and threads.
  * Readers never write to the segment and never block the writer.  A reader
  * that was lapped (the batch it wanted was overwritten, even while it was
  * copying it) is told RING_GONE; it never returns torn bytes.
@@ -71,6 +73,9 @@ struct ring_config {
 	uint64_t data_size;       /* bytes, rounded up to a power of two */
 	uint32_t index_slots;     /* 0: data_size / 256; rounded up to 2^n */
 	uint64_t base_cursor;     /* cursor before the first batch (snapshot) */
+	const char *definition;   /* what the feed is (source settings), kept as
+	                           * a hash: ring_adopt takes over only a segment
+	                           * of the same definition; NULL: "" */
 };
 
 /* What a reader learns about a record besides its bytes. */
@@ -100,7 +105,7 @@ struct ring_info {
 	uint64_t segment_id; /* random, differs per created segment */
 	int writer_pid;
 	enum ring_state state;
-	bool writer_alive;   /* pid exists and heartbeat within 5 s */
+	bool writer_alive;   /* heartbeat within 5 s and pid exists (probed <= every 100 ms) */
 };
 
 /* ---- writer (daemon) ---- */
@@ -109,6 +114,21 @@ struct ring_info {
  * once fully initialised (it is built under a temporary name and renamed).
  * On failure returns RING_ERR and writes a message into err. */
 int ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t errlen);
+
+/* Take over DIR/FEED.ring as its writer after a daemon restart (a clean
+ * stop or a crash), keeping its batches, snapshot, segment_id and seqs, so
+ * readers holding cursors or a mapping carry on.  cfg must describe the
+ * same segment: feed, source, definition, data_size and index_slots as
+ * ring_create would size them, and (unless columns_json is NULL) the same
+ * columns.  The segment must hold a snapshot consistent with its index and
+ * no live writer but this process.  The writer's private offsets are
+ * recovered from the index; head_cursor is rewritten from the index (a
+ * killed writer may have stored it before publishing); writer_pid,
+ * heartbeat and state (DOWN: upstream not connected yet) become ours.
+ * Returns RING_OK; RING_GONE when there is no segment; RING_ERR with the
+ * reason in err when the segment exists but cannot be adopted (the caller
+ * then ring_creates a new one, as after a first start). */
+int ring_adopt(const struct ring_config *cfg, struct ring **out, char *err, size_t errlen);
 
 /* Append one batch record.  cursor must be greater than the head's.
  * Drops the oldest records as needed.  The record is visible to readers on
@@ -128,14 +148,12 @@ void ring_wake(struct ring *r);
 int ring_write_snapshot(struct ring *r, const struct iovec *iov, int iovcnt, char *err,
 			size_t errlen);
 
-/* Start a new history at cursor: every held batch is dropped (readers
- * holding older cursors get RING_GONE from ring_lookup) and cursor becomes
- * the floor.  Seqs keep running: a reader waiting at the old head is not
- * told RING_GONE by ring_read, whose next seq is the new history's first
- * batch.  Readers that follow a history across waits must check that
- * ring_lookup of their last cursor still leads to their next seq (the
- * responder's park.c same_history; tests/stress_ring.c).  The caller then
- * writes a snapshot at that cursor. */
+/* Start a new history at cursor: every held batch is dropped and cursor
+ * becomes the floor.  The new history's seqs start one past the old head
+ * (that seq is never written), so every reader of the old history, even
+ * one waiting at its head, is woken and gets RING_GONE; ring_lookup of an
+ * old cursor says RING_GONE too.  The caller then writes a snapshot at
+ * that cursor and calls ring_wake. */
 void ring_reset(struct ring *r, uint64_t cursor);
 
 void ring_set_state(struct ring *r, enum ring_state state);

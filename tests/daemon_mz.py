@@ -16,7 +16,9 @@ timestamp, then reads the ring back with `tailgate-ring dump` and checks:
     refused AS OF ends in a fresh snapshot whose difference is one batch,
     malformed rows are refused with a clear log line and never published,
     an open timestamp is never visible before its progress row (holds);
-  - SIGTERM stops the daemon with status 0 and the segment marked closed.
+  - SIGTERM stops the daemon with status 0 and the segment marked closed;
+  - a daemon restarted after SIGTERM or kill -9 adopts the segment and
+    resumes AS OF its head without a snapshot, repeating no batch.
 
 Python 3 standard library only; reuses mzserver's scenario parser for the
 scenario's history (its text values), and decides the expected JSON from
@@ -175,9 +177,19 @@ class Run:
             wrap = ['valgrind', '-q', '--error-exitcode=99', '--leak-check=full',
                     '--errors-for-leak-kinds=definite',
                     '--log-file=%s' % os.path.join(self.dir, 'valgrind.log')]
-        self.daemon = subprocess.Popen(
-            wrap + [TAILGATED, '-c', self.conf_path, '-d'] + list(daemon_args),
-            stderr=open(self.log_path, 'w'), env=env)
+        self.argv = wrap + [TAILGATED, '-c', self.conf_path, '-d'] + list(daemon_args)
+        self.env = env
+        self.daemon = subprocess.Popen(self.argv, stderr=open(self.log_path, 'w'), env=env)
+
+    def restart_daemon(self, sig=signal.SIGTERM):
+        """Stop the daemon (SIGTERM, or SIGKILL as a crash) and start a new
+        one on the same configuration, ring directory and mzserver; its log
+        is appended.  Returns the old daemon's exit status."""
+        self.daemon.send_signal(sig)
+        rc = self.daemon.wait(timeout=10)
+        self.daemon = subprocess.Popen(self.argv, stderr=open(self.log_path, 'a'),
+                                       env=self.env)
+        return rc
 
     def write_conf(self, feeds):
         """Replace the configuration: feeds is [(name, view, extra lines)]."""
@@ -494,6 +506,47 @@ def error_extra(name, run, model, ring):
     resumed_ok(name, run, model, ring, reconnects=2)
 
 
+def restart_test():
+    """A daemon restart adopts the segment and resumes AS OF its head."""
+    name = 'restart'
+    path = os.path.join(SCENARIOS, 'multiplicity.scn')
+    model = Model(path)
+    run = Run(path)
+    run.diff_cursors = set()
+    try:
+        ring = check_ring(name, run, model)
+        if ring is None:
+            return
+        ino = os.stat(run.ring_path(run.feed)).st_ino
+        head = ring[-1][0]
+        for sig, how in ((signal.SIGTERM, 'SIGTERM'), (signal.SIGKILL, 'kill -9')):
+            log_at = len(run.log())
+            nsubs = len(subscribes(run))
+            run.restart_daemon(sig)
+            ok(run.wait_for(lambda: len(subscribes(run)) > nsubs and
+                            'resuming AS OF' in run.log()[log_at:], 'the new subscription'),
+               '%s: after %s the new daemon subscribes again' % (name, how))
+            log = run.log()[log_at:]
+            ok('adopted the existing segment' in log,
+               '%s: after %s the feed adopts its segment' % (name, how), log[-2000:])
+            sub = subscribes(run)[-1]
+            ok(sub.get('snapshot') is False and sub.get('requested_as_of') == head,
+               '%s: after %s it resumes AS OF the head %d without a snapshot'
+               % (name, how, head), json.dumps(sub))
+            ok(os.stat(run.ring_path(run.feed)).st_ino == ino and
+               run.wait_for(lambda: 'state        live' in run.info(), 'live again'),
+               '%s: after %s the same segment is live again' % (name, how), run.info())
+            again = run.dump()
+            ok(again is not None and [c for c, _ in again] == [c for c, _ in ring],
+               '%s: after %s the batches are the same, none repeated' % (name, how),
+               again and [c for c, _ in again])
+        check_ring(name, run, model)
+        check_stop(name, run)
+    finally:
+        run.stop()
+        run.cleanup()
+
+
 def reload_test():
     """SIGHUP: a bad file is refused; feeds removed, added and changed."""
     name = 'reload'
@@ -572,6 +625,7 @@ def main():
     scenario_run('fault_stall.scn')
     scenario_run('fault_malformed.scn', extra=malformed_extra)
     holds_test()
+    restart_test()
     reload_test()
     print('1..%d' % n_tests)
     if n_failed:

@@ -74,6 +74,9 @@ asan)
     run "8 reader processes, 3M batches, 20 big" --seconds 120
     run "8 reader threads, 500k batches" \
         --threads --readers 8 --batches 500000 --big 4 --seconds 60
+    # The ring alone keeps histories apart: no lookup check, many resets.
+    run "8 reader threads, 300k batches, 30 resets, no history check" \
+        --threads --readers 8 --batches 300000 --resets 30 --no-history-check --seconds 60
     ;;
 esac
 

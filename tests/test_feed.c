@@ -5,7 +5,9 @@
  * The feed is driven through feed.h as a source would; after every step
  * the state rebuilt from the ring (snapshot file + every batch after it)
  * must equal a model multiset, every batch must be valid JSON (json-c),
- * and the batches appended must be exactly the ones expected.
+ * and the batches appended must be exactly the ones expected.  A feed
+ * restarted on an existing segment (a daemon restart) must come back with
+ * the same state and head and go on without a gap.
  */
 #include "config.h"
 
@@ -19,11 +21,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAXROWS 16384
 
 static char dir[] = "/tmp/test_feed.XXXXXX";
+static char err_buf[256];
 
 /* ---- the model: distinct rows and counts ---- */
 struct model {
@@ -197,7 +201,7 @@ nbatches(void)
 static void
 test_basics(void)
 {
-	struct feed_params p = {"t", dir, "test", 1 << 20, false};
+	struct feed_params p = {"t", dir, "test", 1 << 20, false, NULL, false};
 	struct feed_column cols[] = {{"item", "text", COLTYPE_STRING},
 	                             {"qty", "int4", COLTYPE_NUMBER}};
 	uint64_t cursors[64];
@@ -400,7 +404,7 @@ test_basics(void)
 static void
 test_small_ring(void)
 {
-	struct feed_params p = {"t", dir, "test", 64 * 1024, false};
+	struct feed_params p = {"t", dir, "test", 64 * 1024, false, NULL, false};
 	struct feed_column cols[] = {{"k", "int8", COLTYPE_NUMBER},
 	                             {"pad", "text", COLTYPE_STRING}};
 	struct feed_stats st;
@@ -471,7 +475,7 @@ test_small_ring(void)
 static void
 test_snapshot_cadence(void)
 {
-	struct feed_params p = {"c", dir, "test", 16 * 1024 * 1024, false};
+	struct feed_params p = {"c", dir, "test", 16 * 1024 * 1024, false, NULL, false};
 	struct feed_column cols[] = {{"k", "int8", COLTYPE_NUMBER},
 	                             {"pad", "text", COLTYPE_STRING}};
 	struct feed_stats st;
@@ -531,7 +535,7 @@ test_snapshot_cadence(void)
 static void
 test_unique(void)
 {
-	struct feed_params p = {"u", dir, "test", 1 << 20, true};
+	struct feed_params p = {"u", dir, "test", 1 << 20, true, NULL, false};
 	struct feed_column cols[] = {{"k", "int8", COLTYPE_NUMBER}};
 	struct feed_stats st;
 
@@ -554,6 +558,149 @@ test_unique(void)
 	feed_free(f, true);
 }
 
+/* A daemon restart: a feed started on an existing segment adopts it (the
+ * state and head come back from the snapshot and batches, the source may
+ * resume), and the first batch after the restart follows the last one
+ * before it, for a reader that held its cursor and mapping throughout. */
+static void
+restart_row(bool to_feed, uint64_t ts, int64_t diff, const char *r)
+{
+	if (to_feed)
+		row(ts, diff, r);
+	model_add(&want, r, diff);
+}
+
+/* Batches at [from, to): to the feed f and the model, or (to_feed false)
+ * to the model only. */
+static void
+restart_publish(bool to_feed, uint64_t from, uint64_t to)
+{
+	char rowbuf[64];
+
+	for (uint64_t t = from; t < to; t++) {
+		snprintf(rowbuf, sizeof(rowbuf), "[%llu,\"v\"]", (unsigned long long)t);
+		restart_row(to_feed, t, 1, rowbuf);
+		if (t % 3 == 0 && t > from) {
+			snprintf(rowbuf, sizeof(rowbuf), "[%llu,\"v\"]", (unsigned long long)(t - 1));
+			restart_row(to_feed, t, -1, rowbuf);
+		}
+		if (t % 5 == 0) /* a multiplicity */
+			restart_row(to_feed, t, 2, "[0,\"dup\"]");
+		if (to_feed && feed_progress(f, t + 1) != 0)
+			printf("# refused at %llu\n", (unsigned long long)t);
+	}
+}
+
+static void
+test_restart(void)
+{
+	struct feed_params p = {"r", dir, "test", 64 * 1024, false, "view=r", false};
+	struct feed_column cols[] = {{"k", "int8", COLTYPE_NUMBER}, {"v", "text", COLTYPE_STRING}};
+	struct feed_stats st1, st2;
+	struct ring_info before, info;
+	struct ring_buf buf = {0};
+	struct ring_rec rec;
+	struct ring *r;
+	uint64_t seq;
+	char *w, *got;
+	pid_t pid;
+	int status;
+
+	/* The first daemon: snapshot, 300 batches (some snapshots on the way
+	 * in a 64 KiB ring), then killed: it never closes the segment. */
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		f = feed_new(&p);
+		feed_set_columns(f, cols, 2);
+		if (feed_snapshot_begin(f, 10) != 0)
+			_exit(1);
+		row(10, 1, "[1,\"first\"]");
+		row(10, 3, "[2,\"three\"]");
+		if (feed_progress(f, 11) != 0)
+			_exit(1);
+		feed_upstream_live(f);
+		restart_publish(true, 11, 311);
+		feed_flush(f);
+		_exit(0); /* as kill -9 leaves it */
+	}
+	model_add(&want, "[1,\"first\"]", 1);
+	model_add(&want, "[2,\"three\"]", 3);
+	restart_publish(false, 11, 311); /* the model only: the child had f */
+	ok(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+	       WEXITSTATUS(status) == 0,
+	   "restart: the first daemon published 300 batches and died");
+	w = model_text(&want);
+	got = ring_state("r", NULL, NULL, NULL);
+	is_str(got, w, "restart: the ring holds the model's state");
+	free(got);
+	ok(ring_open(dir, "r", &r, err_buf, sizeof(err_buf)) == RING_OK, "restart: a reader maps it");
+	ring_info(r, &before);
+	ok(ring_lookup(r, 310, &seq) == RING_OK && seq == before.head_seq,
+	   "restart: the reader's cursor is the head, 310");
+
+	/* The second daemon. */
+	f = feed_new(&p);
+	feed_stats(f, &st1);
+	ok(feed_can_resume(f) && feed_frontier(f) == 311 && st1.head_cursor == 310,
+	   "restart: the new feed resumes at frontier 311, head 310");
+	ok(st1.resets == 0 && st1.snapshots == 0, "restart: no ring restart, no snapshot written");
+	ring_info(r, &info);
+	ok(info.segment_id == before.segment_id && info.head_seq == before.head_seq &&
+	       info.state == RING_STATE_DOWN,
+	   "restart: the same segment and head, DOWN until the upstream is back");
+	is_int(feed_set_columns(f, cols, 2), FEED_COLUMNS_SAME,
+	       "restart: the same columns from the source: FEED_COLUMNS_SAME");
+	ok(feed_can_resume(f), "restart: still resumable");
+	feed_upstream_live(f);
+	/* The upstream resends 310 (already applied: the source skips it, as
+	 * source_pg's skip_txn does) and goes on at 311. */
+	ok(feed_row(f, 310, 1, "[9,\"dup\"]", 9) != 0, "restart: a row at the head is refused");
+	restart_publish(true, 311, 320);
+	feed_flush(f);
+	got = ring_state("r", NULL, NULL, NULL);
+	is_str(got, w = (free(w), model_text(&want)), "restart: the state goes on from the model's");
+	free(got);
+	is_int(ring_read(r, before.head_seq, &buf, &rec), RING_OK,
+	       "restart: the reader reads the next seq");
+	is_int(rec.cursor, 311, "restart: the first batch after the restart is 311 (no gap)");
+	ok(!ring_replaced(r), "restart: no new segment for the reader");
+	feed_stats(f, &st2);
+	long rows = 0;
+	for (size_t i = 0; i < want.n; i++)
+		rows += want.count[i];
+	ok(st2.state_rows == (uint64_t)rows && st2.batches == 9 && st1.state_rows == 324,
+	   "restart: 9 batches after it, %llu rows held", (unsigned long long)st2.state_rows);
+
+	/* Clean stop, other definitions, other columns. */
+	feed_free(f, false);
+	f = feed_new(&p);
+	ok(feed_can_resume(f) && feed_frontier(f) == 320, "restart: after a clean stop too");
+	feed_free(f, false);
+	p.definition = "view=other";
+	f = feed_new(&p);
+	ok(!feed_can_resume(f), "restart: another definition is not adopted");
+	feed_free(f, false);
+	p.definition = "view=r";
+	p.fresh = true;
+	f = feed_new(&p);
+	ok(!feed_can_resume(f), "restart: fresh: not adopted");
+	feed_free(f, false);
+	p.fresh = false;
+	f = feed_new(&p);
+	ok(feed_can_resume(f), "restart: adopted again");
+	is_int(feed_set_columns(f, cols, 1), FEED_COLUMNS_NEW,
+	       "restart: other columns from the source: a new segment");
+	ok(!feed_can_resume(f), "restart: which needs a snapshot");
+	ok(ring_replaced(r), "restart: readers see the new segment");
+	feed_free(f, true);
+	free(buf.data);
+	free(w);
+	ring_close(r, false);
+	model_free(&want);
+	f = NULL;
+}
+
 int
 main(void)
 {
@@ -565,6 +712,8 @@ main(void)
 	test_small_ring();
 	test_snapshot_cadence();
 	test_unique();
+	f = NULL;
+	test_restart();
 	rmdir(dir);
 	return tap_done();
 }

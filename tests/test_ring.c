@@ -1,7 +1,7 @@
 /*
  * test_ring.c - unit tests of the feed ring: append, wrap, lookup,
- * snapshot replacement, reset, waiting, version mismatch and corrupt or
- * truncated segments.
+ * snapshot replacement, reset, waiting, a writer that died, version mismatch
+ * and corrupt or truncated segments, adoption by a restarted writer.
  */
 #include "ring.h"
 
@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -255,11 +256,16 @@ test_reset(void)
 	ring_reset(w, 1000);
 	is_int(ring_lookup(r, 5, &after), RING_GONE, "old cursors are gone after reset");
 	is_int(ring_lookup(r, 1000, &after), RING_OK, "reset cursor is the floor");
-	is_int(after, 10, "seqs continue across a reset");
+	is_int(after, 11, "the new history starts one seq past the old head");
 	is_int(ring_read(r, 9, &(struct ring_buf){0}, NULL), RING_GONE, "old batches are gone");
+	is_int(ring_read(r, 10, &(struct ring_buf){0}, NULL), RING_GONE,
+	       "a reader waiting at the old head is told GONE, not AHEAD");
+	is_int(ring_wait(r, 10, 0), RING_OK, "and its wait returns at once");
 	is_int(append(w, 999, 100), RING_ERR, "cursor must exceed the reset cursor");
 	is_int(append(w, 1001, 100), RING_OK, "append after reset");
-	ok(check(r, 10, 1001, 100), "batch after reset reads");
+	ok(check(r, 11, 1001, 100), "batch after reset reads");
+	is_int(ring_read(r, 10, &(struct ring_buf){0}, NULL), RING_GONE,
+	       "the skipped seq stays GONE after the next append");
 	ring_close(r, false);
 	ring_close(w, true);
 }
@@ -400,6 +406,315 @@ test_bad_segments(void)
 	ok(strstr(err, "invalid feed name") != NULL, "message: %s", err);
 }
 
+/* ring_info reuses its kill(writer_pid, 0) for 100 ms: a writer that dies
+ * must still read as gone soon after, without waiting for its heartbeat to
+ * go stale (5 s). */
+static void
+test_writer_gone(void)
+{
+	int up[2], go[2];
+	struct ring_info info;
+	struct ring *r;
+	pid_t pid;
+	char c = 0;
+	int st;
+
+	if (pipe(up) != 0 || pipe(go) != 0) {
+		ok(false, "pipe: %s", strerror(errno));
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		struct ring *w = make_ring("gone", 1 << 16, 0, 0);
+		ring_set_state(w, RING_STATE_LIVE);
+		if (write(up[1], "u", 1) != 1 || read(go[0], &c, 1) < 0)
+			_exit(1);
+		_exit(0); /* dies holding the segment, as a killed daemon would */
+	}
+	ok(pid > 0 && read(up[0], &c, 1) == 1, "writer process created its segment");
+	is_int(ring_open(dir, "gone", &r, err, sizeof(err)), RING_OK, "open the writer's segment");
+	ring_info(r, &info);
+	ok(info.writer_alive, "writer alive while its process runs");
+	is_int(info.writer_pid, pid, "writer pid in the header");
+	for (int i = 0; i < 1000; i++)
+		ring_info(r, &info); /* one kill(2) for all of these */
+	ok(info.writer_alive, "still alive over repeated calls");
+	ok(write(go[1], "g", 1) == 1 && waitpid(pid, &st, 0) == pid, "writer process exited");
+	usleep(150 * 1000); /* past the probe's reuse period, well before a stale heartbeat */
+	ring_info(r, &info);
+	ok(!info.writer_alive, "writer gone within 150 ms of its exit");
+	ring_info(r, &info);
+	ok(!info.writer_alive, "and stays gone");
+	ring_close(r, false);
+	unlink("gone.ring");
+	unlink("gone.snap");
+	close(up[0]);
+	close(up[1]);
+	close(go[0]);
+	close(go[1]);
+}
+
+/* ---- ring_adopt: a restarted writer takes its segment back ---- */
+
+static uint64_t
+peek_u64(const char *path, off_t off)
+{
+	uint64_t v = 0;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0 || pread(fd, &v, sizeof(v), off) != (ssize_t)sizeof(v))
+		exit(1);
+	close(fd);
+	return v;
+}
+
+static void
+copy_file(const char *from, const char *to)
+{
+	static char buf[1 << 16];
+	int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ssize_t n;
+
+	if (in < 0 || out < 0)
+		exit(1);
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			exit(1);
+	close(in);
+	close(out);
+}
+
+static struct ring_config
+adopt_cfg(const char *feed)
+{
+	return (struct ring_config){
+		.dir = dir,
+		.feed = feed,
+		.source = "test",
+		.columns_json = "[{\"name\":\"id\",\"type\":\"int8\"}]",
+		.data_size = 64 * 1024,
+	};
+}
+
+/* Append cursor c, writing a snapshot first when the ring asks for one
+ * (the snapshot's bytes name its cursor). */
+static int
+append_snap(struct ring *w, uint64_t c)
+{
+	int rc = append(w, c, 3000);
+
+	if (rc == RING_NEED_SNAPSHOT) {
+		struct ring_info info;
+		char s[32];
+		ring_info(w, &info);
+		snprintf(s, sizeof(s), "state-at-%llu", (unsigned long long)info.head_cursor);
+		struct iovec iov = {s, strlen(s)};
+		if (ring_write_snapshot(w, &iov, 1, err, sizeof(err)) != RING_OK)
+			return RING_ERR;
+		rc = append(w, c, 3000);
+	}
+	return rc;
+}
+
+static void
+test_adopt(void)
+{
+	struct ring_config cfg = adopt_cfg("adopt");
+	struct ring_info before, info;
+	struct ring_snapshot snap;
+	struct ring_buf buf = {0};
+	struct ring_rec rec;
+	struct ring *w, *r, *w2;
+	uint64_t old_seq, seq, c, index_off, data_off, slots, off, len, bogus;
+	int up[2], go[2], st;
+	char c1 = 0;
+	pid_t pid;
+	bool all;
+
+	/* A writer process appends (wrapping the 64 KiB ring many times,
+	 * snapshots on demand) and dies without ring_close, as kill -9
+	 * would leave it; a reader maps the segment throughout. */
+	if (pipe(up) != 0 || pipe(go) != 0)
+		exit(1);
+	pid = fork();
+	if (pid == 0) {
+		struct ring *cw;
+		if (ring_create(&cfg, &cw, err, sizeof(err)) != RING_OK)
+			_exit(1);
+		struct iovec iov = {"state-at-0", 10};
+		if (ring_write_snapshot(cw, &iov, 1, err, sizeof(err)) != RING_OK)
+			_exit(1);
+		for (c = 1; c <= 10; c++)
+			if (append_snap(cw, c) != RING_OK)
+				_exit(1);
+		ring_set_state(cw, RING_STATE_LIVE);
+		if (write(up[1], "u", 1) != 1 || read(go[0], &c1, 1) != 1)
+			_exit(1);
+		for (c = 11; c <= 1000; c++)
+			if (append_snap(cw, c) != RING_OK)
+				_exit(1);
+		_exit(0);
+	}
+	ok(pid > 0 && read(up[0], &c1, 1) == 1, "adopt: a writer process created its segment");
+	is_int(ring_open(dir, "adopt", &r, err, sizeof(err)), RING_OK, "adopt: a reader maps it");
+	ok(ring_lookup(r, 10, &old_seq) == RING_OK && old_seq == 10,
+	   "adopt: the reader holds cursor 10 (next seq 10)");
+	ok(write(go[1], "g", 1) == 1 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
+	       WEXITSTATUS(st) == 0,
+	   "adopt: the writer appended 1000 batches and died");
+	close(up[0]);
+	close(up[1]);
+	close(go[0]);
+	close(go[1]);
+	ring_info(r, &before);
+
+	/* What a writer killed mid-append leaves: a record and index entry
+	 * written past the head, head_cursor stored, head_seq not.  Offsets
+	 * are the header's layout (see struct ring_hdr). */
+	index_off = peek_u64("adopt.ring", 40);
+	data_off = peek_u64("adopt.ring", 48);
+	slots = peek_u64("adopt.ring", 64) & 0xffffffffu;
+	off = peek_u64("adopt.ring", (off_t)(index_off + ((before.head_seq - 1) % slots) * 32 + 16));
+	len = peek_u64("adopt.ring", (off_t)(index_off + ((before.head_seq - 1) % slots) * 32 + 24));
+	{
+		uint64_t ent[4] = {before.head_seq, 5000, off + len, 64};
+		static const char junk[64] = "half-written record";
+		patch("adopt.ring", (off_t)(data_off + ((off + len) & (64 * 1024 - 1))), junk,
+		      (off + len) % (64 * 1024) + 64 <= 64 * 1024 ? 64 : 0);
+		patch("adopt.ring", (off_t)(index_off + (before.head_seq % slots) * 32), ent,
+		      sizeof(ent));
+		bogus = 5000;
+		patch("adopt.ring", 200, &bogus, sizeof(bogus)); /* head_cursor */
+	}
+
+	/* Refusals leave the segment as it was. */
+	w2 = NULL;
+	cfg.source = "postgresql";
+	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR && w2 == NULL &&
+	       strstr(err, "source") != NULL,
+	   "adopt: another source kind is refused: %s", err);
+	cfg.source = "test";
+	cfg.definition = "view=other";
+	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR && strstr(err, "definition"),
+	   "adopt: another definition is refused: %s", err);
+	cfg.definition = NULL;
+	cfg.data_size = 128 * 1024;
+	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR && strstr(err, "ring size"),
+	   "adopt: another ring size is refused: %s", err);
+	cfg.data_size = 64 * 1024;
+	cfg.columns_json = "[]";
+	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR && strstr(err, "columns"),
+	   "adopt: other columns are refused: %s", err);
+	cfg.columns_json = NULL; /* not known yet: accepted */
+
+	is_int(ring_adopt(&cfg, &w, err, sizeof(err)), RING_OK, "adopt: the segment is adopted");
+	if (w == NULL) {
+		printf("# %s\n", err);
+		exit(1);
+	}
+	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR && strstr(err, "writer"),
+	   "adopt: a second writer is refused while one holds it: %s", err);
+	ring_info(r, &info);
+	ok(info.segment_id == before.segment_id && info.head_seq == before.head_seq &&
+	       info.tail_seq == before.tail_seq && info.snap_gen == before.snap_gen,
+	   "adopt: same segment, seqs and snapshot");
+	is_int(info.head_cursor, 1000, "adopt: head_cursor recovered from the index (not 5000)");
+	ok(info.state == RING_STATE_DOWN && info.writer_pid == getpid(),
+	   "adopt: state DOWN, writer_pid ours");
+	usleep(150 * 1000); /* past the reader's pid probe of the dead writer */
+	ring_info(r, &info);
+	ok(info.writer_alive, "adopt: the reader sees a live writer");
+	ok(!ring_replaced(r), "adopt: the reader's mapping stays current");
+	ok(ring_snapshot_open(r, &snap, err, sizeof(err)) == RING_OK &&
+	       snap.seq_after >= info.tail_seq,
+	   "adopt: the snapshot still serves");
+	ring_snapshot_release(&snap);
+	is_int(ring_read(r, before.head_seq, &buf, &rec), RING_AHEAD,
+	       "adopt: the half-written record is invisible");
+	ok(ring_lookup(r, 1000, &seq) == RING_OK && seq == before.head_seq,
+	   "adopt: the last cursor before the restart leads to the next seq");
+
+	/* Appends continue where the dead writer stopped. */
+	is_int(append_snap(w, 1001), RING_OK, "adopt: append 1001");
+	ok(check(r, before.head_seq, 1001, 3000), "adopt: the reader reads it at the next seq");
+	is_int(append_snap(w, 1001), RING_ERR, "adopt: cursors must still increase");
+	for (c = 1002, all = true; c <= 3000; c++)
+		all &= append_snap(w, c) == RING_OK;
+	ok(all, "adopt: 2000 more appends wrap the ring from the recovered offsets");
+	ring_info(r, &info);
+	for (seq = info.tail_seq, all = true; seq < info.head_seq; seq++)
+		all &= check(r, seq, seq + 1, 3000);
+	ok(all && info.head_cursor == 3000, "adopt: every held batch reads back");
+	ok(ring_lookup(r, 10, &seq) == RING_GONE, "adopt: the old reader's cursor 10 is gone now "
+	   "(dropped by the appends, not by the restart)");
+	free(buf.data);
+
+	/* A clean stop (CLOSED) is adopted the same way. */
+	ring_close(w, false);
+	is_int(ring_adopt(&cfg, &w, err, sizeof(err)), RING_OK,
+	       "adopt: a segment closed by ring_close is adopted");
+	is_int(append_snap(w, 3001), RING_OK, "adopt: and appended to");
+	ok(check(r, info.head_seq, 3001, 3000), "adopt: the reader follows");
+
+	/* Another feed's segment; truncated ones; damaged index; missing. */
+	copy_file("adopt.ring", "other.ring");
+	copy_file("adopt.snap", "other.snap");
+	cfg.feed = "other";
+	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR && strstr(err, "feed adopt"),
+	   "adopt: another feed's segment is refused: %s", err);
+	cfg.feed = "adopt";
+	ring_close(w, false);
+	copy_file("adopt.ring", "cut.ring");
+	ok(truncate("cut.ring", 8192) == 0 && rename("cut.ring", "adopt.ring") == 0,
+	   "adopt: truncate a copy of the segment body and put it in place");
+	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR &&
+	       (strstr(err, "truncated") || strstr(err, "corrupt")),
+	   "adopt: a truncated segment is refused: %s", err);
+	ok(truncate("adopt.ring", 100) == 0 && ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR &&
+	       strstr(err, "truncated"),
+	   "adopt: a truncated header is refused: %s", err);
+	copy_file("other.ring", "adopt.ring");
+	is_int(ring_adopt(&cfg, &w, err, sizeof(err)), RING_OK,
+	       "adopt: an intact copy is adopted");
+	ring_close(w, false);
+	ring_info(r, &info);
+	{
+		uint64_t ent_seq = 12345;
+		patch("adopt.ring", (off_t)(index_off + ((info.head_seq - 2) % slots) * 32), &ent_seq,
+		      sizeof(ent_seq));
+	}
+	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR && strstr(err, "damaged"),
+	   "adopt: a damaged index entry is refused: %s", err);
+	cfg.feed = "absent";
+	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_GONE && w2 == NULL,
+	   "adopt: no segment: RING_GONE");
+	ring_close(r, false);
+	unlink("adopt.ring");
+	unlink("adopt.snap");
+	unlink("other.ring");
+	unlink("other.snap");
+
+	/* No snapshot; a reset whose snapshot was never written. */
+	cfg.feed = "nosnap";
+	w = make_ring("nosnap", 64 * 1024, 0, 0);
+	append(w, 1, 100);
+	ring_close(w, false);
+	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR && strstr(err, ".snap"),
+	   "adopt: a segment without a snapshot is refused: %s", err);
+	w = make_ring("nosnap", 64 * 1024, 0, 0);
+	{
+		struct iovec iov = {"s", 1};
+		ring_write_snapshot(w, &iov, 1, err, sizeof(err));
+	}
+	append(w, 1, 100);
+	ring_reset(w, 50); /* as feed.c's restart_ring, its snapshot then failed */
+	ring_close(w, false);
+	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR && strstr(err, "not in the held"),
+	   "adopt: a snapshot from before a reset is refused: %s", err);
+	unlink("nosnap.ring");
+	unlink("nosnap.snap");
+}
+
 int
 main(void)
 {
@@ -419,7 +734,9 @@ main(void)
 	test_reset();
 	test_wait();
 	test_replaced();
+	test_writer_gone();
 	test_bad_segments();
+	test_adopt();
 
 	if (chdir("/") != 0 || rmdir(dir) != 0)
 		printf("# leftover files in %s\n", dir);
