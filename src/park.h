@@ -68,6 +68,8 @@ struct waiter {
 	struct reply *pending;
 	int64_t wake_ns; /* when the watcher saw the ring move; 0: not a wake */
 	bool keepalive;  /* pending is an SSE keep-alive comment */
+	int sndbuf;      /* SSE: the socket's SO_SNDBUF, 0 until read */
+	size_t room;     /* SSE: bytes the socket surely still takes (see reply.c) */
 };
 
 extern int park_sse_keepalive_s; /* SSE comment interval (seconds) */
@@ -82,6 +84,9 @@ bool park_stopping(void);
 /* Serve w from its cursor: write what exists, or park it.  scratch is the
  * calling thread's read buffer. */
 void park_serve(struct waiter *w, struct ring_buf *scratch);
+/* park_serve for a chain of waiters (linked by qnext), parking those that
+ * only have to wait with one lock round. */
+void park_serve_list(struct waiter *list, struct ring_buf *scratch);
 
 /* The feed's snapshot and the batches after it, for w (filtered by its
  * fspec): JSON {"cursor","columns","batches"} with its head, or for SSE an

@@ -34,19 +34,31 @@ void
 render_json_string(struct bbuf *out, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	size_t left = strlen(s);
 
+	/* Messages may quote what a client sent (a feed name, a parameter):
+	 * bytes that are not UTF-8 become U+FFFD, so the reply stays JSON. */
 	bbuf_add(out, "\"", 1);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
+	while (left > 0) {
+		unsigned char c = *p;
+		size_t n = 1;
 		if (c == '"' || c == '\\') {
 			char e[2] = {'\\', (char)c};
 			bbuf_add(out, e, 2);
-		} else if (c < 0x20) {
+		} else if (c < 0x20 || c == 0x7f) {
 			char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
 			bbuf_add(out, e, 6);
+		} else if (c < 0x80) {
+			bbuf_add(out, p, 1);
+		} else if ((n = utf8_char_len(p, left)) > 0) {
+			bbuf_add(out, p, n);
 		} else {
-			bbuf_add(out, s, 1);
+			n = 1;
+			bbuf_add(out, "\\ufffd", 6);
 		}
+		p += n;
+		left -= n;
 	}
 	bbuf_add(out, "\"", 1);
 }

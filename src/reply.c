@@ -3,6 +3,7 @@
  */
 #include "reply.h"
 
+#include "accept.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -15,6 +16,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #define CLOSE_WAIT_MS 2000 /* as libfcgi's LIBFCGI_OS_CLOSE_POLL_TIMEOUT */
@@ -182,10 +184,14 @@ closer_main(void *arg)
 void
 reply_finish(FCGX_Request *req)
 {
+	bool keep;
 	int fd;
 
 	if (req == NULL)
 		return;
+	/* What nginx asked for in FCGI_BEGIN_REQUEST (libfcgi copies its
+	 * FCGI_KEEP_CONN flag here): fastcgi_keep_conn on. */
+	keep = req->keepConnection != 0;
 	/* keepConnection: FCGX_Finish_r flushes, writes FCGI_END_REQUEST and
 	 * frees the streams but leaves the descriptor to us (unless a stream
 	 * failed, when it closes it itself). */
@@ -193,8 +199,13 @@ reply_finish(FCGX_Request *req)
 	FCGX_Finish_r(req);
 	fd = req->ipcFd;
 	free(req);
-	if (fd >= 0)
-		closer_add(fd);
+	if (fd < 0)
+		return;
+	/* A kept connection: nginx finishes the reply on FCGI_END_REQUEST
+	 * and may send its next request on it. */
+	if (keep && accept_keep(fd))
+		return;
+	closer_add(fd);
 }
 
 bool
@@ -246,19 +257,128 @@ reply_enqueue(struct waiter *w, struct reply *r, int64_t wake_ns)
 	reply_enqueue_list(w, w, 1);
 }
 
-/* An SSE stream whose connection already holds this much unread is a
- * client that does not keep up: it is dropped and resumes with
- * Last-Event-ID rather than stalling a writer thread. */
-static bool
-sse_backlogged(FCGX_Request *req, size_t more)
-{
-	int queued = 0, sndbuf = 0;
-	socklen_t sl = sizeof(sndbuf);
+/* An SSE stream whose connection already holds half a send buffer of
+ * unread bytes is a client that does not keep up: it is dropped and
+ * resumes with Last-Event-ID rather than stalling a writer thread.
+ *
+ * A reply that does not fit in what is left of the buffer is still
+ * written when the client keeps up: an event larger than the whole buffer
+ * (a snapshot, a catch-up: the buffer is ~208 KiB by default) would
+ * otherwise drop every attempt, and the stream could never start (found
+ * by tests/chaos/chaos_pg.py: SSE clients of a feed with a 300 KB snapshot
+ * reconnected forever).  Such a write blocks while nginx passes it on, so
+ * *guard says to bound it: a send timeout (sse_send_timeout), so that a
+ * client that stops reading holds the writer for at most SSE_STALL_S
+ * without progress, and at most half the writers in such writes at once
+ * (big_writes), so that slow clients cannot stall every writer: past
+ * that the stream is dropped and the browser retries. */
+#define SSE_STALL_S 5
 
-	if (ioctl(req->ipcFd, SIOCOUTQ, &queued) != 0 ||
-	    getsockopt(req->ipcFd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) != 0)
+static _Atomic int big_writes;
+
+/*
+ * Asking the kernel before every event took two syscalls per event (the
+ * SO_SNDBUF and SIOCOUTQ of the stream), more than the write itself.  The
+ * buffer size is read once per stream (w->sndbuf); the queue is probed
+ * only when the event may not fit in w->room, the room left at the last
+ * probe less every byte written since.  nginx only ever drains the queue,
+ * so the real room is at least w->room: an event within it is one the
+ * probe would have found fitting too.
+ */
+static bool
+sse_backlogged(struct waiter *w, size_t more, bool *guard)
+{
+	int queued = 0;
+	size_t sndbuf;
+
+	*guard = false;
+	if (w->sndbuf > 0 && more <= w->room) {
+		w->room -= more;
+		return false; /* fits: the write cannot block */
+	}
+	if (w->sndbuf <= 0) {
+		socklen_t sl = sizeof(w->sndbuf);
+		if (getsockopt(w->req->ipcFd, SOL_SOCKET, SO_SNDBUF, &w->sndbuf, &sl) != 0 ||
+		    w->sndbuf <= 0) {
+			w->sndbuf = 0;
+			return false;
+		}
+	}
+	w->room = 0;
+	if (ioctl(w->req->ipcFd, SIOCOUTQ, &queued) != 0 || queued < 0)
 		return false;
-	return (size_t)queued + more > (size_t)sndbuf;
+	sndbuf = (size_t)w->sndbuf;
+	if ((size_t)queued + more <= sndbuf) {
+		w->room = sndbuf - (size_t)queued - more;
+		return false; /* fits: the write cannot block */
+	}
+	if ((size_t)queued > sndbuf / 2)
+		return true;
+	*guard = true;
+	return false;
+}
+
+/* SO_SNDTIMEO on the connection: a blocking write that makes no progress
+ * for s seconds fails (libfcgi then closes the stream); 0 turns it off. */
+static void
+sse_send_timeout(FCGX_Request *req, int s)
+{
+	struct timeval tv = {s, 0};
+
+	(void)setsockopt(req->ipcFd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* May this thread write small long-poll replies itself (reply_deliver)? */
+static _Thread_local bool inline_here;
+/* A writer's current share of the queue (writer_main), which reply_deliver
+ * extends with the SSE streams this writer re-serves. */
+static _Thread_local bool in_writer;
+static _Thread_local struct waiter *share_head, *share_tail;
+
+void
+reply_inline_here(bool yes)
+{
+	inline_here = yes;
+}
+
+void
+reply_deliver(struct waiter *w, struct reply *r)
+{
+	int status = r->status;
+	bool ok;
+
+	/* A long-poll's connection holds nothing unread when its request
+	 * comes (nginx reads a whole reply before it sends the next request
+	 * on a connection), so a reply well under a socket buffer is taken
+	 * at once: writing it here cannot block, and saves waking a writer
+	 * (a futex wake and a context switch per reply). */
+	if (in_writer && w->sse) {
+		/* A stream this writer just wrote, whose next batches were
+		 * already there (a writer behind the ring): it stays with this
+		 * writer, after the rest of its share, instead of a round
+		 * through the queue (a lock and a wake per event). */
+		w->pending = r;
+		w->wake_ns = 0;
+		w->qnext = NULL;
+		if (share_tail != NULL)
+			share_tail->qnext = w;
+		else
+			share_head = w;
+		share_tail = w;
+		return;
+	}
+	if (!inline_here || w->sse || r->len > REPLY_INLINE_MAX) {
+		reply_enqueue(w, r, 0);
+		return;
+	}
+	ok = reply_write(w->req, r->data, r->len);
+	if (ok)
+		metrics_served(r->batches, r->len);
+	reply_release(r);
+	metrics_request(MK_LONGPOLL, status);
+	reply_finish(w->req);
+	w->req = NULL;
+	waiter_free(w);
 }
 
 #define WRITER_BATCH 32
@@ -267,16 +387,23 @@ static void *
 writer_main(void *arg)
 {
 	struct ring_buf scratch = {0};
-	struct waiter *batch = NULL;
+	struct waiter *repark = NULL; /* SSE streams written, to park again */
 
 	(void)arg;
+	in_writer = true;
 	for (;;) {
 		struct waiter *w;
 		struct reply *r;
-		bool ok;
+		bool ok, guard = false;
 		int status;
 
-		if (batch == NULL) {
+		if (share_head == NULL && repark != NULL) {
+			/* The share is written: park its SSE streams again (this
+			 * may give back to the share those with new batches). */
+			park_serve_list(repark, &scratch);
+			repark = NULL;
+		}
+		if (share_head == NULL) {
 			/* Take a share of the queue at once: one lock round per
 			 * share, not per reply. */
 			size_t take = 0;
@@ -288,7 +415,7 @@ writer_main(void *arg)
 				pthread_mutex_unlock(&q_mu);
 				break;
 			}
-			batch = last = q_head;
+			share_head = last = q_head;
 			while (take < WRITER_BATCH - 1 && last->qnext != NULL) {
 				last = last->qnext;
 				take++;
@@ -297,10 +424,13 @@ writer_main(void *arg)
 			if (q_head == NULL)
 				q_tail = NULL;
 			last->qnext = NULL;
+			share_tail = last;
 			pthread_mutex_unlock(&q_mu);
 		}
-		w = batch;
-		batch = w->qnext;
+		w = share_head;
+		share_head = w->qnext;
+		if (share_head == NULL)
+			share_tail = NULL;
 		w->qnext = NULL;
 
 		r = w->pending;
@@ -308,14 +438,27 @@ writer_main(void *arg)
 		status = r->status;
 		if (w->sse && status != 200) {
 			ok = false; /* the stream is open: end it, the browser reconnects */
-		} else if (w->sse && sse_backlogged(w->req, r->len)) {
+		} else if (w->sse && sse_backlogged(w, r->len, &guard)) {
 			log_info("feed=%s: SSE client too slow (%zu bytes not taken), dropped",
 			         w->feed->name, r->len);
 			ok = false;
+		} else if (guard && atomic_fetch_add(&big_writes, 1) >= (n_writers + 1) / 2) {
+			atomic_fetch_sub(&big_writes, 1);
+			log_info("feed=%s: SSE event of %zu bytes while other writers are busy "
+			         "with large ones, dropped",
+			         w->feed->name, r->len);
+			ok = false;
 		} else {
+			if (guard)
+				sse_send_timeout(w->req, SSE_STALL_S);
 			ok = reply_write(w->req, r->data, r->len);
 			if (ok && w->sse)
 				ok = FCGX_FFlush(w->req->out) == 0;
+			if (guard) {
+				if (ok)
+					sse_send_timeout(w->req, 0);
+				atomic_fetch_sub(&big_writes, 1);
+			}
 		}
 		if (ok) {
 			metrics_served(r->batches, r->len);
@@ -326,7 +469,10 @@ writer_main(void *arg)
 		w->keepalive = false;
 		if (w->sse && ok && status == 200 && !park_stopping()) {
 			w->deadline_ms = mono_ms() + (int64_t)park_sse_keepalive_s * 1000;
-			park_serve(w, &scratch);
+			/* Back to the parking lot once this share is written:
+			 * all of them in one lock round (park_serve_list). */
+			w->qnext = repark;
+			repark = w;
 			continue;
 		}
 		if (w->sse)

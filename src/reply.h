@@ -51,6 +51,15 @@ void reply_enqueue(struct waiter *w, struct reply *r, int64_t wake_ns);
  * pending and wake_ns are set: one lock round for the whole group. */
 void reply_enqueue_list(struct waiter *head, struct waiter *tail, size_t n);
 
+/* Send w its long-poll reply r (taking the reference) and finish it: on
+ * this thread when reply_inline_here(true) was said on it and r is small
+ * (REPLY_INLINE_MAX), else through the writers (reply_enqueue). */
+#define REPLY_INLINE_MAX (32u * 1024)
+void reply_deliver(struct waiter *w, struct reply *r);
+/* Whether the calling thread may write replies itself (default no: the
+ * watcher and the writers hand them on). */
+void reply_inline_here(bool yes);
+
 /* Write data to req now, on this thread; false on a write error. */
 bool reply_write(FCGX_Request *req, const char *data, size_t len);
 /* End req (see above) and free it. */

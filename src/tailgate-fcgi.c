@@ -26,8 +26,10 @@
 #include <errno.h>
 #include <fcgiapp.h>
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +51,8 @@ static struct {
 	int writers;
 	int max_timeout_s;
 	int backlog;
-} opt = {NULL, 0666, NULL, 1, 2, 4, HP_DEFAULT_TIMEOUT_S, 4096};
+	const char *user; /* --user USER[:GROUP] */
+} opt = {NULL, 0666, NULL, 1, 2, 4, HP_DEFAULT_TIMEOUT_S, 4096, NULL};
 
 static int listen_fd = -1;
 static volatile sig_atomic_t got_stop;
@@ -69,6 +72,9 @@ usage(FILE *out)
 	        "                             spawn-fcgi (a listening socket on fd 0)\n"
 	        "  -m, --socket-mode MODE     permissions of a unix socket (octal, default 0666)\n"
 	        "  -b, --backlog N            listen backlog (default 4096)\n"
+	        "  -u, --user USER[:GROUP]    started as root: switch to this user (and its\n"
+	        "                             group, or GROUP) once the socket is open; the\n"
+	        "                             unix socket is handed to them too\n"
 	        "  -d, --ring-dir DIR         where the daemon's FEED.ring files are\n"
 	        "                             (default " RING_DEFAULT_DIR ")\n"
 	        "  -w, --workers N            processes sharing the socket (default 1)\n"
@@ -265,19 +271,41 @@ handle_feed(FCGX_Request *req, const char *name, struct ring_buf *scratch)
 	park_serve(w, scratch);
 }
 
-static void
-handle(FCGX_Request *req, struct ring_buf *scratch)
+static const char *
+route_of(FCGX_Request *req)
 {
-	const char *method = param(req, "REQUEST_METHOD");
 	const char *route = param(req, "PATH_INFO");
-	struct bbuf b = {0};
 
 	if (route == NULL || *route == '\0')
 		route = param(req, "DOCUMENT_URI");
 	if (route == NULL || *route == '\0')
 		route = param(req, "SCRIPT_NAME");
-	if (route == NULL)
-		route = "/";
+	return route != NULL ? route : "/";
+}
+
+/* The accepting thread serves a long-poll with a cursor itself: parse,
+ * look up, park (or queue a ready reply for the writers), nothing that
+ * waits.  Snapshots (a render, a large write), SSE (the stream head is
+ * written here) and the other routes go to the handlers.  A guess from
+ * the raw strings is enough: a wrong yes costs a slower accept, not a
+ * wrong answer. */
+static bool
+quick(FCGX_Request *req)
+{
+	const char *q = param(req, "QUERY_STRING"), *accept = param(req, "HTTP_ACCEPT");
+
+	return strncmp(route_of(req), "/feeds/", 7) == 0 && q != NULL &&
+	       strstr(q, "cursor=") != NULL && strstr(q, "stream=") == NULL &&
+	       (accept == NULL || strstr(accept, "event-stream") == NULL);
+}
+
+static void
+handle(FCGX_Request *req, struct ring_buf *scratch)
+{
+	const char *method = param(req, "REQUEST_METHOD");
+	const char *route = route_of(req);
+	struct bbuf b = {0};
+
 	if (method != NULL && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
 		send_error(req, MK_OTHER, 405, "method_not_allowed", "only GET and HEAD");
 		return;
@@ -345,7 +373,7 @@ serve(void)
 	         opt.writers, nofile());
 	reply_init(opt.writers, nofile());
 	park_init();
-	accept_start(listen_fd, opt.handlers, nofile(), handle);
+	accept_start(listen_fd, opt.handlers, nofile(), handle, quick);
 
 	do {
 		if (sigwait(&set, &sig) != 0)
@@ -401,6 +429,56 @@ open_socket(void)
 	                "or systemd socket activation\n");
 	usage(stderr);
 	exit(2);
+}
+
+/* ---- privileges ---- */
+
+/* Started as root: become --user once the socket is open (before any
+ * thread or worker exists).  The responder needs no privilege to serve:
+ * it reads the world-readable ring files and writes to its socket. */
+static void
+drop_privileges(void)
+{
+	char name[256], *group;
+	struct passwd *pw;
+	uid_t uid;
+	gid_t gid;
+
+	if (opt.user == NULL) {
+		if (geteuid() == 0)
+			log_warning("running as root: give --user USER[:GROUP] (the responder "
+			            "needs no privilege once its socket is open)");
+		return;
+	}
+	snprintf(name, sizeof(name), "%s", opt.user);
+	group = strchr(name, ':');
+	if (group != NULL)
+		*group++ = '\0';
+	pw = getpwnam(name);
+	if (pw == NULL)
+		fatalx("--user %s: no such user", name);
+	uid = pw->pw_uid;
+	gid = pw->pw_gid;
+	if (group != NULL && *group != '\0') {
+		struct group *gr = getgrnam(group);
+		if (gr == NULL)
+			fatalx("--user %s: no such group \"%s\"", opt.user, group);
+		gid = gr->gr_gid;
+	}
+	if (geteuid() != 0) {
+		if (geteuid() == uid && getegid() == gid)
+			return; /* already that user: nothing to do */
+		fatalx("--user %s: only root can switch users (running as uid %d)", opt.user,
+		       (int)geteuid());
+	}
+	if (opt.socket_path != NULL && strchr(opt.socket_path, ':') == NULL &&
+	    chown(opt.socket_path, uid, gid) != 0)
+		fatal("chown %s to %s", opt.socket_path, opt.user);
+	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+		fatal("cannot switch to user %s", opt.user);
+	if (setuid(0) == 0 || geteuid() == 0)
+		fatalx("--user %s: still able to regain root", opt.user);
+	log_info("running as user %s (uid %d, gid %d)", name, (int)uid, (int)gid);
 }
 
 /* ---- workers ---- */
@@ -478,6 +556,7 @@ main(int argc, char **argv)
 	static const struct option longopts[] = {{"socket", required_argument, NULL, 's'},
 	                                         {"socket-mode", required_argument, NULL, 'm'},
 	                                         {"backlog", required_argument, NULL, 'b'},
+	                                         {"user", required_argument, NULL, 'u'},
 	                                         {"ring-dir", required_argument, NULL, 'd'},
 	                                         {"workers", required_argument, NULL, 'w'},
 	                                         {"handlers", required_argument, NULL, 'a'},
@@ -494,7 +573,7 @@ main(int argc, char **argv)
 	bool use_syslog = false;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "s:m:b:d:w:a:W:T:k:c:vqVh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:m:b:d:u:w:a:W:T:k:c:vqVh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			opt.socket_path = optarg;
@@ -515,6 +594,9 @@ main(int argc, char **argv)
 			break;
 		case 'd':
 			opt.ring_dir = optarg;
+			break;
+		case 'u':
+			opt.user = optarg;
 			break;
 		case 'w':
 			opt.workers = parse_int(optarg, 1, 256, "--workers");
@@ -568,6 +650,7 @@ main(int argc, char **argv)
 	feeds_init(opt.ring_dir);
 	metrics_init();
 	open_socket();
+	drop_privileges();
 	if (opt.workers > 1)
 		rc = supervise();
 	else
