@@ -46,6 +46,9 @@ Python (stdlib only):
     st.responder_pids            pids of the responder processes
     st.responder_exits           [(exit status, log tail)] of stopped responders
     st.stop_responders(); st.start_responders()
+    st.kill_responder(i)         SIGKILL responder i (a crash) and forget it
+    st.reload_nginx()            SIGHUP nginx's master, wait until it answers
+    st.restart_nginx()           stop and start nginx on the same port
     st.dir, st.ring_dir, st.socket, st.port, st.prefix
 
 Errors raise StackError with the tail of the relevant log.
@@ -352,6 +355,17 @@ class Stack:
             self.responder_exits.append((p.returncode, self.responder_log(i)))
         self.responders = []
 
+    def kill_responder(self, i=0, sig=signal.SIGKILL):
+        """Send responder i a signal (default SIGKILL: a crash), reap it and
+        drop it from st.responders (its status goes to st.responder_exits);
+        st.start_responders(1) starts a replacement on the same socket."""
+        p = self.responders.pop(i)
+        if p.poll() is None:
+            p.send_signal(sig)
+        p.wait()
+        self.responder_exits.append((p.returncode, self.responder_log(i)))
+        return p.returncode
+
     @property
     def responder_pids(self):
         return [p.pid for p in self.responders]
@@ -422,6 +436,20 @@ class Stack:
         self.nginx = subprocess.Popen([nginx_bin(), "-p", self.prefix, "-c", path, "-e", "stderr"],
                                       stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
+
+    def reload_nginx(self):
+        """SIGHUP to nginx's master: new workers take new connections, the
+        old ones finish their requests and exit.  Waits until /healthz
+        answers again."""
+        self.nginx.send_signal(signal.SIGHUP)
+        self.wait_ready()
+
+    def restart_nginx(self):
+        """Stop nginx (SIGTERM: fast shutdown, open connections dropped) and
+        start it again on the same port; waits until ready."""
+        self._terminate(self.nginx)
+        self._start_nginx()
+        self.wait_ready()
 
     def nginx_log(self):
         return _tail(os.path.join(self.prefix, "nginx.log"), 50)

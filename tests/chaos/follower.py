@@ -1,0 +1,516 @@
+#!/usr/bin/env python3
+"""follower.py - HTTP clients that follow a tailgate feed and check what they see.
+
+A Follower is one client of the HTTP API (PRODUCT.md), as a browser's
+tailgate.js would be, on its own thread (stdlib only; hundreds per process
+are fine): it takes a snapshot of a feed through nginx, then follows it by
+long-poll with the reply's cursor, or (mode="sse") by Server-Sent Events
+resumed with Last-Event-ID.  It applies every batch to a local multiset of
+rows and checks, as it goes:
+
+  * every batch is after the cursor it asked with, and after the last one
+    it applied: a batch seen twice or a cursor going backwards is a
+    violation (the cursor is the upstream's own timestamp: PostgreSQL
+    commit LSNs and Materialize timestamps only grow, across daemon
+    restarts and resyncs too);
+  * a long-poll reply's cursor is its last batch's timestamp, and an empty
+    reply keeps the request's cursor (unfiltered feeds);
+  * a deleted row was held (a missing batch usually shows here first);
+  * a new snapshot at the cursor the follower already holds equals its
+    table.
+
+On 410 it takes a new snapshot and carries on (an SSE stream gets the
+snapshot in-band, `event: snapshot`); on network errors and 5xx it retries
+the same cursor with exponential backoff (50 ms doubling to 2 s, jittered).
+
+What it cannot see by itself is a batch that was skipped without a 410.
+Two oracles close that gap; the chaos tests use both while the load is
+paused (every follower at the feed's head):
+
+  * tables: `f.table()` (a Counter of rows) must equal the database's view
+    at `f.cursor`: `rows_key(row)` gives the comparable form of a row
+    parsed as the followers parse them (`parse_json`);
+  * the ring: `f.take_unverified()` returns the cursor the follower's
+    record starts from (its last snapshot, or the last verification) and
+    the (cursor, digest) of every batch applied since; `verify_with_ring`
+    compares them with `tailgate-ring dump FEED CURSOR`, which lists every
+    batch the ring holds after that cursor: equal lists mean no batch was
+    skipped, doubled or altered.
+
+Python:
+
+    import sys; sys.path.insert(0, "tests/chaos")
+    from follower import Follower, verify_with_ring
+
+    f = Follower("127.0.0.1", port, "winning_bids", mode="longpoll")  # or "sse"
+    f.start()
+    ...
+    f.cursor, f.table(), f.stats, f.violations
+    f.pause(); f.resume()      stop polling (cut the request or stream in flight,
+                               wait until idle) / go on from the same cursor
+    f.stop()
+
+Followers never raise: problems are appended to f.violations (strings),
+connections silent past io_timeout to f.stalls, counts kept in f.stats
+(batches, replies, snapshots, gone, errors, stalls, ...).
+"""
+
+import collections
+import http.client
+import json
+import random
+import socket
+import subprocess
+import threading
+import time
+
+__all__ = ["Follower", "parse_json", "rows_key", "batch_digest", "verify_with_ring"]
+
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+MAX_VIOLATIONS = 50  # per follower; later ones only counted
+
+
+def parse_json(text):
+    """JSON with numbers kept as their text, so that 1.50 and 1.5 differ
+    exactly as the database's text does, and nothing is re-rounded."""
+    return json.loads(text, parse_int=str, parse_float=str)
+
+
+def rows_key(row):
+    """A row (a parsed JSON array) as a hashable, comparable key."""
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+
+
+def batch_digest(batch):
+    """What identifies a batch's content: its rows in order, inserted and deleted."""
+    return hash((rows_key(batch.get("inserted", [])), rows_key(batch.get("deleted", []))))
+
+
+class _Gone(Exception):
+    pass
+
+
+class _Retry(Exception):
+    pass
+
+
+class Follower(threading.Thread):
+    """One client following one feed; see the module docstring."""
+
+    def __init__(self, host, port, feed, mode="longpoll", name=None, poll_timeout=5,
+                 prefix="/feeds/", sse_query=False, io_timeout=None):
+        super().__init__(name=name or "follower-%s-%s" % (feed, mode), daemon=True)
+        if mode not in ("longpoll", "sse"):
+            raise ValueError("mode must be longpoll or sse")
+        self.host, self.port, self.feed, self.mode = host, port, feed, mode
+        self.poll_timeout = poll_timeout
+        self.prefix = prefix
+        self.sse_query = sse_query  # ?stream=sse instead of the Accept header
+        # Silence longer than this on a connection is a stall (counted in
+        # stats["stalls"], noted in self.stalls): a long-poll is answered by
+        # its timeout, an SSE stream carries a keep-alive comment at least
+        # every --sse-keepalive seconds (15 by default).
+        self.io_timeout = io_timeout or (poll_timeout + 15 if mode == "longpoll" else 20)
+        self.stalls = []
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+        self._running = threading.Event()  # cleared while paused
+        self._running.set()
+        self._idle = threading.Event()     # set while paused
+        self._conn = None
+        self._resync = False
+        self._table = collections.Counter()
+        self.cursor = None          # int: the cursor the table is at
+        self.verify_from = None     # int: where the unverified record starts
+        self._record = []           # [(cursor, digest)] applied since verify_from
+        self.violations = []
+        self.n_violations = 0
+        self.stats = collections.Counter()
+        self.last_error = None
+        self.last_progress = time.monotonic()
+
+    # ---- control (any thread) ----
+
+    def stop(self):
+        self._halt.set()
+        self._running.set()
+        self._break()
+
+    def pause(self, timeout=10):
+        """Stop asking for batches (the request in flight or the SSE stream
+        is cut) and wait until the thread is idle, so that the cursor no
+        longer moves; resume() goes on from that cursor."""
+        self._running.clear()
+        self._break()
+        return self._idle.wait(timeout)
+
+    def resume(self):
+        self._running.set()
+
+    @property
+    def paused(self):
+        return not self._running.is_set()
+
+    def table(self):
+        with self._lock:
+            return collections.Counter(self._table)
+
+    def state(self):
+        """(cursor, table copy), consistent with each other."""
+        with self._lock:
+            return self.cursor, collections.Counter(self._table)
+
+    def take_unverified(self):
+        """(verify_from, record, cursor): the record of batches applied after
+        verify_from, up to the current cursor; the record restarts there."""
+        with self._lock:
+            out = (self.verify_from, self._record, self.cursor)
+            self.verify_from = self.cursor
+            self._record = []
+            return out
+
+    # ---- bookkeeping ----
+
+    def _violate(self, msg):
+        self.n_violations += 1
+        self.stats["violations"] += 1
+        if len(self.violations) < MAX_VIOLATIONS:
+            self.violations.append("%s: %s" % (self.name, msg))
+
+    def _reset(self, batch, cursor):
+        """A snapshot batch at cursor: the table starts over from it."""
+        new = collections.Counter(rows_key(r) for r in batch.get("inserted", []))
+        if batch.get("deleted"):
+            self._violate("snapshot at %d has deleted rows" % cursor)
+        with self._lock:
+            if self.cursor is not None:
+                if cursor < self.cursor:
+                    self._violate("snapshot cursor %d is before the cursor %d already held"
+                                  % (cursor, self.cursor))
+                elif cursor == self.cursor and new != self._table:
+                    self._violate("snapshot at %d differs from the table held at that cursor "
+                                  "(%d rows vs %d)" % (cursor, sum(new.values()),
+                                                       sum(self._table.values())))
+            self._table = new
+            self.cursor = cursor
+            self.verify_from = cursor
+            # Batches applied since the last verification, superseded by
+            # this snapshot: the ring may no longer hold them.
+            self.stats["unverified_resync"] += len(self._record)
+            self._record = []
+        self.stats["snapshots"] += 1
+        self.stats["snapshot_rows"] += sum(new.values())
+        self.last_progress = time.monotonic()
+
+    def _apply(self, batch, asked):
+        """One batch after cursor `asked` (the reply's request cursor)."""
+        try:
+            ts = int(batch["timestamp"])
+        except (KeyError, TypeError, ValueError):
+            self._violate("batch without a numeric timestamp: %.200r" % (batch,))
+            return
+        with self._lock:
+            if ts <= self.cursor:
+                self._violate("batch %d not after the cursor %d held (asked after %s): "
+                              "seen twice or out of order" % (ts, self.cursor, asked))
+                return
+            t = self._table
+            for r in batch.get("deleted", []):
+                k = rows_key(r)
+                if t[k] <= 0:
+                    self._violate("batch %d deletes a row not held: %.200s" % (ts, k))
+                    del t[k]
+                else:
+                    t[k] -= 1
+                    if t[k] == 0:
+                        del t[k]
+            for r in batch.get("inserted", []):
+                t[rows_key(r)] += 1
+            self.cursor = ts
+            self._record.append((ts, batch_digest(batch)))
+        self.stats["batches"] += 1
+        self.last_progress = time.monotonic()
+
+    # ---- HTTP ----
+
+    def _break(self):
+        c = self._conn
+        if c is not None and c.sock is not None:
+            try:
+                c.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _close(self):
+        c, self._conn = self._conn, None
+        if c is not None:
+            try:
+                c.close()
+            except Exception:
+                pass
+
+    def _stalled(self, what):
+        self.stats["stalls"] += 1
+        if len(self.stalls) < MAX_VIOLATIONS:
+            self.stalls.append("%s: %s silent for %.0f s at cursor %s" % (
+                self.name, what, self.io_timeout, self.cursor))
+
+    def _request(self, path, headers=None):
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port,
+                                                    timeout=self.io_timeout)
+        try:
+            self._conn.request("GET", path, headers=headers or {})
+            return self._conn.getresponse()
+        except (OSError, http.client.HTTPException) as e:
+            self._close()
+            if isinstance(e, socket.timeout) and self._running.is_set():
+                self._stalled("request " + path)
+            raise _Retry("%s: %s" % (type(e).__name__, e))
+
+    def _get_json(self, path):
+        r = self._request(path)
+        try:
+            body = r.read()
+        except (OSError, http.client.HTTPException) as e:
+            self._close()
+            if isinstance(e, socket.timeout) and self._running.is_set():
+                self._stalled("reply to " + path)
+            raise _Retry("reading: %s: %s" % (type(e).__name__, e))
+        if r.getheader("Connection", "").lower() == "close":
+            self._close()
+        self.stats["status_%d" % r.status] += 1
+        if r.status == 410:
+            try:
+                err = parse_json(body)
+                if not isinstance(err.get("error"), str):
+                    raise ValueError
+            except (ValueError, AttributeError):
+                self._violate("a 410 without a JSON error body: %.200r" % body)
+            raise _Gone()
+        if r.status != 200:
+            raise _Retry("HTTP %d: %.200r" % (r.status, body))
+        try:
+            return parse_json(body)
+        except ValueError:
+            self._violate("a 200 reply that is not JSON: %.200r" % body)
+            raise _Retry("not JSON")
+
+    # ---- the loops ----
+
+    def run(self):
+        delay = BACKOFF_MIN
+        while not self._halt.is_set():
+            if not self._running.is_set():
+                self._close()
+                self._idle.set()
+                self._running.wait()
+                self._idle.clear()
+                continue
+            try:
+                if self.mode == "sse":
+                    self._sse_session()
+                elif self.cursor is None or self._resync:
+                    self._snapshot()
+                else:
+                    self._poll()
+                delay = BACKOFF_MIN
+            except _Gone:
+                # Take a new snapshot next.  The table stays as it is until
+                # the snapshot replaces it (a 410 says "resync", not "your
+                # table is wrong"): _reset compares them at an equal cursor.
+                self.stats["gone"] += 1
+                self._resync = True
+            except _Retry as e:
+                if self._halt.is_set() or not self._running.is_set():
+                    continue
+                self.stats["errors"] += 1
+                self.last_error = str(e)
+                self._close()
+                self._halt.wait(delay / 2 + random.random() * delay / 2)
+                delay = min(delay * 2, BACKOFF_MAX)
+        self._close()
+
+    def _snapshot(self):
+        obj = self._get_json(self.prefix + self.feed)
+        batches = obj.get("batches") or []
+        if not batches:
+            self._violate("a snapshot reply without the snapshot batch: %.200r" % (obj,))
+            raise _Retry("empty snapshot")
+        snap = batches[0]
+        cur = int(snap["timestamp"])
+        self._reset(snap, cur)
+        for b in batches[1:]:
+            self._apply(b, cur)
+        self._check_reply_cursor(obj, batches[1:], cur)
+        self._resync = False
+
+    def _check_reply_cursor(self, obj, batches, asked):
+        try:
+            rc = int(obj["cursor"])
+        except (KeyError, TypeError, ValueError):
+            self._violate("a reply without a cursor: %.200r" % (obj,))
+            return
+        if batches:
+            last = int(batches[-1]["timestamp"])
+            if rc != last:
+                self._violate("reply cursor %d is not its last batch's %d" % (rc, last))
+        elif rc != asked:
+            self._violate("an empty reply moved the cursor from %d to %d" % (asked, rc))
+        with self._lock:
+            if rc != self.cursor:
+                self._violate("reply cursor %d but the table is at %d" % (rc, self.cursor))
+
+    def _poll(self):
+        asked = self.cursor
+        obj = self._get_json("%s%s?cursor=%d&timeout=%d" % (self.prefix, self.feed, asked,
+                                                            self.poll_timeout))
+        self.stats["replies"] += 1
+        batches = obj.get("batches") or []
+        for b in batches:
+            self._apply(b, asked)
+        self._check_reply_cursor(obj, batches, asked)
+
+    def _sse_session(self):
+        headers = {}
+        path = self.prefix + self.feed
+        if self.sse_query:
+            path += "?stream=sse"
+        else:
+            headers["Accept"] = "text/event-stream"
+        if self.cursor is not None:
+            headers["Last-Event-ID"] = str(self.cursor)
+        # One connection per stream: it ends with the stream.
+        self._close()
+        r = self._request(path, headers)
+        self.stats["status_%d" % r.status] += 1
+        if r.status != 200:
+            try:
+                body = r.read()
+            except (OSError, http.client.HTTPException):
+                body = b""
+            self._close()
+            raise _Retry("HTTP %d: %.200r" % (r.status, body))
+        self.stats["streams"] += 1
+        event, ident, data = None, None, []
+        try:
+            while not self._halt.is_set() and self._running.is_set():
+                line = r.readline()
+                if not line:
+                    raise _Retry("stream ended")
+                line = line.decode("utf-8").rstrip("\r\n")
+                if line == "":
+                    if data or event:
+                        self._sse_event(event, ident, "\n".join(data))
+                    event, ident, data = None, None, []
+                    continue
+                if line.startswith(":"):
+                    self.stats["sse_comments"] += 1
+                    self.last_progress = time.monotonic()
+                    continue
+                field, _, value = line.partition(":")
+                if value.startswith(" "):
+                    value = value[1:]
+                if field == "event":
+                    event = value
+                elif field == "id":
+                    ident = value
+                elif field == "data":
+                    data.append(value)
+                elif field == "retry":
+                    pass
+                else:
+                    self._violate("unknown SSE field %r" % field)
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            if isinstance(e, socket.timeout) and self._running.is_set():
+                self._stalled("SSE stream")
+            raise _Retry("stream: %s: %s" % (type(e).__name__, e))
+        finally:
+            self._close()
+
+    def _sse_event(self, event, ident, data):
+        try:
+            batch = parse_json(data)
+            cur = int(ident)
+        except (TypeError, ValueError):
+            self._violate("bad SSE event %r id %r: %.200r" % (event, ident, data))
+            return
+        if str(batch.get("timestamp")) != ident:
+            self._violate("SSE id %s is not the batch's timestamp %s" %
+                          (ident, batch.get("timestamp")))
+        if event == "snapshot":
+            if self.cursor is not None:
+                self.stats["gone"] += 1  # an in-band resync: SSE's 410
+            self._reset(batch, cur)
+        elif event is None:
+            if self.cursor is None:
+                self._violate("an SSE batch before any snapshot")
+                return
+            self._apply(batch, self.cursor)
+        else:
+            self._violate("unknown SSE event %r" % event)
+
+
+def _dump(ring_tool, ring_dir, feed, cursor):
+    """Batches the ring holds after cursor: [(cursor, digest)], or None when the
+    cursor is gone (lapped, or another history)."""
+    p = subprocess.run([ring_tool, "-d", ring_dir, "dump", feed, str(cursor)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        return None
+    out = []
+    for line in p.stdout.splitlines():
+        rec = parse_json(line)
+        if rec.get("restart"):
+            return None  # lapped while reading
+        out.append((int(rec["cursor"]), batch_digest(rec["batch"])))
+    return out
+
+
+def verify_with_ring(followers, ring_tool, ring_dir, feed):
+    """Compare every follower's record since its last verification with the
+    ring's batches after that cursor, up to the follower's cursor.  Works
+    while the feed moves (the dump is taken after the records, so it holds
+    at least as much).  Returns (verified, unverifiable, problems): batches
+    matched, batches that could not be checked (the ring no longer holds
+    their start: lapped, or a new history), and a list of strings.  Each
+    follower's record restarts at its cursor."""
+    taken = [(f, f.take_unverified()) for f in followers]
+    verified = unverifiable = 0
+    problems = []
+    dumps = {}  # start cursor -> [(cursor, digest)] or None
+
+    def after(start):
+        if start in dumps:
+            return dumps[start]
+        # A dump from an earlier cursor covers every later start in it.
+        for s, d in dumps.items():
+            if d is None or s > start:
+                continue
+            for i, (c, _) in enumerate(d):
+                if c == start:
+                    return d[i + 1:]
+        dumps[start] = _dump(ring_tool, ring_dir, feed, start)
+        return dumps[start]
+
+    for f, (start, record, end) in sorted(taken, key=lambda t: t[1][0] or 0):
+        if start is None or not record:
+            continue
+        held = after(start)
+        if held is None or not held or held[-1][0] < end:
+            unverifiable += len(record)  # gone, or the ring is another history
+            continue
+        want = [h for h in held if h[0] <= end]
+        if record == want:
+            verified += len(record)
+            continue
+        got_c = {c for c, _ in record}
+        want_c = {c for c, _ in want}
+        changed = sorted(c for c, d in record if c in want_c and (c, d) not in set(want))
+        problems.append("%s: after cursor %d up to %d the ring holds %d batches, the follower "
+                        "applied %d; skipped %s; not in the ring %s; different content %s" % (
+                            f.name, start, end, len(want), len(record),
+                            sorted(want_c - got_c)[:5], sorted(got_c - want_c)[:5],
+                            changed[:5]))
+    return verified, unverifiable, problems
