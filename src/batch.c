@@ -113,11 +113,12 @@ batch_parse_cursor(const char *s, uint64_t *cursor)
 }
 
 size_t
-utf8_char_len(const unsigned char *s, size_t n)
+utf8_seq_len(const unsigned char *s, size_t n, size_t *bad)
 {
 	unsigned char c, lo = 0x80, hi = 0xbf;
 	size_t need;
 
+	*bad = 1;
 	if (n == 0)
 		return 0;
 	c = s[0];
@@ -142,10 +143,20 @@ utf8_char_len(const unsigned char *s, size_t n)
 	}
 	for (size_t i = 1; i <= need; i++) {
 		unsigned char min = i == 1 ? lo : 0x80, max = i == 1 ? hi : 0xbf;
-		if (i >= n || s[i] < min || s[i] > max)
+		if (i >= n || s[i] < min || s[i] > max) {
+			*bad = i;
 			return 0;
+		}
 	}
 	return need + 1;
+}
+
+size_t
+utf8_char_len(const unsigned char *s, size_t n)
+{
+	size_t bad;
+
+	return utf8_seq_len(s, n, &bad);
 }
 
 static const char mid_text[] = "],\"deleted\":[";

@@ -85,6 +85,10 @@ bool batch_parse_cursor(const char *s, uint64_t *cursor);
  * surrogate, above U+10FFFF, or cut short by n).  For text that came from
  * a client: JSON replies must be valid UTF-8 whatever was asked. */
 size_t utf8_char_len(const unsigned char *s, size_t n);
+/* The same, and when it is not one, *bad = the length (>= 1) of its
+ * maximal invalid subpart (Unicode 15, 3.9, "U+FFFD substitution of
+ * maximal subparts"), for encoders that replace bad bytes. */
+size_t utf8_seq_len(const unsigned char *s, size_t n, size_t *bad);
 
 /* ---- reading (responder) ---- */
 

@@ -11,6 +11,8 @@
 
 #include "encode.h"
 
+#include "batch.h" /* utf8_seq_len */
+
 #include <stdint.h>
 #include <string.h>
 
@@ -30,47 +32,6 @@ static const unsigned char needs_escape[128] = {
         0, 0, 0, 0, 0, 0, 0, 0,
 };
 
-/*
- * Length of the valid UTF-8 sequence at s (1-4), or 0 when it is invalid;
- * then *bad is the length of its maximal invalid subpart (Unicode 15,
- * section 3.9, "U+FFFD substitution of maximal subparts"), at least 1.
- */
-static size_t
-utf8_seq(const unsigned char *s, size_t n, size_t *bad)
-{
-	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-	size_t need, i;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		need = 1;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		need = 2;
-		if (c == 0xe0)
-			lo = 0xa0; /* overlong */
-		else if (c == 0xed)
-			hi = 0x9f; /* surrogates */
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		need = 3;
-		if (c == 0xf0)
-			lo = 0x90; /* overlong */
-		else if (c == 0xf4)
-			hi = 0x8f; /* above U+10FFFF */
-	} else {
-		*bad = 1;
-		return 0;
-	}
-	for (i = 1; i <= need; i++) {
-		unsigned char min = i == 1 ? lo : 0x80, max = i == 1 ? hi : 0xbf;
-		if (i >= n || s[i] < min || s[i] > max) {
-			*bad = i;
-			return 0;
-		}
-	}
-	return need + 1;
-}
-
 bool
 encode_utf8_valid(const char *s, size_t len)
 {
@@ -83,7 +44,7 @@ encode_utf8_valid(const char *s, size_t len)
 			i++;
 			continue;
 		}
-		n = utf8_seq(p + i, len - i, &bad);
+		n = utf8_seq_len(p + i, len - i, &bad);
 		if (n == 0)
 			return false;
 		i += n;
@@ -162,7 +123,7 @@ put_string(char *o, const char *s, size_t len, int *flags)
 			i++;
 			continue;
 		}
-		size_t n = utf8_seq(p + i, len - i, &bad);
+		size_t n = utf8_seq_len(p + i, len - i, &bad);
 		if (n > 0) {
 			memcpy(o, s + i, n);
 			o += n;

@@ -35,6 +35,7 @@
 #include "batch.h"
 #include "encode.h"
 #include "log.h"
+#include "xmalloc.h"
 #include "ring.h"
 #include "rowset.h"
 
@@ -97,25 +98,6 @@ struct feed {
 
 	struct feed_stats stats;
 };
-
-static void *
-xrealloc(void *p, size_t n)
-{
-	p = realloc(p, n);
-	if (p == NULL)
-		fatalx("out of memory (%zu bytes)", n);
-	return p;
-}
-
-static char *
-xstrdup(const char *s)
-{
-	char *d = strdup(s ? s : "");
-
-	if (d == NULL)
-		fatalx("out of memory");
-	return d;
-}
 
 /* ---- restart: adopting the segment a previous daemon left --------------- */
 

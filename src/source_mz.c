@@ -38,6 +38,7 @@
 #include "encode.h"
 #include "feed.h"
 #include "log.h"
+#include "xmalloc.h"
 
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -125,26 +126,6 @@ free_cols(struct mz *m)
 	m->vals = NULL;
 	m->lens = NULL;
 	m->ncols = m->nview = 0;
-}
-
-static char *
-xstrdup(const char *s)
-{
-	char *d = strdup(s);
-
-	if (d == NULL)
-		fatalx("out of memory");
-	return d;
-}
-
-static void *
-xcalloc(size_t n, size_t size)
-{
-	void *p = calloc(n ? n : 1, size);
-
-	if (p == NULL)
-		fatalx("out of memory");
-	return p;
 }
 
 /* "feed=X: what: upstream error SQLSTATE: message" for a failed result. */

@@ -63,6 +63,7 @@
 #include "encode.h"
 #include "feed.h"
 #include "log.h"
+#include "xmalloc.h"
 #include "pgoutput.h"
 #include "source.h"
 
@@ -153,26 +154,6 @@ struct pgsrc {
 };
 
 /* ---- small helpers ------------------------------------------------------------------- */
-
-static char *
-xstrdup(const char *s)
-{
-	char *d = strdup(s ? s : "");
-
-	if (d == NULL)
-		fatalx("out of memory");
-	return d;
-}
-
-static void *
-xcalloc(size_t n, size_t size)
-{
-	void *p = calloc(n ? n : 1, size);
-
-	if (p == NULL)
-		fatalx("out of memory");
-	return p;
-}
 
 static void
 notice_to_log(void *arg, const char *msg)
