@@ -148,25 +148,28 @@ cmd_dump(const char *feed, const char *from)
 	struct ring_rec rec;
 	uint64_t seq, cursor;
 	char err[512];
-	int rc;
+	int rc, status = 0;
 
+	if (from != NULL && !batch_parse_cursor(from, &cursor)) {
+		fprintf(stderr, "tailgate-ring: bad cursor \"%s\"\n", from);
+		status = 2;
+		goto out;
+	}
 	for (int attempt = 0;; attempt++) {
 		if (from != NULL) {
-			if (!batch_parse_cursor(from, &cursor)) {
-				fprintf(stderr, "tailgate-ring: bad cursor \"%s\"\n", from);
-				return 2;
-			}
 			rc = ring_lookup(r, cursor, &seq);
 			if (rc != RING_OK) {
 				fprintf(stderr, "tailgate-ring: cursor %s: %s\n", from,
 					ring_strstatus(rc));
-				return 3;
+				status = 3;
+				goto out;
 			}
 		} else {
 			struct ring_snapshot s;
 			if (ring_snapshot_open(r, &s, err, sizeof(err)) != RING_OK) {
 				fprintf(stderr, "tailgate-ring: %s\n", err);
-				return 2;
+				status = 2;
+				goto out;
 			}
 			print_batch(s.cursor, s.data, s.len);
 			seq = s.seq_after;
@@ -181,13 +184,15 @@ cmd_dump(const char *feed, const char *from)
 		if (from != NULL || attempt > 10) {
 			fprintf(stderr, "tailgate-ring: lapped by the writer at seq %" PRIu64 "\n",
 				seq);
-			return 3;
+			status = 3;
+			goto out;
 		}
 		printf("{\"restart\":true}\n"); /* lapped: start over from a new snapshot */
 	}
+out:
 	free(buf.data);
 	ring_close(r, false);
-	return 0;
+	return status;
 }
 
 static int
@@ -199,11 +204,13 @@ cmd_wait(const char *feed, const char *from, const char *timeout)
 
 	if (!batch_parse_cursor(from, &cursor)) {
 		fprintf(stderr, "tailgate-ring: bad cursor \"%s\"\n", from);
+		ring_close(r, false);
 		return 2;
 	}
 	rc = ring_lookup(r, cursor, &seq);
 	if (rc != RING_OK) {
 		fprintf(stderr, "tailgate-ring: cursor %s: %s\n", from, ring_strstatus(rc));
+		ring_close(r, false);
 		return 3;
 	}
 	rc = ring_wait(r, seq, timeout ? atoi(timeout) : -1);
