@@ -19,7 +19,7 @@ Faults, each injected while the load runs, each followed by a check:
      recovery
   5. clients that disconnect mid-response, slow-loris clients (SSE streams
      and snapshots never read, a request header sent a byte at a time),
-     then TAILGATE_CHAOS_PARKED (default 2000) parked long-polls that all
+     then TAILGATE_CHAOS_PARKED (default 10,000) parked long-polls that all
      vanish at once: the responders answer /healthz and a long-poll after
      it, and their descriptors, threads and RSS return near baseline
   6. the ring lapping two paused followers: on resume they get a 410 (the
@@ -63,7 +63,7 @@ from stack import Stack, StackError, builddir, nginx_bin  # noqa: E402
 from follower import Follower, parse_json, rows_key, verify_with_ring  # noqa: E402
 
 RATE = os.environ.get("TAILGATE_CHAOS_RATE", "200")
-PARKED = int(os.environ.get("TAILGATE_CHAOS_PARKED", "2000"))
+PARKED = int(os.environ.get("TAILGATE_CHAOS_PARKED", "10000"))
 KEEP = os.environ.get("TAILGATE_CHAOS_KEEP") == "1"
 
 AUCTION_COLS = ("auction_id, bid_id, buyer, seller, item, amount, bid_time::text, "
@@ -220,7 +220,10 @@ class Chaos:
         self.wait_rings()
         # SSE keep-alive comments every 5 s: a stream silent for 12 s is
         # a stall (the followers' io_timeout).
-        self.st = Stack(responders=2, ring_dir=self.ring_dir, connections=8192,
+        # nginx holds two connections per parked request (client and
+        # FastCGI), plus the followers'.
+        self.st = Stack(responders=2, ring_dir=self.ring_dir,
+                        connections=max(8192, 2 * PARKED + 2048),
                         responder_args=["--sse-keepalive", str(SSE_KEEPALIVE)],
                         base_dir=os.path.join(self.tmp, "stack"), keep=True,
                         htdocs=os.path.join(top_srcdir, "htdocs"))
