@@ -286,7 +286,7 @@ waiter(const char *feed, struct lat_shared *ls, int id, int waiters, int wakes)
 		memcpy(&stamp, buf.data, sizeof(stamp));
 		uint64_t d = t - stamp;
 		ls->ns[(size_t)k * (size_t)waiters + (size_t)id] =
-			d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+		        d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
 		/* The writer reads the sample after seeing the count. */
 		atomic_fetch_add_explicit(&ls->done, 1, memory_order_release);
 	}
@@ -397,8 +397,9 @@ stop:
 		qsort(wake_cost, (size_t)wakes, sizeof(uint32_t), cmp_u32);
 		printf("wake latency (%d waiter process%s, %d wakes): p50 %.1f us p90 %.1f us p99 "
 		       "%.1f us max %.1f us\n",
-		       waiters, waiters == 1 ? "" : "es", wakes, pct_us(ls->ns, nsamples, 50), pct_us(ls->ns, nsamples, 90),
-		       pct_us(ls->ns, nsamples, 99), pct_us(ls->ns, nsamples, 100));
+		       waiters, waiters == 1 ? "" : "es", wakes, pct_us(ls->ns, nsamples, 50),
+		       pct_us(ls->ns, nsamples, 90), pct_us(ls->ns, nsamples, 99),
+		       pct_us(ls->ns, nsamples, 100));
 		if (waiters > 1)
 			printf("  last of the %d running: p50 %.1f us p99 %.1f us max %.1f us\n",
 			       waiters, pct_us(last, (size_t)wakes, 50),
@@ -420,19 +421,19 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: bench_ring [--quick] [--waiters N] [--wakes N] [--readers N]\n"
-		   "  --quick      about a tenth of the work (wakes 1000)\n"
-		   "  --waiters N  processes blocked in ring_wait, default 100\n"
-		   "  --wakes N    wakes measured, default 10000\n"
-		   "  --readers N  reader processes attached in the publish runs, default 4\n");
+	           "  --quick      about a tenth of the work (wakes 1000)\n"
+	           "  --waiters N  processes blocked in ring_wait, default 100\n"
+	           "  --wakes N    wakes measured, default 10000\n"
+	           "  --readers N  reader processes attached in the publish runs, default 4\n");
 }
 
 int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"quick", no_argument, NULL, 'q'},       {"waiters", required_argument, NULL, 'w'},
-		{"wakes", required_argument, NULL, 'k'}, {"readers", required_argument, NULL, 'r'},
-		{"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+	        {"quick", no_argument, NULL, 'q'},       {"waiters", required_argument, NULL, 'w'},
+	        {"wakes", required_argument, NULL, 'k'}, {"readers", required_argument, NULL, 'r'},
+	        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
 	};
 	bool wakes_set = false;
 	int c;

@@ -288,7 +288,8 @@ accept_some(void)
 			continue;
 		}
 		if (watch_pending(fd, false))
-			check_pending(fd, true, false, false); /* the params may have come meanwhile */
+			check_pending(fd, true, false,
+			              false); /* the params may have come meanwhile */
 	}
 }
 
@@ -310,9 +311,10 @@ accept_main(void *arg)
 			else if (fd == listen_fd)
 				accept_some();
 			else if (fd < pend_n && pend_gen[fd] != 0)
-				check_pending(fd, true,
-				              (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0,
-				              false);
+				check_pending(
+				        fd, true,
+				        (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0,
+				        false);
 		}
 		/* Connections that did not send their params in time. */
 		int64_t now = mono_ms();

@@ -171,7 +171,7 @@ batch_finish(struct batch_builder *b, uint64_t cursor, struct iovec *iov)
 
 	batch_format_cursor(cursor, cur, sizeof(cur));
 	prefix_len = (size_t)snprintf(b->prefix, sizeof(b->prefix),
-				      "{\"timestamp\":\"%s\",\"inserted\":[", cur);
+	                              "{\"timestamp\":\"%s\",\"inserted\":[", cur);
 	ins_off = prefix_len;
 	del_off = ins_off + b->ins.len + sizeof(mid_text) - 1;
 	json_len = del_off + b->del.len + sizeof(end_text) - 1;

@@ -56,11 +56,11 @@ void bbuf_free(struct bbuf *b);
 /* Collects one batch's rows; reusable after batch_builder_reset. */
 struct batch_builder {
 	char prefix[64];
-	struct bbuf ins, del;     /* comma-separated row JSON */
+	struct bbuf ins, del;           /* comma-separated row JSON */
 	struct bbuf ins_rows, del_rows; /* struct batch_row, offsets within ins/del */
 	uint64_t n_ins, n_del;
 	struct batch_hdr hdr;
-	struct bbuf index;        /* final row index, built by batch_finish */
+	struct bbuf index; /* final row index, built by batch_finish */
 	char pad[8];
 };
 

@@ -57,8 +57,9 @@ feed_definition(const struct conf *c, const struct conf_feed *cf)
 {
 	char *s;
 
-	if (asprintf(&s, "source=%s\nview=%s\nquery=%s\ntable=%s\ncolumns=%s\nwhere=%s\n"
-	                 "slot=%s\npermanent=%d\n",
+	if (asprintf(&s,
+	             "source=%s\nview=%s\nquery=%s\ntable=%s\ncolumns=%s\nwhere=%s\n"
+	             "slot=%s\npermanent=%d\n",
 	             c->source ? c->source : "", cf->view ? cf->view : "\x01",
 	             cf->query ? cf->query : "\x01", cf->table ? cf->table : "\x01",
 	             cf->columns ? cf->columns : "\x01", cf->where ? cf->where : "\x01",

@@ -76,16 +76,16 @@
 struct feed;
 
 struct feed_params {
-	const char *name;     /* the feed's name, also the segment's */
-	const char *ring_dir; /* NULL: RING_DEFAULT_DIR */
-	const char *source;   /* "materialize", "postgresql": shown by the ring */
-	uint64_t ring_size;   /* data area bytes */
-	bool unique_rows;     /* a row twice in one timestamp is an error,
-	                       * not summed (source_ops.consolidated) */
+	const char *name;       /* the feed's name, also the segment's */
+	const char *ring_dir;   /* NULL: RING_DEFAULT_DIR */
+	const char *source;     /* "materialize", "postgresql": shown by the ring */
+	uint64_t ring_size;     /* data area bytes */
+	bool unique_rows;       /* a row twice in one timestamp is an error,
+	                         * not summed (source_ops.consolidated) */
 	const char *definition; /* what the feed streams (the source's settings
 	                         * for it), recorded in the segment: a restart
 	                         * adopts only a segment of the same one */
-	bool fresh;           /* do not adopt an existing segment */
+	bool fresh;             /* do not adopt an existing segment */
 };
 
 struct feed_column {

@@ -97,8 +97,8 @@ vlog(enum log_level level, const char *fmt, va_list ap, const char *suffix)
 		gmtime_r(&tv.tv_sec, &tm);
 		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 		fprintf(stderr, "%s.%03ldZ %s[%d] %s %s%s%s\n", ts, (long)(tv.tv_usec / 1000),
-			log_prog, (int)getpid(), level_names[level], msg, suffix ? ": " : "",
-			suffix ? suffix : "");
+		        log_prog, (int)getpid(), level_names[level], msg, suffix ? ": " : "",
+		        suffix ? suffix : "");
 	}
 	errno = saved;
 }

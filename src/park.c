@@ -426,8 +426,8 @@ park_snapshot_reply(struct waiter *w, struct ring_buf *scratch)
 		 * batch is gone (lapped, or the ring restarted without a new
 		 * snapshot) would be served alone as if it were current. */
 		uint64_t seq_after = snap.seq_after;
-		rc = render_range(w->seg->ring, seq_after, head_seq(w->seg), w->fs->filter,
-		                  w->sse, RENDER_MAX_REPLY, &body, scratch, &rr, snap.cursor);
+		rc = render_range(w->seg->ring, seq_after, head_seq(w->seg), w->fs->filter, w->sse,
+		                  RENDER_MAX_REPLY, &body, scratch, &rr, snap.cursor);
 		ring_snapshot_release(&snap);
 		bbuf_free(&sb);
 		if (rc != RING_OK && rr.next_seq == seq_after) {

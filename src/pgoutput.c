@@ -101,8 +101,8 @@ rd_bytes(struct rd *r, size_t n, const char *field)
 	return b;
 }
 
-static int
-fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
 
 static int
 fail(char *err, size_t errlen, const char *fmt, ...)
@@ -122,11 +122,11 @@ static int
 rd_finish(struct rd *r, const char *what, char *err, size_t errlen)
 {
 	if (r->bad)
-		return fail(err, errlen, "%s message truncated: %zu bytes, %s needed at offset %zu", what,
-			    r->len, r->bad, r->bad_off);
+		return fail(err, errlen, "%s message truncated: %zu bytes, %s needed at offset %zu",
+		            what, r->len, r->bad, r->bad_off);
 	if (r->off != r->len)
 		return fail(err, errlen, "%s message has %zu trailing bytes after offset %zu", what,
-			    r->len - r->off, r->off);
+		            r->len - r->off, r->off);
 	return 0;
 }
 
@@ -163,8 +163,8 @@ pgo_parse_copy(const void *buf, size_t len, struct pgo_copy *out, char *err, siz
 		if (rd_finish(&r, "primary keepalive", err, errlen) < 0)
 			return -1;
 		if (reply > 1)
-			return fail(err, errlen, "primary keepalive: replyRequested is %u, not 0 or 1",
-				    reply);
+			return fail(err, errlen,
+			            "primary keepalive: replyRequested is %u, not 0 or 1", reply);
 		out->reply_requested = reply == 1;
 		return 0;
 	default:
@@ -183,7 +183,7 @@ put_u64(uint8_t *p, uint64_t v)
 
 size_t
 pgo_build_status(uint8_t out[PGO_STATUS_LEN], uint64_t written, uint64_t flushed, uint64_t applied,
-		 int64_t now_pg_us, bool reply)
+                 int64_t now_pg_us, bool reply)
 {
 	out[0] = 'r';
 	put_u64(out + 1, written);
@@ -268,7 +268,7 @@ grow(void **arr, size_t *cap, size_t need, size_t size)
 /* One TupleData into vals (the decoder's array from index at). */
 static int
 read_tuple(struct pgo_decoder *d, struct rd *r, size_t at, struct pgo_tuple *t, const char *what,
-	   char *err, size_t errlen)
+           char *err, size_t errlen)
 {
 	uint16_t n = rd_u16(r, "TupleData column count");
 
@@ -302,8 +302,9 @@ read_tuple(struct pgo_decoder *d, struct rd *r, size_t at, struct pgo_tuple *t, 
 		}
 		default:
 			return fail(err, errlen,
-				    "%s message: column %u has unknown TupleData kind 0x%02x at offset %zu",
-				    what, i + 1, kind, r->off - 1);
+			            "%s message: column %u has unknown TupleData kind 0x%02x at "
+			            "offset %zu",
+			            what, i + 1, kind, r->off - 1);
 		}
 	}
 	t->ncols = n;
@@ -360,7 +361,7 @@ pgo_msg_name(uint8_t type)
 
 int
 pgo_decode(struct pgo_decoder *d, const void *buf, size_t len, struct pgo_msg *m, char *err,
-	   size_t errlen)
+           size_t errlen)
 {
 	struct rd r = {.p = buf, .len = len};
 
@@ -400,7 +401,8 @@ pgo_decode(struct pgo_decoder *d, const void *buf, size_t len, struct pgo_msg *m
 		if (r.bad)
 			return rd_finish(&r, name, err, errlen);
 		if (!grow((void **)&d->cols, &d->cols_cap, n, sizeof(*d->cols)))
-			return fail(err, errlen, "Relation message: out of memory for %u columns", n);
+			return fail(err, errlen, "Relation message: out of memory for %u columns",
+			            n);
 		for (uint16_t i = 0; i < n; i++) {
 			d->cols[i].flags = rd_u8(&r, "column flags");
 			d->cols[i].name = rd_str(&r, "column name");
@@ -418,8 +420,9 @@ pgo_decode(struct pgo_decoder *d, const void *buf, size_t len, struct pgo_msg *m
 		case 'i':
 			return 0;
 		default:
-			return fail(err, errlen, "Relation message: unknown replica identity 0x%02x",
-				    (uint8_t)m->u.relation.replident);
+			return fail(err, errlen,
+			            "Relation message: unknown replica identity 0x%02x",
+			            (uint8_t)m->u.relation.replident);
 		}
 	}
 
@@ -436,8 +439,9 @@ pgo_decode(struct pgo_decoder *d, const void *buf, size_t len, struct pgo_msg *m
 		if (r.bad)
 			return rd_finish(&r, name, err, errlen);
 		if (n != 'N')
-			return fail(err, errlen, "Insert message: expected 'N' before the new tuple, got 0x%02x",
-				    n);
+			return fail(err, errlen,
+			            "Insert message: expected 'N' before the new tuple, got 0x%02x",
+			            n);
 		if (read_tuple(d, &r, 0, &m->u.insert.newtup, name, err, errlen) < 0)
 			return -1;
 		return rd_finish(&r, name, err, errlen);
@@ -461,7 +465,9 @@ pgo_decode(struct pgo_decoder *d, const void *buf, size_t len, struct pgo_msg *m
 		}
 		if (k != 'N')
 			return fail(err, errlen,
-				    "Update message: expected 'K', 'O' or 'N' before a tuple, got 0x%02x", k);
+			            "Update message: expected 'K', 'O' or 'N' before a tuple, got "
+			            "0x%02x",
+			            k);
 		if (read_tuple(d, &r, at, &m->u.update.newtup, name, err, errlen) < 0)
 			return -1;
 		/* The new tuple may have moved the array: point old at it again. */
@@ -477,8 +483,10 @@ pgo_decode(struct pgo_decoder *d, const void *buf, size_t len, struct pgo_msg *m
 		if (r.bad)
 			return rd_finish(&r, name, err, errlen);
 		if (k != 'K' && k != 'O')
-			return fail(err, errlen, "Delete message: expected 'K' or 'O' before the old tuple, got 0x%02x",
-				    k);
+			return fail(err, errlen,
+			            "Delete message: expected 'K' or 'O' before the old tuple, got "
+			            "0x%02x",
+			            k);
 		m->u.del.old_kind = (char)k;
 		if (read_tuple(d, &r, 0, &m->u.del.oldtup, name, err, errlen) < 0)
 			return -1;
@@ -493,11 +501,13 @@ pgo_decode(struct pgo_decoder *d, const void *buf, size_t len, struct pgo_msg *m
 			return rd_finish(&r, name, err, errlen);
 		/* Check the size before allocating: n comes from the wire. */
 		if ((uint64_t)n * 4 != len - r.off)
-			return fail(err, errlen, "Truncate message: %u relations need %" PRIu64
-						 " bytes, %zu remain",
-				    n, (uint64_t)n * 4, len - r.off);
+			return fail(err, errlen,
+			            "Truncate message: %u relations need %" PRIu64
+			            " bytes, %zu remain",
+			            n, (uint64_t)n * 4, len - r.off);
 		if (!grow((void **)&d->relids, &d->relids_cap, n ? n : 1, sizeof(*d->relids)))
-			return fail(err, errlen, "Truncate message: out of memory for %u relations", n);
+			return fail(err, errlen, "Truncate message: out of memory for %u relations",
+			            n);
 		for (uint32_t i = 0; i < n; i++)
 			d->relids[i] = rd_u32(&r, "relation OID");
 		m->u.truncate.nrels = n;
@@ -521,19 +531,20 @@ pgo_decode(struct pgo_decoder *d, const void *buf, size_t len, struct pgo_msg *m
 	case 'E':
 	case 'c':
 	case 'A':
-		return fail(err, errlen,
-			    "%s message: streamed transactions are not supported (use proto_version "
-			    "'1' without streaming)",
-			    name);
+		return fail(
+		        err, errlen,
+		        "%s message: streamed transactions are not supported (use proto_version "
+		        "'1' without streaming)",
+		        name);
 	case 'b':
 	case 'P':
 	case 'K':
 	case 'r':
 	case 'p':
 		return fail(err, errlen,
-			    "%s message: two-phase commit decoding is not supported (use "
-			    "proto_version '1' without two_phase)",
-			    name);
+		            "%s message: two-phase commit decoding is not supported (use "
+		            "proto_version '1' without two_phase)",
+		            name);
 	default:
 		return fail(err, errlen, "unknown pgoutput message type 0x%02x", type);
 	}

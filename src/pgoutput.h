@@ -70,7 +70,7 @@ int pgo_parse_copy(const void *buf, size_t len, struct pgo_copy *out, char *err,
  * microseconds since 2000-01-01, and whether the server should answer at
  * once.  Returns PGO_STATUS_LEN. */
 size_t pgo_build_status(uint8_t out[PGO_STATUS_LEN], uint64_t written, uint64_t flushed,
-			uint64_t applied, int64_t now_pg_us, bool reply);
+                        uint64_t applied, int64_t now_pg_us, bool reply);
 
 /* The current time in microseconds since 2000-01-01 (CLOCK_REALTIME). */
 int64_t pgo_now_pg_us(void);
@@ -194,7 +194,7 @@ struct pgo_decoder {
 /* Parse one pgoutput message (the data of an XLogData).  0, or -1 with a
  * message in err (malformed, unknown, unsupported, out of memory). */
 int pgo_decode(struct pgo_decoder *d, const void *buf, size_t len, struct pgo_msg *out, char *err,
-	       size_t errlen);
+               size_t errlen);
 
 void pgo_decoder_free(struct pgo_decoder *d);
 

@@ -261,9 +261,10 @@ make_paths(struct ring *r, const char *dir, const char *feed, char *err, size_t 
 		       RING_FEED_NAME_MAX);
 		return RING_ERR;
 	}
-	if ((size_t)snprintf(r->path, sizeof(r->path), "%s/%s.ring", dir, feed) >= sizeof(r->path) ||
+	if ((size_t)snprintf(r->path, sizeof(r->path), "%s/%s.ring", dir, feed) >=
+	            sizeof(r->path) ||
 	    (size_t)snprintf(r->snap_path, sizeof(r->snap_path), "%s/%s.snap", dir, feed) >=
-		sizeof(r->snap_path)) {
+	            sizeof(r->snap_path)) {
 		seterr(err, errlen, "ring directory path too long: %s", dir);
 		return RING_ERR;
 	}
@@ -404,10 +405,10 @@ check_invariants(struct ring *r)
 	struct ring_hdr *h = r->hdr;
 	uint64_t head = load_relaxed(&h->head_seq), tail = load_relaxed(&h->tail_seq);
 
-	assert(load_relaxed(&h->base_seq) <= tail && tail <= head);             /* I1 */
-	assert(head - tail <= (uint64_t)h->index_slots - 2);                    /* I2 */
-	assert(r->w_head_off - r->w_tail_off <= h->data_size);                  /* I3 */
-	assert(!r->w_has_snap || tail <= load_relaxed(&h->snap_seq_after));     /* I5 */
+	assert(load_relaxed(&h->base_seq) <= tail && tail <= head);         /* I1 */
+	assert(head - tail <= (uint64_t)h->index_slots - 2);                /* I2 */
+	assert(r->w_head_off - r->w_tail_off <= h->data_size);              /* I3 */
+	assert(!r->w_has_snap || tail <= load_relaxed(&h->snap_seq_after)); /* I5 */
 }
 #else
 #define check_invariants(r) ((void)0)
@@ -559,7 +560,8 @@ ring_write_snapshot(struct ring *r, const struct iovec *iov, int iovcnt, char *e
 		return RING_ERR;
 	}
 	if (close(fd) != 0 || rename(tmp, r->snap_path) != 0) {
-		seterr(err, errlen, "cannot install snapshot %s: %s", r->snap_path, strerror(errno));
+		seterr(err, errlen, "cannot install snapshot %s: %s", r->snap_path,
+		       strerror(errno));
 		unlink(tmp);
 		return RING_ERR;
 	}
@@ -634,7 +636,7 @@ ring_heartbeat(struct ring *r)
 
 static int
 validate_segment(const char *path, const struct ring_hdr *h, uint64_t file_size, char *err,
-		 size_t errlen)
+                 size_t errlen)
 {
 	if (file_size < sizeof(struct ring_hdr)) {
 		seterr(err, errlen, "%s: truncated segment (%llu bytes, header needs %zu)", path,
@@ -653,8 +655,9 @@ validate_segment(const char *path, const struct ring_hdr *h, uint64_t file_size,
 		return RING_ERR;
 	}
 	if (h->hdr_size != sizeof(struct ring_hdr) || h->segment_size != file_size) {
-		seterr(err, errlen, "%s: corrupt or truncated segment (size %llu, header says %llu)",
-		       path, (unsigned long long)file_size, (unsigned long long)h->segment_size);
+		seterr(err, errlen,
+		       "%s: corrupt or truncated segment (size %llu, header says %llu)", path,
+		       (unsigned long long)file_size, (unsigned long long)h->segment_size);
 		return RING_ERR;
 	}
 	if (h->data_size < MIN_DATA_SIZE || (h->data_size & (h->data_size - 1)) != 0 ||
@@ -790,13 +793,13 @@ adopt_index(struct ring *r, uint64_t *head_cursor, char *err, size_t errlen)
 
 	if (!(base_seq <= tail && tail <= head) || head - tail > (uint64_t)h->index_slots - 2)
 		adopt_bad("%s: sequence numbers out of order (base %llu, tail %llu, head %llu)",
-			  r->path, (unsigned long long)base_seq, (unsigned long long)tail,
-			  (unsigned long long)head);
+		          r->path, (unsigned long long)base_seq, (unsigned long long)tail,
+		          (unsigned long long)head);
 	if (tail > base_seq) {
 		struct ring_ent *e = &r->index[(tail - 1) & r->index_mask];
 		if (load_relaxed(&e->seq) != tail - 1 || load_relaxed(&e->cursor) <= prev_cursor)
 			adopt_bad("%s: the floor's index entry (seq %llu) is damaged", r->path,
-				  (unsigned long long)(tail - 1));
+			          (unsigned long long)(tail - 1));
 		prev_cursor = load_relaxed(&e->cursor);
 	}
 	for (uint64_t seq = tail; seq < head; seq++) {
@@ -809,12 +812,12 @@ adopt_index(struct ring *r, uint64_t *head_cursor, char *err, size_t errlen)
 		    len % 8 != 0 || len > size / 2 || (off & r->data_mask) + len > size ||
 		    (seq > tail && off != end && off != align_up(end, size)))
 			adopt_bad("%s: index entry of seq %llu is damaged", r->path,
-				  (unsigned long long)seq);
+			          (unsigned long long)seq);
 		memcpy(&rh, r->data + (off & r->data_mask), sizeof(rh));
 		if (rh.magic != REC_MAGIC || rh.seq != seq || rh.cursor != cursor ||
 		    align_up(sizeof(rh) + rh.payload_len, 8) != len)
 			adopt_bad("%s: record of seq %llu is damaged", r->path,
-				  (unsigned long long)seq);
+			          (unsigned long long)seq);
 		if (seq == tail)
 			first_off = off;
 		end = off + len;
@@ -858,10 +861,10 @@ adopt_snapshot(struct ring *r, char *err, size_t errlen)
 	if (sh.seq_after < tail || sh.seq_after > head ||
 	    sh.cursor != cursor_before(r, sh.seq_after))
 		adopt_bad("%s: snapshot at cursor %llu (seq %llu) is not in the held history "
-			  "(seqs %llu-%llu)",
-			  r->snap_path, (unsigned long long)sh.cursor,
-			  (unsigned long long)sh.seq_after, (unsigned long long)tail,
-			  (unsigned long long)head);
+		          "(seqs %llu-%llu)",
+		          r->snap_path, (unsigned long long)sh.cursor,
+		          (unsigned long long)sh.seq_after, (unsigned long long)tail,
+		          (unsigned long long)head);
 	if (load_relaxed(&h->snap_gen) == 0 || load_relaxed(&h->snap_seq_after) != sh.seq_after ||
 	    load_relaxed(&h->snap_cursor) != sh.cursor) {
 		/* As ring_write_snapshot: the file is in place before the
@@ -889,7 +892,7 @@ adopt_identity(struct ring *r, const struct ring_config *cfg, char *err, size_t 
 		adopt_bad("%s: the feed's definition changed", r->path);
 	if (h->data_size != data_size || h->index_slots != slots)
 		adopt_bad("%s: ring size %llu, configured %llu", r->path,
-			  (unsigned long long)h->data_size, (unsigned long long)data_size);
+		          (unsigned long long)h->data_size, (unsigned long long)data_size);
 	if (cfg->columns_json != NULL && strcmp(r->columns, cfg->columns_json) != 0)
 		adopt_bad("%s: the columns changed", r->path);
 	return RING_OK;
@@ -1038,8 +1041,8 @@ ring_info(struct ring *r, struct ring_info *out)
 	out->writer_pid = h->writer_pid;
 	out->state = (enum ring_state)load_acquire(&h->state);
 	out->writer_alive = out->state != RING_STATE_CLOSED &&
-			    now - out->heartbeat_ms < HEARTBEAT_STALE_MS + 0ull &&
-			    writer_pid_alive(r, now);
+	                    now - out->heartbeat_ms < HEARTBEAT_STALE_MS + 0ull &&
+	                    writer_pid_alive(r, now);
 }
 
 const char *
@@ -1110,7 +1113,7 @@ ring_lookup(struct ring *r, uint64_t cursor, uint64_t *seq_after)
 		if (tail == base_seq) {
 			floor = base_cursor;
 		} else if (read_entry(r, tail - 1, &floor, &off, &len) &&
-			   load_acquire(&h->tail_seq) == tail) {
+		           load_acquire(&h->tail_seq) == tail) {
 			/* floor is the cursor of the last dropped batch */
 		} else {
 			continue; /* the tail moved while we looked */
@@ -1132,7 +1135,8 @@ ring_lookup(struct ring *r, uint64_t cursor, uint64_t *seq_after)
 		bool raced = false;
 		while (lo < hi) {
 			uint64_t mid = lo + (hi - lo) / 2;
-			if (!read_entry(r, mid, &c, &off, &len) || load_relaxed(&h->tail_seq) > mid) {
+			if (!read_entry(r, mid, &c, &off, &len) ||
+			    load_relaxed(&h->tail_seq) > mid) {
 				raced = true;
 				break;
 			}

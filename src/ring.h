@@ -95,17 +95,17 @@ struct ring_buf {
 
 /* A consistent picture of the head, for /feeds and the wait loop. */
 struct ring_info {
-	uint64_t head_seq;   /* seq the next batch will get */
-	uint64_t head_cursor;/* cursor of the newest batch (or the base) */
-	uint64_t tail_seq;   /* oldest seq still held */
-	uint64_t snap_gen;   /* bumps on every new snapshot */
+	uint64_t head_seq;    /* seq the next batch will get */
+	uint64_t head_cursor; /* cursor of the newest batch (or the base) */
+	uint64_t tail_seq;    /* oldest seq still held */
+	uint64_t snap_gen;    /* bumps on every new snapshot */
 	uint64_t snap_cursor;
-	uint64_t row_count;  /* rows in the feed's state at head_cursor */
+	uint64_t row_count; /* rows in the feed's state at head_cursor */
 	uint64_t heartbeat_ms;
 	uint64_t segment_id; /* random, differs per created segment */
 	int writer_pid;
 	enum ring_state state;
-	bool writer_alive;   /* heartbeat within 5 s and pid exists (probed <= every 100 ms) */
+	bool writer_alive; /* heartbeat within 5 s and pid exists (probed <= every 100 ms) */
 };
 
 /* ---- writer (daemon) ---- */
@@ -146,7 +146,7 @@ void ring_wake(struct ring *r);
  * (disk full...) the old snapshot stays current; returns RING_ERR with a
  * message in err. */
 int ring_write_snapshot(struct ring *r, const struct iovec *iov, int iovcnt, char *err,
-			size_t errlen);
+                        size_t errlen);
 
 /* Start a new history at cursor: every held batch is dropped and cursor
  * becomes the floor.  The new history's seqs start one past the old head

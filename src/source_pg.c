@@ -92,18 +92,18 @@ enum pg_state {
 	ST_DROP_SLOT,    /* a permanent slot we cannot resume from */
 	ST_REPL_CONNECT, /* replication connection */
 	ST_CREATE_SLOT,
-	ST_SNAP_BEGIN,   /* BEGIN ... SET TRANSACTION SNAPSHOT */
-	ST_SNAP_ROWS,    /* SELECT, single-row mode */
+	ST_SNAP_BEGIN, /* BEGIN ... SET TRANSACTION SNAPSHOT */
+	ST_SNAP_ROWS,  /* SELECT, single-row mode */
 	ST_SNAP_COMMIT,
-	ST_START,        /* START_REPLICATION */
+	ST_START, /* START_REPLICATION */
 	ST_STREAM
 };
 
 struct pgcol {
 	char *name;
-	char *type;   /* type name shown to clients (a domain's base type) */
+	char *type; /* type name shown to clients (a domain's base type) */
 	enum coltype_kind kind;
-	int relidx;   /* index in the Relation message's columns, -1 unknown */
+	int relidx; /* index in the Relation message's columns, -1 unknown */
 };
 
 struct pgsrc {
@@ -118,7 +118,7 @@ struct pgsrc {
 	char slot[NAME_MAX_PG + 1];
 	char pub[NAME_MAX_PG + 1];
 	bool permanent;
-	char *qualname;  /* "schema"."table", quoted */
+	char *qualname; /* "schema"."table", quoted */
 	char *nspname, *relname;
 
 	/* columns */
@@ -136,10 +136,10 @@ struct pgsrc {
 	uint64_t snap_rows;
 
 	/* stream */
-	uint32_t relid;     /* our table's relation OID in the stream; 0 unknown */
+	uint32_t relid; /* our table's relation OID in the stream; 0 unknown */
 	bool rel_known;
 	bool in_txn;
-	bool skip_txn;      /* a transaction already applied (resent on resume) */
+	bool skip_txn; /* a transaction already applied (resent on resume) */
 	uint64_t txn_lsn;
 	bool txn_mine;      /* this transaction touched our table */
 	uint64_t confirmed; /* what status updates confirm */
@@ -215,7 +215,7 @@ fail_result(struct pgsrc *s, const char *what, PGconn *c, const PGresult *r)
 	while (n > 0 && msg[n - 1] == '\n')
 		n--;
 	log_error("feed=%s: %s failed%s%s%s: %.*s", s->feedname, what, state ? " (SQLSTATE " : "",
-		  state ? state : "", state ? ")" : "", (int)n, msg);
+	          state ? state : "", state ? ")" : "", (int)n, msg);
 	return SOURCE_RETRY;
 }
 
@@ -267,7 +267,7 @@ collect(struct pgsrc *s, PGconn *c, PGresult **res)
 		}
 		bool err = st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE;
 		bool keep_err = keep && (PQresultStatus(keep) == PGRES_FATAL_ERROR ||
-					 PQresultStatus(keep) == PGRES_BAD_RESPONSE);
+		                         PQresultStatus(keep) == PGRES_BAD_RESPONSE);
 		if (keep_err && !err) {
 			PQclear(r);
 		} else {
@@ -345,19 +345,20 @@ send_meta(struct pgsrc *s, uint64_t now)
 	 * does not send them), with the table's identity and names, whether the
 	 * publication and the slot exist, and the database encoding. */
 	static const char *const q =
-		"SELECT c.oid, c.relreplident, n.nspname, c.relname, a.attname, "
-		"       bt.typname, bt.oid, "
-		"       EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2), "
-		"       EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $3), "
-		"       pg_encoding_to_char(d.encoding) "
-		"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-		"JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-		"     AND a.attgenerated = '' "
-		"JOIN pg_type t ON t.oid = a.atttypid "
-		"JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END "
-		"JOIN pg_database d ON d.datname = current_database() "
-		"WHERE c.oid = $1::regclass "
-		"ORDER BY a.attnum";
+	        "SELECT c.oid, c.relreplident, n.nspname, c.relname, a.attname, "
+	        "       bt.typname, bt.oid, "
+	        "       EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2), "
+	        "       EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $3), "
+	        "       pg_encoding_to_char(d.encoding) "
+	        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+	        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+	        "     AND a.attgenerated = '' "
+	        "JOIN pg_type t ON t.oid = a.atttypid "
+	        "JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE "
+	        "t.oid END "
+	        "JOIN pg_database d ON d.datname = current_database() "
+	        "WHERE c.oid = $1::regclass "
+	        "ORDER BY a.attnum";
 
 	if (!PQsendQueryParams(s->sql, q, 3, NULL, params, NULL, NULL, 0))
 		return fail_result(s, "catalog query", s->sql, NULL);
@@ -426,10 +427,12 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 	s->relname = xstrdup(PQgetvalue(r, 0, 3));
 	s->pub_exists = strcmp(PQgetvalue(r, 0, 7), "t") == 0;
 	s->slot_exists = strcmp(PQgetvalue(r, 0, 8), "t") == 0;
-	if (strcmp(PQgetvalue(r, 0, 9), "UTF8") != 0 && strcmp(PQgetvalue(r, 0, 9), "SQL_ASCII") != 0)
-		log_warning("feed=%s: the database encoding is %s; tailgate expects UTF8 (values in "
-			    "the stream are not converted)",
-			    s->feedname, PQgetvalue(r, 0, 9));
+	if (strcmp(PQgetvalue(r, 0, 9), "UTF8") != 0 &&
+	    strcmp(PQgetvalue(r, 0, 9), "SQL_ASCII") != 0)
+		log_warning(
+		        "feed=%s: the database encoding is %s; tailgate expects UTF8 (values in "
+		        "the stream are not converted)",
+		        s->feedname, PQgetvalue(r, 0, 9));
 
 	char *nsp = PQescapeIdentifier(s->sql, s->nspname, strlen(s->nspname));
 	char *rel = PQescapeIdentifier(s->sql, s->relname, strlen(s->relname));
@@ -456,8 +459,8 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 				if (strcmp(PQgetvalue(r, k, 4), wantcols[i]) == 0)
 					row = k;
 			if (row < 0) {
-				log_error("feed=%s: table %s has no column \"%s\"", s->feedname, s->qualname,
-					  wantcols[i]);
+				log_error("feed=%s: table %s has no column \"%s\"", s->feedname,
+				          s->qualname, wantcols[i]);
 				for (size_t k = 0; k < nwant; k++)
 					free(wantcols[k]);
 				free(wantcols);
@@ -467,7 +470,8 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 		}
 		s->cols[i].name = xstrdup(PQgetvalue(r, row, 4));
 		s->cols[i].type = xstrdup(PQgetvalue(r, row, 5));
-		s->cols[i].kind = coltype_kind_of_oid((uint32_t)strtoul(PQgetvalue(r, row, 6), NULL, 10));
+		s->cols[i].kind =
+		        coltype_kind_of_oid((uint32_t)strtoul(PQgetvalue(r, row, 6), NULL, 10));
 		s->cols[i].relidx = -1;
 		s->ncols = i + 1;
 	}
@@ -494,12 +498,12 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 		s->need_snapshot = true;
 	if (s->replident != 'f')
 		log_warning("feed=%s: %s has REPLICA IDENTITY %s, not FULL: an UPDATE or DELETE "
-			    "will force a new snapshot (ALTER TABLE %s REPLICA IDENTITY FULL)",
-			    s->feedname, s->qualname,
-			    s->replident == 'd'   ? "DEFAULT"
-			    : s->replident == 'n' ? "NOTHING"
-						  : "USING INDEX",
-			    s->qualname);
+		            "will force a new snapshot (ALTER TABLE %s REPLICA IDENTITY FULL)",
+		            s->feedname, s->qualname,
+		            s->replident == 'd'   ? "DEFAULT"
+		            : s->replident == 'n' ? "NOTHING"
+		                                  : "USING INDEX",
+		            s->qualname);
 
 	/* The publication, created or brought in line with the configuration. */
 	struct bbuf q = {0};
@@ -532,10 +536,9 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 static enum source_status
 next_after_publication(struct pgsrc *s, uint64_t now)
 {
-	if (s->permanent && s->slot_exists && !s->need_snapshot &&
-	    feed_can_resume(s->src->feed)) {
+	if (s->permanent && s->slot_exists && !s->need_snapshot && feed_can_resume(s->src->feed)) {
 		log_info("feed=%s: resuming slot %s at %" PRIu64, s->feedname, s->slot,
-			 feed_frontier(s->src->feed));
+		         feed_frontier(s->src->feed));
 		s->repl = start_connect(s, true);
 		if (!s->repl)
 			return SOURCE_RETRY;
@@ -547,8 +550,8 @@ next_after_publication(struct pgsrc *s, uint64_t now)
 	if (s->permanent && s->slot_exists) {
 		const char *params[1] = {s->slot};
 		log_info("feed=%s: dropping slot %s to take a new snapshot", s->feedname, s->slot);
-		if (!PQsendQueryParams(s->sql, "SELECT pg_drop_replication_slot($1)", 1, NULL, params,
-				       NULL, NULL, 0))
+		if (!PQsendQueryParams(s->sql, "SELECT pg_drop_replication_slot($1)", 1, NULL,
+		                       params, NULL, NULL, 0))
 			return fail_result(s, "dropping the slot", s->sql, NULL);
 		return sent(s, s->sql, ST_DROP_SLOT, now);
 	}
@@ -567,8 +570,9 @@ send_create_slot(struct pgsrc *s, uint64_t now)
 {
 	char q[256];
 
-	snprintf(q, sizeof(q), "CREATE_REPLICATION_SLOT \"%s\" %sLOGICAL pgoutput (SNAPSHOT 'export')",
-		 s->slot, s->permanent ? "" : "TEMPORARY ");
+	snprintf(q, sizeof(q),
+	         "CREATE_REPLICATION_SLOT \"%s\" %sLOGICAL pgoutput (SNAPSHOT 'export')", s->slot,
+	         s->permanent ? "" : "TEMPORARY ");
 	if (!PQsendQuery(s->repl, q))
 		return fail_result(s, "CREATE_REPLICATION_SLOT", s->repl, NULL);
 	return sent(s, s->repl, ST_CREATE_SLOT, now);
@@ -580,8 +584,8 @@ send_snapshot_begin(struct pgsrc *s, uint64_t now)
 	char q[256];
 
 	snprintf(q, sizeof(q),
-		 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '%s'",
-		 s->snapname);
+	         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '%s'",
+	         s->snapname);
 	if (!PQsendQuery(s->sql, q))
 		return fail_result(s, "BEGIN", s->sql, NULL);
 	return sent(s, s->sql, ST_SNAP_BEGIN, now);
@@ -627,9 +631,9 @@ send_start(struct pgsrc *s, uint64_t start_lsn, uint64_t now)
 	char q[512], lsn[32];
 
 	snprintf(q, sizeof(q),
-		 "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '1', "
-		 "publication_names '\"%s\"')",
-		 s->slot, pgo_lsn_format(start_lsn, lsn, sizeof(lsn)), s->pub);
+	         "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '1', "
+	         "publication_names '\"%s\"')",
+	         s->slot, pgo_lsn_format(start_lsn, lsn, sizeof(lsn)), s->pub);
 	if (!PQsendQuery(s->repl, q))
 		return fail_result(s, "START_REPLICATION", s->repl, NULL);
 	s->confirmed = start_lsn;
@@ -649,16 +653,17 @@ encode_tuple(struct pgsrc *s, const struct pgo_tuple *t, const struct pgo_tuple 
 		const struct pgo_value *v;
 
 		if (k < 0 || k >= t->ncols) {
-			log_error("feed=%s: a row of %u columns lacks column \"%s\"", s->feedname, t->ncols,
-				  s->cols[i].name);
+			log_error("feed=%s: a row of %u columns lacks column \"%s\"", s->feedname,
+			          t->ncols, s->cols[i].name);
 			return -1;
 		}
 		v = &t->vals[k];
 		if (v->kind == 'u') {
 			if (!old || k >= old->ncols || old->vals[k].kind == 'u') {
-				log_error("feed=%s: unchanged TOASTed value of \"%s\" without the old row "
-					  "(REPLICA IDENTITY FULL needed)",
-					  s->feedname, s->cols[i].name);
+				log_error("feed=%s: unchanged TOASTed value of \"%s\" without the "
+				          "old row "
+				          "(REPLICA IDENTITY FULL needed)",
+				          s->feedname, s->cols[i].name);
 				return -1;
 			}
 			v = &old->vals[k];
@@ -673,8 +678,9 @@ encode_tuple(struct pgsrc *s, const struct pgo_tuple *t, const struct pgo_tuple 
 			s->lens[i] = v->len;
 			break;
 		default:
-			log_error("feed=%s: value of \"%s\" in format '%c' (only text is requested)",
-				  s->feedname, s->cols[i].name, v->kind);
+			log_error(
+			        "feed=%s: value of \"%s\" in format '%c' (only text is requested)",
+			        s->feedname, s->cols[i].name, v->kind);
 			return -1;
 		}
 	}
@@ -693,10 +699,11 @@ emit(struct pgsrc *s, int64_t diff)
 static enum source_status
 on_relation(struct pgsrc *s, const struct pgo_msg *m)
 {
-	if (strcmp(m->u.relation.nspname[0] ? m->u.relation.nspname : "pg_catalog", s->nspname) != 0 ||
+	if (strcmp(m->u.relation.nspname[0] ? m->u.relation.nspname : "pg_catalog", s->nspname) !=
+	            0 ||
 	    strcmp(m->u.relation.relname, s->relname) != 0) {
 		log_debug("feed=%s: ignoring relation %s.%s", s->feedname, m->u.relation.nspname,
-			  m->u.relation.relname);
+		          m->u.relation.relname);
 		return SOURCE_OK;
 	}
 	s->relid = m->u.relation.oid;
@@ -707,16 +714,17 @@ on_relation(struct pgsrc *s, const struct pgo_msg *m)
 			if (strcmp(m->u.relation.cols[k].name, s->cols[i].name) == 0)
 				s->cols[i].relidx = k;
 		if (s->cols[i].relidx < 0) {
-			log_warning("feed=%s: column \"%s\" is gone from %s; starting over", s->feedname,
-				    s->cols[i].name, s->qualname);
+			log_warning("feed=%s: column \"%s\" is gone from %s; starting over",
+			            s->feedname, s->cols[i].name, s->qualname);
 			return SOURCE_RETRY;
 		}
 		enum coltype_kind k =
-			coltype_kind_of_oid(m->u.relation.cols[s->cols[i].relidx].type_oid);
+		        coltype_kind_of_oid(m->u.relation.cols[s->cols[i].relidx].type_oid);
 		const char *tn = coltype_name(m->u.relation.cols[s->cols[i].relidx].type_oid);
 		if (tn && (k != s->cols[i].kind || strcmp(tn, s->cols[i].type) != 0)) {
-			log_warning("feed=%s: column \"%s\" of %s changed type to %s; starting over",
-				    s->feedname, s->cols[i].name, s->qualname, tn);
+			log_warning(
+			        "feed=%s: column \"%s\" of %s changed type to %s; starting over",
+			        s->feedname, s->cols[i].name, s->qualname, tn);
 			return SOURCE_RETRY;
 		}
 	}
@@ -724,7 +732,7 @@ on_relation(struct pgsrc *s, const struct pgo_msg *m)
 		s->replident = m->u.relation.replident;
 		if (s->replident != 'f')
 			log_warning("feed=%s: %s is no longer REPLICA IDENTITY FULL", s->feedname,
-				    s->qualname);
+			            s->qualname);
 	}
 	return SOURCE_OK;
 }
@@ -733,8 +741,8 @@ static enum source_status
 need_old_row(struct pgsrc *s, const char *what)
 {
 	log_error("feed=%s: %s on %s without the old row (REPLICA IDENTITY FULL is needed); "
-		  "taking a new snapshot",
-		  s->feedname, what, s->qualname);
+	          "taking a new snapshot",
+	          s->feedname, what, s->qualname);
 	s->need_snapshot = true;
 	return SOURCE_RETRY;
 }
@@ -753,12 +761,12 @@ on_message(struct pgsrc *s, const struct pgo_msg *m)
 		s->skip_txn = s->txn_lsn < feed_frontier(f);
 		if (s->skip_txn)
 			log_debug("feed=%s: skipping transaction at %" PRIu64 ", already applied",
-				  s->feedname, s->txn_lsn);
+			          s->feedname, s->txn_lsn);
 		return SOURCE_OK;
 	case PGO_COMMIT:
 		if (!s->in_txn || m->u.commit.commit_lsn != s->txn_lsn) {
 			log_error("feed=%s: Commit at %" PRIu64 " without its Begin", s->feedname,
-				  m->u.commit.commit_lsn);
+			          m->u.commit.commit_lsn);
 			return SOURCE_RETRY;
 		}
 		s->in_txn = false;
@@ -803,7 +811,8 @@ on_message(struct pgsrc *s, const struct pgo_msg *m)
 			return need_old_row(s, "UPDATE");
 		if (encode_tuple(s, &m->u.update.oldtup, NULL) != 0 || emit(s, -1) != 0)
 			return SOURCE_RETRY;
-		if (encode_tuple(s, &m->u.update.newtup, &m->u.update.oldtup) != 0 || emit(s, 1) != 0)
+		if (encode_tuple(s, &m->u.update.newtup, &m->u.update.oldtup) != 0 ||
+		    emit(s, 1) != 0)
 			return SOURCE_RETRY;
 		return SOURCE_OK;
 	case PGO_DELETE:
@@ -863,7 +872,8 @@ read_stream(struct pgsrc *s, uint64_t now)
 			break;
 		if (n == -1) {
 			PGresult *r = PQgetResult(s->repl);
-			enum source_status st = fail_result(s, "the replication stream ended", s->repl, r);
+			enum source_status st =
+			        fail_result(s, "the replication stream ended", s->repl, r);
 			PQclear(r);
 			return st;
 		}
@@ -944,17 +954,19 @@ step(struct pgsrc *s, uint64_t now)
 				st = after_meta(s, r, now);
 			} else if (s->st == ST_PUBLICATION) {
 				st = result_ok(r, PGRES_COMMAND_OK)
-					     ? next_after_publication(s, now)
-					     : fail_result(s, "creating the publication", s->sql, r);
+				             ? next_after_publication(s, now)
+				             : fail_result(s, "creating the publication", s->sql,
+				                           r);
 			} else if (s->st == ST_DROP_SLOT) {
 				s->slot_exists = false;
 				st = result_ok(r, PGRES_TUPLES_OK)
-					     ? next_after_publication(s, now)
-					     : fail_result(s, "dropping the slot", s->sql, r);
+				             ? next_after_publication(s, now)
+				             : fail_result(s, "dropping the slot", s->sql, r);
 			} else if (s->st == ST_SNAP_BEGIN) {
 				st = result_ok(r, PGRES_COMMAND_OK)
-					     ? send_snapshot_select(s, now)
-					     : fail_result(s, "SET TRANSACTION SNAPSHOT", s->sql, r);
+				             ? send_snapshot_select(s, now)
+				             : fail_result(s, "SET TRANSACTION SNAPSHOT", s->sql,
+				                           r);
 			} else {
 				if (!result_ok(r, PGRES_COMMAND_OK)) {
 					st = fail_result(s, "ending the snapshot", s->sql, r);
@@ -994,8 +1006,8 @@ step(struct pgsrc *s, uint64_t now)
 				return SOURCE_OK;
 			if (c < 0)
 				return fail_result(s, "CREATE_REPLICATION_SLOT", s->repl, NULL);
-			if (!result_ok(r, PGRES_TUPLES_OK) || PQntuples(r) != 1 || PQnfields(r) < 3 ||
-			    PQgetisnull(r, 0, 2) ||
+			if (!result_ok(r, PGRES_TUPLES_OK) || PQntuples(r) != 1 ||
+			    PQnfields(r) < 3 || PQgetisnull(r, 0, 2) ||
 			    !pgo_lsn_parse(PQgetvalue(r, 0, 1), &s->consistent_point) ||
 			    s->consistent_point == 0 ||
 			    strlen(PQgetvalue(r, 0, 2)) >= sizeof(s->snapname)) {
@@ -1004,8 +1016,9 @@ step(struct pgsrc *s, uint64_t now)
 				return st;
 			}
 			snprintf(s->snapname, sizeof(s->snapname), "%s", PQgetvalue(r, 0, 2));
-			log_info("feed=%s: slot %s%s created at %s, snapshot %s", s->feedname, s->slot,
-				 s->permanent ? "" : " (temporary)", PQgetvalue(r, 0, 1), s->snapname);
+			log_info("feed=%s: slot %s%s created at %s, snapshot %s", s->feedname,
+			         s->slot, s->permanent ? "" : " (temporary)", PQgetvalue(r, 0, 1),
+			         s->snapname);
 			PQclear(r);
 			r = NULL;
 			s->slot_exists = true;
@@ -1023,8 +1036,8 @@ step(struct pgsrc *s, uint64_t now)
 			while (!PQisBusy(s->sql)) {
 				r = PQgetResult(s->sql);
 				if (r == NULL) {
-					log_info("feed=%s: snapshot of %s: %" PRIu64 " rows", s->feedname,
-						 s->qualname, s->snap_rows);
+					log_info("feed=%s: snapshot of %s: %" PRIu64 " rows",
+					         s->feedname, s->qualname, s->snap_rows);
 					if (feed_snapshot_end(s->src->feed) != 0)
 						return SOURCE_RETRY;
 					feed_upstream_live(s->src->feed);
@@ -1040,13 +1053,16 @@ step(struct pgsrc *s, uint64_t now)
 					for (size_t i = 0; i < s->ncols; i++) {
 						bool null = PQgetisnull(r, 0, (int)i);
 						s->vals[i] = null ? NULL : PQgetvalue(r, 0, (int)i);
-						s->lens[i] = null ? 0 : (size_t)PQgetlength(r, 0, (int)i);
+						s->lens[i] =
+						        null ? 0
+						             : (size_t)PQgetlength(r, 0, (int)i);
 					}
 					s->row.len = 0;
-					(void)encode_row(&s->row, s->kinds, s->ncols, s->vals, s->lens);
+					(void)encode_row(&s->row, s->kinds, s->ncols, s->vals,
+					                 s->lens);
 					s->snap_rows++;
-					if (feed_row(s->src->feed, s->consistent_point - 1, 1, s->row.p,
-						     s->row.len) != 0) {
+					if (feed_row(s->src->feed, s->consistent_point - 1, 1,
+					             s->row.p, s->row.len) != 0) {
 						PQclear(r);
 						return SOURCE_RETRY;
 					}
@@ -1186,14 +1202,15 @@ pg_on_tick(struct source *src, uint64_t now)
 	if (s->st != ST_STREAM) {
 		if (s->st != ST_IDLE && now >= s->step_deadline) {
 			log_error("feed=%s: no answer from the server within %d s (setting up)",
-				  s->feedname, STEP_TIMEOUT_MS / 1000);
+			          s->feedname, STEP_TIMEOUT_MS / 1000);
 			return SOURCE_RETRY;
 		}
 		src->timer_ms = s->step_deadline;
 		return SOURCE_OK;
 	}
 	if (now - s->last_recv_ms > SILENCE_MS) {
-		log_error("feed=%s: nothing from the server for %d s", s->feedname, SILENCE_MS / 1000);
+		log_error("feed=%s: nothing from the server for %d s", s->feedname,
+		          SILENCE_MS / 1000);
 		return SOURCE_RETRY;
 	}
 	bool reply = now - s->last_reply_ms >= REPLY_INTERVAL_MS;
@@ -1225,11 +1242,11 @@ pg_fini(struct source *src)
 }
 
 const struct source_ops source_pg_ops = {
-	.name = "postgresql",
-	.init = pg_init,
-	.start = pg_start,
-	.on_ready = pg_on_ready,
-	.on_tick = pg_on_tick,
-	.stop = pg_stop,
-	.fini = pg_fini,
+        .name = "postgresql",
+        .init = pg_init,
+        .start = pg_start,
+        .on_ready = pg_on_ready,
+        .on_tick = pg_on_tick,
+        .stop = pg_stop,
+        .fini = pg_fini,
 };

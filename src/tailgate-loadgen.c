@@ -40,10 +40,10 @@
 
 #define LOADGEN_VERSION "0.1.0"
 #define AUCTION_SECONDS 10
-#define BID_WINDOW_MS 9000    /* on-time bids land in [0, 9 s) of the auction's 10 s */
-#define LATE_MIN_MS 10500     /* late bids land in [10.5 s, 12 s) */
+#define BID_WINDOW_MS 9000 /* on-time bids land in [0, 9 s) of the auction's 10 s */
+#define LATE_MIN_MS 10500  /* late bids land in [10.5 s, 12 s) */
 #define LATE_MAX_MS 12000
-#define WHEEL_MS 13000        /* the bid schedule covers this much of the future */
+#define WHEEL_MS 13000 /* the bid schedule covers this much of the future */
 #define DEFAULT_RATE 8.5
 #define MEAN_BIDS 5.5
 
@@ -62,12 +62,12 @@ on_signal(int sig)
 
 struct opts {
 	const char *dsn;
-	double rate;            /* bids per second */
-	double auctions_per_s;  /* 0: rate / 5.5 */
-	double duration;        /* seconds, 0: until stopped */
+	double rate;           /* bids per second */
+	double auctions_per_s; /* 0: rate / 5.5 */
+	double duration;       /* seconds, 0: until stopped */
 	int tick_ms;
-	int pipeline;           /* ticks in flight */
-	double late_pct;        /* percent of bids placed after the auction ended */
+	int pipeline;    /* ticks in flight */
+	double late_pct; /* percent of bids placed after the auction ended */
 	int users;
 	uint64_t seed;
 	int report_s;
@@ -79,31 +79,33 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-		"usage: tailgate-loadgen [options]\n"
-		"\n"
-		"Write the auction house (sql/auction_house.sql must be loaded) at a steady rate:\n"
-		"auctions that end 10 s after they start, each with 2 to 9 bids of 1..99 spread\n"
-		"over its life, and close_ended_auctions() every tick.\n"
-		"\n"
-		"  -d, --dsn CONNINFO        libpq connection string (default: PG* environment)\n"
-		"  -r, --rate BIDS           bids per second (default %.1f, like Materialize's\n"
-		"                            AUCTION generator at TICK INTERVAL '100ms')\n"
-		"  -a, --auctions-per-s N    auctions per second (default: rate / %.1f, so 2..9\n"
-		"                            bids per auction; otherwise rate / N per auction)\n"
-		"  -t, --duration SECONDS    stop after this long (default: until SIGINT/SIGTERM)\n"
-		"      --drain               when stopping, place the scheduled bids and wait until\n"
-		"                            every auction is closed (winning_bids final)\n"
-		"      --tick MS             one transaction per tick (default 100)\n"
-		"      --pipeline N          ticks in flight at once (default 4)\n"
-		"      --late PERCENT        percent of bids placed after their auction ended,\n"
-		"                            which on_time_bids ignores (default 0)\n"
-		"      --users N             users to create (default 500)\n"
-		"      --seed N              random seed (default: from the clock)\n"
-		"      --report SECONDS      progress line every SECONDS on stderr (default 10, 0 off)\n"
-		"  -q, --quiet               no progress lines\n"
-		"  -h, --help                this help\n"
-		"  -V, --version             print the version\n",
-		DEFAULT_RATE, MEAN_BIDS);
+	        "usage: tailgate-loadgen [options]\n"
+	        "\n"
+	        "Write the auction house (sql/auction_house.sql must be loaded) at a steady rate:\n"
+	        "auctions that end 10 s after they start, each with 2 to 9 bids of 1..99 spread\n"
+	        "over its life, and close_ended_auctions() every tick.\n"
+	        "\n"
+	        "  -d, --dsn CONNINFO        libpq connection string (default: PG* environment)\n"
+	        "  -r, --rate BIDS           bids per second (default %.1f, like Materialize's\n"
+	        "                            AUCTION generator at TICK INTERVAL '100ms')\n"
+	        "  -a, --auctions-per-s N    auctions per second (default: rate / %.1f, so 2..9\n"
+	        "                            bids per auction; otherwise rate / N per auction)\n"
+	        "  -t, --duration SECONDS    stop after this long (default: until SIGINT/SIGTERM)\n"
+	        "      --drain               when stopping, place the scheduled bids and wait "
+	        "until\n"
+	        "                            every auction is closed (winning_bids final)\n"
+	        "      --tick MS             one transaction per tick (default 100)\n"
+	        "      --pipeline N          ticks in flight at once (default 4)\n"
+	        "      --late PERCENT        percent of bids placed after their auction ended,\n"
+	        "                            which on_time_bids ignores (default 0)\n"
+	        "      --users N             users to create (default 500)\n"
+	        "      --seed N              random seed (default: from the clock)\n"
+	        "      --report SECONDS      progress line every SECONDS on stderr (default 10, 0 "
+	        "off)\n"
+	        "  -q, --quiet               no progress lines\n"
+	        "  -h, --help                this help\n"
+	        "  -V, --version             print the version\n",
+	        DEFAULT_RATE, MEAN_BIDS);
 }
 
 static bool
@@ -214,8 +216,7 @@ struct sbuf {
 	size_t len, cap;
 };
 
-static void
-sb_printf(struct sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(struct sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void
 sb_printf(struct sbuf *s, const char *fmt, ...)
@@ -247,26 +248,26 @@ sb_printf(struct sbuf *s, const char *fmt, ...)
 }
 
 static const char *const items[] = {
-	"Signed Memorabilia", "City Bar Crawl", "Best Pizza in Town", "Gift Basket", "Custom Art",
+        "Signed Memorabilia", "City Bar Crawl", "Best Pizza in Town", "Gift Basket", "Custom Art",
 };
 #define N_ITEMS (sizeof(items) / sizeof(items[0]))
 
 static const char *const organizations[] = {
-	"Acme Anvils",      "Blue Harbor",   "Copperleaf",  "Driftwood Labs", "Evergreen Works",
-	"Foxglove & Sons",  "Granite Peak",  "Hollow Oak",  "Ironbark",       "Juniper Trading",
-	"Kestrel Freight",  "Lantern Guild", "Marigold Co", "Northwind",      "Orchard Row",
+        "Acme Anvils",     "Blue Harbor",   "Copperleaf",  "Driftwood Labs", "Evergreen Works",
+        "Foxglove & Sons", "Granite Peak",  "Hollow Oak",  "Ironbark",       "Juniper Trading",
+        "Kestrel Freight", "Lantern Guild", "Marigold Co", "Northwind",      "Orchard Row",
 };
 #define N_ORGS (sizeof(organizations) / sizeof(organizations[0]))
 
 static const char *const first_names[] = {
-	"Ada",   "Bruno", "Chloe", "Dario", "Elena", "Farid", "Greta", "Hugo",  "Ines",
-	"Jonas", "Kira",  "Luca",  "Maya",  "Nils",  "Olga",  "Pablo", "Quinn", "Rosa",
-	"Sami",  "Tara",  "Umar",  "Vera",  "Wim",   "Xenia", "Yusuf",
+        "Ada",   "Bruno", "Chloe", "Dario", "Elena", "Farid", "Greta", "Hugo",  "Ines",
+        "Jonas", "Kira",  "Luca",  "Maya",  "Nils",  "Olga",  "Pablo", "Quinn", "Rosa",
+        "Sami",  "Tara",  "Umar",  "Vera",  "Wim",   "Xenia", "Yusuf",
 };
 static const char *const last_names[] = {
-	"Abbott", "Brandt",  "Costa",   "Dubois", "Eriksen", "Fischer", "Garcia",
-	"Horvat", "Ivanova", "Jensen",  "Kovacs", "Larsen",  "Moreau",  "Novak",
-	"Okafor", "Petrov",  "Quintero", "Rossi", "Silva",   "Tanaka",
+        "Abbott", "Brandt",  "Costa",    "Dubois", "Eriksen", "Fischer", "Garcia",
+        "Horvat", "Ivanova", "Jensen",   "Kovacs", "Larsen",  "Moreau",  "Novak",
+        "Okafor", "Petrov",  "Quintero", "Rossi",  "Silva",   "Tanaka",
 };
 #define N_FIRST (sizeof(first_names) / sizeof(first_names[0]))
 #define N_LAST (sizeof(last_names) / sizeof(last_names[0]))
@@ -278,10 +279,10 @@ struct gen {
 	PGconn *conn;
 	struct wheel wheel;
 	int64_t next_auction;
-	uint64_t tick;           /* the next tick to send */
-	double auction_acc;      /* fractional auctions carried between ticks */
+	uint64_t tick;      /* the next tick to send */
+	double auction_acc; /* fractional auctions carried between ticks */
 	double mean_bids;
-	int in_flight;           /* pipeline syncs sent whose results are not all read */
+	int in_flight; /* pipeline syncs sent whose results are not all read */
 	/* counters */
 	uint64_t auctions, bids, late_bids, closed, ticks_done, errors;
 	double max_lag_ms;
@@ -317,13 +318,15 @@ setup_once(struct gen *g)
 	PGresult *r;
 	bool ok = false;
 
-	r = exec_expect(g->conn, "SELECT to_regclass('auctions') IS NOT NULL AND "
-				 "to_regprocedure('close_ended_auctions(int)') IS NOT NULL",
-			PGRES_TUPLES_OK);
+	r = exec_expect(g->conn,
+	                "SELECT to_regclass('auctions') IS NOT NULL AND "
+	                "to_regprocedure('close_ended_auctions(int)') IS NOT NULL",
+	                PGRES_TUPLES_OK);
 	if (!r)
 		return false;
 	if (PQntuples(r) != 1 || strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
-		log_error("the auction house is not loaded: run psql -f sql/auction_house.sql first");
+		log_error(
+		        "the auction house is not loaded: run psql -f sql/auction_house.sql first");
 		PQclear(r);
 		return false;
 	}
@@ -335,8 +338,10 @@ setup_once(struct gen *g)
 	sb_printf(&s, " ON CONFLICT DO NOTHING;\nINSERT INTO users (id, org_id, name) VALUES ");
 	for (int i = 0; i < g->o.users; i++)
 		sb_printf(&s, "%s(%d, %zu, '%s %s')", i ? "," : "", i + 1, (size_t)i % N_ORGS + 1,
-			  first_names[(size_t)i % N_FIRST], last_names[((size_t)i / N_FIRST) % N_LAST]);
-	sb_printf(&s, " ON CONFLICT DO NOTHING;\nINSERT INTO accounts (id, org_id, balance) VALUES ");
+		          first_names[(size_t)i % N_FIRST],
+		          last_names[((size_t)i / N_FIRST) % N_LAST]);
+	sb_printf(&s,
+	          " ON CONFLICT DO NOTHING;\nINSERT INTO accounts (id, org_id, balance) VALUES ");
 	for (size_t i = 0; i < N_ORGS; i++)
 		sb_printf(&s, "%s(%zu, %zu, 10000)", i ? "," : "", i + 1, i + 1);
 	sb_printf(&s, " ON CONFLICT DO NOTHING");
@@ -401,9 +406,9 @@ make_auctions(struct gen *g, struct sbuf *auctions_sql, uint64_t tick, double ti
 
 		g->auction_acc -= 1.0;
 		sb_printf(auctions_sql, "%s(%" PRId64 ",%" PRId64 ",'%s',now()+interval '%d s')",
-			  n++ ? "," : "INSERT INTO auctions (id, seller, item, end_time) VALUES ",
-			  id, rng_range(1, g->o.users), items[rng_range(0, N_ITEMS - 1)],
-			  AUCTION_SECONDS);
+		          n++ ? "," : "INSERT INTO auctions (id, seller, item, end_time) VALUES ",
+		          id, rng_range(1, g->o.users), items[rng_range(0, N_ITEMS - 1)],
+		          AUCTION_SECONDS);
 		if (g->mean_bids == MEAN_BIDS) {
 			nbids = (int)rng_range(2, 9);
 		} else {
@@ -415,10 +420,10 @@ make_auctions(struct gen *g, struct sbuf *auctions_sql, uint64_t tick, double ti
 		}
 		for (int i = 0; i < nbids; i++) {
 			struct bid b = {
-				.id = id * 10 + i,
-				.auction_id = id,
-				.buyer = rng_range(1, g->o.users),
-				.amount = (int)rng_range(1, 99),
+			        .id = id * 10 + i,
+			        .auction_id = id,
+			        .buyer = rng_range(1, g->o.users),
+			        .amount = (int)rng_range(1, 99),
 			};
 			int64_t at_ms;
 
@@ -443,8 +448,8 @@ take_bids(struct gen *g, struct sbuf *bids_sql, uint64_t tick, size_t *nbids)
 		const struct bid *x = &b->bids[i];
 
 		sb_printf(bids_sql, "%s(%" PRId64 ",%" PRId64 ",%" PRId64 ",%d)",
-			  i ? "," : "INSERT INTO bids (id, buyer, auction_id, amount) VALUES ", x->id,
-			  x->buyer, x->auction_id, x->amount);
+		          i ? "," : "INSERT INTO bids (id, buyer, auction_id, amount) VALUES ",
+		          x->id, x->buyer, x->auction_id, x->amount);
 	}
 	*nbids = b->n;
 	g->wheel.pending -= b->n;
@@ -579,10 +584,10 @@ report(struct gen *g, double elapsed, double lag_ms)
 	if (g->o.quiet)
 		return;
 	fprintf(stderr,
-		"tailgate-loadgen: %.0fs auctions=%" PRIu64 " bids=%" PRIu64 " (%.0f/s) closed=%" PRIu64
-		" lag=%.0fms max_lag=%.0fms errors=%" PRIu64 "\n",
-		elapsed, g->auctions, g->bids, dt > 0 ? (double)(g->bids - last_bids) / dt : 0.0,
-		g->closed, lag_ms, g->max_lag_ms, g->errors);
+	        "tailgate-loadgen: %.0fs auctions=%" PRIu64 " bids=%" PRIu64
+	        " (%.0f/s) closed=%" PRIu64 " lag=%.0fms max_lag=%.0fms errors=%" PRIu64 "\n",
+	        elapsed, g->auctions, g->bids, dt > 0 ? (double)(g->bids - last_bids) / dt : 0.0,
+	        g->closed, lag_ms, g->max_lag_ms, g->errors);
 	last_t = elapsed;
 	last_bids = g->bids;
 }
@@ -611,9 +616,9 @@ drain_closes(struct gen *g)
 	}
 	while (now_s() < deadline) {
 		PGresult *r = exec_expect(g->conn,
-					  "SELECT close_ended_auctions(), "
-					  "(SELECT count(*) FROM open_auctions)",
-					  PGRES_TUPLES_OK);
+		                          "SELECT close_ended_auctions(), "
+		                          "(SELECT count(*) FROM open_auctions)",
+		                          PGRES_TUPLES_OK);
 		if (!r)
 			return false;
 		g->closed += strtoull(PQgetvalue(r, 0, 0), NULL, 10);
@@ -684,7 +689,7 @@ run(struct gen *g)
 			next_report += g->o.report_s;
 		}
 		continue;
-reconnect:
+	reconnect:
 		if (stop_requested > 1)
 			break;
 		/* Ticks in flight are lost or committed, we cannot tell which:
@@ -720,25 +725,29 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"dsn", required_argument, NULL, 'd'},
-		{"rate", required_argument, NULL, 'r'},
-		{"auctions-per-s", required_argument, NULL, 'a'},
-		{"duration", required_argument, NULL, 't'},
-		{"drain", no_argument, NULL, 'D'},
-		{"tick", required_argument, NULL, 'T'},
-		{"pipeline", required_argument, NULL, 'P'},
-		{"late", required_argument, NULL, 'L'},
-		{"users", required_argument, NULL, 'U'},
-		{"seed", required_argument, NULL, 'S'},
-		{"report", required_argument, NULL, 'R'},
-		{"quiet", no_argument, NULL, 'q'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+	        {"dsn", required_argument, NULL, 'd'},
+	        {"rate", required_argument, NULL, 'r'},
+	        {"auctions-per-s", required_argument, NULL, 'a'},
+	        {"duration", required_argument, NULL, 't'},
+	        {"drain", no_argument, NULL, 'D'},
+	        {"tick", required_argument, NULL, 'T'},
+	        {"pipeline", required_argument, NULL, 'P'},
+	        {"late", required_argument, NULL, 'L'},
+	        {"users", required_argument, NULL, 'U'},
+	        {"seed", required_argument, NULL, 'S'},
+	        {"report", required_argument, NULL, 'R'},
+	        {"quiet", no_argument, NULL, 'q'},
+	        {"help", no_argument, NULL, 'h'},
+	        {"version", no_argument, NULL, 'V'},
+	        {NULL, 0, NULL, 0},
 	};
 	struct gen g = {
-		.o = {.dsn = "", .rate = DEFAULT_RATE, .tick_ms = 100, .pipeline = 4,
-		      .users = 500, .report_s = 10},
+	        .o = {.dsn = "",
+	              .rate = DEFAULT_RATE,
+	              .tick_ms = 100,
+	              .pipeline = 4,
+	              .users = 500,
+	              .report_s = 10},
 	};
 	bool seeded = false;
 	long l;
@@ -809,8 +818,9 @@ main(int argc, char **argv)
 			return 2;
 		}
 		continue;
-bad:
-		fprintf(stderr, "tailgate-loadgen: bad value for %s: %s\n", argv[optind - 1], optarg);
+	bad:
+		fprintf(stderr, "tailgate-loadgen: bad value for %s: %s\n", argv[optind - 1],
+		        optarg);
 		usage(stderr);
 		return 2;
 	}
@@ -823,8 +833,10 @@ bad:
 		g.o.auctions_per_s = g.o.rate / MEAN_BIDS;
 	g.mean_bids = g.o.auctions_per_s > 0 ? g.o.rate / g.o.auctions_per_s : 0;
 	if (g.mean_bids > 9.0) {
-		fprintf(stderr, "tailgate-loadgen: %.1f bids per auction is more than 9: raise "
-				"--auctions-per-s\n", g.mean_bids);
+		fprintf(stderr,
+		        "tailgate-loadgen: %.1f bids per auction is more than 9: raise "
+		        "--auctions-per-s\n",
+		        g.mean_bids);
 		return 2;
 	}
 	if (g.o.rate == 0)
@@ -844,7 +856,7 @@ bad:
 	signal(SIGPIPE, SIG_IGN);
 
 	log_info("%.1f bids/s, %.2f auctions/s, tick %d ms, seed %" PRIu64, g.o.rate,
-		 g.o.auctions_per_s, g.o.tick_ms, g.o.seed);
+	         g.o.auctions_per_s, g.o.tick_ms, g.o.seed);
 	int rc = run(&g);
 	for (size_t i = 0; i < g.wheel.nbuckets; i++)
 		free(g.wheel.b[i].bids);

@@ -27,22 +27,23 @@ static const char *ring_dir = RING_DEFAULT_DIR;
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: tailgate-ring [-d DIR] list\n"
-		   "       tailgate-ring [-d DIR] info FEED\n"
-		   "       tailgate-ring [-d DIR] dump FEED [CURSOR]\n"
-		   "       tailgate-ring [-d DIR] wait FEED CURSOR [TIMEOUT_MS]\n"
-		   "\n"
-		   "Inspect tailgate feed segments (read-only).\n"
-		   "  -d, --dir DIR   ring directory (default %s)\n"
-		   "  -h, --help      this help\n"
-		   "  -V, --version   print the version\n"
-		   "\n"
-		   "list   the feeds in DIR, one line each\n"
-		   "info   the segment header: state, cursors, sequence numbers, columns\n"
-		   "dump   the snapshot and batches as JSON lines; with CURSOR, the batches\n"
-		   "       after it (exit 3 if the cursor is gone)\n"
-		   "wait   block until a batch after CURSOR exists (exit 0), or time out (exit 4)\n",
-		RING_DEFAULT_DIR);
+	fprintf(f,
+	        "usage: tailgate-ring [-d DIR] list\n"
+	        "       tailgate-ring [-d DIR] info FEED\n"
+	        "       tailgate-ring [-d DIR] dump FEED [CURSOR]\n"
+	        "       tailgate-ring [-d DIR] wait FEED CURSOR [TIMEOUT_MS]\n"
+	        "\n"
+	        "Inspect tailgate feed segments (read-only).\n"
+	        "  -d, --dir DIR   ring directory (default %s)\n"
+	        "  -h, --help      this help\n"
+	        "  -V, --version   print the version\n"
+	        "\n"
+	        "list   the feeds in DIR, one line each\n"
+	        "info   the segment header: state, cursors, sequence numbers, columns\n"
+	        "dump   the snapshot and batches as JSON lines; with CURSOR, the batches\n"
+	        "       after it (exit 3 if the cursor is gone)\n"
+	        "wait   block until a batch after CURSOR exists (exit 0), or time out (exit 4)\n",
+	        RING_DEFAULT_DIR);
 }
 
 static const char *
@@ -111,7 +112,8 @@ cmd_list(void)
 		struct ring_info i;
 		struct ring *r;
 
-		if (n <= 5 || n - 5 > RING_FEED_NAME_MAX || strcmp(de->d_name + n - 5, ".ring") != 0)
+		if (n <= 5 || n - 5 > RING_FEED_NAME_MAX ||
+		    strcmp(de->d_name + n - 5, ".ring") != 0)
 			continue;
 		memcpy(feed, de->d_name, n - 5);
 		feed[n - 5] = '\0';
@@ -160,7 +162,7 @@ cmd_dump(const char *feed, const char *from)
 			rc = ring_lookup(r, cursor, &seq);
 			if (rc != RING_OK) {
 				fprintf(stderr, "tailgate-ring: cursor %s: %s\n", from,
-					ring_strstatus(rc));
+				        ring_strstatus(rc));
 				status = 3;
 				goto out;
 			}
@@ -183,7 +185,7 @@ cmd_dump(const char *feed, const char *from)
 			break;
 		if (from != NULL || attempt > 10) {
 			fprintf(stderr, "tailgate-ring: lapped by the writer at seq %" PRIu64 "\n",
-				seq);
+			        seq);
 			status = 3;
 			goto out;
 		}
@@ -222,9 +224,9 @@ int
 main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
-					     {"help", no_argument, NULL, 'h'},
-					     {"version", no_argument, NULL, 'V'},
-					     {NULL, 0, NULL, 0}};
+	                                     {"help", no_argument, NULL, 'h'},
+	                                     {"version", no_argument, NULL, 'V'},
+	                                     {NULL, 0, NULL, 0}};
 	int c;
 
 	while ((c = getopt_long(argc, argv, "+d:hV", opts, NULL)) != -1) {

@@ -28,53 +28,54 @@
 #include "pgoutput.h"
 
 static const char *const setup_sql =
-	"SET client_min_messages = warning;"
-	"DROP PUBLICATION IF EXISTS cap_pub;"
-	"DROP TABLE IF EXISTS cap_full, cap_key, cap_enum;"
-	"DROP TYPE IF EXISTS cap_mood;"
-	"CREATE TYPE cap_mood AS ENUM ('sad', 'ok', 'happy');"
-	"CREATE TABLE cap_full (id int PRIMARY KEY, name text, amount numeric, doc jsonb, big text);"
-	"ALTER TABLE cap_full REPLICA IDENTITY FULL;"
-	"ALTER TABLE cap_full ALTER COLUMN big SET STORAGE EXTERNAL;"
-	"CREATE TABLE cap_key (id int PRIMARY KEY, v text);"
-	"CREATE TABLE cap_enum (id int PRIMARY KEY, mood cap_mood);"
-	"CREATE PUBLICATION cap_pub FOR TABLE cap_full, cap_key, cap_enum;"
-	"SELECT pg_replication_origin_drop('cap_origin') FROM pg_replication_origin "
-	" WHERE roname = 'cap_origin';"
-	"SELECT pg_replication_origin_create('cap_origin');";
+        "SET client_min_messages = warning;"
+        "DROP PUBLICATION IF EXISTS cap_pub;"
+        "DROP TABLE IF EXISTS cap_full, cap_key, cap_enum;"
+        "DROP TYPE IF EXISTS cap_mood;"
+        "CREATE TYPE cap_mood AS ENUM ('sad', 'ok', 'happy');"
+        "CREATE TABLE cap_full (id int PRIMARY KEY, name text, amount numeric, doc jsonb, big "
+        "text);"
+        "ALTER TABLE cap_full REPLICA IDENTITY FULL;"
+        "ALTER TABLE cap_full ALTER COLUMN big SET STORAGE EXTERNAL;"
+        "CREATE TABLE cap_key (id int PRIMARY KEY, v text);"
+        "CREATE TABLE cap_enum (id int PRIMARY KEY, mood cap_mood);"
+        "CREATE PUBLICATION cap_pub FOR TABLE cap_full, cap_key, cap_enum;"
+        "SELECT pg_replication_origin_drop('cap_origin') FROM pg_replication_origin "
+        " WHERE roname = 'cap_origin';"
+        "SELECT pg_replication_origin_create('cap_origin');";
 
 /* One transaction per statement unless BEGIN'd.  The last one is the
  * TRUNCATE, whose commit ends the capture. */
 static const char *const workload[] = {
-	/* 1: two inserts, a NULL, a tab, a negative number, json, a TOASTed value */
-	"INSERT INTO cap_full VALUES (1, 'one', 1.50, '{\"x\": 1}', NULL),"
-	" (2, E'tab\\there', -3, '[1, 2]', repeat('x', 10000))",
-	/* 2: update with the old row (FULL) */
-	"UPDATE cap_full SET name = 'uno' WHERE id = 1",
-	/* 3: update leaving the TOASTed column unchanged: 'u' in the new row */
-	"UPDATE cap_full SET amount = 7 WHERE id = 2",
-	/* 4: delete with the old row */
-	"DELETE FROM cap_full WHERE id = 1",
-	/* 5-8: default identity: no old row, then 'K' key-only rows */
-	"INSERT INTO cap_key VALUES (10, 'k')",
-	"UPDATE cap_key SET v = 'k2' WHERE id = 10",
-	"UPDATE cap_key SET id = 11 WHERE id = 10",
-	"DELETE FROM cap_key WHERE id = 11",
-	/* 9: an enum column: a Type message before its Relation */
-	"INSERT INTO cap_enum VALUES (1, 'happy')",
-	/* 10: one transaction over two tables, with a transactional message */
-	"BEGIN; INSERT INTO cap_full VALUES (3, 'three', 3, 'null', 'b');"
-	" INSERT INTO cap_key VALUES (12, NULL);"
-	" SELECT pg_logical_emit_message(true, 'tailgate', 'hello'); COMMIT",
-	/* 11: a non-transactional message, outside any transaction */
-	"SELECT pg_logical_emit_message(false, 'tailgate', 'now')",
-	/* 12: a transaction carrying a replication origin: an Origin message */
-	"SELECT pg_replication_origin_session_setup('cap_origin');"
-	" BEGIN; SELECT pg_replication_origin_xact_setup('0/AB', now());"
-	" INSERT INTO cap_key VALUES (13, 'from elsewhere'); COMMIT;"
-	" SELECT pg_replication_origin_session_reset()",
-	/* 13: truncate of two tables */
-	"TRUNCATE cap_full, cap_key",
+        /* 1: two inserts, a NULL, a tab, a negative number, json, a TOASTed value */
+        "INSERT INTO cap_full VALUES (1, 'one', 1.50, '{\"x\": 1}', NULL),"
+        " (2, E'tab\\there', -3, '[1, 2]', repeat('x', 10000))",
+        /* 2: update with the old row (FULL) */
+        "UPDATE cap_full SET name = 'uno' WHERE id = 1",
+        /* 3: update leaving the TOASTed column unchanged: 'u' in the new row */
+        "UPDATE cap_full SET amount = 7 WHERE id = 2",
+        /* 4: delete with the old row */
+        "DELETE FROM cap_full WHERE id = 1",
+        /* 5-8: default identity: no old row, then 'K' key-only rows */
+        "INSERT INTO cap_key VALUES (10, 'k')",
+        "UPDATE cap_key SET v = 'k2' WHERE id = 10",
+        "UPDATE cap_key SET id = 11 WHERE id = 10",
+        "DELETE FROM cap_key WHERE id = 11",
+        /* 9: an enum column: a Type message before its Relation */
+        "INSERT INTO cap_enum VALUES (1, 'happy')",
+        /* 10: one transaction over two tables, with a transactional message */
+        "BEGIN; INSERT INTO cap_full VALUES (3, 'three', 3, 'null', 'b');"
+        " INSERT INTO cap_key VALUES (12, NULL);"
+        " SELECT pg_logical_emit_message(true, 'tailgate', 'hello'); COMMIT",
+        /* 11: a non-transactional message, outside any transaction */
+        "SELECT pg_logical_emit_message(false, 'tailgate', 'now')",
+        /* 12: a transaction carrying a replication origin: an Origin message */
+        "SELECT pg_replication_origin_session_setup('cap_origin');"
+        " BEGIN; SELECT pg_replication_origin_xact_setup('0/AB', now());"
+        " INSERT INTO cap_key VALUES (13, 'from elsewhere'); COMMIT;"
+        " SELECT pg_replication_origin_session_reset()",
+        /* 13: truncate of two tables */
+        "TRUNCATE cap_full, cap_key",
 };
 #define N_WORK (sizeof(workload) / sizeof(workload[0]))
 
@@ -101,7 +102,8 @@ exec_ok(PGconn *c, const char *sql)
 static void
 put_record(FILE *f, const char *buf, int len)
 {
-	uint8_t h[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len};
+	uint8_t h[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+	                (uint8_t)len};
 
 	if (fwrite(h, 1, 4, f) != 4 || fwrite(buf, 1, (size_t)len, f) != (size_t)len) {
 		perror("pgoutput_capture: write");
@@ -128,14 +130,16 @@ main(int argc, char **argv)
 	PGconn *repl = PQconnectdb(conninfo);
 	if (PQstatus(repl) != CONNECTION_OK)
 		die(repl, "replication connect");
-	exec_ok(repl, "CREATE_REPLICATION_SLOT cap_slot TEMPORARY LOGICAL pgoutput (SNAPSHOT 'nothing')");
+	exec_ok(repl,
+	        "CREATE_REPLICATION_SLOT cap_slot TEMPORARY LOGICAL pgoutput (SNAPSHOT 'nothing')");
 
 	for (size_t i = 0; i < N_WORK; i++)
 		exec_ok(sql, workload[i]);
 	PQfinish(sql);
 
-	PGresult *r = PQexec(repl, "START_REPLICATION SLOT cap_slot LOGICAL 0/0 (proto_version '1', "
-				   "publication_names 'cap_pub', messages 'true')");
+	PGresult *r =
+	        PQexec(repl, "START_REPLICATION SLOT cap_slot LOGICAL 0/0 (proto_version '1', "
+	                     "publication_names 'cap_pub', messages 'true')");
 	if (PQresultStatus(r) != PGRES_COPY_BOTH)
 		die(repl, "START_REPLICATION");
 	PQclear(r);
@@ -158,7 +162,8 @@ main(int argc, char **argv)
 		if (n == 0) {
 			struct pollfd p = {.fd = PQsocket(repl), .events = POLLIN};
 			if (time(NULL) > deadline) {
-				fprintf(stderr, "pgoutput_capture: timed out waiting for the stream\n");
+				fprintf(stderr,
+				        "pgoutput_capture: timed out waiting for the stream\n");
 				return 1;
 			}
 			poll(&p, 1, 1000);
@@ -195,7 +200,8 @@ main(int argc, char **argv)
 			 * keepalive with replyRequested = 0 back. */
 			uint8_t st[PGO_STATUS_LEN];
 			pgo_build_status(st, last_end, last_end, last_end, pgo_now_pg_us(), true);
-			if (PQputCopyData(repl, (const char *)st, PGO_STATUS_LEN) != 1 || PQflush(repl) != 0)
+			if (PQputCopyData(repl, (const char *)st, PGO_STATUS_LEN) != 1 ||
+			    PQflush(repl) != 0)
 				die(repl, "status update");
 			asked = true;
 		}

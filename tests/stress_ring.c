@@ -99,16 +99,16 @@ struct options {
 };
 
 static struct options opt = {
-	.readers = 8,
-	.batches = 3000000,
-	.big = 20,
-	.seconds = 120,
-	.ring_mb = 16,
-	.slots = 131072,
-	.rate = 250000,
-	.resets = 4,
-	.history_check = true,
-	.lookup_every = 1,
+        .readers = 8,
+        .batches = 3000000,
+        .big = 20,
+        .seconds = 120,
+        .ring_mb = 16,
+        .slots = 131072,
+        .rate = 250000,
+        .resets = 4,
+        .history_check = true,
+        .lookup_every = 1,
 };
 
 static char dir[256];
@@ -184,7 +184,7 @@ static void
 sleep_ms(double ms)
 {
 	struct timespec ts = {(time_t)(ms / 1000),
-			      (long)((ms - (double)(long)(ms / 1000) * 1000) * 1e6)};
+	                      (long)((ms - (double)(long)(ms / 1000) * 1000) * 1e6)};
 
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
@@ -321,7 +321,7 @@ run_writer(struct ring *w, uint64_t base_cursor, struct writer_stats *ws)
 				ws->bursts++;
 			} else if (opt.rate > 0) {
 				double ahead = (double)(i - paced_from) / (double)opt.rate -
-					       (t - paced_t0);
+				               (t - paced_t0);
 				if (ahead > 0)
 					sleep_ms(ahead * 1000);
 			}
@@ -389,7 +389,7 @@ run_writer(struct ring *w, uint64_t base_cursor, struct writer_stats *ws)
 		}
 		if (rc != RING_OK) {
 			fprintf(stderr, "writer: append seq %" PRIu64 " (%zu bytes): %s\n", seq,
-				len, ring_strstatus(rc));
+			        len, ring_strstatus(rc));
 			ws->errors++;
 			break;
 		}
@@ -644,7 +644,7 @@ resume_snapshot(struct reader *rd, enum resume why)
 		if (w[0] != SNAP_WORD || w[1] != snap.cursor || w[2] != snap.seq_after ||
 		    w[3] != mix(snap.cursor ^ snap.seq_after ^ opt.seed) ||
 		    snap.len !=
-			    SNAP_FIXED + mix(snap.cursor ^ 0x736e6170ull) % (SNAP_PAD_MAX + 1)) {
+		            SNAP_FIXED + mix(snap.cursor ^ 0x736e6170ull) % (SNAP_PAD_MAX + 1)) {
 			fail(rd,
 			     "snapshot header says cursor %" PRIu64 " seq_after %" PRIu64
 			     ", its payload says %" PRIu64 " %" PRIu64 " (len %zu)",
@@ -927,7 +927,7 @@ reader_run(struct reader *rd)
 		}
 		if (rd->st->errors >= 1000) {
 			fprintf(stderr, "reader %d: giving up after %" PRIu64 " errors\n", rd->id,
-				rd->st->errors);
+			        rd->st->errors);
 			break;
 		}
 		dice = rnd(&rd->rng, 1000000);
@@ -1006,26 +1006,26 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: stress_ring [--readers N] [--batches N] [--big N] [--threads]\n"
-		   "                   [--seconds S] [--seed N] [--ring-mb M] [--slots N]\n"
-		   "                   [--rate N] [--resets N] [--no-history-check]\n"
-		   "                   [--lookup-every N]\n"
-		   "  --readers N       reader processes (threads with --threads), default 8\n"
-		   "  --batches N       batches the writer appends, default 3000000\n"
-		   "  --big N           of which 1-4 MB ones, default 20\n"
-		   "  --threads         readers are threads of one process (for TSan)\n"
-		   "  --seconds S       hard time limit, default 120: the writer stops at 3/4\n"
-		   "                    of it, readers still running at S fail\n"
-		   "  --seed N          random seed (default: from the clock; printed)\n"
-		   "  --ring-mb M       data area in MiB, default 16\n"
-		   "  --slots N         index slots (batches held + 2), default 131072;\n"
-		   "                    0: the ring's default, one per 256 bytes of data\n"
-		   "  --rate N          batches/s between unpaced bursts, default 250000\n"
-		   "                    (0: never paced)\n"
-		   "  --resets N        ring_reset calls, default 4\n"
-		   "  --no-history-check  accept a batch without confirming by lookup that\n"
-		   "                    it follows the reader's cursor (the ring alone\n"
-		   "                    must then keep histories apart)\n"
-		   "  --lookup-every N  check lookup(cursor) for one batch in N, default 1\n");
+	           "                   [--seconds S] [--seed N] [--ring-mb M] [--slots N]\n"
+	           "                   [--rate N] [--resets N] [--no-history-check]\n"
+	           "                   [--lookup-every N]\n"
+	           "  --readers N       reader processes (threads with --threads), default 8\n"
+	           "  --batches N       batches the writer appends, default 3000000\n"
+	           "  --big N           of which 1-4 MB ones, default 20\n"
+	           "  --threads         readers are threads of one process (for TSan)\n"
+	           "  --seconds S       hard time limit, default 120: the writer stops at 3/4\n"
+	           "                    of it, readers still running at S fail\n"
+	           "  --seed N          random seed (default: from the clock; printed)\n"
+	           "  --ring-mb M       data area in MiB, default 16\n"
+	           "  --slots N         index slots (batches held + 2), default 131072;\n"
+	           "                    0: the ring's default, one per 256 bytes of data\n"
+	           "  --rate N          batches/s between unpaced bursts, default 250000\n"
+	           "                    (0: never paced)\n"
+	           "  --resets N        ring_reset calls, default 4\n"
+	           "  --no-history-check  accept a batch without confirming by lookup that\n"
+	           "                    it follows the reader's cursor (the ring alone\n"
+	           "                    must then keep histories apart)\n"
+	           "  --lookup-every N  check lookup(cursor) for one batch in N, default 1\n");
 }
 
 static bool
@@ -1042,20 +1042,20 @@ static int
 parse_args(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"readers", required_argument, NULL, 'r'},
-		{"batches", required_argument, NULL, 'b'},
-		{"big", required_argument, NULL, 'B'},
-		{"threads", no_argument, NULL, 't'},
-		{"seconds", required_argument, NULL, 's'},
-		{"seed", required_argument, NULL, 'S'},
-		{"ring-mb", required_argument, NULL, 'm'},
-		{"slots", required_argument, NULL, 'i'},
-		{"rate", required_argument, NULL, 'R'},
-		{"resets", required_argument, NULL, 'x'},
-		{"no-history-check", no_argument, NULL, 'H'},
-		{"lookup-every", required_argument, NULL, 'l'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"readers", required_argument, NULL, 'r'},
+	        {"batches", required_argument, NULL, 'b'},
+	        {"big", required_argument, NULL, 'B'},
+	        {"threads", no_argument, NULL, 't'},
+	        {"seconds", required_argument, NULL, 's'},
+	        {"seed", required_argument, NULL, 'S'},
+	        {"ring-mb", required_argument, NULL, 'm'},
+	        {"slots", required_argument, NULL, 'i'},
+	        {"rate", required_argument, NULL, 'R'},
+	        {"resets", required_argument, NULL, 'x'},
+	        {"no-history-check", no_argument, NULL, 'H'},
+	        {"lookup-every", required_argument, NULL, 'l'},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	bool seeded = false;
 	uint64_t v;
@@ -1121,8 +1121,8 @@ parse_args(int argc, char **argv)
 	    opt.ring_mb < (opt.big ? 16 : 1) || opt.ring_mb > 4096 || opt.big > opt.batches ||
 	    opt.slots > (1u << 30)) {
 		fprintf(stderr, "stress_ring: need --readers >= 1, --seconds >= 1, --ring-mb "
-				"1..4096 (16 or more for 4 MB batches), --big <= --batches, "
-				"--slots <= 2^30\n");
+		                "1..4096 (16 or more for 4 MB batches), --big <= --batches, "
+		                "--slots <= 2^30\n");
 		usage(stderr);
 		return -1;
 	}
@@ -1130,7 +1130,7 @@ parse_args(int argc, char **argv)
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		opt.seed = mix((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
-			       (uint64_t)getpid());
+		               (uint64_t)getpid());
 	}
 	return 0;
 }
@@ -1160,7 +1160,7 @@ print_reader(int i, const struct reader_stats *s)
 	       i, opt.threads ? "thread" : "process",
 	       i % 4 == 3   ? ", slow"
 	       : i % 4 == 2 ? ", prober"
-			    : "",
+	                    : "",
 	       s->verified, (double)s->bytes / 1e6, s->big, s->laps, s->lookup_laps, s->new_history,
 	       s->lost, s->lookups, s->restarts_lookup, s->restarts_snap, s->snap_stale, s->oldest,
 	       s->probes, s->probes_gone, s->waits, s->wait_timeouts, s->sleeps, s->errors,
@@ -1319,9 +1319,9 @@ main(int argc, char **argv)
 					for (int i = 0; i < opt.readers; i++) {
 						if (pids[i] > 0) {
 							fprintf(stderr,
-								"reader %d: killed at the time "
-								"limit\n",
-								i);
+							        "reader %d: killed at the time "
+							        "limit\n",
+							        i);
 							kill(pids[i], SIGKILL);
 						}
 					}
@@ -1336,7 +1336,7 @@ main(int argc, char **argv)
 				stats[i].exit_status = status;
 				if (WIFSIGNALED(status)) {
 					fprintf(stderr, "reader %d: killed by signal %d\n", i,
-						WTERMSIG(status));
+					        WTERMSIG(status));
 					stats[i].errors++;
 				}
 				left--;

@@ -56,11 +56,11 @@ test_roundtrip(void)
 	free(json);
 
 	const char *want[] = {"[\"Epidosis\",4595]", "[\"Matlin\",5221]", "[\"Lockal\",4590]",
-			      "[\"Matlin\",5220]"};
+	                      "[\"Matlin\",5220]"};
 	bool rows_ok = true;
 	for (int i = 0; i < 4; i++)
 		rows_ok &= v.rows[i].len == strlen(want[i]) &&
-			   memcmp(v.json + v.rows[i].off, want[i], v.rows[i].len) == 0;
+		           memcmp(v.json + v.rows[i].off, want[i], v.rows[i].len) == 0;
 	ok(rows_ok, "row index: inserted rows first, then deleted, each its JSON array");
 
 	/* Every truncation of a valid payload is refused, none crashes. */

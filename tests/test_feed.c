@@ -581,7 +581,8 @@ restart_publish(bool to_feed, uint64_t from, uint64_t to)
 		snprintf(rowbuf, sizeof(rowbuf), "[%llu,\"v\"]", (unsigned long long)t);
 		restart_row(to_feed, t, 1, rowbuf);
 		if (t % 3 == 0 && t > from) {
-			snprintf(rowbuf, sizeof(rowbuf), "[%llu,\"v\"]", (unsigned long long)(t - 1));
+			snprintf(rowbuf, sizeof(rowbuf), "[%llu,\"v\"]",
+			         (unsigned long long)(t - 1));
 			restart_row(to_feed, t, -1, rowbuf);
 		}
 		if (t % 5 == 0) /* a multiplicity */
@@ -628,13 +629,14 @@ test_restart(void)
 	model_add(&want, "[2,\"three\"]", 3);
 	restart_publish(false, 11, 311); /* the model only: the child had f */
 	ok(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-	       WEXITSTATUS(status) == 0,
+	           WEXITSTATUS(status) == 0,
 	   "restart: the first daemon published 300 batches and died");
 	w = model_text(&want);
 	got = ring_state("r", NULL, NULL, NULL);
 	is_str(got, w, "restart: the ring holds the model's state");
 	free(got);
-	ok(ring_open(dir, "r", &r, err_buf, sizeof(err_buf)) == RING_OK, "restart: a reader maps it");
+	ok(ring_open(dir, "r", &r, err_buf, sizeof(err_buf)) == RING_OK,
+	   "restart: a reader maps it");
 	ring_info(r, &before);
 	ok(ring_lookup(r, 310, &seq) == RING_OK && seq == before.head_seq,
 	   "restart: the reader's cursor is the head, 310");
@@ -647,7 +649,7 @@ test_restart(void)
 	ok(st1.resets == 0 && st1.snapshots == 0, "restart: no ring restart, no snapshot written");
 	ring_info(r, &info);
 	ok(info.segment_id == before.segment_id && info.head_seq == before.head_seq &&
-	       info.state == RING_STATE_DOWN,
+	           info.state == RING_STATE_DOWN,
 	   "restart: the same segment and head, DOWN until the upstream is back");
 	is_int(feed_set_columns(f, cols, 2), FEED_COLUMNS_SAME,
 	       "restart: the same columns from the source: FEED_COLUMNS_SAME");
@@ -659,7 +661,8 @@ test_restart(void)
 	restart_publish(true, 311, 320);
 	feed_flush(f);
 	got = ring_state("r", NULL, NULL, NULL);
-	is_str(got, w = (free(w), model_text(&want)), "restart: the state goes on from the model's");
+	is_str(got, w = (free(w), model_text(&want)),
+	       "restart: the state goes on from the model's");
 	free(got);
 	is_int(ring_read(r, before.head_seq, &buf, &rec), RING_OK,
 	       "restart: the reader reads the next seq");

@@ -93,7 +93,7 @@ check_prefixes(const struct mb *m, const char *what)
 	ok(bad == 0, "%s: every one of its %zu proper prefixes is refused", what, m->n);
 	mb_u8(&longer, 0);
 	ok(pgo_decode(&dec, longer.b, longer.n, &msg, err, sizeof(err)) == -1 &&
-		   (strstr(err, "trailing") || strstr(err, "remain")),
+	           (strstr(err, "trailing") || strstr(err, "remain")),
 	   "%s: a trailing byte is refused (%s)", what, err);
 }
 
@@ -111,7 +111,7 @@ test_handcrafted(void)
 	mb_u32(&m, 777);
 	is_int(decode(&m, &msg), 0, "Begin parses");
 	ok(msg.type == PGO_BEGIN && msg.u.begin.final_lsn == 0x16B374D848ULL &&
-		   msg.u.begin.commit_time == 12345 && msg.u.begin.xid == 777,
+	           msg.u.begin.commit_time == 12345 && msg.u.begin.xid == 777,
 	   "Begin fields");
 	check_prefixes(&m, "Begin");
 
@@ -124,7 +124,7 @@ test_handcrafted(void)
 	mb_u64(&m, (uint64_t)-5);
 	is_int(decode(&m, &msg), 0, "Commit parses");
 	ok(msg.u.commit.commit_lsn == 100 && msg.u.commit.end_lsn == 148 &&
-		   msg.u.commit.commit_time == -5,
+	           msg.u.commit.commit_time == -5,
 	   "Commit fields (a negative timestamp too)");
 	check_prefixes(&m, "Commit");
 
@@ -155,13 +155,13 @@ test_handcrafted(void)
 	mb_u32(&m, 7);
 	is_int(decode(&m, &msg), 0, "Relation parses");
 	ok(msg.u.relation.oid == 16384 && strcmp(msg.u.relation.nspname, "") == 0 &&
-		   strcmp(msg.u.relation.relname, "bids") == 0 && msg.u.relation.replident == 'f' &&
-		   msg.u.relation.ncols == 2,
+	           strcmp(msg.u.relation.relname, "bids") == 0 && msg.u.relation.replident == 'f' &&
+	           msg.u.relation.ncols == 2,
 	   "Relation header");
 	ok(msg.u.relation.cols[0].flags == 1 && strcmp(msg.u.relation.cols[0].name, "id") == 0 &&
-		   msg.u.relation.cols[0].type_oid == 20 && msg.u.relation.cols[0].typmod == -1 &&
-		   strcmp(msg.u.relation.cols[1].name, "amount") == 0 &&
-		   msg.u.relation.cols[1].type_oid == 23 && msg.u.relation.cols[1].typmod == 7,
+	           msg.u.relation.cols[0].type_oid == 20 && msg.u.relation.cols[0].typmod == -1 &&
+	           strcmp(msg.u.relation.cols[1].name, "amount") == 0 &&
+	           msg.u.relation.cols[1].type_oid == 23 && msg.u.relation.cols[1].typmod == 7,
 	   "Relation columns");
 	check_prefixes(&m, "Relation");
 	m.b[11] = 'x'; /* the replica identity: after 'R', the OID, "" and "bids" */
@@ -207,9 +207,10 @@ test_handcrafted(void)
 	{
 		const struct pgo_tuple *t = &msg.u.insert.newtup;
 		ok(msg.u.insert.relid == 16384 && t->ncols == 4 && t->vals[0].kind == 'n' &&
-			   t->vals[1].kind == 'u' && t->vals[2].kind == 't' && t->vals[2].len == 3 &&
-			   memcmp(t->vals[2].data, "a\0\t", 3) == 0 && t->vals[3].kind == 'b' &&
-			   t->vals[3].len == 2 && (uint8_t)t->vals[3].data[0] == 0xBE,
+		           t->vals[1].kind == 'u' && t->vals[2].kind == 't' &&
+		           t->vals[2].len == 3 && memcmp(t->vals[2].data, "a\0\t", 3) == 0 &&
+		           t->vals[3].kind == 'b' && t->vals[3].len == 2 &&
+		           (uint8_t)t->vals[3].data[0] == 0xBE,
 		   "Insert values: n, u, t with a NUL byte, b");
 	}
 	check_prefixes(&m, "Insert");
@@ -262,9 +263,9 @@ test_handcrafted(void)
 	pgo_decoder_free(&dec); /* start small so the new tuple must grow it */
 	is_int(decode(&m, &msg), 0, "Update with an old row parses");
 	ok(msg.u.update.old_kind == 'O' && msg.u.update.oldtup.ncols == 2 &&
-		   val_is(&msg.u.update.oldtup.vals[1], "old") && msg.u.update.newtup.ncols == 40 &&
-		   val_is(&msg.u.update.newtup.vals[1], "new") &&
-		   val_is(&msg.u.update.newtup.vals[39], "z"),
+	           val_is(&msg.u.update.oldtup.vals[1], "old") && msg.u.update.newtup.ncols == 40 &&
+	           val_is(&msg.u.update.newtup.vals[1], "new") &&
+	           val_is(&msg.u.update.newtup.vals[39], "z"),
 	   "Update old and new tuples");
 	check_prefixes(&m, "Update O");
 
@@ -282,7 +283,8 @@ test_handcrafted(void)
 	mb_text(&m, "v");
 	is_int(decode(&m, &msg), 0, "Update with a key parses");
 	ok(msg.u.update.old_kind == 'K' && val_is(&msg.u.update.oldtup.vals[0], "1") &&
-		   msg.u.update.oldtup.vals[1].kind == 'n' && val_is(&msg.u.update.newtup.vals[0], "2"),
+	           msg.u.update.oldtup.vals[1].kind == 'n' &&
+	           val_is(&msg.u.update.newtup.vals[0], "2"),
 	   "Update K fields");
 	check_prefixes(&m, "Update K");
 
@@ -296,7 +298,8 @@ test_handcrafted(void)
 	is_int(decode(&m, &msg), 0, "Update without an old row parses");
 	ok(msg.u.update.old_kind == 0 && msg.u.update.newtup.ncols == 1, "Update N fields");
 	m.b[5] = 'Z';
-	ok(decode(&m, &msg) == -1 && strstr(err, "Update"), "Update with a bad tuple tag (%s)", err);
+	ok(decode(&m, &msg) == -1 && strstr(err, "Update"), "Update with a bad tuple tag (%s)",
+	   err);
 
 	/* Delete */
 	m = (struct mb){0};
@@ -321,7 +324,7 @@ test_handcrafted(void)
 	mb_u32(&m, 12);
 	is_int(decode(&m, &msg), 0, "Truncate parses");
 	ok(msg.u.truncate.nrels == 3 && msg.u.truncate.options == 3 &&
-		   msg.u.truncate.relids[0] == 10 && msg.u.truncate.relids[2] == 12,
+	           msg.u.truncate.relids[0] == 10 && msg.u.truncate.relids[2] == 12,
 	   "Truncate fields");
 	check_prefixes(&m, "Truncate");
 	m = (struct mb){0};
@@ -342,8 +345,8 @@ test_handcrafted(void)
 	m.n += 5;
 	is_int(decode(&m, &msg), 0, "Message parses");
 	ok(msg.u.message.flags == 1 && msg.u.message.lsn == 0x55 &&
-		   strcmp(msg.u.message.prefix, "tailgate") == 0 && msg.u.message.len == 5 &&
-		   memcmp(msg.u.message.content, "he\0lo", 5) == 0,
+	           strcmp(msg.u.message.prefix, "tailgate") == 0 && msg.u.message.len == 5 &&
+	           memcmp(msg.u.message.content, "he\0lo", 5) == 0,
 	   "Message fields (content with a NUL)");
 	check_prefixes(&m, "Message");
 
@@ -382,11 +385,11 @@ test_framing(void)
 	mb_u64(&m, 42);
 	mb_u8(&m, 'B');
 	ok(pgo_parse_copy(m.b, m.n, &cp, err, sizeof(err)) == 0 && cp.kind == PGO_COPY_XLOGDATA &&
-		   cp.wal_start == 0x100 && cp.wal_end == 0x200 && cp.send_time == 42 &&
-		   cp.len == 1 && cp.data[0] == 'B',
+	           cp.wal_start == 0x100 && cp.wal_end == 0x200 && cp.send_time == 42 &&
+	           cp.len == 1 && cp.data[0] == 'B',
 	   "XLogData framing");
-	ok(pgo_parse_copy(m.b, 25, &cp, err, sizeof(err)) == -1, "XLogData without data is refused (%s)",
-	   err);
+	ok(pgo_parse_copy(m.b, 25, &cp, err, sizeof(err)) == -1,
+	   "XLogData without data is refused (%s)", err);
 	ok(pgo_parse_copy(m.b, 20, &cp, err, sizeof(err)) == -1 && strstr(err, "truncated"),
 	   "a short XLogData header is refused (%s)", err);
 
@@ -396,7 +399,7 @@ test_framing(void)
 	mb_u64(&m, 43);
 	mb_u8(&m, 1);
 	ok(pgo_parse_copy(m.b, m.n, &cp, err, sizeof(err)) == 0 && cp.kind == PGO_COPY_KEEPALIVE &&
-		   cp.wal_end == 0x300 && cp.send_time == 43 && cp.reply_requested,
+	           cp.wal_end == 0x300 && cp.send_time == 43 && cp.reply_requested,
 	   "keepalive with a reply requested");
 	int bad = 0;
 	for (size_t n = 0; n < m.n; n++)
@@ -415,8 +418,8 @@ test_framing(void)
 	is_int(pgo_build_status(st, 0x0102030405060708ULL, 0x10, 0x20, 0x7FEDCBA987654321LL, true),
 	       PGO_STATUS_LEN, "status update length");
 	static const uint8_t want[PGO_STATUS_LEN] = {
-		'r', 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x20,
-		0x7F, 0xED, 0xCB, 0xA9, 0x87, 0x65, 0x43, 0x21, 1};
+	        'r', 1, 2, 3, 4, 5, 6, 7,    8,    0,    0,    0,    0,    0,    0,    0,    0x10,
+	        0,   0, 0, 0, 0, 0, 0, 0x20, 0x7F, 0xED, 0xCB, 0xA9, 0x87, 0x65, 0x43, 0x21, 1};
 	ok(memcmp(st, want, PGO_STATUS_LEN) == 0, "status update bytes");
 	int64_t now = pgo_now_pg_us();
 	ok(now > 800000000LL * 1000000 && now < 3000000000LL * 1000000,
@@ -429,9 +432,9 @@ test_framing(void)
 	ok(pgo_lsn_parse("0/0", &lsn) && lsn == 0, "LSN 0/0");
 	ok(pgo_lsn_parse("FFFFFFFF/ffffffff", &lsn) && lsn == UINT64_MAX, "LSN max");
 	ok(!pgo_lsn_parse("16B374D848", &lsn) && !pgo_lsn_parse("/1", &lsn) &&
-		   !pgo_lsn_parse("1/", &lsn) && !pgo_lsn_parse("1/2/3", &lsn) &&
-		   !pgo_lsn_parse("123456789/0", &lsn) && !pgo_lsn_parse("1/g", &lsn) &&
-		   !pgo_lsn_parse("", &lsn),
+	           !pgo_lsn_parse("1/", &lsn) && !pgo_lsn_parse("1/2/3", &lsn) &&
+	           !pgo_lsn_parse("123456789/0", &lsn) && !pgo_lsn_parse("1/g", &lsn) &&
+	           !pgo_lsn_parse("", &lsn),
 	   "malformed LSNs are refused");
 }
 
@@ -506,7 +509,7 @@ test_capture(const char *path)
 			continue;
 		}
 		/* Every proper prefix of a real message is refused too. */
-		for (size_t k = 0; k < cp.len; k += cp.len > 200 ? 97 : 1) {
+		for (size_t k = 0; k<cp.len; k += cp.len> 200 ? 97 : 1) {
 			struct pgo_msg x;
 			if (pgo_decode(&dec, cp.data, k, &x, err, sizeof(err)) != -1)
 				prefix_bad++;
@@ -521,7 +524,8 @@ test_capture(const char *path)
 			begin_lsn = m.u.begin.final_lsn;
 			break;
 		case PGO_COMMIT:
-			if (m.u.commit.commit_lsn != begin_lsn || m.u.commit.end_lsn <= m.u.commit.commit_lsn)
+			if (m.u.commit.commit_lsn != begin_lsn ||
+			    m.u.commit.end_lsn <= m.u.commit.commit_lsn)
 				commits_match = false;
 			if (m.u.commit.commit_lsn <= last_commit)
 				commits_increase = false;
@@ -531,13 +535,14 @@ test_capture(const char *path)
 			if (strcmp(m.u.relation.relname, "cap_full") == 0) {
 				full_oid = m.u.relation.oid;
 				ok(m.u.relation.replident == 'f' && m.u.relation.ncols == 5 &&
-					   strcmp(m.u.relation.nspname, "public") == 0 &&
-					   strcmp(m.u.relation.cols[4].name, "big") == 0 &&
-					   m.u.relation.cols[0].type_oid == 23 &&
-					   m.u.relation.cols[2].type_oid == 1700 &&
-					   m.u.relation.cols[3].type_oid == 3802 &&
-					   m.u.relation.cols[0].flags == 1,
-				   "capture: Relation cap_full (FULL, 5 columns, int4/numeric/jsonb)");
+				           strcmp(m.u.relation.nspname, "public") == 0 &&
+				           strcmp(m.u.relation.cols[4].name, "big") == 0 &&
+				           m.u.relation.cols[0].type_oid == 23 &&
+				           m.u.relation.cols[2].type_oid == 1700 &&
+				           m.u.relation.cols[3].type_oid == 3802 &&
+				           m.u.relation.cols[0].flags == 1,
+				   "capture: Relation cap_full (FULL, 5 columns, "
+				   "int4/numeric/jsonb)");
 			} else if (strcmp(m.u.relation.relname, "cap_key") == 0) {
 				key_oid = m.u.relation.oid;
 			} else if (strcmp(m.u.relation.relname, "cap_enum") == 0) {
@@ -552,9 +557,12 @@ test_capture(const char *path)
 			break;
 		case PGO_INSERT: {
 			const struct pgo_tuple *t = &m.u.insert.newtup;
-			if (m.u.insert.relid == full_oid && t->ncols == 5 && val_is(&t->vals[0], "2"))
-				seen_ins2 = val_is(&t->vals[1], "tab\there") && val_is(&t->vals[2], "-3") &&
-					    val_is(&t->vals[3], "[1, 2]") && t->vals[4].len == 10000;
+			if (m.u.insert.relid == full_oid && t->ncols == 5 &&
+			    val_is(&t->vals[0], "2"))
+				seen_ins2 = val_is(&t->vals[1], "tab\there") &&
+				            val_is(&t->vals[2], "-3") &&
+				            val_is(&t->vals[3], "[1, 2]") &&
+				            t->vals[4].len == 10000;
 			if (m.u.insert.relid == enum_oid && t->ncols == 2)
 				seen_enum = val_is(&t->vals[1], "happy");
 			break;
@@ -563,41 +571,48 @@ test_capture(const char *path)
 			const struct pgo_tuple *o = &m.u.update.oldtup, *t = &m.u.update.newtup;
 			if (m.u.update.relid == full_oid && m.u.update.old_kind == 'O' &&
 			    val_is(&t->vals[0], "1"))
-				seen_upd_full = val_is(&o->vals[1], "one") && val_is(&t->vals[1], "uno") &&
-						val_is(&o->vals[2], "1.50") && o->vals[4].kind == 'n';
+				seen_upd_full =
+				        val_is(&o->vals[1], "one") && val_is(&t->vals[1], "uno") &&
+				        val_is(&o->vals[2], "1.50") && o->vals[4].kind == 'n';
 			if (m.u.update.relid == full_oid && m.u.update.old_kind == 'O' &&
 			    val_is(&t->vals[0], "2"))
 				seen_toast_u = t->vals[4].kind == 'u' && o->vals[4].kind == 't' &&
-					       o->vals[4].len == 10000 && val_is(&t->vals[2], "7");
+				               o->vals[4].len == 10000 && val_is(&t->vals[2], "7");
 			if (m.u.update.relid == key_oid && m.u.update.old_kind == 0)
 				seen_upd_nokey = val_is(&t->vals[1], "k2");
 			if (m.u.update.relid == key_oid && m.u.update.old_kind == 'K')
 				seen_upd_k = val_is(&o->vals[0], "10") && o->vals[1].kind == 'n' &&
-					     val_is(&t->vals[0], "11");
+				             val_is(&t->vals[0], "11");
 			break;
 		}
 		case PGO_DELETE:
 			if (m.u.del.relid == full_oid)
-				seen_del_o = m.u.del.old_kind == 'O' && val_is(&m.u.del.oldtup.vals[1], "uno");
+				seen_del_o = m.u.del.old_kind == 'O' &&
+				             val_is(&m.u.del.oldtup.vals[1], "uno");
 			if (m.u.del.relid == key_oid)
-				seen_del_k = m.u.del.old_kind == 'K' && val_is(&m.u.del.oldtup.vals[0], "11") &&
-					     m.u.del.oldtup.vals[1].kind == 'n';
+				seen_del_k = m.u.del.old_kind == 'K' &&
+				             val_is(&m.u.del.oldtup.vals[0], "11") &&
+				             m.u.del.oldtup.vals[1].kind == 'n';
 			break;
 		case PGO_TRUNCATE:
 			seen_trunc = m.u.truncate.nrels == 2 && m.u.truncate.options == 0 &&
-				     ((m.u.truncate.relids[0] == full_oid && m.u.truncate.relids[1] == key_oid) ||
-				      (m.u.truncate.relids[1] == full_oid && m.u.truncate.relids[0] == key_oid));
+			             ((m.u.truncate.relids[0] == full_oid &&
+			               m.u.truncate.relids[1] == key_oid) ||
+			              (m.u.truncate.relids[1] == full_oid &&
+			               m.u.truncate.relids[0] == key_oid));
 			break;
 		case PGO_MESSAGE:
 			if (m.u.message.flags == 1)
 				seen_msg_tx = strcmp(m.u.message.prefix, "tailgate") == 0 &&
-					      m.u.message.len == 5 && memcmp(m.u.message.content, "hello", 5) == 0;
+				              m.u.message.len == 5 &&
+				              memcmp(m.u.message.content, "hello", 5) == 0;
 			else
 				seen_msg_nontx = m.u.message.len == 3 &&
-						 memcmp(m.u.message.content, "now", 3) == 0;
+				                 memcmp(m.u.message.content, "now", 3) == 0;
 			break;
 		case PGO_ORIGIN:
-			seen_origin = strcmp(m.u.origin.name, "cap_origin") == 0 && m.u.origin.lsn == 0xAB;
+			seen_origin = strcmp(m.u.origin.name, "cap_origin") == 0 &&
+			              m.u.origin.lsn == 0xAB;
 			break;
 		}
 	}
@@ -609,9 +624,11 @@ test_capture(const char *path)
 	       "capture: the message sequence (B=Begin R=Relation I U D T C M O Y)");
 	ok(commits_match, "capture: each Commit's LSN is its Begin's final LSN, end after it");
 	ok(commits_increase, "capture: commit LSNs increase");
-	ok(seen_ins2, "capture: Insert with a tab, a negative numeric, json and a 10000-byte value");
+	ok(seen_ins2,
+	   "capture: Insert with a tab, a negative numeric, json and a 10000-byte value");
 	ok(seen_upd_full, "capture: Update with the whole old row (REPLICA IDENTITY FULL)");
-	ok(seen_toast_u, "capture: Update with an unchanged TOASTed value ('u'), whole in the old row");
+	ok(seen_toast_u,
+	   "capture: Update with an unchanged TOASTed value ('u'), whole in the old row");
 	ok(seen_upd_nokey, "capture: Update without an old row (default identity, key unchanged)");
 	ok(seen_upd_k, "capture: Update with a key-only old row ('K')");
 	ok(seen_del_o, "capture: Delete with the whole old row");
@@ -636,11 +653,13 @@ test_capture(const char *path)
 			x ^= x << 17;
 			buf[x % len] = (uint8_t)(x >> 24);
 		}
-		if (pgo_parse_copy(buf, len, &cp, err, sizeof(err)) == 0 && cp.kind == PGO_COPY_XLOGDATA &&
+		if (pgo_parse_copy(buf, len, &cp, err, sizeof(err)) == 0 &&
+		    cp.kind == PGO_COPY_XLOGDATA &&
 		    pgo_decode(&dec, cp.data, cp.len, &m, err, sizeof(err)) == 0)
 			parsed++;
 	}
-	ok(1, "capture: 20000 corrupted messages handled without a crash (%d still parsed)", parsed);
+	ok(1, "capture: 20000 corrupted messages handled without a crash (%d still parsed)",
+	   parsed);
 
 	for (size_t i = 0; i < n; i++)
 		free(recs[i].p);

@@ -25,13 +25,13 @@ static struct ring *
 make_ring(const char *feed, uint64_t size, uint32_t slots, uint64_t base)
 {
 	struct ring_config cfg = {
-		.dir = dir,
-		.feed = feed,
-		.source = "test",
-		.columns_json = "[{\"name\":\"id\",\"type\":\"int8\"}]",
-		.data_size = size,
-		.index_slots = slots,
-		.base_cursor = base,
+	        .dir = dir,
+	        .feed = feed,
+	        .source = "test",
+	        .columns_json = "[{\"name\":\"id\",\"type\":\"int8\"}]",
+	        .data_size = size,
+	        .index_slots = slots,
+	        .base_cursor = base,
 	};
 	struct ring *r = NULL;
 
@@ -73,7 +73,7 @@ check(struct ring *r, uint64_t seq, uint64_t cursor, size_t maxlen)
 	size_t len = fill(want, cursor, maxlen);
 	int rc = ring_read(r, seq, &buf, &rec);
 	bool good = rc == RING_OK && rec.cursor == cursor && rec.seq == seq && buf.len == len &&
-		    memcmp(buf.data, want, len) == 0;
+	            memcmp(buf.data, want, len) == 0;
 
 	free(buf.data);
 	return good;
@@ -488,11 +488,11 @@ static struct ring_config
 adopt_cfg(const char *feed)
 {
 	return (struct ring_config){
-		.dir = dir,
-		.feed = feed,
-		.source = "test",
-		.columns_json = "[{\"name\":\"id\",\"type\":\"int8\"}]",
-		.data_size = 64 * 1024,
+	        .dir = dir,
+	        .feed = feed,
+	        .source = "test",
+	        .columns_json = "[{\"name\":\"id\",\"type\":\"int8\"}]",
+	        .data_size = 64 * 1024,
 	};
 }
 
@@ -560,7 +560,7 @@ test_adopt(void)
 	ok(ring_lookup(r, 10, &old_seq) == RING_OK && old_seq == 10,
 	   "adopt: the reader holds cursor 10 (next seq 10)");
 	ok(write(go[1], "g", 1) == 1 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
-	       WEXITSTATUS(st) == 0,
+	           WEXITSTATUS(st) == 0,
 	   "adopt: the writer appended 1000 batches and died");
 	close(up[0]);
 	close(up[1]);
@@ -574,8 +574,10 @@ test_adopt(void)
 	index_off = peek_u64("adopt.ring", 40);
 	data_off = peek_u64("adopt.ring", 48);
 	slots = peek_u64("adopt.ring", 64) & 0xffffffffu;
-	off = peek_u64("adopt.ring", (off_t)(index_off + ((before.head_seq - 1) % slots) * 32 + 16));
-	len = peek_u64("adopt.ring", (off_t)(index_off + ((before.head_seq - 1) % slots) * 32 + 24));
+	off = peek_u64("adopt.ring",
+	               (off_t)(index_off + ((before.head_seq - 1) % slots) * 32 + 16));
+	len = peek_u64("adopt.ring",
+	               (off_t)(index_off + ((before.head_seq - 1) % slots) * 32 + 24));
 	{
 		uint64_t ent[4] = {before.head_seq, 5000, off + len, 64};
 		static const char junk[64] = "half-written record";
@@ -591,7 +593,7 @@ test_adopt(void)
 	w2 = NULL;
 	cfg.source = "postgresql";
 	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR && w2 == NULL &&
-	       strstr(err, "source") != NULL,
+	           strstr(err, "source") != NULL,
 	   "adopt: another source kind is refused: %s", err);
 	cfg.source = "test";
 	cfg.definition = "view=other";
@@ -616,7 +618,7 @@ test_adopt(void)
 	   "adopt: a second writer is refused while one holds it: %s", err);
 	ring_info(r, &info);
 	ok(info.segment_id == before.segment_id && info.head_seq == before.head_seq &&
-	       info.tail_seq == before.tail_seq && info.snap_gen == before.snap_gen,
+	           info.tail_seq == before.tail_seq && info.snap_gen == before.snap_gen,
 	   "adopt: same segment, seqs and snapshot");
 	is_int(info.head_cursor, 1000, "adopt: head_cursor recovered from the index (not 5000)");
 	ok(info.state == RING_STATE_DOWN && info.writer_pid == getpid(),
@@ -626,7 +628,7 @@ test_adopt(void)
 	ok(info.writer_alive, "adopt: the reader sees a live writer");
 	ok(!ring_replaced(r), "adopt: the reader's mapping stays current");
 	ok(ring_snapshot_open(r, &snap, err, sizeof(err)) == RING_OK &&
-	       snap.seq_after >= info.tail_seq,
+	           snap.seq_after >= info.tail_seq,
 	   "adopt: the snapshot still serves");
 	ring_snapshot_release(&snap);
 	is_int(ring_read(r, before.head_seq, &buf, &rec), RING_AHEAD,
@@ -646,7 +648,7 @@ test_adopt(void)
 		all &= check(r, seq, seq + 1, 3000);
 	ok(all && info.head_cursor == 3000, "adopt: every held batch reads back");
 	ok(ring_lookup(r, 10, &seq) == RING_GONE, "adopt: the old reader's cursor 10 is gone now "
-	   "(dropped by the appends, not by the restart)");
+	                                          "(dropped by the appends, not by the restart)");
 	free(buf.data);
 
 	/* A clean stop (CLOSED) is adopted the same way. */
@@ -668,20 +670,19 @@ test_adopt(void)
 	ok(truncate("cut.ring", 8192) == 0 && rename("cut.ring", "adopt.ring") == 0,
 	   "adopt: truncate a copy of the segment body and put it in place");
 	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR &&
-	       (strstr(err, "truncated") || strstr(err, "corrupt")),
+	           (strstr(err, "truncated") || strstr(err, "corrupt")),
 	   "adopt: a truncated segment is refused: %s", err);
-	ok(truncate("adopt.ring", 100) == 0 && ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR &&
-	       strstr(err, "truncated"),
+	ok(truncate("adopt.ring", 100) == 0 &&
+	           ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR && strstr(err, "truncated"),
 	   "adopt: a truncated header is refused: %s", err);
 	copy_file("other.ring", "adopt.ring");
-	is_int(ring_adopt(&cfg, &w, err, sizeof(err)), RING_OK,
-	       "adopt: an intact copy is adopted");
+	is_int(ring_adopt(&cfg, &w, err, sizeof(err)), RING_OK, "adopt: an intact copy is adopted");
 	ring_close(w, false);
 	ring_info(r, &info);
 	{
 		uint64_t ent_seq = 12345;
-		patch("adopt.ring", (off_t)(index_off + ((info.head_seq - 2) % slots) * 32), &ent_seq,
-		      sizeof(ent_seq));
+		patch("adopt.ring", (off_t)(index_off + ((info.head_seq - 2) % slots) * 32),
+		      &ent_seq, sizeof(ent_seq));
 	}
 	ok(ring_adopt(&cfg, &w2, err, sizeof(err)) == RING_ERR && strstr(err, "damaged"),
 	   "adopt: a damaged index entry is refused: %s", err);
