@@ -4,7 +4,8 @@
 set -eu
 
 pkgs="build-essential autoconf automake pkg-config libpq-dev libfcgi-dev libjson-c-dev
-      nginx postgresql postgresql-client-15 python3 chromium valgrind clang libclang-rt-14-dev"
+      nginx postgresql postgresql-client-15 python3 chromium valgrind clang libclang-rt-14-dev
+      clang-format"
 [ "${TAILGATE_BENCH_DEPS:-}" = 1 ] && pkgs="$pkgs libnginx-mod-nchan python3-tornado"
 command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 
