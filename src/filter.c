@@ -3,9 +3,10 @@
  */
 #include "filter.h"
 
+#include "log.h"
+
 #include <json-c/json.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,21 +29,6 @@ struct filter {
 	int n;
 	struct term *terms;
 };
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 bool
 filter_cols_parse(const char *columns_json, struct filter_cols *out)
@@ -150,7 +136,7 @@ filter_compile(const struct hp_request *req, const struct filter_cols *cols, cha
 	f = calloc(1, sizeof(*f));
 	if (f == NULL || (f->terms = calloc((size_t)req->n_filters, sizeof(*f->terms))) == NULL) {
 		free(f);
-		seterr(err, errlen, "out of memory");
+		log_seterr(err, errlen, "out of memory");
 		return NULL;
 	}
 	for (int i = 0; i < req->n_filters; i++) {
@@ -165,7 +151,8 @@ filter_compile(const struct hp_request *req, const struct filter_cols *cols, cha
 				break;
 			}
 		if (col < 0) {
-			seterr(err, errlen, "unknown parameter or column \"%.64s\"", hf->column);
+			log_seterr(err, errlen, "unknown parameter or column \"%.64s\"",
+			           hf->column);
 			goto failed;
 		}
 		t->col = col;
@@ -179,7 +166,7 @@ filter_compile(const struct hp_request *req, const struct filter_cols *cols, cha
 		t->text = calloc(nv, sizeof(*t->text));
 		t->len = calloc(nv, sizeof(*t->len));
 		if (!t->is_null || !t->num || !t->boolean || !t->text || !t->len) {
-			seterr(err, errlen, "out of memory");
+			log_seterr(err, errlen, "out of memory");
 			goto failed;
 		}
 		for (int j = 0; j < hf->n_values; j++) {
@@ -188,9 +175,9 @@ filter_compile(const struct hp_request *req, const struct filter_cols *cols, cha
 			if (v->is_null) {
 				t->is_null[j] = true;
 				if (hf->op != HP_EQ && hf->op != HP_NEQ && hf->op != HP_IN) {
-					seterr(err, errlen,
-					       "%.64s: null compares only with eq, neq or in",
-					       hf->column);
+					log_seterr(err, errlen,
+					           "%.64s: null compares only with eq, neq or in",
+					           hf->column);
 					goto failed;
 				}
 				continue;
@@ -198,10 +185,10 @@ filter_compile(const struct hp_request *req, const struct filter_cols *cols, cha
 			switch (t->kind) {
 			case COLTYPE_NUMBER:
 				if (!parse_number(v->text, v->len, &t->num[j])) {
-					seterr(err, errlen,
-					       "%.64s is a number column: \"%.40s\" is not a "
-					       "number",
-					       hf->column, v->text);
+					log_seterr(err, errlen,
+					           "%.64s is a number column: \"%.40s\" is not a "
+					           "number",
+					           hf->column, v->text);
 					goto failed;
 				}
 				break;
@@ -211,22 +198,24 @@ filter_compile(const struct hp_request *req, const struct filter_cols *cols, cha
 				else if (strcmp(v->text, "false") == 0)
 					t->boolean[j] = 0;
 				else {
-					seterr(err, errlen,
-					       "%.64s is a boolean column: use true, false or null",
-					       hf->column);
+					log_seterr(err, errlen,
+					           "%.64s is a boolean column: use true, false or "
+					           "null",
+					           hf->column);
 					goto failed;
 				}
 				break;
 			case COLTYPE_JSON:
-				seterr(err, errlen,
-				       "%.64s is a json column: only eq.null and neq.null apply",
-				       hf->column);
+				log_seterr(
+				        err, errlen,
+				        "%.64s is a json column: only eq.null and neq.null apply",
+				        hf->column);
 				goto failed;
 			case COLTYPE_STRING:
 			default:
 				t->text[j] = malloc(v->len + 1);
 				if (t->text[j] == NULL) {
-					seterr(err, errlen, "out of memory");
+					log_seterr(err, errlen, "out of memory");
 					goto failed;
 				}
 				memcpy(t->text[j], v->text, v->len + 1);

@@ -4,26 +4,11 @@
 #include "http_params.h"
 
 #include "batch.h"
+#include "log.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static int
 hexval(char c)
@@ -137,7 +122,7 @@ parse_scalar(const char *s, size_t n, struct hp_value *v, char *err, size_t errl
 				i++;
 			else if (s[i] == '"' || s[i] == '\\') {
 				free(buf);
-				seterr(err, errlen, "bad quoting in a filter value");
+				log_seterr(err, errlen, "bad quoting in a filter value");
 				return false;
 			}
 			buf[j++] = s[i];
@@ -157,7 +142,7 @@ parse_list(const char *s, size_t n, struct hp_filter *f, char *err, size_t errle
 	int count = 0;
 
 	if (n < 2 || s[0] != '(' || s[n - 1] != ')') {
-		seterr(err, errlen, "in. takes a list in parentheses: in.(1,2,3)");
+		log_seterr(err, errlen, "in. takes a list in parentheses: in.(1,2,3)");
 		return false;
 	}
 	s++;
@@ -176,15 +161,15 @@ parse_list(const char *s, size_t n, struct hp_filter *f, char *err, size_t errle
 				if (s[i] == '\\')
 					i++;
 			if (i >= n) {
-				seterr(err, errlen, "unterminated quote in an in. list");
+				log_seterr(err, errlen, "unterminated quote in an in. list");
 				return false;
 			}
 			continue;
 		}
 		if (i == n || s[i] == ',') {
 			if (count >= HP_MAX_VALUES) {
-				seterr(err, errlen, "an in. list holds at most %d values",
-				       HP_MAX_VALUES);
+				log_seterr(err, errlen, "an in. list holds at most %d values",
+				           HP_MAX_VALUES);
 				return false;
 			}
 			if (!parse_scalar(s + start, i - start, &f->values[count], err, errlen))
@@ -338,7 +323,7 @@ hp_parse(const char *query, const char *accept, const char *last_event_id, int m
 	if (query == NULL)
 		query = "";
 	if (strlen(query) > HP_MAX_QUERY) {
-		seterr(err, errlen, "query string longer than %d bytes", HP_MAX_QUERY);
+		log_seterr(err, errlen, "query string longer than %d bytes", HP_MAX_QUERY);
 		return false;
 	}
 	for (p = query; *p != '\0'; p = *end ? end + 1 : end) {
@@ -351,54 +336,55 @@ hp_parse(const char *query, const char *accept, const char *last_event_id, int m
 			continue; /* a&&b, trailing & */
 		eq = memchr(p, '=', (size_t)(end - p));
 		if (eq == NULL) {
-			seterr(err, errlen, "parameter \"%.*s\" has no value",
-			       (int)(end - p > 64 ? 64 : end - p), p);
+			log_seterr(err, errlen, "parameter \"%.*s\" has no value",
+			           (int)(end - p > 64 ? 64 : end - p), p);
 			goto failed;
 		}
 		key = pct_decode(p, (size_t)(eq - p), &klen);
 		val = pct_decode(eq + 1, (size_t)(end - eq - 1), &vlen);
 		if (key == NULL || val == NULL) {
-			seterr(err, errlen, "malformed percent-escape in the query string");
+			log_seterr(err, errlen, "malformed percent-escape in the query string");
 			goto failed;
 		}
 		if (klen == 0 || strlen(key) != klen || strlen(val) != vlen) {
-			seterr(err, errlen, "empty parameter name or NUL in the query string");
+			log_seterr(err, errlen, "empty parameter name or NUL in the query string");
 			goto failed;
 		}
 		if (!utf8_ok(key, klen) || !utf8_ok(val, vlen)) {
-			seterr(err, errlen,
-			       "the query string is not UTF-8 (after percent-decoding)");
+			log_seterr(err, errlen,
+			           "the query string is not UTF-8 (after percent-decoding)");
 			goto failed;
 		}
 		if (strcmp(key, "cursor") == 0) {
 			if (seen_cursor) {
-				seterr(err, errlen, "cursor given twice");
+				log_seterr(err, errlen, "cursor given twice");
 				goto failed;
 			}
 			seen_cursor = true;
 			if (!batch_parse_cursor(val, &req.cursor)) {
-				seterr(err, errlen,
-				       "malformed cursor \"%.40s\": a cursor is 1-20 decimal "
-				       "digits",
-				       val);
+				log_seterr(err, errlen,
+				           "malformed cursor \"%.40s\": a cursor is 1-20 decimal "
+				           "digits",
+				           val);
 				goto failed;
 			}
 			req.has_cursor = true;
 		} else if (strcmp(key, "timeout") == 0) {
 			if (seen_timeout) {
-				seterr(err, errlen, "timeout given twice");
+				log_seterr(err, errlen, "timeout given twice");
 				goto failed;
 			}
 			seen_timeout = true;
 			if (!parse_timeout(val, max_timeout_s, &req.timeout_s)) {
-				seterr(err, errlen,
-				       "timeout must be whole seconds from 0 to %d, not \"%.20s\"",
-				       max_timeout_s, val);
+				log_seterr(
+				        err, errlen,
+				        "timeout must be whole seconds from 0 to %d, not \"%.20s\"",
+				        max_timeout_s, val);
 				goto failed;
 			}
 		} else if (strcmp(key, "stream") == 0) {
 			if (seen_stream || strcmp(val, "sse") != 0) {
-				seterr(err, errlen, "stream takes the value sse, once");
+				log_seterr(err, errlen, "stream takes the value sse, once");
 				goto failed;
 			}
 			seen_stream = true;
@@ -408,24 +394,26 @@ hp_parse(const char *query, const char *accept, const char *last_event_id, int m
 			const char *dot = strchr(val, '.');
 
 			if (req.n_filters >= HP_MAX_FILTERS) {
-				seterr(err, errlen, "at most %d filters", HP_MAX_FILTERS);
+				log_seterr(err, errlen, "at most %d filters", HP_MAX_FILTERS);
 				goto failed;
 			}
 			if (dot == NULL) {
-				seterr(err, errlen,
-				       "unknown parameter \"%.64s\" (a filter is column=op.value, "
-				       "op "
-				       "one of eq,neq,gt,gte,lt,lte,in)",
-				       key);
+				log_seterr(
+				        err, errlen,
+				        "unknown parameter \"%.64s\" (a filter is column=op.value, "
+				        "op "
+				        "one of eq,neq,gt,gte,lt,lte,in)",
+				        key);
 				goto failed;
 			}
 			f = &req.filters[req.n_filters];
 			if (!parse_op(val, (size_t)(dot - val), &f->op)) {
-				seterr(err, errlen,
-				       "bad filter operator \"%.*s\" for %.64s: use eq, neq, gt, "
-				       "gte, "
-				       "lt, lte or in",
-				       (int)(dot - val > 16 ? 16 : dot - val), val, key);
+				log_seterr(
+				        err, errlen,
+				        "bad filter operator \"%.*s\" for %.64s: use eq, neq, gt, "
+				        "gte, "
+				        "lt, lte or in",
+				        (int)(dot - val > 16 ? 16 : dot - val), val, key);
 				goto failed;
 			}
 			req.n_filters++;
@@ -452,16 +440,16 @@ hp_parse(const char *query, const char *accept, const char *last_event_id, int m
 		req.sse = true;
 	if (req.sse && last_event_id != NULL && *last_event_id != '\0') {
 		if (!batch_parse_cursor(last_event_id, &req.cursor)) {
-			seterr(err, errlen,
-			       "malformed Last-Event-ID \"%.40s\": a cursor is 1-20 "
-			       "decimal digits",
-			       last_event_id);
+			log_seterr(err, errlen,
+			           "malformed Last-Event-ID \"%.40s\": a cursor is 1-20 "
+			           "decimal digits",
+			           last_event_id);
 			goto failed;
 		}
 		req.has_cursor = true;
 	}
 	if (!build_key(&req)) {
-		seterr(err, errlen, "out of memory");
+		log_seterr(err, errlen, "out of memory");
 		goto failed;
 	}
 	*out = req;

@@ -137,3 +137,15 @@ fatalx(const char *fmt, ...)
 	va_end(ap);
 	exit(1);
 }
+
+void
+log_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}

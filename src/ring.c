@@ -48,6 +48,7 @@
 #include "ring.h"
 
 #include "atomics.h"
+#include "log.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -55,7 +56,6 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdalign.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,18 +177,6 @@ struct ring {
 	atomic_u64 pid_probe;
 };
 
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static uint64_t
 round_pow2(uint64_t v)
 {
@@ -257,15 +245,15 @@ make_paths(struct ring *r, const char *dir, const char *feed, char *err, size_t 
 	if (dir == NULL)
 		dir = RING_DEFAULT_DIR;
 	if (!feed_name_ok(feed)) {
-		seterr(err, errlen, "invalid feed name \"%s\": use 1-%d of [A-Za-z0-9_-]", feed,
-		       RING_FEED_NAME_MAX);
+		log_seterr(err, errlen, "invalid feed name \"%s\": use 1-%d of [A-Za-z0-9_-]", feed,
+		           RING_FEED_NAME_MAX);
 		return RING_ERR;
 	}
 	if ((size_t)snprintf(r->path, sizeof(r->path), "%s/%s.ring", dir, feed) >=
 	            sizeof(r->path) ||
 	    (size_t)snprintf(r->snap_path, sizeof(r->snap_path), "%s/%s.snap", dir, feed) >=
 	            sizeof(r->snap_path)) {
-		seterr(err, errlen, "ring directory path too long: %s", dir);
+		log_seterr(err, errlen, "ring directory path too long: %s", dir);
 		return RING_ERR;
 	}
 	return RING_OK;
@@ -301,13 +289,13 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 
 	*out = NULL;
 	if (columns_len >= RING_COLUMNS_MAX) {
-		seterr(err, errlen, "feed %s: column list is %zu bytes, the limit is %d", cfg->feed,
-		       columns_len, RING_COLUMNS_MAX);
+		log_seterr(err, errlen, "feed %s: column list is %zu bytes, the limit is %d",
+		           cfg->feed, columns_len, RING_COLUMNS_MAX);
 		return RING_ERR;
 	}
 	r = calloc(1, sizeof(*r));
 	if (r == NULL) {
-		seterr(err, errlen, "out of memory");
+		log_seterr(err, errlen, "out of memory");
 		return RING_ERR;
 	}
 	if (make_paths(r, cfg->dir, cfg->feed, err, errlen) != RING_OK)
@@ -315,8 +303,8 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 
 	config_sizes(cfg, &data_size, &slots);
 	if (slots > UINT32_MAX / 2) {
-		seterr(err, errlen, "feed %s: index of %llu slots is too large", cfg->feed,
-		       (unsigned long long)slots);
+		log_seterr(err, errlen, "feed %s: index of %llu slots is too large", cfg->feed,
+		           (unsigned long long)slots);
 		goto failed;
 	}
 	columns_off = align_up(sizeof(struct ring_hdr), CACHELINE);
@@ -327,7 +315,7 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", r->path);
 	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
-		seterr(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+		log_seterr(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
 		goto failed;
 	}
 	/* Ours alone: nobody else has the new file yet, and the lock is
@@ -336,15 +324,15 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	/* posix_fallocate reserves the pages now, so a full /dev/shm is an
 	 * error here rather than a SIGBUS on first touch. */
 	if ((errno = posix_fallocate(fd, 0, (off_t)total)) != 0) {
-		seterr(err, errlen, "cannot size %s to %llu bytes: %s", tmp,
-		       (unsigned long long)total, strerror(errno));
+		log_seterr(err, errlen, "cannot size %s to %llu bytes: %s", tmp,
+		           (unsigned long long)total, strerror(errno));
 		close(fd);
 		unlink(tmp);
 		goto failed;
 	}
 	base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (base == MAP_FAILED || fstat(fd, &st) != 0) {
-		seterr(err, errlen, "cannot map %s: %s", tmp, strerror(errno));
+		log_seterr(err, errlen, "cannot map %s: %s", tmp, strerror(errno));
 		close(fd);
 		unlink(tmp);
 		goto failed;
@@ -385,7 +373,8 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	 * would not match, but there is no reason to keep serving it. */
 	unlink(r->snap_path);
 	if (rename(tmp, r->path) != 0) {
-		seterr(err, errlen, "cannot rename %s to %s: %s", tmp, r->path, strerror(errno));
+		log_seterr(err, errlen, "cannot rename %s to %s: %s", tmp, r->path,
+		           strerror(errno));
 		munmap(base, total);
 		close(fd);
 		unlink(tmp);
@@ -549,19 +538,19 @@ ring_write_snapshot(struct ring *r, const struct iovec *iov, int iovcnt, char *e
 	snprintf(tmp, sizeof(tmp), "%s.tmp", r->snap_path);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
-		seterr(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+		log_seterr(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
 		return RING_ERR;
 	}
 	if (write_all(fd, &hv, 1) != 0 || write_all(fd, iov, iovcnt) != 0) {
-		seterr(err, errlen, "cannot write snapshot %s (%llu bytes): %s", tmp,
-		       (unsigned long long)payload, strerror(errno));
+		log_seterr(err, errlen, "cannot write snapshot %s (%llu bytes): %s", tmp,
+		           (unsigned long long)payload, strerror(errno));
 		close(fd);
 		unlink(tmp);
 		return RING_ERR;
 	}
 	if (close(fd) != 0 || rename(tmp, r->snap_path) != 0) {
-		seterr(err, errlen, "cannot install snapshot %s: %s", r->snap_path,
-		       strerror(errno));
+		log_seterr(err, errlen, "cannot install snapshot %s: %s", r->snap_path,
+		           strerror(errno));
 		unlink(tmp);
 		return RING_ERR;
 	}
@@ -639,25 +628,25 @@ validate_segment(const char *path, const struct ring_hdr *h, uint64_t file_size,
                  size_t errlen)
 {
 	if (file_size < sizeof(struct ring_hdr)) {
-		seterr(err, errlen, "%s: truncated segment (%llu bytes, header needs %zu)", path,
-		       (unsigned long long)file_size, sizeof(struct ring_hdr));
+		log_seterr(err, errlen, "%s: truncated segment (%llu bytes, header needs %zu)",
+		           path, (unsigned long long)file_size, sizeof(struct ring_hdr));
 		return RING_ERR;
 	}
 	if (memcmp(h->magic, RING_MAGIC, sizeof(h->magic)) != 0) {
-		seterr(err, errlen, "%s: not a tailgate ring segment (bad magic)", path);
+		log_seterr(err, errlen, "%s: not a tailgate ring segment (bad magic)", path);
 		return RING_ERR;
 	}
 	if (h->layout_version != RING_LAYOUT_VERSION) {
-		seterr(err, errlen,
-		       "%s: segment layout version %u, this program reads version %u; "
-		       "restart tailgated and tailgate-fcgi from the same release",
-		       path, h->layout_version, RING_LAYOUT_VERSION);
+		log_seterr(err, errlen,
+		           "%s: segment layout version %u, this program reads version %u; "
+		           "restart tailgated and tailgate-fcgi from the same release",
+		           path, h->layout_version, RING_LAYOUT_VERSION);
 		return RING_ERR;
 	}
 	if (h->hdr_size != sizeof(struct ring_hdr) || h->segment_size != file_size) {
-		seterr(err, errlen,
-		       "%s: corrupt or truncated segment (size %llu, header says %llu)", path,
-		       (unsigned long long)file_size, (unsigned long long)h->segment_size);
+		log_seterr(err, errlen,
+		           "%s: corrupt or truncated segment (size %llu, header says %llu)", path,
+		           (unsigned long long)file_size, (unsigned long long)h->segment_size);
 		return RING_ERR;
 	}
 	if (h->data_size < MIN_DATA_SIZE || (h->data_size & (h->data_size - 1)) != 0 ||
@@ -669,7 +658,7 @@ validate_segment(const char *path, const struct ring_hdr *h, uint64_t file_size,
 	    memchr(h->feed, '\0', sizeof(h->feed)) == NULL ||
 	    memchr(h->source, '\0', sizeof(h->source)) == NULL ||
 	    ((const char *)h)[h->columns_off + h->columns_len] != '\0') {
-		seterr(err, errlen, "%s: corrupt segment header (inconsistent layout)", path);
+		log_seterr(err, errlen, "%s: corrupt segment header (inconsistent layout)", path);
 		return RING_ERR;
 	}
 	return RING_OK;
@@ -686,31 +675,31 @@ ring_open(const char *dir, const char *feed, struct ring **out, char *err, size_
 	*out = NULL;
 	r = calloc(1, sizeof(*r));
 	if (r == NULL) {
-		seterr(err, errlen, "out of memory");
+		log_seterr(err, errlen, "out of memory");
 		return RING_ERR;
 	}
 	if (make_paths(r, dir, feed, err, errlen) != RING_OK)
 		goto failed;
 	fd = open(r->path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		seterr(err, errlen, "cannot open %s: %s", r->path, strerror(errno));
+		log_seterr(err, errlen, "cannot open %s: %s", r->path, strerror(errno));
 		goto failed;
 	}
 	if (fstat(fd, &st) != 0) {
-		seterr(err, errlen, "cannot stat %s: %s", r->path, strerror(errno));
+		log_seterr(err, errlen, "cannot stat %s: %s", r->path, strerror(errno));
 		close(fd);
 		goto failed;
 	}
 	if ((uint64_t)st.st_size < sizeof(struct ring_hdr)) {
-		seterr(err, errlen, "%s: truncated segment (%llu bytes, header needs %zu)", r->path,
-		       (unsigned long long)st.st_size, sizeof(struct ring_hdr));
+		log_seterr(err, errlen, "%s: truncated segment (%llu bytes, header needs %zu)",
+		           r->path, (unsigned long long)st.st_size, sizeof(struct ring_hdr));
 		close(fd);
 		goto failed;
 	}
 	base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
 	close(fd);
 	if (base == MAP_FAILED) {
-		seterr(err, errlen, "cannot map %s: %s", r->path, strerror(errno));
+		log_seterr(err, errlen, "cannot map %s: %s", r->path, strerror(errno));
 		goto failed;
 	}
 	if (validate_segment(r->path, base, (uint64_t)st.st_size, err, errlen) != RING_OK) {
@@ -764,7 +753,7 @@ failed:
 
 #define adopt_bad(...)                                                                             \
 	do {                                                                                       \
-		seterr(err, errlen, __VA_ARGS__);                                                  \
+		log_seterr(err, errlen, __VA_ARGS__);                                              \
 		return RING_ERR;                                                                   \
 	} while (0)
 
@@ -911,32 +900,32 @@ ring_adopt(const struct ring_config *cfg, struct ring **out, char *err, size_t e
 	*out = NULL;
 	r = calloc(1, sizeof(*r));
 	if (r == NULL) {
-		seterr(err, errlen, "out of memory");
+		log_seterr(err, errlen, "out of memory");
 		return RING_ERR;
 	}
 	if (make_paths(r, cfg->dir, cfg->feed, err, errlen) != RING_OK)
 		goto failed;
 	fd = open(r->path, O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
-		seterr(err, errlen, "cannot open %s: %s", r->path, strerror(errno));
+		log_seterr(err, errlen, "cannot open %s: %s", r->path, strerror(errno));
 		if (errno == ENOENT)
 			rc = RING_GONE;
 		goto failed;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		seterr(err, errlen, "%s: another process is its writer (%s)", r->path,
-		       strerror(errno));
+		log_seterr(err, errlen, "%s: another process is its writer (%s)", r->path,
+		           strerror(errno));
 		close(fd);
 		goto failed;
 	}
 	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < sizeof(struct ring_hdr)) {
-		seterr(err, errlen, "%s: truncated segment", r->path);
+		log_seterr(err, errlen, "%s: truncated segment", r->path);
 		close(fd);
 		goto failed;
 	}
 	base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (base == MAP_FAILED) {
-		seterr(err, errlen, "cannot map %s: %s", r->path, strerror(errno));
+		log_seterr(err, errlen, "cannot map %s: %s", r->path, strerror(errno));
 		close(fd);
 		goto failed;
 	}
@@ -948,7 +937,7 @@ ring_adopt(const struct ring_config *cfg, struct ring **out, char *err, size_t e
 		goto unmap;
 	gen = load_relaxed(&h->base_gen);
 	if ((gen & 1) != 0) {
-		seterr(err, errlen, "%s: the writer died resetting it", r->path);
+		log_seterr(err, errlen, "%s: the writer died resetting it", r->path);
 		/* Let readers out of read_base (see above); they find the
 		 * replacement by name. */
 		store_release(&h->state, RING_STATE_CLOSED);
@@ -1307,30 +1296,31 @@ ring_snapshot_open(struct ring *r, struct ring_snapshot *snap, char *err, size_t
 	memset(snap, 0, sizeof(*snap));
 	fd = open(r->snap_path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		seterr(err, errlen, "cannot open %s: %s", r->snap_path, strerror(errno));
+		log_seterr(err, errlen, "cannot open %s: %s", r->snap_path, strerror(errno));
 		return RING_ERR;
 	}
 	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < sizeof(struct snap_hdr)) {
-		seterr(err, errlen, "%s: truncated snapshot", r->snap_path);
+		log_seterr(err, errlen, "%s: truncated snapshot", r->snap_path);
 		close(fd);
 		return RING_ERR;
 	}
 	base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
 	close(fd);
 	if (base == MAP_FAILED) {
-		seterr(err, errlen, "cannot map %s: %s", r->snap_path, strerror(errno));
+		log_seterr(err, errlen, "cannot map %s: %s", r->snap_path, strerror(errno));
 		return RING_ERR;
 	}
 	sh = base;
 	if (memcmp(sh->magic, SNAP_MAGIC, sizeof(sh->magic)) != 0 ||
 	    sh->layout_version != RING_LAYOUT_VERSION || sh->hdr_size != sizeof(*sh) ||
 	    sh->payload_len != (uint64_t)st.st_size - sizeof(*sh)) {
-		seterr(err, errlen, "%s: corrupt snapshot or another layout version", r->snap_path);
+		log_seterr(err, errlen, "%s: corrupt snapshot or another layout version",
+		           r->snap_path);
 		munmap(base, (size_t)st.st_size);
 		return RING_ERR;
 	}
 	if (sh->segment_id != r->hdr->segment_id) {
-		seterr(err, errlen, "%s: snapshot belongs to another segment", r->snap_path);
+		log_seterr(err, errlen, "%s: snapshot belongs to another segment", r->snap_path);
 		munmap(base, (size_t)st.st_size);
 		return RING_GONE;
 	}

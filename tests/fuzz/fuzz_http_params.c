@@ -8,7 +8,7 @@
  * UTF-8 without NULs (a value that is not could match no row, and is
  * quoted back in error messages).
  *
- * fuzz-sources: src/http_params.c src/filter.c src/batch.c src/coltype.c
+ * fuzz-sources: src/http_params.c src/filter.c src/batch.c src/coltype.c src/log.c
  */
 #include "batch.h"
 #include "filter.h"
