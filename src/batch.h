@@ -90,6 +90,20 @@ size_t utf8_char_len(const unsigned char *s, size_t n);
  * maximal subparts"), for encoders that replace bad bytes. */
 size_t utf8_seq_len(const unsigned char *s, size_t n, size_t *bad);
 
+/* The value of one hexadecimal digit, or -1: for the parsers' escapes
+ * (COPY's \xHH, the query string's %HH, JSON's \uHHHH). */
+static inline int
+hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 /* ---- reading (responder) ---- */
 
 struct batch_view {

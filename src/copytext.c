@@ -12,6 +12,8 @@
 
 #include "copytext.h"
 
+#include "batch.h" /* hex_value */
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,18 +51,6 @@ static inline uint64_t
 special_mask(uint64_t w)
 {
 	return eq_mask(w, '\t') | eq_mask(w, '\\') | eq_mask(w, '\n') | eq_mask(w, '\r');
-}
-
-static int
-hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 /* Decode the escapes of one field [p, p + n) to o; returns the end.  The
@@ -111,14 +101,14 @@ decode(const unsigned char *p, size_t n, char *o)
 			break;
 		}
 		case 'x': {
-			int h = i < n ? hexval(p[i]) : -1;
+			int h = i < n ? hex_value(p[i]) : -1;
 			if (h < 0) {
 				*o++ = 'x';
 				break;
 			}
 			unsigned v = (unsigned)h;
 			i++;
-			if (i < n && (h = hexval(p[i])) >= 0) {
+			if (i < n && (h = hex_value(p[i])) >= 0) {
 				v = (v << 4) + (unsigned)h;
 				i++;
 			}

@@ -3,6 +3,7 @@
  */
 #include "filter.h"
 
+#include "batch.h" /* hex_value */
 #include "log.h"
 
 #include <json-c/json.h>
@@ -301,18 +302,6 @@ json_array_nth(const char *row, size_t len, int k, const char **elem, size_t *el
 	}
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static size_t
 put_utf8(char *o, uint32_t cp)
 {
@@ -345,7 +334,7 @@ read_hex4(const char *s, size_t n, size_t i, uint32_t *v)
 	if (i + 4 > n)
 		return false;
 	for (size_t k = 0; k < 4; k++) {
-		int h = hexval(s[i + k]);
+		int h = hex_value((unsigned char)s[i + k]);
 		if (h < 0)
 			return false;
 		*v = *v * 16 + (uint32_t)h;

@@ -10,18 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decode s[0..n) into a new NUL-terminated string; NULL when an
  * escape is malformed or memory runs out. */
 static char *
@@ -39,8 +27,8 @@ pct_decode(const char *s, size_t n, size_t *outlen)
 				free(o);
 				return NULL;
 			}
-			hi = hexval(s[i + 1]);
-			lo = hexval(s[i + 2]);
+			hi = hex_value((unsigned char)s[i + 1]);
+			lo = hex_value((unsigned char)s[i + 2]);
 			if (hi < 0 || lo < 0) {
 				free(o);
 				return NULL;
