@@ -269,22 +269,6 @@ cmp_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static const char *
-state_name(enum ring_state s)
-{
-	switch (s) {
-	case RING_STATE_STARTING:
-		return "starting";
-	case RING_STATE_LIVE:
-		return "live";
-	case RING_STATE_DOWN:
-		return "down";
-	case RING_STATE_CLOSED:
-		return "closed";
-	}
-	return "unknown";
-}
-
 void
 feeds_render_list(struct bbuf *out)
 {
@@ -341,7 +325,7 @@ feeds_render_list(struct bbuf *out)
 		bbuf_adds(out, live ? ",\"live\":true" : ",\"live\":false");
 		bbuf_adds(out, ",\"state\":\"");
 		bbuf_adds(out, info.writer_alive || info.state == RING_STATE_CLOSED
-		                       ? state_name(info.state)
+		                       ? ring_strstate(info.state)
 		                       : "dead");
 		bbuf_adds(out, "\"}");
 		seg_release(s);

@@ -1365,6 +1365,22 @@ ring_close(struct ring *r, bool remove)
 }
 
 const char *
+ring_strstate(enum ring_state state)
+{
+	switch (state) {
+	case RING_STATE_STARTING:
+		return "starting";
+	case RING_STATE_LIVE:
+		return "live";
+	case RING_STATE_DOWN:
+		return "down";
+	case RING_STATE_CLOSED:
+		return "closed";
+	}
+	return "unknown";
+}
+
+const char *
 ring_strstatus(int status)
 {
 	switch (status) {

@@ -214,5 +214,8 @@ void ring_snapshot_release(struct ring_snapshot *snap);
 void ring_close(struct ring *r, bool remove);
 
 const char *ring_strstatus(int status);
+/* "starting", "live", "down", "closed"; "unknown" for any other value
+ * (a corrupt header). */
+const char *ring_strstate(enum ring_state state);
 
 #endif

@@ -46,22 +46,6 @@ usage(FILE *f)
 	        RING_DEFAULT_DIR);
 }
 
-static const char *
-state_name(enum ring_state s)
-{
-	switch (s) {
-	case RING_STATE_STARTING:
-		return "starting";
-	case RING_STATE_LIVE:
-		return "live";
-	case RING_STATE_DOWN:
-		return "down";
-	case RING_STATE_CLOSED:
-		return "closed";
-	}
-	return "?";
-}
-
 static struct ring *
 open_feed(const char *feed)
 {
@@ -84,7 +68,8 @@ cmd_info(const char *feed)
 	ring_info(r, &i);
 	printf("feed         %s\n", ring_feed(r));
 	printf("source       %s\n", ring_source(r));
-	printf("state        %s%s\n", state_name(i.state), i.writer_alive ? "" : " (writer gone)");
+	printf("state        %s%s\n", ring_strstate(i.state),
+	       i.writer_alive ? "" : " (writer gone)");
 	printf("writer pid   %d\n", i.writer_pid);
 	printf("head cursor  %" PRIu64 "\n", i.head_cursor);
 	printf("head seq     %" PRIu64 "\n", i.head_seq);
@@ -123,7 +108,8 @@ cmd_list(void)
 		}
 		ring_info(r, &i);
 		printf("%-24s %-8s cursor %" PRIu64 " rows %" PRIu64 "\n", feed,
-		       i.writer_alive ? state_name(i.state) : "dead", i.head_cursor, i.row_count);
+		       i.writer_alive ? ring_strstate(i.state) : "dead", i.head_cursor,
+		       i.row_count);
 		ring_close(r, false);
 	}
 	closedir(d);
