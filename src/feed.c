@@ -665,6 +665,21 @@ touch_items(struct feed *f, uint64_t ts, const size_t *items, size_t nitems)
 	return true;
 }
 
+/* Closing timestamp ts, after its batch was appended (or could not be):
+ * the touched rows' counts become the state, then the ring catches up. */
+static void
+commit_touched(struct feed *f, uint64_t ts, bool published)
+{
+	for (size_t i = 0; i < f->ntouch; i++) {
+		struct touch *t = &f->touch[i];
+		rowset_set_count(&f->state, t->e, (uint32_t)((int64_t)t->e->count + t->delta));
+	}
+	touch_release(f);
+	if (!published)
+		not_published(f, ts);
+	after_publish(f);
+}
+
 static int
 close_ts(struct feed *f, uint64_t ts, const size_t *items, size_t nitems)
 {
@@ -693,14 +708,7 @@ close_ts(struct feed *f, uint64_t ts, const size_t *items, size_t nitems)
 		return 0;
 	}
 	published = append_batch(f, ts);
-	for (size_t i = 0; i < f->ntouch; i++) {
-		struct touch *t = &f->touch[i];
-		rowset_set_count(&f->state, t->e, (uint32_t)((int64_t)t->e->count + t->delta));
-	}
-	touch_release(f);
-	if (!published)
-		not_published(f, ts);
-	after_publish(f);
+	commit_touched(f, ts, published);
 	return 0;
 }
 
@@ -786,14 +794,7 @@ close_snapshot(struct feed *f, uint64_t ts, const size_t *items, size_t nitems)
 		            f->name, ts, f->head);
 		published = false;
 	}
-	for (size_t i = 0; i < f->ntouch; i++) {
-		struct touch *t = &f->touch[i];
-		rowset_set_count(&f->state, t->e, (uint32_t)((int64_t)t->e->count + t->delta));
-	}
-	touch_release(f);
-	if (!published)
-		not_published(f, ts);
-	after_publish(f);
+	commit_touched(f, ts, published);
 	return 0;
 }
 
