@@ -807,6 +807,21 @@ struct ready {
 	struct ready *next;
 };
 
+/* w leaves its group g (the group is being answered or re-parked whole)
+ * and takes the group's position: where the render left it. */
+static void
+take_position(struct waiter *w, const struct group *g)
+{
+	w->gnext = w->gprev = NULL;
+	w->group = NULL;
+	w->seq_after = g->seq_after;
+	w->cursor = g->cursor;
+	if (w->seg != g->seg) {
+		seg_release(w->seg);
+		w->seg = seg_ref(g->seg);
+	}
+}
+
 static void
 answer_group(struct group *g, struct reply *r, int64_t wake_ns)
 {
@@ -815,14 +830,7 @@ answer_group(struct group *g, struct reply *r, int64_t wake_ns)
 
 	for (; w != NULL; w = next) {
 		next = w->gnext;
-		w->gnext = w->gprev = NULL;
-		w->group = NULL;
-		w->seq_after = g->seq_after;
-		w->cursor = g->cursor;
-		if (w->seg != g->seg) {
-			seg_release(w->seg);
-			w->seg = seg_ref(g->seg);
-		}
+		take_position(w, g);
 		w->pending = reply_ref(r);
 		w->wake_ns = wake_ns;
 		w->qnext = next;
@@ -843,14 +851,7 @@ repark_group(struct group *g, struct ring_buf *scratch)
 
 	for (; w != NULL; w = next) {
 		next = w->gnext;
-		w->gnext = w->gprev = NULL;
-		w->group = NULL;
-		w->seq_after = g->seq_after;
-		w->cursor = g->cursor;
-		if (w->seg != g->seg) {
-			seg_release(w->seg);
-			w->seg = seg_ref(g->seg);
-		}
+		take_position(w, g);
 		park_serve(w, scratch);
 	}
 	g->head = NULL;
