@@ -121,13 +121,32 @@ render_sse_event(struct bbuf *out, const char *name, uint64_t id, const char *js
 	bbuf_adds(out, "\n");
 }
 
+/* Append the rows [from, to) of v that f matches, comma-separated;
+ * returns how many. */
+static uint64_t
+render_matching(struct bbuf *out, const struct batch_view *v, const struct filter *f, uint64_t from,
+                uint64_t to)
+{
+	uint64_t matched = 0;
+
+	for (uint64_t i = from; i < to; i++) {
+		const struct batch_row *r = &v->rows[i];
+		if (!filter_match(f, v->json + r->off, r->len))
+			continue;
+		if (matched > 0)
+			bbuf_add(out, ",", 1);
+		bbuf_add(out, v->json + r->off, r->len);
+		matched++;
+	}
+	return matched;
+}
+
 bool
 render_batch(struct bbuf *out, const struct batch_view *v, const struct filter *f, uint64_t cursor)
 {
 	char prefix[64];
 	size_t mark = out->len;
-	uint64_t matched = 0;
-	bool first;
+	uint64_t matched;
 
 	if (f == NULL) {
 		bbuf_add(out, v->json, v->json_len);
@@ -135,29 +154,9 @@ render_batch(struct bbuf *out, const struct batch_view *v, const struct filter *
 	}
 	snprintf(prefix, sizeof(prefix), "{\"timestamp\":\"%" PRIu64 "\",\"inserted\":[", cursor);
 	bbuf_adds(out, prefix);
-	first = true;
-	for (uint64_t i = 0; i < v->n_ins; i++) {
-		const struct batch_row *r = &v->rows[i];
-		if (!filter_match(f, v->json + r->off, r->len))
-			continue;
-		if (!first)
-			bbuf_add(out, ",", 1);
-		bbuf_add(out, v->json + r->off, r->len);
-		first = false;
-		matched++;
-	}
+	matched = render_matching(out, v, f, 0, v->n_ins);
 	bbuf_adds(out, "],\"deleted\":[");
-	first = true;
-	for (uint64_t i = v->n_ins; i < v->n_ins + v->n_del; i++) {
-		const struct batch_row *r = &v->rows[i];
-		if (!filter_match(f, v->json + r->off, r->len))
-			continue;
-		if (!first)
-			bbuf_add(out, ",", 1);
-		bbuf_add(out, v->json + r->off, r->len);
-		first = false;
-		matched++;
-	}
+	matched += render_matching(out, v, f, v->n_ins, v->n_ins + v->n_del);
 	bbuf_adds(out, "]}");
 	if (matched == 0) {
 		out->len = mark;
