@@ -99,6 +99,24 @@ def daemon_row(row):
     return canon(row)
 
 
+def read_events(path, kind=None):
+    """mzserver's --events log (JSON lines), only events of kind if given;
+    [] before the file exists.  A line being written is skipped."""
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                if kind is None or e.get('event') == kind:
+                    out.append(e)
+    except FileNotFoundError:
+        pass
+    return out
+
+
 class Model:
     """The scenario's history as the daemon should publish it."""
 
@@ -210,19 +228,7 @@ class Run:
             return f.read()
 
     def events(self, kind=None):
-        out = []
-        try:
-            with open(self.events_path) as f:
-                for line in f:
-                    try:
-                        e = json.loads(line)
-                    except ValueError:
-                        continue
-                    if kind is None or e.get('event') == kind:
-                        out.append(e)
-        except FileNotFoundError:
-            pass
-        return out
+        return read_events(self.events_path, kind)
 
     def dump(self, feed=None):
         """The ring as [(cursor, batch)], snapshot first; None if absent."""

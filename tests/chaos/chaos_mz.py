@@ -63,7 +63,7 @@ sys.path.insert(0, os.path.join(TESTS, 'lib'))
 sys.path.insert(0, os.path.join(TESTS, 'mzserver'))
 sys.path.insert(0, TESTS)
 from stack import Stack, builddir  # noqa: E402
-from daemon_mz import Model, canon, num  # noqa: E402
+from daemon_mz import Model, canon, num, read_events  # noqa: E402
 
 MZSERVER = os.path.join(TESTS, 'mzserver', 'mzserver.py')
 SEED = int(os.environ.get('CHAOS_SEED', '8'))
@@ -591,19 +591,7 @@ class MzServer:
         return self.ctl('release %s' % name)
 
     def events(self, kind=None):
-        out = []
-        try:
-            with open(self.events_path) as f:
-                for line in f:
-                    try:
-                        e = json.loads(line)
-                    except ValueError:
-                        continue
-                    if kind is None or e.get('event') == kind:
-                        out.append(e)
-        except FileNotFoundError:
-            pass
-        return out
+        return read_events(self.events_path, kind)
 
     def stop(self):
         if self.proc.poll() is None:
