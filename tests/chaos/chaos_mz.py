@@ -1080,11 +1080,15 @@ def phase_d(st, tmp):
            dmn.log()[-3000:])
         figures['faults injected'] += 1
         g_mid = max(f.cursor for f in fg)
-        time.sleep(1.5)
-        g_after = max(f.cursor for f in fg)
         # "After" only while the good scenario still has timestamps left (a
-        # slow build, e.g. ASan, may reach its end first).
+        # slow build, e.g. ASan, may reach its end first).  The daemon
+        # reconnects the bad feed and mzserver (one Python thread) sends the
+        # 100 MB row again, holding up its other stream while it does; under
+        # ASan that takes seconds, so wait for the good feed to move rather
+        # than sampling it once after a fixed pause.
         g_end = tl_good.last_change(gg.ts[-1])
+        wait_until(lambda: max(f.cursor for f in fg) > g_mid or g_mid == g_end, 15, 0.1)
+        g_after = max(f.cursor for f in fg)
         ok(g_before < g_mid and (g_mid < g_after or g_mid == g_end),
            'D: %s streamed on while the big row arrived and after (cursor %s -> %s -> %s, '
            'scenario ends at %s)' % (good, g_before, g_mid, g_after, g_end))
