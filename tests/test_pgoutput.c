@@ -1,5 +1,5 @@
 /*
- * test_pgoutput.c - the pgoutput parser (src/pgoutput.c).
+ * test_pgoutput.c - the pgoutput parser (src/daemon/pgoutput.c).
  *
  *   tests/test_pgoutput [CAPTURE]
  *

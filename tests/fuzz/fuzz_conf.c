@@ -1,5 +1,5 @@
 /*
- * fuzz_conf.c - libFuzzer target: tailgated.conf parsing (src/conf.c) on
+ * fuzz_conf.c - libFuzzer target: tailgated.conf parsing (src/daemon/conf.c) on
  * arbitrary bytes.
  *
  * conf_parse() takes the text as (pointer, length), not NUL-terminated:
@@ -10,7 +10,7 @@
  * compare equal to itself.  The input is also tried as a size ("16M")
  * for conf_parse_size.
  *
- * fuzz-sources: src/conf.c
+ * fuzz-sources: src/daemon/conf.c
  */
 #include "conf.h"
 

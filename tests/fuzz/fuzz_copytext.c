@@ -1,6 +1,6 @@
 /*
  * fuzz_copytext.c - libFuzzer target: the COPY text-format row decoder
- * (src/copytext.c) against a plain byte-at-a-time reference decoder
+ * (src/daemon/copytext.c) against a plain byte-at-a-time reference decoder
  * written here from copytext.h's description of the format.
  *
  * Both must agree on every input: malformed or not, and when not, the
@@ -11,7 +11,7 @@
  * The row is copied into an exact-size allocation so a read past its end
  * is caught.
  *
- * fuzz-sources: src/copytext.c src/batch.c
+ * fuzz-sources: src/daemon/copytext.c src/lib/batch.c
  */
 #include "copytext.h"
 

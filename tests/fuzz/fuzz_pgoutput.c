@@ -3,7 +3,7 @@
  * accept or refuse any CopyData message without reading outside it, and
  * every value it accepts must lie inside the message.
  *
- * fuzz-sources: src/pgoutput.c
+ * fuzz-sources: src/daemon/pgoutput.c
  */
 #include "pgoutput.h"
 
