@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct term {
 	int col;
@@ -22,8 +23,8 @@ struct term {
 	bool *is_null;
 	struct numcmp *num; /* COLTYPE_NUMBER, digits in text[] */
 	enum numcmp_class numclass;
-	int *boolean;     /* COLTYPE_BOOL: 0/1 */
-	char **text;      /* COLTYPE_STRING */
+	int *boolean; /* COLTYPE_BOOL: 0/1 */
+	char **text;  /* COLTYPE_STRING */
 	size_t *len;
 };
 
@@ -107,6 +108,26 @@ filter_free(struct filter *f)
 		free_term(&f->terms[i]);
 	free(f->terms);
 	free(f);
+}
+
+/* A boolean constant as PostgreSQL's boolin reads it: any case, a unique
+ * prefix of true, false, yes, no, or on, off, 1, 0.  1, 0, or -1 when it
+ * is none of them. */
+static int
+parse_bool(const char *s, size_t n)
+{
+	static const struct {
+		const char *word;
+		size_t min; /* shortest accepted prefix */
+		int value;
+	} words[] = {{"true", 1, 1}, {"false", 1, 0}, {"yes", 1, 1}, {"no", 1, 0},
+	             {"on", 2, 1},   {"off", 2, 0},   {"1", 1, 1},   {"0", 1, 0}};
+
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (n >= words[i].min && n <= strlen(words[i].word) &&
+		    strncasecmp(s, words[i].word, n) == 0)
+			return words[i].value;
+	return -1;
 }
 
 /* A number constant, read as an SQL numeric literal for the column's class
@@ -197,14 +218,10 @@ filter_compile(const struct hp_request *req, const struct filter_cols *cols, cha
 					goto failed;
 				break;
 			case COLTYPE_BOOL:
-				if (strcmp(v->text, "true") == 0)
-					t->boolean[j] = 1;
-				else if (strcmp(v->text, "false") == 0)
-					t->boolean[j] = 0;
-				else {
+				if ((t->boolean[j] = parse_bool(v->text, v->len)) < 0) {
 					log_seterr(err, errlen,
-					           "%.64s is a boolean column: use true, false or "
-					           "null",
+					           "%.64s is a boolean column: use true, false "
+					           "(or yes, no, on, off, 1, 0) or null",
 					           hf->column);
 					goto failed;
 				}
@@ -454,7 +471,8 @@ number_value(enum numcmp_class cls, const char *v, size_t vl, char *buf, struct 
 		return false;
 	/* Only the names of the special values: numcmp_parse keeps the
 	 * digits of a decimal in buf, which holds the name. */
-	return (n == 3 && memcmp(buf, "NaN", 3) == 0 && numcmp_parse("NaN", 3, cls, buf, out, &why)) ||
+	return (n == 3 && memcmp(buf, "NaN", 3) == 0 &&
+	        numcmp_parse("NaN", 3, cls, buf, out, &why)) ||
 	       (n == 8 && memcmp(buf, "Infinity", 8) == 0 &&
 	        numcmp_parse("Infinity", 8, cls, buf, out, &why)) ||
 	       (n == 9 && memcmp(buf, "-Infinity", 9) == 0 &&
