@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/file.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #define DEFAULT_CONFIG "/etc/tailgate/tailgated.conf"
@@ -55,6 +57,44 @@ usage(FILE *f)
 	        "SIGTERM/SIGINT stop, SIGHUP reloads the configuration.  See tailgated(8)\n"
 	        "and tailgated.conf(5).\n",
 	        DEFAULT_CONFIG);
+}
+
+/*
+ * One daemon per ring directory.  Two would both write the same segments:
+ * the second replaces the rings and the first streams into files nobody
+ * reads.  An exclusive flock on RING_DIR/tailgated.lock, held for the
+ * process's life (the kernel drops it when the process dies, kill -9
+ * included, so there is no stale lock to clean up), refuses the second
+ * with the first one's pid.
+ */
+static void
+lock_ring_dir(const char *ring_dir)
+{
+	char path[4096], pid[32] = "";
+	int fd, n;
+
+	if (snprintf(path, sizeof(path), "%s/tailgated.lock", ring_dir) >= (int)sizeof(path))
+		fatalx("ring_dir %s: path too long", ring_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		fatal("ring_dir %s: cannot open %s (the directory must exist and be writable by "
+		      "the daemon's user)",
+		      ring_dir, path);
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno != EWOULDBLOCK)
+			fatal("ring_dir %s: cannot lock %s", ring_dir, path);
+		n = (int)pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		fatalx("ring_dir %s is in use by another tailgated (pid %s); stop it, or give "
+		       "this one its own ring_dir",
+		       ring_dir, pid[0] ? pid : "unknown");
+	}
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		log_warning("ring_dir %s: cannot write the pid into %s: %s", ring_dir, path,
+		            strerror(errno));
+	/* fd stays open: the lock lives as long as the process. */
 }
 
 int
@@ -129,6 +169,7 @@ main(int argc, char **argv)
 	if (conf == NULL)
 		fatalx("%s", err);
 	log_redact(conf->password); /* libpq's messages must never show it */
+	lock_ring_dir(conf->ring_dir);
 
 	/* Signals come through the poll loop. */
 	sigemptyset(&mask);
