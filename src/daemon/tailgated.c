@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/file.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -102,6 +103,29 @@ lock_ring_dir(const char *ring_dir)
 	/* fd stays open: the lock lives as long as the process. */
 }
 
+/* A configuration that holds a password should be readable by the daemon's
+ * user (and its group) only: warn when every user of the host can read it.
+ * A warning, not a refusal: the operator may have reasons (a container
+ * with one user), and refusing would stop a running service on reload. */
+static void
+warn_readable_password(const struct conf *conf, const char *path, FILE *out)
+{
+	struct stat st;
+
+	if (conf == NULL || conf->password == NULL || stat(path, &st) != 0 ||
+	    (st.st_mode & S_IROTH) == 0)
+		return;
+	if (out != NULL)
+		fprintf(out,
+		        "tailgated: warning: %s holds a password and every user can read it "
+		        "(mode %04o); chmod 640 %s\n",
+		        path, (unsigned)(st.st_mode & 07777), path);
+	else
+		log_warning("%s holds a password and every user can read it (mode %04o); "
+		            "chmod 640 %s",
+		            path, (unsigned)(st.st_mode & 07777), path);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -170,6 +194,7 @@ main(int argc, char **argv)
 			fprintf(stderr, "tailgated: %s\n", err);
 			return 1;
 		}
+		warn_readable_password(conf, path, stderr);
 		int problems = syntax_only ? 0 : check_run(conf, stderr);
 		if (problems == 0)
 			printf("%s: ok (source %s, %zu feed%s%s)\n", path, conf->source,
@@ -185,6 +210,7 @@ main(int argc, char **argv)
 	if (conf == NULL)
 		fatalx("%s", err);
 	log_redact(conf->password); /* libpq's messages must never show it */
+	warn_readable_password(conf, path, NULL);
 	lock_ring_dir(conf->ring_dir);
 
 	/* Signals come through the poll loop. */
@@ -221,6 +247,7 @@ main(int argc, char **argv)
 				}
 				log_info("reloading %s", path);
 				log_redact(next->password);
+				warn_readable_password(next, path, NULL);
 				daemon_reload(d, next);
 			} else {
 				log_info("stopping on signal %s", strsignal((int)si.ssi_signo));
