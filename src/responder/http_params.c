@@ -307,6 +307,8 @@ hp_parse(const char *query, const char *accept, const char *last_event_id, int m
 	size_t klen, vlen;
 
 	memset(&req, 0, sizeof(req));
+	if (errlen > 0)
+		err[0] = '\0';         /* failed: says "out of memory" if nothing else did */
 	req.timeout_s = max_timeout_s; /* the operator's long-poll timeout */
 	if (query == NULL)
 		query = "";
@@ -386,12 +388,14 @@ hp_parse(const char *query, const char *accept, const char *last_event_id, int m
 				goto failed;
 			}
 			if (dot == NULL) {
-				log_seterr(
-				        err, errlen,
-				        "unknown parameter \"%.64s\" (a filter is column=op.value, "
-				        "op "
-				        "one of eq,neq,gt,gte,lt,lte,in)",
-				        key);
+				/* Columns are known later (filter.c): say both what
+				 * an unknown name and what a filter missing its
+				 * operator (amount=100) would need. */
+				log_seterr(err, errlen,
+				           "unknown parameter \"%.64s\", or a filter missing its "
+				           "operator: write %.64s=eq.%.32s (a filter is "
+				           "column=op.value, op one of eq,neq,gt,gte,lt,lte,in)",
+				           key, key, val);
 				goto failed;
 			}
 			f = &req.filters[req.n_filters];
@@ -443,6 +447,9 @@ hp_parse(const char *query, const char *accept, const char *last_event_id, int m
 	*out = req;
 	return true;
 failed:
+	/* Every failure above that is not an allocation wrote its reason. */
+	if (errlen > 0 && err[0] == '\0')
+		log_seterr(err, errlen, "out of memory");
 	free(key);
 	free(val);
 	hp_free(&req);
