@@ -255,6 +255,13 @@ def main():
         ok(wait_for(lambda: want in d.log_text()),
            "removing it on SIGHUP logs the exact commands to drop its slot", d.log_text())
         d.stop()
+        # A restart names the idle leftover slot and the WAL it keeps.
+        d.start()
+        ok(wait_for(lambda: "slot tailgate_orders is not in" in d.log_text()
+                    and "bytes of WAL (wal_status" in d.log_text()),
+           "at start, the log names the idle leftover slot and the WAL it retains",
+           d.log_text())
+        d.stop()
         conf = os.path.join(ring_dir, "tailgated.conf")
         p = subprocess.run([TAILGATED, "--cleanup", "-c", conf], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=60)

@@ -26,11 +26,16 @@
  * naming every feed of all of them, or it lists the others' (their active
  * slots stay, but an idle permanent one would be dropped with --yes).
  *
- * Blocking libpq calls: a command, not the daemon's loop.
+ * The daemon calls cleanup_warn_retained once at start, so an idle
+ * leftover slot and the WAL it holds show in the log too.
+ *
+ * Blocking libpq calls: a command, or the daemon before its loop.
  */
 #include "config.h"
 
 #include "cleanup.h"
+
+#include "log.h"
 
 #include <ctype.h>
 #include <libpq-fe.h>
@@ -264,4 +269,35 @@ cleanup_run(const struct conf *conf, bool yes, FILE *out)
 		fprintf(out, "%s: %d leftover%s; tailgated --cleanup --yes -c %s drops them\n",
 		        conf->path, found, found == 1 ? "" : "s", conf->path);
 	return rc;
+}
+
+void
+cleanup_warn_retained(const struct conf *conf)
+{
+	const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
+	const char *vals[] = {conf->conninfo, "3", "tailgated", NULL};
+	PGresult *r;
+	PGconn *c;
+
+	if (strcmp(conf->source, "postgresql") != 0)
+		return;
+	c = PQconnectdbParams(keys, vals, 1);
+	if (PQstatus(c) != CONNECTION_OK) {
+		PQfinish(c); /* the feeds' own sessions say why, with SQLSTATE */
+		return;
+	}
+	r = PQexec(c, q_slots);
+	for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
+		const char *slot = PQgetvalue(r, i, 0);
+		if (strncmp(slot, "tailgate_", 9) != 0 || wanted_slot(conf, slot) ||
+		    strcmp(PQgetvalue(r, i, 1), "t") == 0)
+			continue;
+		log_warning("slot %s is not in %s and inactive: it retains %s bytes of WAL "
+		            "(wal_status %s, safe_wal_size %s); tailgated --cleanup --yes -c %s "
+		            "drops it",
+		            slot, conf->path, PQgetvalue(r, i, 3), PQgetvalue(r, i, 4),
+		            PQgetvalue(r, i, 5), conf->path);
+	}
+	PQclear(r);
+	PQfinish(c);
 }

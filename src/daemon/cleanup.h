@@ -15,4 +15,9 @@
  * asked or a drop failed (said on out). */
 int cleanup_run(const struct conf *conf, bool drop, FILE *out);
 
+/* At the daemon's start: log a warning for each inactive leftover slot
+ * (as --cleanup would list it) with the WAL it retains.  Best effort:
+ * a short connect timeout, nothing when the upstream cannot be asked. */
+void cleanup_warn_retained(const struct conf *conf);
+
 #endif

@@ -240,6 +240,7 @@ main(int argc, char **argv)
 	log_redact(conf->password); /* libpq's messages must never show it */
 	warn_readable_password(conf, path, NULL);
 	lock_ring_dir(conf->ring_dir);
+	cleanup_warn_retained(conf);
 
 	/* Signals come through the poll loop. */
 	sigemptyset(&mask);
