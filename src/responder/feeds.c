@@ -243,6 +243,16 @@ feeds_live(struct seg *s, struct ring_info *info, const char **why)
 		*why = "the daemon writing this feed is not running (no heartbeat)";
 		return false;
 	}
+	if (info->state == RING_STATE_ERROR) {
+		/* A permanent upstream error: the daemon's message (with the
+		 * fix it names) is the 503's body. */
+		static __thread char msg[RING_ERROR_MAX + 64];
+		char e[RING_ERROR_MAX + 1];
+		ring_error(s->ring, e, sizeof(e));
+		snprintf(msg, sizeof(msg), "upstream error: %s", e[0] ? e : "(no message)");
+		*why = msg;
+		return false;
+	}
 	if (info->state == RING_STATE_STARTING || info->snap_gen == 0) {
 		*why = "the feed is starting: no snapshot yet";
 		return false;
@@ -269,16 +279,15 @@ cmp_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-void
-feeds_render_list(struct bbuf *out)
+/* The feed names in the ring directory (FEED.ring), sorted; *n of them. */
+static char **
+list_names(size_t *np)
 {
 	DIR *d = opendir(ring_dir);
 	struct dirent *de;
 	char **names = NULL;
 	size_t n = 0, cap = 0;
-	bool first = true;
 
-	bbuf_adds(out, "{\"feeds\":[");
 	while (d != NULL && (de = readdir(d)) != NULL) {
 		size_t len = strlen(de->d_name);
 		if (len <= 5 || strcmp(de->d_name + len - 5, ".ring") != 0)
@@ -298,12 +307,44 @@ feeds_render_list(struct bbuf *out)
 		closedir(d);
 	if (n > 0)
 		qsort(names, n, sizeof(*names), cmp_names);
+	*np = n;
+	return names;
+}
+
+static void
+free_names(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* What /feeds and /metrics say about a feed's state: the ring's, "dead"
+ * without a writer, "stalled" when live but unconfirmed too long. */
+static const char *
+state_name(const struct ring_info *info)
+{
+	if (!info->writer_alive && info->state != RING_STATE_CLOSED)
+		return "dead";
+	if (info->stalled)
+		return "stalled";
+	return ring_strstate(info->state);
+}
+
+void
+feeds_render_list(struct bbuf *out)
+{
+	size_t n;
+	char **names = list_names(&n);
+	bool first = true;
+
+	bbuf_adds(out, "{\"feeds\":[");
 	for (size_t i = 0; i < n; i++) {
 		struct feed *f;
 		struct seg *s;
 		struct ring_info info;
 		const char *why;
-		char err[256], num[64];
+		char err[RING_ERROR_MAX + 1], num[64];
 		bool live;
 
 		if (feeds_acquire(names[i], &f, &s, err, sizeof(err)) != 200)
@@ -322,16 +363,64 @@ feeds_render_list(struct bbuf *out)
 		bbuf_adds(out, num);
 		snprintf(num, sizeof(num), ",\"rows\":%" PRIu64, info.row_count);
 		bbuf_adds(out, num);
-		bbuf_adds(out, live ? ",\"live\":true" : ",\"live\":false");
+		bbuf_adds(out, live && !info.stalled ? ",\"live\":true" : ",\"live\":false");
 		bbuf_adds(out, ",\"state\":\"");
-		bbuf_adds(out, info.writer_alive || info.state == RING_STATE_CLOSED
-		                       ? ring_strstate(info.state)
-		                       : "dead");
-		bbuf_adds(out, "\"}");
+		bbuf_adds(out, state_name(&info));
+		bbuf_adds(out, "\"");
+		if (info.confirmed_ms != 0) {
+			snprintf(num, sizeof(num), ",\"lag_s\":%.3f", (double)info.lag_ms / 1000);
+			bbuf_adds(out, num);
+		}
+		ring_error(s->ring, err, sizeof(err));
+		if (err[0] != '\0') {
+			bbuf_adds(out, ",\"error\":");
+			render_json_string(out, err);
+		}
+		bbuf_adds(out, "}");
 		seg_release(s);
 	}
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
+	free_names(names, n);
 	bbuf_adds(out, "]}\n");
+}
+
+void
+feeds_render_metrics(struct bbuf *out)
+{
+	static const char *const states[] = {"starting", "live", "down",   "closed",
+	                                     "error",    "dead", "stalled"};
+	size_t n;
+	char **names = list_names(&n);
+	char line[512];
+
+	bbuf_adds(out, "# HELP tailgate_feed_state The feed's state (1 for the one it is in).\n"
+	               "# TYPE tailgate_feed_state gauge\n"
+	               "# HELP tailgate_feed_lag_seconds Seconds since the upstream last confirmed "
+	               "the feed complete (a progress row, keepalive or commit).\n"
+	               "# TYPE tailgate_feed_lag_seconds gauge\n");
+	for (size_t i = 0; i < n; i++) {
+		struct feed *f;
+		struct seg *s;
+		struct ring_info info;
+		const char *why, *st;
+		char err[256];
+
+		if (feeds_acquire(names[i], &f, &s, err, sizeof(err)) != 200)
+			continue;
+		(void)feeds_live(s, &info, &why);
+		st = state_name(&info);
+		for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++) {
+			snprintf(line, sizeof(line),
+			         "tailgate_feed_state{feed=\"%s\",state=\"%s\"} %d\n", f->name,
+			         states[k], strcmp(st, states[k]) == 0);
+			bbuf_adds(out, line);
+		}
+		if (info.confirmed_ms != 0) {
+			snprintf(line, sizeof(line),
+			         "tailgate_feed_lag_seconds{feed=\"%s\"} %.3f\n", f->name,
+			         (double)info.lag_ms / 1000);
+			bbuf_adds(out, line);
+		}
+		seg_release(s);
+	}
+	free_names(names, n);
 }

@@ -70,6 +70,9 @@ bool feeds_live_cached(struct seg *s, const char **why);
 /* Append the /feeds document: every *.ring in the ring directory. */
 void feeds_render_list(struct bbuf *out);
 
+/* Per-feed gauges for /metrics: state and freshness lag. */
+void feeds_render_metrics(struct bbuf *out);
+
 int64_t mono_ms(void);
 
 #endif

@@ -315,6 +315,7 @@ handle(FCGX_Request *req, struct ring_buf *scratch)
 		send_text(req, MK_HEALTHZ, "text/plain", &b);
 	} else if (strcmp(route, "/metrics") == 0) {
 		metrics_render_text(&b);
+		feeds_render_metrics(&b);
 		send_text(req, MK_METRICS, "text/plain; version=0.0.4", &b);
 	} else if (strcmp(route, "/feeds") == 0 || strcmp(route, "/feeds/") == 0) {
 		feeds_render_list(&b);
