@@ -28,9 +28,10 @@
  * connections of the dead one with 502, and clients resume from their
  * cursors (EventSource with Last-Event-ID).  What a client controls is
  * bounded before it is allocated (HP_MAX_QUERY, RENDER_MAX_REPLY, the
- * params peek), so a request cannot ask for an unbounded amount.  The
- * parsers that tests and fuzzers call on their own (http_params, filter)
- * allocate the same way.
+ * params peek), so a request cannot ask for an unbounded amount.
+ * http_params allocates the same way (xmalloc.h).  Not yet converted:
+ * filter.c (and numcmp.c), which still refuse the request (400, "out of
+ * memory") when an allocation fails.
  */
 #ifndef TAILGATE_RESPONDER_H
 #define TAILGATE_RESPONDER_H
