@@ -50,6 +50,7 @@ parse_failing(long k, char *msg, size_t msglen)
 	pid_t pid;
 	ssize_t n;
 
+	fflush(stdout); /* the child's exit() must not print the TAP lines again */
 	if (pipe(fds) != 0 || (pid = fork()) < 0)
 		return -1;
 	if (pid == 0) {
