@@ -6,6 +6,7 @@
     descending, --limit, --columns) and exits 0
   - line mode (stdout a pipe): the snapshot, then a change, appear as
     "+ ROW CURSOR" / "- ROW CURSOR"; --filter is passed to the server
+  - a delete of a row not held starts again from a snapshot
   - a 410 (the watcher stopped while the ring dropped its cursor) is
     followed by a new snapshot: the rows it then holds are the feed's
   - under a pseudo-terminal: the alternate screen, the table, a change
@@ -139,9 +140,17 @@ def main():
         ok(more == ['- [1,"anvil",9.5] 3', '+ [4,"drum",7] 3'],
            "line mode: a change appears as - and + lines", "\n".join(more))
 
+        # A delete of a row the watcher does not hold: it takes a new snapshot.
+        feed.batch(4, inserted=[[5, "eel", 3]], deleted=[[77, "ghost", 1]])
+        more2 = lines_until(p, 1)
+        ok(more2 == ['+ [5,"eel",3] 4'],
+           "a delete of a row not held: a new snapshot, whose difference is the new row",
+           "\n".join(more2))
+        more += more2
+
         # 410: stop the watcher, let the ring drop its cursor, continue.
         p.send_signal(signal.SIGSTOP)
-        feed.fill(2000, 4)
+        feed.fill(2000, 5)
         info = feed.info()
         p.send_signal(signal.SIGCONT)
         want = json.loads(st.get("/feeds/bids")[2])
@@ -171,6 +180,9 @@ def main():
            "held %d want %d, ring %r" % (len(cur), len(rows), info))
         p.terminate()
         p.wait(timeout=10)
+        err = p.stderr.read().decode()
+        ok("a deleted row was not held" in err and "gone" in err,
+           "the watcher said why it resynced (a row not held, then a 410)", err[-500:])
 
         # ---- pseudo-terminal ----
         pid, fd = pty.fork()

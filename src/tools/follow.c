@@ -378,6 +378,25 @@ diff_into(struct follow *f, struct follow_rows *target, struct follow_change *ch
 	}
 }
 
+/* A long-poll's delta d as a change; false when it deletes more copies of
+ * a row than are held. */
+static bool
+net_change(struct follow *f, struct follow_rows *d, struct follow_change *ch)
+{
+	for (size_t i = 0; i < d->cap; i++) {
+		struct slot *s = &d->s[i];
+		if (s->key && s->n > 0)
+			push_copies(ch->inserted, s->row, s->n);
+		else if (s->key && s->n < 0) {
+			struct slot *h = rows_find(f->rows, s->key);
+			if (h->key == NULL || h->n < -s->n)
+				return false;
+			push_copies(ch->deleted, s->row, -s->n);
+		}
+	}
+	return true;
+}
+
 static enum follow_result fail(struct follow *f, enum follow_result r, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 static enum follow_result
@@ -455,14 +474,16 @@ follow_next(struct follow *f, struct follow_change *ch)
 				diff_into(f, d, ch);
 				json_object_put(f->columns);
 				f->columns = json_object_get(cols);
-			} else {
-				for (size_t i = 0; i < d->cap; i++) {
-					struct slot *s = &d->s[i];
-					if (s->key && s->n > 0)
-						push_copies(ch->inserted, s->row, s->n);
-					else if (s->key && s->n < 0)
-						push_copies(ch->deleted, s->row, -s->n);
-				}
+			} else if (!net_change(f, d, ch)) {
+				/* We and the server disagree: start again from a
+				 * snapshot, as tailgate.js does. */
+				rows_free(d);
+				follow_change_free(ch);
+				f->state = FOLLOW_RESYNCING;
+				snprintf(f->errbuf, sizeof(f->errbuf),
+				         "a deleted row was not held: taking a new snapshot");
+				r = FOLLOW_RETRY;
+				goto out;
 			}
 			rows_free(d);
 			f->attempt = 0;
@@ -478,6 +499,7 @@ follow_next(struct follow *f, struct follow_change *ch)
 			}
 		}
 	}
+out:
 	json_object_put(reply);
 	free(b.p);
 	return r;
