@@ -487,5 +487,6 @@ main(int argc, char **argv)
 	curl_easy_cleanup(h);
 	follow_close(&f);
 	free(secret);
+	curl_global_cleanup();
 	return 0;
 }

@@ -413,6 +413,9 @@ main(int argc, char **argv)
 		if (once) {
 			int rc = print_table(&f, 0, 0) < 0 ? 2 : 0;
 			fflush(stdout);
+			json_object_put(last_ins);
+			follow_close(&f);
+			curl_global_cleanup();
 			return rc;
 		}
 		if (tty)
