@@ -10,7 +10,8 @@
   - a 410 (the watcher stopped while the ring dropped its cursor) is
     followed by a new snapshot: the rows it then holds are the feed's
   - under a pseudo-terminal: the alternate screen, the table, a change
-    highlighted and the status line; SIGWINCH redraws; SIGINT leaves the
+    highlighted and the status line; a 503 shows "reconnecting" and keeps
+    the rows, then live again; SIGWINCH redraws; SIGINT leaves the
     alternate screen and shows the cursor again, exit 0
   - a URL naming several feeds is refused with exit 2 at once
 
@@ -203,6 +204,15 @@ def main():
         text = read_until(fd, lambda t: "\x1b[30;1H" in t, 5)
         ok("\x1b[30;1H" in text, "SIGWINCH redraws at the new size (status line on row 30)",
            repr(text[-300:]))
+        feed.cmd("state closed")  # the responder answers 503: back off, keep the rows
+        text = read_until(fd, lambda t: "reconnecting" in t, 20)
+        ok("reconnecting" in text and "zither" in text,
+           "a 503 shows reconnecting in the status line, the rows kept", repr(text[-400:]))
+        feed.cmd("state live")
+        feed.batch(2101, inserted=[[-1, "yoyo", 2]])
+        text = read_until(fd, lambda t: "yoyo" in t and "live" in t, 40)
+        ok("yoyo" in text and "live" in text, "back live after the 503s, the next change shown",
+           repr(text[-400:]))
         os.kill(pid, signal.SIGINT)
         text = read_until(fd, lambda t: False, 3)
         _, status = os.waitpid(pid, 0)
