@@ -14,7 +14,11 @@ primary key (events) and one with a key and REPLICA IDENTITY FULL (orders):
   * a publication of ours left on a table that lost its replica identity is
     dropped when the feed is refused, so the application's writes work again;
   * a permanent feed removed on SIGHUP logs the exact commands that drop
-    its slot and publication.
+    its slot and publication;
+  * tailgated --check (like nginx -t) exits 1 with a line naming each
+    misconfiguration: a missing table or column, a table without a replica
+    identity, a role without REPLICATION or not owning the table, refused
+    credentials, a missing ring_dir, wal_level = replica.
 
 TAP output.
 """
@@ -73,6 +77,58 @@ def app_writes(pg, tag):
         return True, ""
     except PgError as e:
         return False, str(e)
+
+
+def run_check(pg, ring_dir, feeds, conninfo=None, conf_dir=None):
+    """tailgated --check on a configuration: (exit status, output)."""
+    path = os.path.join(conf_dir or ring_dir, "check.conf")
+    with open(path, "w") as f:
+        f.write("source = postgresql\nconninfo = %s\nring_dir = %s\n\n"
+                % (conninfo or pg.dsn, ring_dir))
+        for name, opts in feeds.items():
+            f.write("[feed %s]\n" % name)
+            for k, v in opts.items():
+                f.write("%s = %s\n" % (k, v))
+    p = subprocess.run([TAILGATED, "--check", "-c", path], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60)
+    return p.returncode, p.stdout
+
+
+def check_cases(pg, ring_dir):
+    """--check works like nginx -t: each misconfiguration is a non-zero exit
+    with a line naming it."""
+    rc, out = run_check(pg, ring_dir, {"orders": {"table": "orders"}})
+    ok(rc == 0 and "upstream and ring_dir checked" in out, "--check: a good configuration", out)
+    cases = [
+        ("a missing table", {"f": {"table": "nosuch"}}, None, "table nosuch does not exist"),
+        ("a missing column", {"f": {"table": "orders", "columns": "id, nope"}}, None,
+         'has no column "nope"'),
+        ("a table without a replica identity", {"f": {"table": "events"}}, None,
+         "REPLICA IDENTITY FULL"),
+        ("a role without REPLICATION", {"f": {"table": "orders"}},
+         pg.dsn + " user=norepl", "has no REPLICATION attribute"),
+        ("a role that does not own the table", {"f": {"table": "orders"}},
+         pg.dsn + " user=norepl", "cannot create the publication"),
+        ("credentials the server refuses", {"f": {"table": "orders"}},
+         pg.dsn + " user=nosuchrole", "cannot open a connection"),
+    ]
+    pg.psql("CREATE ROLE norepl LOGIN; GRANT SELECT ON orders TO norepl")
+    for what, feeds, conninfo, want in cases:
+        rc, out = run_check(pg, ring_dir, feeds, conninfo)
+        ok(rc == 1 and want in out, "--check refuses %s: %s" % (
+            what, (out.strip().splitlines() or ["(nothing)"])[0][-110:]), out)
+    rc, out = run_check(pg, os.path.join(ring_dir, "nonexistent"), {"f": {"table": "orders"}},
+                        conf_dir=ring_dir)
+    ok(rc == 1 and "does not exist" in out, "--check refuses a missing ring_dir", out)
+    other = PgCluster(settings={"wal_level": "replica"})
+    other.start()
+    try:
+        other.psql("CREATE TABLE orders (id int PRIMARY KEY)")
+        rc, out = run_check(other, ring_dir, {"f": {"table": "orders"}})
+        ok(rc == 1 and "wal_level is replica" in out, "--check refuses wal_level = replica", out)
+    finally:
+        other.stop()
+        other.cleanup()
 
 
 def main():
@@ -179,6 +235,7 @@ def main():
         d.stop()
         pg.psql("SELECT pg_drop_replication_slot('tailgate_orders'); "
                 "DROP PUBLICATION tailgate_orders")
+        check_cases(pg, ring_dir)
     finally:
         for x in (d, d2):
             if x is not None:
