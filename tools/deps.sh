@@ -4,6 +4,7 @@
 set -eu
 
 pkgs="build-essential autoconf automake pkg-config libpq-dev libfcgi-dev libjson-c-dev
+      libcurl4-openssl-dev libssl-dev
       nginx postgresql postgresql-client-15 python3 chromium valgrind clang libclang-rt-14-dev
       clang-format"
 [ "${TAILGATE_BENCH_DEPS:-}" = 1 ] && pkgs="$pkgs libnginx-mod-nchan python3-tornado"
