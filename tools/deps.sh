@@ -3,7 +3,7 @@
 # Used by tools/test and tools/demo; safe to run again.
 set -eu
 
-pkgs="build-essential autoconf automake pkg-config libpq-dev libfcgi-dev libjson-c-dev
+pkgs="build-essential autoconf automake pkg-config libpq-dev libfcgi-dev libjson-c-dev zlib1g-dev
       libcurl4-openssl-dev libssl-dev
       nginx postgresql postgresql-client-15 python3 chromium valgrind clang libclang-rt-14-dev
       clang-format"
