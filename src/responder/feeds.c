@@ -229,6 +229,16 @@ feeds_live(struct seg *s, struct ring_info *info, const char **why)
 		*why = "the daemon writing this feed is not running (no heartbeat)";
 		return false;
 	}
+	if (info->state == RING_STATE_ERROR) {
+		/* A permanent upstream error: the daemon's message (with the
+		 * fix it names) is the 503's body. */
+		static __thread char msg[RING_ERROR_MAX + 64];
+		char e[RING_ERROR_MAX + 1];
+		ring_error(s->ring, e, sizeof(e));
+		snprintf(msg, sizeof(msg), "upstream error: %s", e[0] ? e : "(no message)");
+		*why = msg;
+		return false;
+	}
 	if (info->state == RING_STATE_STARTING || info->snap_gen == 0) {
 		*why = "the feed is starting: no snapshot yet";
 		return false;

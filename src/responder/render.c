@@ -543,7 +543,19 @@ render_timeout_reply(const struct render *rd, const struct waiter *w)
 	return json_reply(rd, w->cursor, NULL, 0);
 }
 
-/* ---- the /feeds document ---- */
+/* ---- the /feeds document and the per-feed gauges ---- */
+
+/* What /feeds and /metrics say about a feed's state: the ring's, "dead"
+ * without a writer, "stalled" when live but unconfirmed too long. */
+static const char *
+state_name(const struct ring_info *info)
+{
+	if (!info->writer_alive && info->state != RING_STATE_CLOSED)
+		return "dead";
+	if (info->stalled)
+		return "stalled";
+	return ring_strstate(info->state);
+}
 
 void
 render_feed_list(struct feeds *fs, struct bbuf *out)
@@ -557,12 +569,12 @@ render_feed_list(struct feeds *fs, struct bbuf *out)
 		struct seg *s;
 		struct ring_info info;
 		const char *why;
-		char err[256], num[64];
+		char err[RING_ERROR_MAX + 1], num[64];
 		bool live;
 
 		if (feeds_acquire(fs, names[i], &f, &s, err, sizeof(err)) != 200)
 			continue;
-		live = feeds_live(s, &info, &why) && info.state == RING_STATE_LIVE;
+		live = feeds_live(s, &info, &why) && info.state == RING_STATE_LIVE && !info.stalled;
 		if (!first)
 			bbuf_adds(out, ",");
 		first = false;
@@ -578,12 +590,61 @@ render_feed_list(struct feeds *fs, struct bbuf *out)
 		bbuf_adds(out, num);
 		bbuf_adds(out, live ? ",\"live\":true" : ",\"live\":false");
 		bbuf_adds(out, ",\"state\":\"");
-		bbuf_adds(out, info.writer_alive || info.state == RING_STATE_CLOSED
-		                       ? ring_strstate(info.state)
-		                       : "dead");
-		bbuf_adds(out, "\"}");
+		bbuf_adds(out, state_name(&info));
+		bbuf_adds(out, "\"");
+		if (info.confirmed_ms != 0) {
+			snprintf(num, sizeof(num), ",\"lag_s\":%.3f", (double)info.lag_ms / 1000);
+			bbuf_adds(out, num);
+		}
+		ring_error(s->ring, err, sizeof(err));
+		if (err[0] != '\0') {
+			bbuf_adds(out, ",\"error\":");
+			render_json_string(out, err);
+		}
+		bbuf_adds(out, "}");
 		seg_release(s);
 	}
 	feeds_free_names(names);
 	bbuf_adds(out, "]}\n");
+}
+
+void
+render_feed_metrics(struct feeds *fs, struct bbuf *out)
+{
+	static const char *const states[] = {"starting", "live", "down",   "closed",
+	                                     "error",    "dead", "stalled"};
+	char **names = feeds_list_names(fs);
+	char line[512];
+
+	bbuf_adds(out, "# HELP tailgate_feed_state The feed's state (1 for the one it is in).\n"
+	               "# TYPE tailgate_feed_state gauge\n"
+	               "# HELP tailgate_feed_lag_seconds Seconds since the upstream last confirmed "
+	               "the feed complete (a progress row, keepalive or commit).\n"
+	               "# TYPE tailgate_feed_lag_seconds gauge\n");
+	for (size_t i = 0; names[i] != NULL; i++) {
+		struct feed *f;
+		struct seg *s;
+		struct ring_info info;
+		const char *why, *st;
+		char err[256];
+
+		if (feeds_acquire(fs, names[i], &f, &s, err, sizeof(err)) != 200)
+			continue;
+		(void)feeds_live(s, &info, &why);
+		st = state_name(&info);
+		for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++) {
+			snprintf(line, sizeof(line),
+			         "tailgate_feed_state{feed=\"%s\",state=\"%s\"} %d\n", f->name,
+			         states[k], strcmp(st, states[k]) == 0);
+			bbuf_adds(out, line);
+		}
+		if (info.confirmed_ms != 0) {
+			snprintf(line, sizeof(line),
+			         "tailgate_feed_lag_seconds{feed=\"%s\"} %.3f\n", f->name,
+			         (double)info.lag_ms / 1000);
+			bbuf_adds(out, line);
+		}
+		seg_release(s);
+	}
+	feeds_free_names(names);
 }

@@ -131,4 +131,7 @@ struct reply *render_gone_reply(uint64_t cursor);
 /* The /feeds document: every *.ring in the ring directory. */
 void render_feed_list(struct feeds *fs, struct bbuf *out);
 
+/* Per-feed gauges for /metrics: state and freshness lag. */
+void render_feed_metrics(struct feeds *fs, struct bbuf *out);
+
 #endif

@@ -352,6 +352,7 @@ handle(void *arg, FCGX_Request *req, struct thread_ctx *t)
 		send_text(r, req, MK_HEALTHZ, "text/plain", &b);
 	} else if (strcmp(route, "/metrics") == 0) {
 		metrics_render_text(&b);
+		render_feed_metrics(&r->feeds, &b);
 		send_text(r, req, MK_METRICS, "text/plain; version=0.0.4", &b);
 	} else if (strcmp(route, "/feeds") == 0 || strcmp(route, "/feeds/") == 0) {
 		render_feed_list(&r->feeds, &b);
