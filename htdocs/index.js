@@ -13,7 +13,14 @@ let lastOk = null;
 document.getElementById('api').textContent = apiBase();
 document.getElementById('api2').textContent = apiBase();
 
-const PAGES = { winning_bids: 'auction.html', top_buyers: 'top10.html', auction_stats: 'top10.html' };
+const PAGES = {
+  winning_bids: 'auction.html',
+  top_buyers: 'top10.html',
+  auction_stats: 'top10.html',
+  item_summary: 'shop.html',
+  low_stock: 'shop.html',
+  orders_per_minute: 'shop.html',
+};
 
 function cell(tr, i, text, cls) {
   const td = tr.children[i];

@@ -113,17 +113,27 @@ function drawTrend(sub) {
   const end = Math.max(rows[rows.length - 1].t, Date.now() - (Date.now() % 60000));
   const start = end - 59 * 60000;
   const max = Math.max(1, ...rows.map((r) => r.n));
-  const x = (t) => ((t - start) / (59 * 60000)) * W;
+  const x = (t) => ((t - start) / (60 * 60000)) * W + W / 120;
   const y = (n) => H - 4 - (n / max) * (H - 12);
-  const pts = rows.filter((r) => r.t >= start).map((r) => `${x(r.t).toFixed(1)},${y(r.n).toFixed(1)}`);
+  // One bar per minute, and a line through their tops.
+  const bw = W / 60;
+  const pts = [];
+  for (const r of rows.filter((r) => r.t >= start)) {
+    const bar = document.createElementNS(SVG, 'rect');
+    bar.setAttribute('class', 'area');
+    bar.setAttribute('x', (x(r.t) - bw / 2 + 1).toFixed(1));
+    bar.setAttribute('width', (bw - 2).toFixed(1));
+    bar.setAttribute('y', y(r.n).toFixed(1));
+    bar.setAttribute('height', (H - y(r.n)).toFixed(1));
+    bar.dataset.minute = String(r.t);
+    bar.dataset.orders = String(r.n);
+    svg.appendChild(bar);
+    pts.push(`${x(r.t).toFixed(1)},${y(r.n).toFixed(1)}`);
+  }
   const line = document.createElementNS(SVG, 'polyline');
   line.setAttribute('class', 'line');
   line.setAttribute('points', pts.join(' '));
-  const area = document.createElementNS(SVG, 'polygon');
-  area.setAttribute('class', 'area');
-  const first = pts[0].split(',')[0], last = pts[pts.length - 1].split(',')[0];
-  area.setAttribute('points', `${first},${H} ${pts.join(' ')} ${last},${H}`);
-  svg.append(area, line);
+  svg.appendChild(line);
   const latest = rows[rows.length - 1];
   $('trend-text').textContent = `${fmtNumber(latest.n)} orders in the minute of ${fmtTime(new Date(latest.t).toISOString())}; peak ${fmtNumber(max)}/min.`;
 }
