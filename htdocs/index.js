@@ -43,7 +43,7 @@ function render(feeds) {
       tr.dataset.feed = f.name;
       tr.innerHTML =
         '<td><a></a></td><td class="num" data-col="rows"></td><td class="mono" data-col="cursor"></td>' +
-        '<td data-col="live"><span class="live-dot"></span> <span></span></td><td data-priority="low"></td>';
+        '<td data-col="live"><span class="live-dot"></span> <span></span></td><td data-priority="low" data-col="columns"></td>';
       const a = tr.querySelector('a');
       a.textContent = f.name;
       a.href = 'feed.html?feed=' + encodeURIComponent(f.name);
