@@ -25,8 +25,15 @@ t "an unknown option is a usage error (exit 2)" sh -c '[ $1 -eq 2 ] && printf "%
 out=$("$d" extra-argument 2>&1); rc=$?
 t "a stray argument is a usage error (exit 2)" [ $rc -eq 2 ]
 
-out=$("$d" --check -c "$top_srcdir/tailgated.conf.example" 2>&1); rc=$?
-t "--check accepts tailgated.conf.example" sh -c '[ $1 -eq 0 ] && printf "%s" "$2" | grep -q ": ok (source materialize, 2 feeds)"' _ $rc "$out"
+out=$("$d" --check --syntax -c "$top_srcdir/tailgated.conf.example" 2>&1); rc=$?
+t "--check --syntax accepts tailgated.conf.example" sh -c '[ $1 -eq 0 ] && printf "%s" "$2" | grep -q ": ok (source materialize, 2 feeds; syntax only)"' _ $rc "$out"
+sed "s|^conninfo = .*|conninfo = host=127.0.0.1 port=1 connect_timeout=2|; s|^ring_dir *= .*|ring_dir = $tmp/nonexistent|" \
+    "$top_srcdir/tailgated.conf.example" > "$tmp/down.conf"
+out=$("$d" --check -c "$tmp/down.conf" 2>&1); rc=$?
+t "--check connects: no server and no ring_dir are two problems, one line each (exit 1)" \
+    sh -c '[ $1 -eq 1 ] && printf "%s" "$2" | grep -q "ring_dir .*nonexistent does not exist" &&
+           printf "%s" "$2" | grep -q "cannot open a connection: .*refused" &&
+           printf "%s" "$2" | grep -q "2 problems"' _ $rc "$out"
 
 printf 'source = materialize\n[feed a]\nview = v\n[feed a]\nview = w\n' >"$tmp/dup.conf"
 out=$("$d" --check -c "$tmp/dup.conf" 2>&1); rc=$?

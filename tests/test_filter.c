@@ -12,7 +12,8 @@
 static const char *columns =
         "[{\"name\":\"id\",\"type\":\"int8\"},{\"name\":\"item\",\"type\":\"text\"},"
         "{\"name\":\"amount\",\"type\":\"numeric\"},{\"name\":\"open\",\"type\":\"bool\"},"
-        "{\"name\":\"meta\",\"type\":\"jsonb\"},{\"name\":\"price\",\"type\":\"float8\"}]";
+        "{\"name\":\"meta\",\"type\":\"jsonb\"},{\"name\":\"price\",\"type\":\"float8\"},"
+        "{\"name\":\"real\",\"type\":\"float4\"}]";
 
 struct row_case {
 	const char *query;
@@ -34,7 +35,35 @@ static const struct row_case cases[] = {
         {"id=gt.-5", "[-4,\"a\",1,true,null,1.5]", true},
         {"price=lt.1e1", "[1,\"a\",1,true,null,9.99]", true},
         {"amount=gt.100", "[1,\"a\",100.5,true,null,1]", true},
-        {"amount=gt.100", "[1,\"a\",\"NaN\",true,null,1]", false},
+        /* NaN is above every number and equals itself; Infinity above every
+         * finite value; -0 = 0; decimals compared exactly (as PostgreSQL). */
+        {"amount=gt.100", "[1,\"a\",\"NaN\",true,null,1]", true},
+        {"amount=neq.100", "[1,\"a\",\"NaN\",true,null,1]", true},
+        {"amount=eq.NaN", "[1,\"a\",\"NaN\",true,null,1]", true},
+        {"amount=lt.NaN", "[1,\"a\",\"Infinity\",true,null,1]", true},
+        {"amount=gte.0", "[1,\"a\",\"Infinity\",true,null,1]", true},
+        {"amount=eq.Infinity", "[1,\"a\",\"Infinity\",true,null,1]", true},
+        {"amount=lt.-Infinity", "[1,\"a\",\"-Infinity\",true,null,1]", false},
+        {"amount=lte.-Infinity", "[1,\"a\",\"-Infinity\",true,null,1]", true},
+        {"amount=gt.-Infinity", "[1,\"a\",-1e300,true,null,1]", true},
+        {"amount=eq.-0", "[1,\"a\",0,true,null,1]", true},
+        {"amount=eq.0.10", "[1,\"a\",0.1,true,null,1]", true},
+        {"amount=eq.1e2", "[1,\"a\",100.000,true,null,1]", true},
+        {"amount=gt.123456789012345678901234567890123456788",
+         "[1,\"a\",123456789012345678901234567890123456789,true,null,1]", true},
+        {"amount=eq.123456789012345678901234567890123456788",
+         "[1,\"a\",123456789012345678901234567890123456789,true,null,1]", false},
+        {"amount=lt.-0.000000000000000000000000000000000000001",
+         "[1,\"a\",-0.000000000000000000000000000000000000002,true,null,1]", true},
+        {"id=lt.9223372036854775807", "[9223372036854775806,\"a\",1,true,null,1]", true},
+        {"id=eq.9223372036854775807", "[9223372036854775806,\"a\",1,true,null,1]", false},
+        {"price=eq.-0", "[1,\"a\",1,true,null,-0]", true},
+        {"price=eq.NaN", "[1,\"a\",1,true,null,\"NaN\"]", true},
+        {"price=eq.0.30000000000000004", "[1,\"a\",1,true,null,0.30000000000000004]", true},
+        {"price=eq.0.3", "[1,\"a\",1,true,null,0.30000000000000004]", false},
+        {"real=eq.0.1", "[1,\"a\",1,true,null,1,0.1]", false}, /* 0.1::float4 <> 0.1 */
+        {"real=gt.0.1", "[1,\"a\",1,true,null,1,0.1]", true},
+        {"real=eq.0.100000001490116119384765625", "[1,\"a\",1,true,null,1,0.1]", true},
         {"id=in.(1,2,3)", "[2,\"a\",1,true,null,1]", true},
         {"id=in.(1,2,3)", "[4,\"a\",1,true,null,1]", false},
         {"id=in.()", "[4,\"a\",1,true,null,1]", false},
@@ -72,8 +101,8 @@ static const struct row_case cases[] = {
 };
 
 static const char *bad_queries[] = {
-        "nosuch=eq.1", "id=eq.abc",  "id=eq.0x10", "id=eq.nan",
-        "open=eq.yes", "meta=eq.{}", "id=gt.null",
+        "nosuch=eq.1",  "id=eq.abc",     "id=eq.0x10", "id=eq.1e",   "price=eq.1e400",
+        "id=eq.1e1001", "open=eq.maybe", "open=eq.o",  "meta=eq.{}", "id=gt.null",
 };
 
 int
@@ -83,7 +112,7 @@ main(void)
 	char err[256];
 
 	ok(filter_cols_parse(columns, &cols), "column list parses");
-	is_int(cols.n, 6, "six columns");
+	is_int(cols.n, 7, "seven columns");
 	is_int(cols.kinds[0], COLTYPE_NUMBER, "int8 is a number");
 	is_int(cols.kinds[1], COLTYPE_STRING, "text is a string");
 	is_int(cols.kinds[3], COLTYPE_BOOL, "bool");

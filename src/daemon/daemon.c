@@ -213,6 +213,7 @@ daemon_reload(struct daemon *d, struct conf *conf)
 		            : "removed from the configuration");
 		if (nf != NULL)
 			changed[nf - conf->feeds] = true;
+		df->src.removed = nf == NULL; /* a permanent slot says how to drop it */
 		dfeed_free(df, nf == NULL);
 	}
 	free(d->feeds);

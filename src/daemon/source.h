@@ -80,6 +80,7 @@ struct source {
 	int fd;            /* -1: nothing to poll */
 	short events;      /* POLLIN | POLLOUT */
 	uint64_t timer_ms; /* 0: no timer */
+	bool removed;      /* set before fini: the feed left the configuration */
 };
 
 /* The source kind named name, or NULL. */

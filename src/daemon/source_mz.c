@@ -22,6 +22,9 @@
  * inputs", or "could not find a valid timestamp"), or with no state, the
  * COPY has no AS OF; its first row is a progress row at the as-of, which
  * begins the feed's snapshot: the feed diffs it against the held state.
+ * A refusal is any error outside the connection classes (08, 57P, 53)
+ * before the resuming COPY's first row, also one that arrives after
+ * CopyOutResponse (refusal()).
  *
  * Rows are decoded (copytext.c), checked (field count, mz_timestamp and
  * mz_diff digits, mz_progressed t/f, valid UTF-8, the row terminator),
@@ -87,7 +90,7 @@ struct mz {
 	bool refused;       /* the resume was refused: send a fresh COPY next */
 	bool want_snapshot; /* first progress row begins the feed's snapshot */
 	bool setup_error;   /* an error result arrived during setup */
-	uint64_t rows;      /* rows this session */
+	uint64_t rows;      /* rows of this COPY */
 
 	struct copytext ct;
 	struct bbuf row;
@@ -250,6 +253,7 @@ send_copy(struct source *src)
 	m->want_snapshot = !m->resuming;
 	m->refused = false;
 	m->setup_error = false;
+	m->rows = 0; /* refusal(): nothing of this COPY delivered yet */
 	m->phase = MZ_COPY_WAIT;
 	if (!PQsendQuery(m->conn, sql)) {
 		free(sql);
@@ -392,6 +396,28 @@ connection_class(const char *sqlstate)
 	       strncmp(sqlstate, "57P", 3) == 0 || strncmp(sqlstate, "53", 2) == 0;
 }
 
+/* Is res the upstream refusing to resume?  A resuming COPY (AS OF) that
+ * fails with an error outside the connection classes before it delivered
+ * a single row is a refusal, whatever phase the error arrives in: before
+ * CopyOutResponse, or after it and before the first row.  Retrying the
+ * same AS OF would fail the same way forever, so the refusal is noted
+ * and the next COPY takes a fresh snapshot. */
+static bool
+refusal(struct source *src, PGresult *res)
+{
+	struct mz *m = mzp(src);
+
+	if (PQresultStatus(res) != PGRES_FATAL_ERROR || !m->resuming || m->rows != 0 ||
+	    connection_class(PQresultErrorField(res, PG_DIAG_SQLSTATE)))
+		return false;
+	log_result(src, "resuming", res);
+	log_warning("feed=%s: the upstream cannot resume AS OF %" PRIu64 "; taking a fresh "
+	            "snapshot and publishing the difference",
+	            fname(src), m->resume_at);
+	m->refused = true;
+	return true;
+}
+
 /* Consume every result available during setup; advance the phase when a
  * command's results end (PQgetResult returns NULL). */
 static enum source_status
@@ -406,7 +432,8 @@ setup_results(struct source *src)
 		if (res == NULL) {
 			/* This command is done. */
 			if (m->setup_error) {
-				if (m->phase == MZ_COPY_WAIT && m->refused)
+				if ((m->phase == MZ_COPY_WAIT || m->phase == MZ_COPY_END) &&
+				    m->refused)
 					return send_copy(src); /* fresh snapshot */
 				return SOURCE_RETRY;
 			}
@@ -465,26 +492,22 @@ setup_results(struct source *src)
 				m->rows = 0;
 				return SOURCE_OK;
 			}
-			if (st == PGRES_FATAL_ERROR && m->resuming &&
-			    !connection_class(PQresultErrorField(res, PG_DIAG_SQLSTATE))) {
-				log_result(src, "resuming", res);
-				log_warning("feed=%s: the upstream cannot resume AS OF %" PRIu64
-				            "; taking a fresh snapshot and publishing the "
-				            "difference",
-				            fname(src), m->resume_at);
-				m->refused = true;
-			} else {
+			if (!refusal(src, res))
 				log_result(src, "starting the SUBSCRIBE", res);
-			}
 			m->setup_error = true;
 			break;
 		case MZ_COPY_END:
-			if (st != PGRES_COMMAND_OK) {
-				log_result(src, "streaming", res);
-				PQclear(res);
-				return SOURCE_RETRY;
+			if (st == PGRES_COMMAND_OK)
+				break;
+			if (refusal(src, res)) {
+				/* Refused after CopyOutResponse, before any row:
+				 * the same fresh COPY as a refusal before it. */
+				m->setup_error = true;
+				break;
 			}
-			break;
+			log_result(src, "streaming", res);
+			PQclear(res);
+			return SOURCE_RETRY;
 		default:
 			break;
 		}

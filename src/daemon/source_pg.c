@@ -55,6 +55,13 @@
  * Slot and publication names: slot = NAME, or tailgate_FEED (lower-cased,
  * '-' as '_'); a temporary slot gets a random suffix so two hosts on one
  * database do not collide.  The publication is tailgate_FEED.
+ *
+ * Never harm the application: a table without a replica identity (no
+ * primary key and REPLICA IDENTITY DEFAULT, or NOTHING) is refused before
+ * anything is created, since publishing it would make the application's
+ * UPDATE and DELETE fail (publishable()).  A feed without a permanent slot
+ * drops its publication when it stops (feed removed, daemon stopped),
+ * unless another host's slot streams from it.
  */
 #include "source_pg.h"
 
@@ -128,6 +135,7 @@ struct pgsrc {
 	char replident;
 	bool need_snapshot; /* next session must not resume */
 	bool pub_exists;
+	bool created; /* this process created or updated the publication */
 	bool slot_exists;
 
 	/* snapshot */
@@ -335,6 +343,66 @@ static enum source_status next_after_publication(struct pgsrc *s, uint64_t now);
 static enum source_status send_create_slot(struct pgsrc *s, uint64_t now);
 static enum source_status send_start(struct pgsrc *s, uint64_t start_lsn, uint64_t now);
 
+/*
+ * Drop this feed's publication, tailgate_FEED, unless a replication slot
+ * other than this session's is streaming from it (another host following
+ * the same feed of the same database with a temporary slot, whose slot is
+ * tailgate_FEED_XXXXXXXX, or a permanent one named tailgate_FEED).  A
+ * short blocking session of its own: this runs when a feed stops, where
+ * the event loop has nothing else to wait for on this feed; a database
+ * that does not answer within 5 s keeps the publication, and says so.
+ */
+static void
+pgsrc_drop_publication(struct pgsrc *s)
+{
+	const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name", "options",
+	                      NULL};
+	const char *vals[] = {s->src->conf->conninfo, "5", "tailgated", "-c statement_timeout=5000",
+	                      NULL};
+	char pattern[sizeof(s->pub) + 16];
+	const char *params[3] = {s->pub, pattern, s->slot};
+	PGconn *c = PQconnectdbParams(keys, vals, 1);
+	PGresult *r = NULL;
+
+	snprintf(pattern, sizeof(pattern), "%s\\_%%", s->pub);
+	if (PQstatus(c) != CONNECTION_OK) {
+		log_warning("feed=%s: cannot drop publication %s (%s); drop it by hand or with "
+		            "tailgated --cleanup",
+		            s->feedname, s->pub, PQerrorMessage(c));
+		goto out;
+	}
+	r = PQexecParams(c,
+	                 "SELECT count(*) FROM pg_replication_slots "
+	                 "WHERE active AND (slot_name = $1 OR slot_name LIKE $2) "
+	                 "  AND slot_name <> $3",
+	                 3, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		log_warning("feed=%s: cannot drop publication %s: %s", s->feedname, s->pub,
+		            PQresultErrorMessage(r));
+		goto out;
+	}
+	if (strcmp(PQgetvalue(r, 0, 0), "0") != 0) {
+		log_info("feed=%s: publication %s kept: %s other slot(s) stream from it",
+		         s->feedname, s->pub, PQgetvalue(r, 0, 0));
+		goto out;
+	}
+	PQclear(r);
+	char *id = PQescapeIdentifier(c, s->pub, strlen(s->pub));
+	if (id == NULL)
+		fatalx("out of memory");
+	char sql[sizeof(s->pub) * 2 + 64];
+	snprintf(sql, sizeof(sql), "DROP PUBLICATION IF EXISTS %s", id);
+	PQfreemem(id);
+	r = PQexec(c, sql);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		log_warning("feed=%s: %s failed: %s", s->feedname, sql, PQresultErrorMessage(r));
+	else
+		log_info("feed=%s: dropped publication %s", s->feedname, s->pub);
+out:
+	PQclear(r);
+	PQfinish(c);
+}
+
 static enum source_status
 send_meta(struct pgsrc *s, uint64_t now)
 {
@@ -343,13 +411,16 @@ send_meta(struct pgsrc *s, uint64_t now)
 
 	/* One row per column (attnum order, generated columns left out: pgoutput
 	 * does not send them), with the table's identity and names, whether the
-	 * publication and the slot exist, and the database encoding. */
+	 * publication and the slot exist, the database encoding, and whether the
+	 * table has a primary key. */
 	static const char *const q =
 	        "SELECT c.oid, c.relreplident, n.nspname, c.relname, a.attname, "
 	        "       bt.typname, bt.oid, "
 	        "       EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2), "
 	        "       EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $3), "
-	        "       pg_encoding_to_char(d.encoding) "
+	        "       pg_encoding_to_char(d.encoding), "
+	        "       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND "
+	        "i.indisprimary) "
 	        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
 	        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
 	        "     AND a.attgenerated = '' "
@@ -407,13 +478,41 @@ split_columns(const char *list, size_t *n)
 	return out;
 }
 
+/*
+ * Can the table be published without harming the application?  A table in
+ * a publication that publishes UPDATE and DELETE must have a replica
+ * identity: without one (REPLICA IDENTITY NOTHING, or DEFAULT and no
+ * primary key) PostgreSQL refuses the application's own UPDATE and DELETE
+ * on it ("cannot update table ... because it does not have a replica
+ * identity and publishes updates").  Such a feed is refused before
+ * anything is created, with the fix in the message; a publication of ours
+ * left from an earlier run is dropped, so the application's writes work
+ * again.
+ */
+static bool
+publishable(struct pgsrc *s, bool has_pk)
+{
+	if (s->replident != 'n' && (s->replident != 'd' || has_pk))
+		return true;
+	log_error("feed=%s: refusing table %s.%s: it has %s, so publishing it would make the "
+	          "application's UPDATE and DELETE on it fail; nothing was created. Fix: ALTER "
+	          "TABLE %s.%s REPLICA IDENTITY FULL (or add a primary key)",
+	          s->feedname, s->nspname, s->relname,
+	          s->replident == 'n' ? "REPLICA IDENTITY NOTHING"
+	                              : "no primary key and REPLICA IDENTITY DEFAULT",
+	          s->nspname, s->relname);
+	if (s->pub_exists)
+		pgsrc_drop_publication(s);
+	return false;
+}
+
 static enum source_status
 after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 {
 	const struct conf_feed *cf = s->src->cfeed;
 	int nrows;
 
-	if (!result_ok(r, PGRES_TUPLES_OK) || PQnfields(r) != 10)
+	if (!result_ok(r, PGRES_TUPLES_OK) || PQnfields(r) != 11)
 		return fail_result(s, "reading the catalog", s->sql, r);
 	nrows = PQntuples(r);
 	if (nrows == 0) {
@@ -427,6 +526,8 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 	s->relname = xstrdup(PQgetvalue(r, 0, 3));
 	s->pub_exists = strcmp(PQgetvalue(r, 0, 7), "t") == 0;
 	s->slot_exists = strcmp(PQgetvalue(r, 0, 8), "t") == 0;
+	if (!publishable(s, strcmp(PQgetvalue(r, 0, 10), "t") == 0))
+		return SOURCE_RETRY;
 	if (strcmp(PQgetvalue(r, 0, 9), "UTF8") != 0 &&
 	    strcmp(PQgetvalue(r, 0, 9), "SQL_ASCII") != 0)
 		log_warning(
@@ -953,6 +1054,7 @@ step(struct pgsrc *s, uint64_t now)
 			if (s->st == ST_META) {
 				st = after_meta(s, r, now);
 			} else if (s->st == ST_PUBLICATION) {
+				s->created = s->created || result_ok(r, PGRES_COMMAND_OK);
 				st = result_ok(r, PGRES_COMMAND_OK)
 				             ? next_after_publication(s, now)
 				             : fail_result(s, "creating the publication", s->sql,
@@ -1231,6 +1333,17 @@ pg_fini(struct source *src)
 
 	if (s == NULL)
 		return;
+	/* A feed with a temporary slot leaves nothing behind: its slot went
+	 * with its connection (pg_stop), its publication goes now.  A
+	 * permanent slot and its publication stay for the next start;
+	 * tailgated --cleanup removes those of feeds no longer configured. */
+	if (!s->permanent && !src->cfeed->slot && s->created)
+		pgsrc_drop_publication(s);
+	if (s->permanent && src->removed)
+		log_warning("feed=%s: removed from the configuration; its permanent slot %s keeps "
+		            "WAL on the server until it is dropped: SELECT "
+		            "pg_drop_replication_slot('%s'); DROP PUBLICATION %s;",
+		            s->feedname, s->slot, s->slot, s->pub);
 	free_cols(s);
 	free(s->qualname);
 	free(s->nspname);

@@ -1,7 +1,7 @@
 /*
  * tailgated.c - the subscriber daemon: options, signals, the main loop.
  *
- *   tailgated [-c FILE] [--check] [--syslog] [--remove-on-exit] [-d]
+ *   tailgated [-c FILE] [--check [--syntax]] [--syslog] [--remove-on-exit] [-d]
  *
  * One process per upstream database.  For each feed in the configuration
  * it holds one subscription (source.h) and writes one batch per upstream
@@ -20,6 +20,7 @@
 
 #include "conf.h"
 
+#include "check.h"
 #include "daemon.h"
 #include "log.h"
 
@@ -30,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/file.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #define DEFAULT_CONFIG "/etc/tailgate/tailgated.conf"
@@ -38,13 +41,17 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	        "usage: tailgated [-c FILE] [--check] [--syslog] [--remove-on-exit] [-d]\n"
+	        "usage: tailgated [-c FILE] [--check [--syntax]] [--syslog] [--remove-on-exit] "
+	        "[-d]\n"
 	        "\n"
 	        "Subscribe to each feed's SQL view and publish its changes, one batch per\n"
 	        "upstream timestamp, into a shared-memory ring per feed.\n"
 	        "\n"
 	        "  -c, --config FILE   configuration file (default %s)\n"
-	        "  -n, --check         validate the configuration and exit\n"
+	        "  -n, --check         check the configuration, then connect and verify every\n"
+	        "                      feed and the ring_dir (like nginx -t); one line per\n"
+	        "                      problem, exit 1 when there is one\n"
+	        "      --syntax        with --check: the file only, no connection\n"
 	        "      --syslog        log to syslog (facility daemon) instead of stderr\n"
 	        "      --remove-on-exit  unlink the feeds' segments when stopping\n"
 	        "  -d, --debug         log debug messages too\n"
@@ -57,12 +64,51 @@ usage(FILE *f)
 	        DEFAULT_CONFIG);
 }
 
+/*
+ * One daemon per ring directory.  Two would both write the same segments:
+ * the second replaces the rings and the first streams into files nobody
+ * reads.  An exclusive flock on RING_DIR/tailgated.lock, held for the
+ * process's life (the kernel drops it when the process dies, kill -9
+ * included, so there is no stale lock to clean up), refuses the second
+ * with the first one's pid.
+ */
+static void
+lock_ring_dir(const char *ring_dir)
+{
+	char path[4096], pid[32] = "";
+	int fd, n;
+
+	if (snprintf(path, sizeof(path), "%s/tailgated.lock", ring_dir) >= (int)sizeof(path))
+		fatalx("ring_dir %s: path too long", ring_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		fatal("ring_dir %s: cannot open %s (the directory must exist and be writable by "
+		      "the daemon's user)",
+		      ring_dir, path);
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno != EWOULDBLOCK)
+			fatal("ring_dir %s: cannot lock %s", ring_dir, path);
+		n = (int)pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		fatalx("ring_dir %s is in use by another tailgated (pid %s); stop it, or give "
+		       "this one its own ring_dir",
+		       ring_dir, pid[0] ? pid : "unknown");
+	}
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		log_warning("ring_dir %s: cannot write the pid into %s: %s", ring_dir, path,
+		            strerror(errno));
+	/* fd stays open: the lock lives as long as the process. */
+}
+
 int
 main(int argc, char **argv)
 {
-	enum { OPT_SYSLOG = 256, OPT_REMOVE };
+	enum { OPT_SYSLOG = 256, OPT_REMOVE, OPT_SYNTAX };
 	static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
 	                                     {"check", no_argument, NULL, 'n'},
+	                                     {"syntax", no_argument, NULL, OPT_SYNTAX},
 	                                     {"syslog", no_argument, NULL, OPT_SYSLOG},
 	                                     {"remove-on-exit", no_argument, NULL, OPT_REMOVE},
 	                                     {"debug", no_argument, NULL, 'd'},
@@ -71,7 +117,8 @@ main(int argc, char **argv)
 	                                     {"version", no_argument, NULL, 'V'},
 	                                     {NULL, 0, NULL, 0}};
 	const char *path = DEFAULT_CONFIG;
-	bool check = false, use_syslog = false, remove_on_exit = false, stop = false;
+	bool check = false, syntax_only = false, use_syslog = false, remove_on_exit = false,
+	     stop = false;
 	struct conf *conf;
 	struct daemon *d;
 	char err[1024];
@@ -85,6 +132,9 @@ main(int argc, char **argv)
 			break;
 		case 'n':
 			check = true;
+			break;
+		case OPT_SYNTAX:
+			syntax_only = true;
 			break;
 		case OPT_SYSLOG:
 			use_syslog = true;
@@ -120,15 +170,22 @@ main(int argc, char **argv)
 			fprintf(stderr, "tailgated: %s\n", err);
 			return 1;
 		}
-		printf("%s: ok (source %s, %zu feed%s)\n", path, conf->source, conf->nfeeds,
-		       conf->nfeeds == 1 ? "" : "s");
+		int problems = syntax_only ? 0 : check_run(conf, stderr);
+		if (problems == 0)
+			printf("%s: ok (source %s, %zu feed%s%s)\n", path, conf->source,
+			       conf->nfeeds, conf->nfeeds == 1 ? "" : "s",
+			       syntax_only ? "; syntax only" : "; upstream and ring_dir checked");
+		else
+			fprintf(stderr, "%s: %d problem%s\n", path, problems,
+			        problems == 1 ? "" : "s");
 		conf_free(conf);
-		return 0;
+		return problems == 0 ? 0 : 1;
 	}
 	log_init("tailgated", use_syslog);
 	if (conf == NULL)
 		fatalx("%s", err);
 	log_redact(conf->password); /* libpq's messages must never show it */
+	lock_ring_dir(conf->ring_dir);
 
 	/* Signals come through the poll loop. */
 	sigemptyset(&mask);

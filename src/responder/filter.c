@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct term {
 	int col;
@@ -20,9 +21,10 @@ struct term {
 	int n;
 	/* per value: */
 	bool *is_null;
-	long double *num; /* COLTYPE_NUMBER */
-	int *boolean;     /* COLTYPE_BOOL: 0/1 */
-	char **text;      /* COLTYPE_STRING */
+	struct numcmp *num; /* COLTYPE_NUMBER, digits in text[] */
+	enum numcmp_class numclass;
+	int *boolean; /* COLTYPE_BOOL: 0/1 */
+	char **text;  /* COLTYPE_STRING */
 	size_t *len;
 };
 
@@ -45,7 +47,8 @@ filter_cols_parse(const char *columns_json, struct filter_cols *out)
 	n = json_object_array_length(arr);
 	out->names = calloc(n + 1, sizeof(*out->names));
 	out->kinds = calloc(n + 1, sizeof(*out->kinds));
-	if (out->names == NULL || out->kinds == NULL)
+	out->numclass = calloc(n + 1, sizeof(*out->numclass));
+	if (out->names == NULL || out->kinds == NULL || out->numclass == NULL)
 		goto failed;
 	for (size_t i = 0; i < n; i++) {
 		json_object *c = json_object_array_get_idx(arr, i), *name, *type;
@@ -58,8 +61,10 @@ filter_cols_parse(const char *columns_json, struct filter_cols *out)
 		out->n = (int)i + 1;
 		out->kinds[i] = COLTYPE_STRING;
 		if (json_object_object_get_ex(c, "type", &type) &&
-		    json_object_is_type(type, json_type_string))
+		    json_object_is_type(type, json_type_string)) {
 			out->kinds[i] = coltype_kind_of_name(json_object_get_string(type));
+			out->numclass[i] = numcmp_class_of_type(json_object_get_string(type));
+		}
 	}
 	json_object_put(arr);
 	return true;
@@ -77,27 +82,8 @@ filter_cols_free(struct filter_cols *c)
 			free(c->names[i]);
 	free(c->names);
 	free(c->kinds);
+	free(c->numclass);
 	memset(c, 0, sizeof(*c));
-}
-
-/* Parse a JSON-number-like text into a long double; false unless the whole
- * text is a number. */
-static bool
-parse_number(const char *s, size_t n, long double *out)
-{
-	char buf[128], *end;
-
-	if (n == 0 || n >= sizeof(buf))
-		return false;
-	memcpy(buf, s, n);
-	buf[n] = '\0';
-	if (!((buf[0] >= '0' && buf[0] <= '9') || buf[0] == '-' || buf[0] == '+' || buf[0] == '.'))
-		return false; /* no "nan", "inf", hex */
-	for (size_t i = 0; i < n; i++)
-		if (buf[i] == 'x' || buf[i] == 'X')
-			return false;
-	*out = strtold(buf, &end);
-	return end == buf + n && !isnan(*out);
 }
 
 static void
@@ -122,6 +108,48 @@ filter_free(struct filter *f)
 		free_term(&f->terms[i]);
 	free(f->terms);
 	free(f);
+}
+
+/* A boolean constant as PostgreSQL's boolin reads it: any case, a unique
+ * prefix of true, false, yes, no, or on, off, 1, 0.  1, 0, or -1 when it
+ * is none of them. */
+static int
+parse_bool(const char *s, size_t n)
+{
+	static const struct {
+		const char *word;
+		size_t min; /* shortest accepted prefix */
+		int value;
+	} words[] = {{"true", 1, 1}, {"false", 1, 0}, {"yes", 1, 1}, {"no", 1, 0},
+	             {"on", 2, 1},   {"off", 2, 0},   {"1", 1, 1},   {"0", 1, 0}};
+
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (n >= words[i].min && n <= strlen(words[i].word) &&
+		    strncasecmp(s, words[i].word, n) == 0)
+			return words[i].value;
+	return -1;
+}
+
+/* A number constant, read as an SQL numeric literal for the column's class
+ * (a float4 column's constants are doubles: numcmp.h). */
+static bool
+compile_number(struct term *t, int j, const struct hp_value *v, const char *column, char *err,
+               size_t errlen)
+{
+	enum numcmp_class cls = t->numclass == NUMCMP_FLOAT4 ? NUMCMP_FLOAT8 : t->numclass;
+	const char *why;
+
+	t->text[j] = malloc(v->len + 1);
+	if (t->text[j] == NULL) {
+		log_seterr(err, errlen, "out of memory");
+		return false;
+	}
+	if (!numcmp_parse(v->text, v->len, cls, t->text[j], &t->num[j], &why)) {
+		log_seterr(err, errlen, "%.64s is a number column: \"%.40s\" is %s", column,
+		           v->text, why);
+		return false;
+	}
+	return true;
 }
 
 struct filter *
@@ -158,6 +186,7 @@ filter_compile(const struct hp_request *req, const struct filter_cols *cols, cha
 		}
 		t->col = col;
 		t->kind = cols->kinds[col];
+		t->numclass = cols->numclass[col];
 		t->op = hf->op;
 		t->n = hf->n_values;
 		size_t nv = (size_t)(hf->n_values > 0 ? hf->n_values : 1);
@@ -185,23 +214,14 @@ filter_compile(const struct hp_request *req, const struct filter_cols *cols, cha
 			}
 			switch (t->kind) {
 			case COLTYPE_NUMBER:
-				if (!parse_number(v->text, v->len, &t->num[j])) {
-					log_seterr(err, errlen,
-					           "%.64s is a number column: \"%.40s\" is not a "
-					           "number",
-					           hf->column, v->text);
+				if (!compile_number(t, j, v, hf->column, err, errlen))
 					goto failed;
-				}
 				break;
 			case COLTYPE_BOOL:
-				if (strcmp(v->text, "true") == 0)
-					t->boolean[j] = 1;
-				else if (strcmp(v->text, "false") == 0)
-					t->boolean[j] = 0;
-				else {
+				if ((t->boolean[j] = parse_bool(v->text, v->len)) < 0) {
 					log_seterr(err, errlen,
-					           "%.64s is a boolean column: use true, false or "
-					           "null",
+					           "%.64s is a boolean column: use true, false "
+					           "(or yes, no, on, off, 1, 0) or null",
 					           hf->column);
 					goto failed;
 				}
@@ -436,13 +456,36 @@ op_result(enum hp_op op, int cmp)
 	return false;
 }
 
+/* A row's number: the database's text as a JSON number, or the strings
+ * NaN, Infinity and -Infinity that JSON cannot hold as numbers.  buf holds
+ * vl bytes. */
+static bool
+number_value(enum numcmp_class cls, const char *v, size_t vl, char *buf, struct numcmp *out)
+{
+	const char *why;
+	size_t n;
+
+	if (v[0] != '"')
+		return numcmp_parse(v, vl, cls, buf, out, &why);
+	if (!decode_string(v, vl, buf, &n))
+		return false;
+	/* Only the names of the special values: numcmp_parse keeps the
+	 * digits of a decimal in buf, which holds the name. */
+	return (n == 3 && memcmp(buf, "NaN", 3) == 0 &&
+	        numcmp_parse("NaN", 3, cls, buf, out, &why)) ||
+	       (n == 8 && memcmp(buf, "Infinity", 8) == 0 &&
+	        numcmp_parse("Infinity", 8, cls, buf, out, &why)) ||
+	       (n == 9 && memcmp(buf, "-Infinity", 9) == 0 &&
+	        numcmp_parse("-Infinity", 9, cls, buf, out, &why));
+}
+
 static bool
 term_match(const struct term *t, const char *v, size_t vl)
 {
 	bool is_null = vl == 4 && memcmp(v, "null", 4) == 0;
 	char small[256], *dec = NULL;
 	size_t declen = 0;
-	long double num = 0;
+	struct numcmp num;
 	int boolean = 0;
 	bool have = false, result = false;
 
@@ -455,7 +498,9 @@ term_match(const struct term *t, const char *v, size_t vl)
 	/* A non-null value against the value(s). */
 	switch (t->kind) {
 	case COLTYPE_NUMBER:
-		have = parse_number(v, vl, &num);
+		dec = vl <= sizeof(small) ? small : malloc(vl);
+		if (dec != NULL)
+			have = number_value(t->numclass, v, vl, dec, &num);
 		break;
 	case COLTYPE_BOOL:
 		if (vl == 4 && memcmp(v, "true", 4) == 0) {
@@ -480,7 +525,7 @@ term_match(const struct term *t, const char *v, size_t vl)
 			if (t->is_null[j])
 				continue;
 			if (t->kind == COLTYPE_NUMBER)
-				result = num == t->num[j];
+				result = numcmp_compare(&num, &t->num[j]) == 0;
 			else if (t->kind == COLTYPE_BOOL)
 				result = boolean == t->boolean[j];
 			else
@@ -491,7 +536,7 @@ term_match(const struct term *t, const char *v, size_t vl)
 	} else if (have) {
 		int cmp;
 		if (t->kind == COLTYPE_NUMBER)
-			cmp = num < t->num[0] ? -1 : num > t->num[0];
+			cmp = numcmp_compare(&num, &t->num[0]);
 		else if (t->kind == COLTYPE_BOOL)
 			cmp = boolean - t->boolean[0];
 		else

@@ -7,14 +7,17 @@
  * k-th element of a row's JSON array without a parser.  Comparison follows
  * the column's kind (coltype.h):
  *
- *   number  numerically (long double: exact for every 64-bit integer)
- *   string  by the decoded text, bytewise (not the database's collation)
+ *   number  as PostgreSQL compares the column's type with a numeric
+ *           constant (numcmp.h): exactly for integers and numeric, as
+ *           double precision for float4/float8; NaN = NaN above
+ *           everything, Infinity above every finite value, -0 = 0
+ *   string  by the decoded text, bytewise: PostgreSQL's "C" collation
  *   bool    true/false (false < true)
  *   json    only eq.null / neq.null (400 otherwise)
  *
- * NULL behaves as in SQL: a null value matches only eq.null (or an in.
- * list holding null); neq.null matches every non-null value; any other
- * comparison with null is false.  Several filters are ANDed.
+ * NULL behaves as in SQL, with one documented difference: eq.null and
+ * neq.null are IS NULL and IS NOT NULL, and an in. list holding null
+ * matches null; any other comparison with null is false.  Several filters are ANDed.
  *
  * Thread safety: a compiled filter is immutable; filter_match may be
  * called from any number of threads at once.
@@ -24,6 +27,7 @@
 
 #include "coltype.h"
 #include "http_params.h"
+#include "numcmp.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,6 +36,7 @@ struct filter_cols {
 	int n;
 	char **names;
 	enum coltype_kind *kinds;
+	enum numcmp_class *numclass; /* COLTYPE_NUMBER: how it compares */
 };
 
 /* Parse the segment's column list.  false on malformed JSON. */

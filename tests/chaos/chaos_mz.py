@@ -30,7 +30,12 @@ Phases (each with its own mzserver and tailgated):
      serving, and after space is freed a new snapshot is written;
   D  hostile rows on one feed (more and fewer columns than described,
      invalid UTF-8 raw and as an octal escape, a 100 MB row) while a second
-     feed of the same daemon streams on unaffected.
+     feed of the same daemon streams on unaffected;
+  E  a refused resume that arrives late: tailgated is killed, the
+     upstream's retained history moves past its frontier, and the server
+     (--asof-error-late) refuses the resuming AS OF after CopyOutResponse;
+     the daemon takes a fresh snapshot and the followers' tables stay
+     equal to the upstream's.
 
 Synchronisation uses mzserver holds (the stream pauses at a named point;
 the test waits for it on the control channel, checks, releases), never
@@ -559,13 +564,13 @@ def tally(fs):
 # ---------------------------------------------------------------------------
 
 class MzServer:
-    def __init__(self, d, scenarios, tick_ms):
+    def __init__(self, d, scenarios, tick_ms, extra_args=()):
         self.events_path = os.path.join(d, 'mzserver.events')
         self.err_path = os.path.join(d, 'mzserver.err')
         self.proc = subprocess.Popen(
             [sys.executable, MZSERVER, '--port', '0', '--control-port', '0',
              '--tick-ms', str(tick_ms), '--events', self.events_path]
-            + [a for s in scenarios for a in ('--scenario', s)],
+            + list(extra_args) + [a for s in scenarios for a in ('--scenario', s)],
             stdout=subprocess.PIPE, stderr=open(self.err_path, 'w'), text=True)
         self.port = self.control = None
         while self.port is None or self.control is None:
@@ -1114,11 +1119,71 @@ def phase_d(st, tmp):
     ok(rc == 0, 'D: tailgated stops with status 0 (got %s)' % rc, dmn.log()[-2000:])
 
 
+# ---------------------------------------------------------------------------
+# Phase E: a refused resume that arrives after CopyOutResponse
+# ---------------------------------------------------------------------------
+
+def phase_e(st, tmp):
+    feed = 'chaos-e'
+    at = {
+        (12, 'after'): ['hold e_kill'],
+        (16, 'after'): ['hold e_after'],
+    }
+    g = Gen('chaos_e', SEED, 15, 40, at, extra_rows={})
+    path = g.write(os.path.join(tmp, 'chaos_e.scn'))
+    tl = Timeline(path)
+    d = os.path.join(tmp, 'e')
+    os.mkdir(d)
+    srv = MzServer(d, [path], tick_ms=20, extra_args=['--asof-error-late'])
+    dmn = Daemon(d, srv.port, st.ring_dir, [(feed, 'chaos_e')])
+    fs = []
+    try:
+        ok(wait_until(lambda: os.path.exists(os.path.join(st.ring_dir, feed + '.snap')), 30),
+           'E: tailgated took the first snapshot of %s' % feed, dmn.log()[-2000:])
+        fs = start_followers(st.port, feed, tl, 2, 1)
+        ok(srv.wait_hold('e_kill'), 'E: the stream is held after timestamp %d' % g.ts[12])
+        target = tl.last_change(g.ts[12])
+        caught_up(fs, target)
+        check_followers('E: before the kill', fs, tl, target)
+        dmn.kill9()
+        figures['faults injected'] += 1
+        # The retained history moves past the daemon's frontier (ts + 1):
+        # its resume AS OF frontier - 1 is no longer readable.
+        r = srv.ctl('since chaos_e %d' % (g.ts[12] + 1))
+        ok(r.get('ok'), 'E: the upstream compacted its history to %d' % (g.ts[12] + 1), r)
+        dmn.start()
+        ok(wait_until(lambda: 'cannot resume AS OF' in dmn.log(), 20),
+           'E: the restarted daemon takes the late error as a refusal',
+           dmn.log()[-2000:])
+        srv.release('e_kill')
+        ok(srv.wait_hold('e_after'), 'E: after a fresh snapshot the feed streams on',
+           dmn.log()[-2000:])
+        resumes = dmn.log().count('resuming AS OF')
+        ok(resumes == 1, 'E: the refused AS OF was asked once, not in a loop (%d)' % resumes,
+           dmn.log()[-2000:])
+        target = tl.last_change(g.ts[16])
+        caught_up(fs, target)
+        check_followers('E: after the late refusal', fs, tl, target)
+        srv.release('e_after')
+        final = tl.ts[-1]
+        ok(caught_up(fs, final), 'E: every follower reached the end of the history (%d)' % final,
+           [(f.name, f.cursor) for f in fs])
+        check_followers('E: at the end', fs, tl, final)
+        status, snap, cur, good, why = snapshot_get(st, feed, tl)
+        ok(status == 200 and good and cur == final,
+           'E: a new client gets a consistent snapshot + batches up to %d' % final, why)
+    finally:
+        stop_followers(fs)
+        tally(fs)
+        dmn.stop()
+        srv.stop()
+
+
 def main():
     t_start = time.monotonic()
     tmp = tempfile.mkdtemp(prefix='tailgate-chaos-mz.')
     os.chmod(tmp, 0o755)
-    phases = os.environ.get('CHAOS_PHASES', 'ABCD')
+    phases = os.environ.get('CHAOS_PHASES', 'ABCDE')
     st = None
     try:
         st = Stack(ring_dir=os.path.join(tmp, 'ring'),
@@ -1134,6 +1199,8 @@ def main():
                 phase_c(tmp)
             elif ph == 'D':
                 phase_d(st, tmp)
+            elif ph == 'E':
+                phase_e(st, tmp)
             diag('phase %s: %.1fs' % (ph, time.monotonic() - t))
     finally:
         if st is not None:

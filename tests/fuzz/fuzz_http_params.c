@@ -8,7 +8,8 @@
  * UTF-8 without NULs (a value that is not could match no row, and is
  * quoted back in error messages).
  *
- * fuzz-sources: src/responder/http_params.c src/responder/filter.c src/lib/batch.c src/lib/coltype.c src/lib/log.c
+ * fuzz-sources: src/responder/http_params.c src/responder/filter.c src/responder/numcmp.c
+ * fuzz-sources: src/lib/batch.c src/lib/coltype.c src/lib/log.c
  */
 #include "batch.h"
 #include "filter.h"

@@ -2800,7 +2800,16 @@ class Session:
             self.send(M_COPY_DONE)
             self.send(m_command_complete('COPY %d' % len(rows)))
             return True
-        feed = self.start_subscription(inner, 'copy')
+        try:
+            feed = self.start_subscription(inner, 'copy')
+        except PgError:
+            # --asof-error-late: the refusal reaches the client as an error
+            # of the running COPY ([SUB-6]), after CopyOutResponse and
+            # before any row, as an as-of invalidated while the dataflow is
+            # being set up would.
+            if self.srv.args.asof_error_late:
+                self.send(m_copy_out(len(inner.rows_desc)))
+            raise
         sub = feed.sub
         ncols = len(inner.query.cols)
         self.send(m_copy_out(len(inner.rows_desc)))
@@ -3444,6 +3453,9 @@ def build_argparser():
     ap.add_argument('--asof-error', choices=['legacy', 'current'],
                     default='legacy',
                     help='wording of the AS OF-too-old error')
+    ap.add_argument('--asof-error-late', action='store_true',
+                    help='send a COPY (SUBSCRIBE) statement error (AS OF too '
+                         'old) after CopyOutResponse instead of before it')
     ap.add_argument('--server-version', default='9.5.0')
     ap.add_argument('--mz-version', default='v0.130.0 (mzserver)')
     ap.add_argument('--check', action='store_true',

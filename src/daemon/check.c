@@ -1,0 +1,287 @@
+/*
+ * check.c - tailgated --check: the configuration checked against the
+ * world it will run in, like nginx -t.
+ *
+ * After the file parsed (conf.c), check_run connects to the upstream with
+ * the configured conninfo and verifies what the daemon needs, so a
+ * mistake is found before the first start and not as a reconnect loop:
+ *
+ *   every source   ring_dir exists, is a directory, writable and searchable
+ *   postgresql     the connection (credentials, pg_hba), wal_level = logical,
+ *                  the role's REPLICATION attribute and a replication
+ *                  connection, and per feed: the table exists and can be
+ *                  read, the configured columns exist, the table has a
+ *                  replica identity (a primary key or REPLICA IDENTITY
+ *                  FULL; without one the feed is refused), and the role
+ *                  may create its publication (CREATE on the database and
+ *                  ownership of the table)
+ *   materialize    the connection, and per feed that the view or query can
+ *                  be described (SELECT ... LIMIT 0)
+ *
+ * One line per problem on out, "path: feed=NAME: what; fix".  Blocking
+ * libpq calls with a 10 s connect timeout: this is a command, not the
+ * daemon's loop.
+ */
+#include "config.h"
+
+#include "check.h"
+
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct checker {
+	const struct conf *conf;
+	FILE *out;
+	int problems;
+};
+
+static void __attribute__((format(printf, 3, 4)))
+problem(struct checker *k, const struct conf_feed *cf, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(k->out, "%s: ", k->conf->path);
+	if (cf != NULL)
+		fprintf(k->out, "feed=%s: ", cf->name);
+	va_start(ap, fmt);
+	vfprintf(k->out, fmt, ap);
+	va_end(ap);
+	fputc('\n', k->out);
+	k->problems++;
+}
+
+static void
+check_ring_dir(struct checker *k)
+{
+	const char *dir = k->conf->ring_dir;
+	struct stat st;
+
+	if (stat(dir, &st) != 0)
+		problem(k, NULL,
+		        "ring_dir %s does not exist; create it, writable by the daemon's "
+		        "user (install -d -o USER %s)",
+		        dir, dir);
+	else if (!S_ISDIR(st.st_mode))
+		problem(k, NULL, "ring_dir %s is not a directory", dir);
+	else if (access(dir, W_OK | X_OK) != 0)
+		problem(k, NULL, "ring_dir %s is not writable by this user (uid %ld)", dir,
+		        (long)getuid());
+}
+
+static PGconn *
+connect_upstream(struct checker *k, bool replication)
+{
+	const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name",
+	                      "replication", NULL};
+	const char *vals[] = {k->conf->conninfo, "10", "tailgated --check", "database", NULL};
+	PGconn *c;
+
+	if (!replication)
+		keys[3] = vals[3] = NULL;
+	c = PQconnectdbParams(keys, vals, 1);
+	if (PQstatus(c) != CONNECTION_OK) {
+		char *msg = PQerrorMessage(c);
+		/* libpq's message spans lines: one line per problem here. */
+		for (char *p = msg; *p; p++)
+			if (*p == '\n' || *p == '\t')
+				*p = ' ';
+		for (size_t n = strlen(msg); n > 0 && msg[n - 1] == ' '; n--)
+			msg[n - 1] = '\0';
+		problem(k, NULL, "cannot open a %sconnection: %s",
+		        replication ? "replication " : "", msg);
+		PQfinish(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* One row of one column, or NULL (a problem is recorded when the query
+ * failed).  The result is kept in *res for the caller to PQclear. */
+static const char *
+query1(struct checker *k, const struct conf_feed *cf, PGconn *c, const char *sql, int nparams,
+       const char *const *params, PGresult **res)
+{
+	*res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(*res) != PGRES_TUPLES_OK) {
+		problem(k, cf, "query failed: %s", PQresultErrorMessage(*res));
+		return NULL;
+	}
+	if (PQntuples(*res) < 1 || PQgetisnull(*res, 0, 0))
+		return NULL;
+	return PQgetvalue(*res, 0, 0);
+}
+
+static void
+check_pg_server(struct checker *k, PGconn *c)
+{
+	PGresult *r;
+	const char *v;
+
+	v = query1(k, NULL, c, "SELECT current_setting('wal_level')", 0, NULL, &r);
+	if (v != NULL && strcmp(v, "logical") != 0)
+		problem(k, NULL,
+		        "wal_level is %s; logical replication needs wal_level = logical "
+		        "(postgresql.conf, then restart the server)",
+		        v);
+	PQclear(r);
+	v = query1(k, NULL, c,
+	           "SELECT (rolreplication OR rolsuper)::text || ' ' || rolname "
+	           "FROM pg_roles WHERE rolname = current_user",
+	           0, NULL, &r);
+	if (v != NULL && strncmp(v, "true", 4) != 0)
+		problem(k, NULL, "role %s has no REPLICATION attribute: ALTER ROLE %s REPLICATION",
+		        v + 6, v + 6);
+	PQclear(r);
+}
+
+/* The configured columns, comma-separated as conf.c keeps them, that the
+ * table lacks: one problem each. */
+static void
+check_pg_columns(struct checker *k, const struct conf_feed *cf, PGconn *c)
+{
+	const char *p = cf->columns;
+
+	while (p != NULL && *p) {
+		char name[256];
+		size_t n;
+		PGresult *r;
+		const char *params[2] = {cf->table, name};
+
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (!*p)
+			break;
+		if (*p == '"') {
+			const char *e = strchr(p + 1, '"');
+			n = e ? (size_t)(e - p - 1) : strlen(p + 1);
+			snprintf(name, sizeof(name), "%.*s", (int)n, p + 1);
+			p = e ? e + 1 : p + strlen(p);
+		} else {
+			n = strcspn(p, ",");
+			while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+				n--;
+			snprintf(name, sizeof(name), "%.*s", (int)n, p);
+			p += strcspn(p, ",");
+		}
+		if (query1(k, cf, c,
+		           "SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass "
+		           "AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+		           2, params, &r) == NULL &&
+		    PQresultStatus(r) == PGRES_TUPLES_OK)
+			problem(k, cf, "table %s has no column \"%s\"", cf->table, name);
+		PQclear(r);
+	}
+}
+
+static void
+check_pg_feed(struct checker *k, const struct conf_feed *cf, PGconn *c)
+{
+	const char *params[1] = {cf->table};
+	PGresult *r;
+	const char *v;
+
+	v = query1(
+	        k, cf, c,
+	        "SELECT concat_ws(' ', c.relreplident, "
+	        "  EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), "
+	        "  has_table_privilege(c.oid, 'SELECT'), "
+	        "  pg_has_role(c.relowner, 'USAGE'), "
+	        "  has_database_privilege(current_database(), 'CREATE')) "
+	        "FROM pg_class c WHERE c.oid = to_regclass($1)",
+	        1, params, &r);
+	if (v == NULL) {
+		if (PQresultStatus(r) == PGRES_TUPLES_OK)
+			problem(k, cf, "table %s does not exist (or is not visible to this role)",
+			        cf->table);
+		PQclear(r);
+		return;
+	}
+	char ident = v[0];
+	bool pk = strncmp(v + 2, "t", 1) == 0;
+	char sel, own, create;
+	if (sscanf(v + 2, "%*c %c %c %c", &sel, &own, &create) != 3)
+		sel = own = create = 't';
+	if (ident == 'n' || (ident == 'd' && !pk))
+		problem(k, cf,
+		        "table %s has %s: it would be refused, since publishing it makes the "
+		        "application's UPDATE and DELETE fail; ALTER TABLE %s REPLICA IDENTITY "
+		        "FULL",
+		        cf->table,
+		        ident == 'n' ? "REPLICA IDENTITY NOTHING"
+		                     : "no primary key and REPLICA IDENTITY DEFAULT",
+		        cf->table);
+	if (sel != 't')
+		problem(k, cf, "this role may not read table %s: GRANT SELECT ON %s TO ROLE",
+		        cf->table, cf->table);
+	if (own != 't')
+		problem(k, cf,
+		        "this role does not own table %s, so it cannot create the publication "
+		        "tailgate_%s: make it the owner (or a member of the owning role), or "
+		        "create "
+		        "the publication as its owner",
+		        cf->table, cf->name);
+	if (create != 't')
+		problem(k, cf,
+		        "this role may not create publications in the database: GRANT CREATE ON "
+		        "DATABASE ... TO ROLE");
+	PQclear(r);
+	check_pg_columns(k, cf, c);
+}
+
+static void
+check_postgresql(struct checker *k)
+{
+	PGconn *c = connect_upstream(k, false), *repl;
+
+	if (c == NULL)
+		return;
+	check_pg_server(k, c);
+	for (size_t i = 0; i < k->conf->nfeeds; i++)
+		check_pg_feed(k, &k->conf->feeds[i], c);
+	PQfinish(c);
+	if ((repl = connect_upstream(k, true)) != NULL)
+		PQfinish(repl);
+}
+
+static void
+check_materialize(struct checker *k)
+{
+	PGconn *c = connect_upstream(k, false);
+
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < k->conf->nfeeds; i++) {
+		const struct conf_feed *cf = &k->conf->feeds[i];
+		char *sql = NULL;
+		int n = cf->view ? asprintf(&sql, "SELECT * FROM %s LIMIT 0", cf->view)
+		                 : asprintf(&sql, "SELECT * FROM (%s) q LIMIT 0", cf->query);
+		if (n < 0) {
+			problem(k, cf, "out of memory");
+			continue;
+		}
+		PGresult *r = PQexec(c, sql);
+		if (PQresultStatus(r) != PGRES_TUPLES_OK)
+			problem(k, cf, "%s: %s", sql, PQresultErrorMessage(r));
+		PQclear(r);
+		free(sql);
+	}
+	PQfinish(c);
+}
+
+int
+check_run(const struct conf *conf, FILE *out)
+{
+	struct checker k = {conf, out, 0};
+
+	check_ring_dir(&k);
+	if (strcmp(conf->source, "postgresql") == 0)
+		check_postgresql(&k);
+	else
+		check_materialize(&k);
+	return k.problems;
+}
