@@ -104,6 +104,12 @@ export class BarChart {
       if (instant) gone();
       else setTimeout(gone, 700);
     }
+    // A snapshot sizes the chart at once: a height growing for 0.6 s under
+    // bars already in place would overflow the card meanwhile.
+    if (instant) {
+      this.el.classList.add('instant');
+      requestAnimationFrame(() => requestAnimationFrame(() => this.el.classList.remove('instant')));
+    }
     this.el.style.setProperty('--bars', String(Math.max(ranked.length, 1)));
     this.empty.hidden = ranked.length > 0;
   }

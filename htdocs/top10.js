@@ -53,7 +53,7 @@ function tick(batch, columns) {
   const li = document.createElement('li');
   li.innerHTML = `<span class="muted mono">${fmtTime(new Date().toISOString())}</span> ` + lines.join('; ');
   ticker.prepend(li);
-  while (ticker.children.length > 12) ticker.lastElementChild.remove();
+  while (ticker.children.length > 8) ticker.lastElementChild.remove();
 }
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
 
