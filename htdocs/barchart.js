@@ -1,5 +1,5 @@
 // barchart.js - a top-N horizontal bar chart fed by Vega-style changesets
-// (seed 003's top-10 chart, without Vega): the chart keeps its own dataset
+// (a live top-10 chart, without Vega): the chart keeps its own dataset
 // of the objects tailgate.js hands out, removes by identity and inserts as
 // each batch says, then moves, grows and shrinks the bars with CSS
 // transitions.  One element per key (a buyer): a buyer whose row is replaced

@@ -1,4 +1,4 @@
-// shop.js - the shop's live dashboard (seed 004): the funnel from product
+// shop.js - the shop's live dashboard : the funnel from product
 // pageviews to orders and the item summary (feed item_summary), the
 // orders-per-minute trend (orders_per_minute), top sellers with their
 // inventory (item_summary again), and the low-stock panel (low_stock),

@@ -1,4 +1,4 @@
-// top10.js - seed 003's dashboard for the auction house: total counters
+// top10.js - a live dashboard for the auction house: total counters
 // (feed auction_stats, one row) and a top-10 buyers bar chart (feed
 // top_buyers), both moved by each batch's changeset.
 import { subscribe } from './tailgate.js';
