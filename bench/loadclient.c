@@ -59,6 +59,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define CLIENTS_MAX 20000
 #define DURATION_MAX 600
@@ -166,6 +167,7 @@ static struct {
 	const char *labels[LABELS_MAX];
 	int nlabels;
 	bool verbose;
+	bool gzip; /* send Accept-Encoding as browsers do */
 } opt = {
         .mode = M_LONGPOLL,
         .clients = 100,
@@ -204,12 +206,15 @@ usage(FILE *f)
 	        "  --pids P[,P...]        report CPU seconds and PSS of these processes and\n"
 	        "                         their descendants over the window\n"
 	        "  --label K=V            put K=V in the RESULT line (repeatable)\n"
+	        "  --gzip                 send \"Accept-Encoding: gzip, deflate, br\" as browsers\n"
+	        "                         do and inflate gzip/deflate replies and streams\n"
 	        "  -v, --verbose          progress on stderr\n"
 	        "  -h, --help             this text\n"
 	        "\n"
 	        "Prints one line: RESULT <labels> connected= p50_ms= p99_ms= max_ms= delivered=\n"
 	        "delivered_per_s= errors= timeouts= resyncs= silent= cpu_s= cpu_per_1k= pss_mb=\n"
-	        "client_cpu_s= machine_cpu_s= other_cpu_s= (CPU seconds in the window: this\n"
+	        "client_cpu_s= machine_cpu_s= other_cpu_s= wire_bytes= wire_per_delivery=\n"
+	        "body_bytes= coded= (CPU seconds in the window: this\n"
 	        "client, the whole machine, and what neither it nor the --pids used: noise)\n",
 	        CLIENTS_MAX, DURATION_MAX);
 }
@@ -582,6 +587,7 @@ struct conn {
 	char etag[128];
 	char lastmod[64];
 	char event_id[64];
+	z_stream *z; /* Content-Encoding gzip/deflate: the inflater, else NULL */
 };
 
 static struct conn *conns;
@@ -590,6 +596,10 @@ static int n_subscribed, n_open;
 static bool measuring;
 static uint64_t window_start, window_end;
 static uint64_t deliveries, errors, timeouts, resyncs, empties;
+/* in the window: bytes read from sockets (heads, chunk framing, coded
+ * bodies: what crossed the wire), decoded body bytes, and replies that
+ * came Content-Encoded (SSE: streams opened coded, window or not) */
+static uint64_t wire_bytes, body_bytes, coded;
 static struct sockaddr_in src_addr[SRC_IPS_MAX];
 static volatile sig_atomic_t stop_flag;
 
@@ -774,9 +784,66 @@ sse_feed(struct conn *c, const char *p, size_t n)
 	}
 }
 
+static void body_plain(struct conn *c, const char *p, size_t n);
+
+static bool
+in_window(void)
+{
+	uint64_t now;
+
+	if (!measuring)
+		return false;
+	now = now_ns();
+	return now >= window_start && now <= window_end;
+}
+
+/* A Content-Encoded body: inflate what came and pass it on. */
 static void
 body_data(struct conn *c, const char *p, size_t n)
 {
+	static unsigned char zout[READ_CHUNK];
+
+	if (c->z == NULL) {
+		body_plain(c, p, n);
+		return;
+	}
+	c->z->next_in = (unsigned char *)(uintptr_t)p;
+	c->z->avail_in = (uInt)n;
+	do {
+		int rc;
+		c->z->next_out = zout;
+		c->z->avail_out = sizeof(zout);
+		rc = inflate(c->z, Z_SYNC_FLUSH);
+		if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
+			errors++;
+			conn_close(c, true);
+			return;
+		}
+		if (sizeof(zout) - c->z->avail_out > 0) {
+			body_plain(c, (const char *)zout, sizeof(zout) - c->z->avail_out);
+			if (c->state != C_OPEN || c->z == NULL)
+				return;
+		}
+		if (rc == Z_STREAM_END || (rc == Z_BUF_ERROR && c->z->avail_in == 0))
+			break;
+	} while (c->z->avail_in > 0 || c->z->avail_out == 0);
+}
+
+static void
+z_end(struct conn *c)
+{
+	if (c->z != NULL) {
+		inflateEnd(c->z);
+		free(c->z);
+		c->z = NULL;
+	}
+}
+
+static void
+body_plain(struct conn *c, const char *p, size_t n)
+{
+	if (in_window())
+		body_bytes += n;
 	if (opt.mode == M_SSE && c->status == 200) {
 		sse_feed(c, p, n);
 		return;
@@ -825,6 +892,7 @@ parse_head(struct conn *c, const char *p, size_t n)
 {
 	const char *end = p + n, *line = p;
 	bool chunked = false, have_len = false, close_hdr = false, http10 = false;
+	int zenc = 0; /* 1 gzip/deflate, -1 one we cannot decode */
 	uint64_t clen = 0;
 
 	if (n < 12 || memcmp(p, "HTTP/1.", 7) != 0) {
@@ -853,11 +921,31 @@ parse_head(struct conn *c, const char *p, size_t n)
 			copy_hdr(c->etag, sizeof(c->etag), v, vl);
 		} else if (header_is(line, len, "Last-Modified", &v, &vl)) {
 			copy_hdr(c->lastmod, sizeof(c->lastmod), v, vl);
+		} else if (header_is(line, len, "Content-Encoding", &v, &vl)) {
+			if ((vl == 4 && strncasecmp(v, "gzip", 4) == 0) ||
+			    (vl == 7 && strncasecmp(v, "deflate", 7) == 0))
+				zenc = 1;
+			else if (!(vl == 8 && strncasecmp(v, "identity", 8) == 0))
+				zenc = -1;
 		}
 		line = eol + 1;
 	}
 	c->keepalive = !close_hdr && !http10;
 	c->body.len = 0;
+	z_end(c);
+	if (zenc < 0 || (zenc > 0 && !opt.gzip)) { /* br, or coded unasked */
+		errors++;
+		conn_close(c, true);
+		return false;
+	}
+	if (zenc > 0) {
+		c->z = calloc(1, sizeof(*c->z));
+		/* 15 + 32: a gzip or zlib header, detected */
+		if (c->z == NULL || inflateInit2(c->z, 15 + 32) != Z_OK)
+			die("inflateInit2 failed");
+		if (in_window() || opt.mode == M_SSE) /* a stream: counted once */
+			coded++;
+	}
 
 	if (opt.mode == M_WS) {
 		if (c->status != 101) {
@@ -897,6 +985,7 @@ static void
 message_done(struct conn *c)
 {
 	c->rs = R_HEAD;
+	z_end(c);
 	if (opt.mode == M_SSE) {
 		/* the stream ended: reconnect (with Last-Event-ID) */
 		conn_close(c, false);
@@ -1151,6 +1240,9 @@ conn_request(struct conn *c)
 		             opt.path, *q ? "?" : "", q);
 		break;
 	}
+	if (opt.gzip) /* what Chromium and Firefox send */
+		n += snprintf(req + n, sizeof(req) - (size_t)n,
+		              "Accept-Encoding: gzip, deflate, br\r\n");
 	n += snprintf(req + n, sizeof(req) - (size_t)n,
 	              "Host: %s:%u\r\nUser-Agent: tailgate-loadclient\r\n\r\n", opt.host,
 	              (unsigned)ntohs(opt.dst.sin_port));
@@ -1180,6 +1272,7 @@ conn_close(struct conn *c, bool error)
 	buf_trim(&c->body);
 	buf_trim(&c->ev);
 	c->want_out = false;
+	z_end(c);
 	if (error) {
 		c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : 50;
 		if (c->backoff_ms > 2000)
@@ -1284,6 +1377,8 @@ conn_readable(struct conn *c)
 		return;
 	}
 	c->activity = now_ns();
+	if (measuring && c->activity >= window_start && c->activity <= window_end)
+		wire_bytes += (uint64_t)r;
 	if (c->in.len == 0) {
 		used = parse(c, rb, (size_t)r);
 		if (used < 0)
@@ -1440,12 +1535,16 @@ run(void)
 		       " delivered=%" PRIu64 " delivered_per_s=%.1f errors=%" PRIu64
 		       " timeouts=%" PRIu64 " empty_replies=%" PRIu64 " resyncs=%" PRIu64
 		       " silent=%d window_s=%.2f cpu_s=%.3f cpu_per_1k=%.5f pss_mb=%.1f"
-		       " client_cpu_s=%.3f machine_cpu_s=%.3f other_cpu_s=%.3f\n",
+		       " client_cpu_s=%.3f machine_cpu_s=%.3f other_cpu_s=%.3f"
+		       " wire_bytes=%" PRIu64 " wire_per_delivery=%.1f body_bytes=%" PRIu64
+		       " coded=%" PRIu64 " gzip=%d\n",
 		       mode_names[opt.mode], opt.clients, n_subscribed, hist_quantile_ms(0.50),
 		       hist_quantile_ms(0.99), (double)hist_max_us / 1000.0, deliveries,
 		       win > 0 ? (double)deliveries / win : 0.0, errors, timeouts, empties, resyncs,
 		       silent, win, cpu, deliveries ? cpu / ((double)deliveries / 1000.0) : 0.0,
-		       pss, client_cpu, machine, machine - cpu - client_cpu);
+		       pss, client_cpu, machine, machine - cpu - client_cpu, wire_bytes,
+		       deliveries ? (double)wire_bytes / (double)deliveries : 0.0, body_bytes,
+		       coded, opt.gzip ? 1 : 0);
 		fflush(stdout);
 	}
 }
@@ -1466,6 +1565,7 @@ main(int argc, char **argv)
 	        {"key", required_argument, NULL, 'k'},
 	        {"pids", required_argument, NULL, 'p'},
 	        {"label", required_argument, NULL, 'l'},
+	        {"gzip", no_argument, NULL, 'g'},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
@@ -1530,6 +1630,9 @@ main(int argc, char **argv)
 			    strpbrk(optarg, " \t\n"))
 				die("--label K=V (no spaces), at most 16");
 			opt.labels[opt.nlabels++] = optarg;
+			break;
+		case 'g':
+			opt.gzip = true;
 			break;
 		case 'v':
 			opt.verbose = true;

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""seedserver.py - the seeds' approach, for the comparative benchmarks.
+"""seedserver.py - a Tornado server keeping the state in Python, for the comparative benchmarks.
 
-A Tornado server in the style of seed 003 ("A Simple and Efficient Real Time
+A Tornado server in the style of the classic Tornado pub/sub design ("A Simple and Efficient Real Time
 Application Powered by Materialize's TAIL Command"), written from its
 description so that bench/compare can put tailgate next to it:
 
@@ -59,7 +59,7 @@ LONGPOLL_TIMEOUT = 25.0
 
 
 class View:
-    """The current state of one view and its listeners (seed 003's View)."""
+    """The current state of one view and its listeners (the classic design's View)."""
 
     def __init__(self, name):
         self.name = name

@@ -1,5 +1,5 @@
 // barchart.js - a top-N horizontal bar chart fed by Vega-style changesets
-// (seed 003's top-10 chart, without Vega): the chart keeps its own dataset
+// (a live top-10 chart, without Vega): the chart keeps its own dataset
 // of the objects tailgate.js hands out, removes by identity and inserts as
 // each batch says, then moves, grows and shrinks the bars with CSS
 // transitions.  One element per key (a buyer): a buyer whose row is replaced
@@ -103,6 +103,12 @@ export class BarChart {
       };
       if (instant) gone();
       else setTimeout(gone, 700);
+    }
+    // A snapshot sizes the chart at once: a height growing for 0.6 s under
+    // bars already in place would overflow the card meanwhile.
+    if (instant) {
+      this.el.classList.add('instant');
+      requestAnimationFrame(() => requestAnimationFrame(() => this.el.classList.remove('instant')));
     }
     this.el.style.setProperty('--bars', String(Math.max(ranked.length, 1)));
     this.empty.hidden = ranked.length > 0;

@@ -7,6 +7,24 @@ const $ = (id) => document.getElementById(id);
 const FEED = params.get('feed');
 const badge = new StateBadge($('badge'));
 
+// A filter as typed: every &-separated term must be column=op.value (the
+// client's parser would take a bare "foo" for no filter at all).
+function parseFilterText(text) {
+  for (const term of text.split('&')) {
+    if (!term) continue;
+    const eq = term.indexOf('=');
+    if (eq < 1 || eq === term.length - 1)
+      throw new TypeError(`"${term}" is not a filter term: write column=op.value, e.g. amount=gte.50`);
+  }
+  encodeFilter(text); // throws on an unknown operator or a term without op.value
+  return text;
+}
+const filterBox = () => $('filter');
+function markFilter(err) {
+  if (err) filterBox().setAttribute('aria-invalid', 'true');
+  else filterBox().removeAttribute('aria-invalid');
+}
+
 if (!FEED) {
   showProblem('No feed given: open this page as feed.html?feed=NAME (see the feeds list).');
   badge.set('page', 'failed', { error: 'no feed' });
@@ -23,10 +41,13 @@ if (!FEED) {
   });
   let initial = params.get('filter') || '';
   $('filter').value = initial;
+  let badFilter = null;
   try {
-    encodeFilter(initial);
+    parseFilterText(initial);
   } catch (err) {
-    showProblem(`${err.message}: showing every row`);
+    badFilter = `The filter in the address is not valid (${err.message.replace(/^tailgate: /, '')}): showing every row.`;
+    showProblem(badFilter);
+    markFilter(err);
     initial = '';
   }
   const onState = badge.track(FEED);
@@ -44,7 +65,9 @@ if (!FEED) {
     onState(s, d) {
       onState(s, d);
       if (s === 'failed') showProblem(`The server refused the request: ${d.error}`);
-      else if (s === 'live') showProblem('');
+      else if (d.status === 404)
+        showProblem(`There is no feed named "${FEED}" (${String(d.error).replace(/^tailgate: /, '')}). Pick one from the feeds list; retrying in case it appears.`);
+      else if (s === 'live') showProblem(badFilter || '');
     },
   });
   expose(FEED, sub);
@@ -53,14 +76,17 @@ if (!FEED) {
     e.preventDefault();
     const text = $('filter').value.trim();
     try {
-      sub.setFilter(text);
+      sub.setFilter(parseFilterText(text));
+      badFilter = null;
+      markFilter(null);
       showProblem('');
       const u = new URL(location.href);
       if (text) u.searchParams.set('filter', encodeFilter(text));
       else u.searchParams.delete('filter');
       history.replaceState(null, '', u);
     } catch (err) {
-      showProblem(err.message);
+      markFilter(err);
+      showProblem(`Not applied: ${err.message.replace(/^tailgate: /, '')}`);
     }
   });
   $('show-all').addEventListener('click', () => table.setLimit(Infinity));

@@ -13,7 +13,14 @@ let lastOk = null;
 document.getElementById('api').textContent = apiBase();
 document.getElementById('api2').textContent = apiBase();
 
-const PAGES = { winning_bids: 'auction.html', top_buyers: 'top10.html', auction_stats: 'top10.html' };
+const PAGES = {
+  winning_bids: 'auction.html',
+  top_buyers: 'top10.html',
+  auction_stats: 'top10.html',
+  item_summary: 'shop.html',
+  low_stock: 'shop.html',
+  orders_per_minute: 'shop.html',
+};
 
 function cell(tr, i, text, cls) {
   const td = tr.children[i];
@@ -36,7 +43,7 @@ function render(feeds) {
       tr.dataset.feed = f.name;
       tr.innerHTML =
         '<td><a></a></td><td class="num" data-col="rows"></td><td class="mono" data-col="cursor"></td>' +
-        '<td data-col="live"><span class="live-dot"></span> <span></span></td><td data-priority="low"></td>';
+        '<td data-col="live"><span class="live-dot"></span> <span></span></td><td data-priority="low" data-col="columns"></td>';
       const a = tr.querySelector('a');
       a.textContent = f.name;
       a.href = 'feed.html?feed=' + encodeURIComponent(f.name);

@@ -1,4 +1,4 @@
-// top10.js - seed 003's dashboard for the auction house: total counters
+// top10.js - a live dashboard for the auction house: total counters
 // (feed auction_stats, one row) and a top-10 buyers bar chart (feed
 // top_buyers), both moved by each batch's changeset.
 import { subscribe } from './tailgate.js';
@@ -53,7 +53,7 @@ function tick(batch, columns) {
   const li = document.createElement('li');
   li.innerHTML = `<span class="muted mono">${fmtTime(new Date().toISOString())}</span> ` + lines.join('; ');
   ticker.prepend(li);
-  while (ticker.children.length > 12) ticker.lastElementChild.remove();
+  while (ticker.children.length > 8) ticker.lastElementChild.remove();
 }
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
 

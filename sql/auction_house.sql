@@ -1,5 +1,5 @@
 -- auction_house.sql - the auction house of Materialize's AUCTION load
--- generator, for PostgreSQL 15, with the seeds' views kept incrementally as
+-- generator, for PostgreSQL 15, with Materialize's published views kept incrementally as
 -- TABLES (logical replication streams tables, not views).
 --
 --   psql -v ON_ERROR_STOP=1 -f sql/auction_house.sql        (idempotent)
@@ -15,12 +15,12 @@
 --   top_buyers               the 10 buyers with the most wins (then the
 --                            highest total winning amount, then the lower id)
 --   auction_stats            one row of counters
--- Also: the view on_time_bids (the seeds' definition, for ad-hoc queries),
+-- Also: the view on_time_bids (Materialize's published definition, for ad-hoc queries),
 -- buyer_stats (wins and total per buyer, feeds top_buyers) and open_auctions
 -- (auctions not yet closed, with their end_time).
 --
 -- Exactness.  A bid is on time when bid_time < its auction's end_time (the
--- seeds' on_time_bids).  The highest bid wins; on equal amounts the earlier
+-- Materialize's on_time_bids).  The highest bid wins; on equal amounts the earlier
 -- bid_time, then the lower bid id (Materialize's ORDER BY amount DESC LIMIT
 -- 1 leaves ties open; a table needs one answer).  close_ended_auctions()
 -- locks the open_auctions rows of ended auctions (FOR UPDATE SKIP LOCKED),
@@ -83,7 +83,7 @@ CREATE INDEX IF NOT EXISTS bids_auction_id ON bids (auction_id);
 
 -- ---- derived state ---------------------------------------------------------------
 
--- The seeds' on_time_bids, as a plain view for ad-hoc queries.
+-- Materialize's on_time_bids, as a plain view for ad-hoc queries.
 CREATE OR REPLACE VIEW on_time_bids AS
 	SELECT bids.id AS bid_id, auctions.id AS auction_id, auctions.seller, bids.buyer,
 	       auctions.item, bids.bid_time, auctions.end_time, bids.amount
@@ -97,7 +97,7 @@ CREATE TABLE IF NOT EXISTS open_auctions (
 );
 CREATE INDEX IF NOT EXISTS open_auctions_end_time ON open_auctions (end_time);
 
--- Columns as the seeds' highest_bid_per_auction.
+-- Columns as Materialize's highest_bid_per_auction.
 CREATE TABLE IF NOT EXISTS highest_bid_per_auction (
 	auction_id int8 PRIMARY KEY,
 	bid_id     int8 NOT NULL,
@@ -480,7 +480,7 @@ BEGIN
 		wins = 0, win_amount = 0 WHERE id = 1;
 END $$;
 
--- Check the incremental state against the seeds' definitions computed from
+-- Check the incremental state against Materialize's published definitions computed from
 -- the base tables: one row per derived table with the number of rows that
 -- differ (0 everywhere when all is well).  tests/daemon_pg.py calls it after
 -- a concurrent load.

@@ -253,7 +253,7 @@ def main():
         rc = lg.wait(60)
         ok(rc == 0, "tailgate-loadgen ran 8 s at 3000 bids/s and drained")
         problems = pg.psql("SELECT sum(problems) FROM check_auction_house()")
-        ok(problems == "0", "the SQL's incremental state equals the seeds' definitions "
+        ok(problems == "0", "the SQL's incremental state equals Materialize's published definitions "
            "after concurrent load (check_auction_house)", problems)
         for name, cols, table, where in [
                 ("winning_bids", AUCTION_COLS, "winning_bids", None),

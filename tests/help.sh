@@ -4,7 +4,7 @@
 top_builddir=${top_builddir:-.}
 failed=0
 n=0
-for prog in tailgate-ring tailgated tailgate-fcgi tailgate-loadgen; do
+for prog in tailgate-ring tailgated tailgate-fcgi tailgate-loadgen tailgate-watch tailgate-hook; do
     n=$((n + 1))
     out=$("$top_builddir/$prog" --help 2>&1)
     rc=$?

@@ -49,7 +49,7 @@ test_roundtrip(void)
 	is_str(json,
 	       "{\"timestamp\":\"1608081358001\",\"inserted\":[[\"Epidosis\",4595],"
 	       "[\"Matlin\",5221]],\"deleted\":[[\"Lockal\",4590],[\"Matlin\",5220]]}",
-	       "the JSON is the batch of seed 003");
+	       "the JSON is the example batch");
 	json_object *o = json_tokener_parse(json);
 	ok(o != NULL, "json-c parses it");
 	json_object_put(o);

@@ -101,8 +101,8 @@ static const struct row_case cases[] = {
 };
 
 static const char *bad_queries[] = {
-        "nosuch=eq.1",  "id=eq.abc",     "id=eq.0x10", "id=eq.1e",   "price=eq.1e400",
-        "id=eq.1e1001", "open=eq.maybe", "open=eq.o",  "meta=eq.{}", "id=gt.null",
+        "nosuch=eq.1",    "id=eq.abc",     "id=eq.0x10", "id=eq.1e",   "price=eq.1e400",
+        "id=eq.1e200000", "open=eq.maybe", "open=eq.o",  "meta=eq.{}", "id=gt.null",
 };
 
 int

@@ -1,6 +1,12 @@
 /*
  * test_http_params.c - the query-string parser, data-driven: every input
  * either parses to the expected fields or is refused with a message.
+ *
+ * Allocation failure: linked with -Wl,--wrap=calloc,--wrap=realloc, so
+ * that every allocation the parser makes (through xmalloc.h) can be made
+ * to fail.  The responder's policy (responder.h) is to abort on out of
+ * memory: hp_parse must never return (false with err unset, as it once
+ * did, or true with a half-built request).
  */
 #include "http_params.h"
 
@@ -8,6 +14,86 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The allocation (counted from 0) to fail; -1: none. */
+static long fail_at = -1, n_allocs;
+
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t size);
+
+void *
+__wrap_calloc(size_t n, size_t size)
+{
+	if (fail_at >= 0 && n_allocs++ == fail_at)
+		return NULL;
+	return __real_calloc(n, size);
+}
+
+void *
+__wrap_realloc(void *p, size_t size)
+{
+	if (fail_at >= 0 && n_allocs++ == fail_at)
+		return NULL;
+	return __real_realloc(p, size);
+}
+
+/* Parse a query with every kind of parameter in a child whose k-th
+ * allocation fails.  Returns the child's wait status; its stderr in msg. */
+static int
+parse_failing(long k, char *msg, size_t msglen)
+{
+	int fds[2], st = 0;
+	pid_t pid;
+	ssize_t n;
+
+	fflush(stdout); /* the child's exit() must not print the TAP lines again */
+	if (pipe(fds) != 0 || (pid = fork()) < 0)
+		return -1;
+	if (pid == 0) {
+		struct hp_request r;
+		char err[256] = "\x01unset";
+
+		dup2(fds[1], 2);
+		close(fds[0]);
+		fail_at = k;
+		if (hp_parse("cursor=5&timeout=3&name=in.(\"a,b\",c)&x=eq.%41&y=neq.null", NULL,
+		             "7", 25, &r, err, sizeof(err)))
+			_exit(0); /* no k-th allocation: every one was tried */
+		fprintf(stderr, "hp_parse returned false: %s\n", err);
+		_exit(3);
+	}
+	close(fds[1]);
+	n = read(fds[0], msg, msglen - 1);
+	msg[n > 0 ? n : 0] = '\0';
+	close(fds[0]);
+	waitpid(pid, &st, 0);
+	return st;
+}
+
+static void
+test_out_of_memory(void)
+{
+	char msg[512];
+	long k;
+	int st = 0;
+
+	for (k = 0; k < 200; k++) {
+		st = parse_failing(k, msg, sizeof(msg));
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+			break;
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 1 || strstr(msg, "out of memory") == NULL)
+			break;
+	}
+	ok(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	   "allocation failures 0..%ld each end the process with \"out of memory\"", k - 1);
+	if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+		printf("#   allocation %ld: status %d, stderr: %s\n", k, st, msg);
+	ok(k >= 8, "the query made %ld allocations (each one failed once)", k);
+}
 
 struct good {
 	const char *query, *accept, *last_event_id;
@@ -122,8 +208,10 @@ main(void)
 	for (size_t i = 0; i < sizeof(bads) / sizeof(bads[0]); i++) {
 		const struct bad *b = &bads[i];
 		struct hp_request r;
-		bool okay =
-		        hp_parse(b->query, b->accept, b->last_event_id, 25, &r, err, sizeof(err));
+		bool okay;
+
+		memset(err, 0x01, sizeof(err)); /* a refusal must always write err */
+		okay = hp_parse(b->query, b->accept, b->last_event_id, 25, &r, err, sizeof(err));
 		if (b->message_part == NULL) {
 			ok(okay, "\"%s\" parses (the column check comes later)", b->query);
 			if (okay)
@@ -166,5 +254,6 @@ main(void)
 		is_int(r.timeout_s, 10, "the default timeout is the maximum");
 		hp_free(&r);
 	}
+	test_out_of_memory();
 	return tap_done();
 }

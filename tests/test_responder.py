@@ -13,6 +13,7 @@ long-pollers, and a valgrind run.  The feeds are written by tests/ringfeed
 """
 
 import asyncio
+import gzip
 import json
 import os
 import re
@@ -275,6 +276,38 @@ class TestEndpoints(StackCase):
         self.assertEqual([b["timestamp"] for b in obj["batches"]], ["2", "3"])
         obj = self.st.get_json("/feeds/imm?cursor=2")[1]
         self.assertEqual([b["timestamp"] for b in obj["batches"]], ["3"])
+
+    def test_gzip_json_not_sse(self):
+        """What browsers send: JSON replies come gzipped with Vary, SSE plain."""
+        f = self.feed("gz")
+        f.batch(2, inserted=[[i, "row %d" % i, i, True] for i in range(40)])
+        for path in ("/feeds/gz", "/feeds/gz?cursor=1"):
+            s, h, body = self.st.get(path, headers={"Accept-Encoding": "gzip, deflate, br"})
+            self.assertEqual(s, 200)
+            self.assertEqual(h.get("content-encoding"), "gzip", path)
+            self.assertIn("Accept-Encoding", h.get("vary", ""), path)
+            obj = json.loads(gzip.decompress(body))
+            self.assertEqual(obj["cursor"], "2")
+            s, h, body = self.st.get(path)  # no Accept-Encoding: plain
+            self.assertNotIn("content-encoding", h)
+            self.assertEqual(json.loads(body)["cursor"], "2")
+        # SSE over HTTP/1.1 with Accept-Encoding: still not compressed
+        # (a deflate state per stream costs far more than it saves).
+        sock = socket.create_connection(("127.0.0.1", self.st.port), timeout=10)
+        try:
+            sock.sendall(b"GET /feeds/gz HTTP/1.1\r\nHost: localhost\r\n"
+                         b"Accept: text/event-stream\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            head = head.split(b"\r\n\r\n")[0].decode().lower()
+            self.assertIn("content-type: text/event-stream", head)
+            self.assertNotIn("content-encoding", head)
+        finally:
+            sock.close()
 
     def test_long_poll_wakes_on_publish(self):
         f = self.feed("wake")

@@ -716,6 +716,55 @@ test_adopt(void)
 	unlink("nosnap.snap");
 }
 
+/* The error message and the stall fields the daemon sets for readers. */
+static void
+test_error_and_stall(void)
+{
+	struct ring *w = make_ring("err", 1 << 16, 0, 0), *r;
+	struct ring_info info;
+	char msg[RING_ERROR_MAX + 1], long_msg[400];
+
+	ring_open(dir, "err", &r, err, sizeof(err));
+	ring_error(r, msg, sizeof(msg));
+	ok(msg[0] == '\0', "a new segment has no error message");
+	ring_set_error(w, "relation \"x\" does not exist (SQLSTATE 42P01)");
+	ring_set_state(w, RING_STATE_ERROR);
+	ring_error(r, msg, sizeof(msg));
+	ok(strcmp(msg, "relation \"x\" does not exist (SQLSTATE 42P01)") == 0,
+	   "a reader sees the writer's error message");
+	ring_info(r, &info);
+	ok(info.state == RING_STATE_ERROR && strcmp(ring_strstate(info.state), "error") == 0,
+	   "and the error state");
+	memset(long_msg, 'e', sizeof(long_msg) - 1);
+	long_msg[sizeof(long_msg) - 1] = '\0';
+	ring_set_error(w, long_msg);
+	ring_error(r, msg, sizeof(msg));
+	ok(strlen(msg) == RING_ERROR_MAX, "a long message is cut at %d bytes", RING_ERROR_MAX);
+	ring_set_error(w, NULL);
+	ring_error(r, msg, sizeof(msg));
+	ok(msg[0] == '\0', "NULL clears it");
+
+	ring_set_state(w, RING_STATE_LIVE);
+	ring_heartbeat(w);
+	ring_info(r, &info);
+	ok(info.confirmed_ms == 0 && !info.stalled, "never confirmed: no lag, not stalled");
+	ring_set_stall_ms(w, 50);
+	ring_confirmed(w);
+	ring_info(r, &info);
+	ok(info.stall_ms == 50 && info.confirmed_ms != 0 && !info.stalled,
+	   "just confirmed: not stalled");
+	usleep(120 * 1000);
+	ring_heartbeat(w);
+	ring_info(r, &info);
+	ok(info.stalled && info.lag_ms >= 100,
+	   "120 ms without a confirmation: stalled (lag %llu ms)", (unsigned long long)info.lag_ms);
+	ring_set_state(w, RING_STATE_DOWN);
+	ring_info(r, &info);
+	ok(!info.stalled, "only a live feed is called stalled");
+	ring_close(r, false);
+	ring_close(w, true);
+}
+
 int
 main(void)
 {
@@ -738,6 +787,7 @@ main(void)
 	test_writer_gone();
 	test_bad_segments();
 	test_adopt();
+	test_error_and_stall();
 
 	if (chdir("/") != 0 || rmdir(dir) != 0)
 		printf("# leftover files in %s\n", dir);

@@ -3,7 +3,8 @@
 # Used by tools/test and tools/demo; safe to run again.
 set -eu
 
-pkgs="build-essential autoconf automake pkg-config libpq-dev libfcgi-dev libjson-c-dev
+pkgs="build-essential autoconf automake pkg-config libpq-dev libfcgi-dev libjson-c-dev zlib1g-dev
+      libcurl4-openssl-dev libssl-dev
       nginx postgresql postgresql-client-15 python3 chromium valgrind clang libclang-rt-14-dev
       clang-format"
 [ "${TAILGATE_BENCH_DEPS:-}" = 1 ] && pkgs="$pkgs libnginx-mod-nchan python3-tornado"

@@ -1,5 +1,5 @@
--- auction_house.sql - the seeds' auction house on Materialize: the AUCTION
--- load generator and the views tailgate streams (seed 000/001, verbatim in
+-- auction_house.sql - Materialize's auction house on Materialize: the AUCTION
+-- load generator and the views tailgate streams (Materialize's published views, verbatim in
 -- substance).  Run it once with psql against Materialize:
 --
 --   psql "postgres://USER@HOST:6875/materialize" -v ON_ERROR_STOP=1 \
@@ -43,7 +43,7 @@ CREATE VIEW winning_bids AS
 
 CREATE INDEX winning_bids_idx_amount ON winning_bids (amount);
 
--- Not in the seeds: keep ten minutes of history so tailgated can resume a
+-- Not in Materialize's example: keep ten minutes of history so tailgated can resume a
 -- SUBSCRIBE AS OF its last timestamp after a reconnect.
 ALTER INDEX winning_bids_idx_amount SET (RETAIN HISTORY FOR '10m');
 

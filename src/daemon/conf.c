@@ -289,8 +289,9 @@ static int
 global_key(struct parser *p, const char *key, char *val)
 {
 	struct conf *c = p->c;
-	static const char *const keys[] = {"source",    "conninfo",       "ring_dir",
-	                                   "ring_size", "backoff_min_ms", "backoff_max_ms"};
+	static const char *const keys[] = {"source",           "conninfo",       "ring_dir",
+	                                   "ring_size",        "backoff_min_ms", "backoff_max_ms",
+	                                   "stall_timeout_ms", "error_retry_ms"};
 	size_t k;
 
 	for (k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
@@ -355,6 +356,20 @@ global_key(struct parser *p, const char *key, char *val)
 			c->backoff_min_ms = v;
 		else
 			c->backoff_max_ms = v;
+		return 0;
+	}
+	case 6:
+	case 7: {
+		unsigned v;
+		if (!parse_uint(val, 24 * 3600 * 1000, &v) || (k == 7 && v == 0)) {
+			perr(p, p->line, "bad %s \"%s\": milliseconds, %d to 86400000", key, val,
+			     k == 7 ? 1 : 0);
+			return -1;
+		}
+		if (k == 6)
+			c->stall_timeout_ms = v;
+		else
+			c->error_retry_ms = v;
 		return 0;
 	}
 	}
@@ -554,6 +569,8 @@ conf_parse(const char *name, const char *text, size_t len, char *err, size_t err
 	c->ring_size = CONF_DEFAULT_RING_SIZE;
 	c->backoff_min_ms = CONF_DEFAULT_BACKOFF_MIN_MS;
 	c->backoff_max_ms = CONF_DEFAULT_BACKOFF_MAX_MS;
+	c->stall_timeout_ms = CONF_DEFAULT_STALL_TIMEOUT_MS;
+	c->error_retry_ms = CONF_DEFAULT_ERROR_RETRY_MS;
 
 	if (memchr(text, '\0', len) != NULL) {
 		perr(&p, 0, "NUL byte in the file");

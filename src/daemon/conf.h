@@ -33,6 +33,8 @@
 #define CONF_DEFAULT_RING_SIZE (16u * 1024 * 1024)
 #define CONF_DEFAULT_BACKOFF_MIN_MS 250
 #define CONF_DEFAULT_BACKOFF_MAX_MS 30000
+#define CONF_DEFAULT_STALL_TIMEOUT_MS 30000 /* no confirmation for this long: stalled */
+#define CONF_DEFAULT_ERROR_RETRY_MS 300000  /* a permanent error is retried this slowly */
 
 /* One [feed NAME] section. */
 struct conf_feed {
@@ -60,9 +62,11 @@ struct conf {
 	char *password; /* the conninfo's password, NULL when none: for
 	                   log_redact(), never for printing */
 	char *ring_dir;
-	uint64_t ring_size;      /* default for feeds */
-	unsigned backoff_min_ms; /* first reconnect delay */
-	unsigned backoff_max_ms; /* reconnect delay cap */
+	uint64_t ring_size;        /* default for feeds */
+	unsigned backoff_min_ms;   /* first reconnect delay */
+	unsigned backoff_max_ms;   /* reconnect delay cap */
+	unsigned stall_timeout_ms; /* 0: no stall detection */
+	unsigned error_retry_ms;   /* delay after a permanent error (or SIGHUP) */
 	struct conf_feed *feeds;
 	size_t nfeeds;
 };

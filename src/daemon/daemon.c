@@ -89,6 +89,7 @@ dfeed_new(struct daemon *d, const struct conf_feed *cf, bool adopt)
 	fp.unique_rows = ops != NULL && ops->consolidated;
 	fp.definition = def = feed_definition(d->conf, cf);
 	fp.fresh = !adopt;
+	fp.stall_ms = d->conf->stall_timeout_ms;
 	df->cf = cf;
 	df->feed = feed_new(&fp);
 	free(def);
@@ -135,6 +136,16 @@ session_over(struct daemon *d, struct dfeed *df, uint64_t now)
 	else
 		df->delay_ms = df->delay_ms > max / 2 ? max : df->delay_ms * 2;
 	df->live_at = 0;
+	if (feed_error_permanent(df->feed)) {
+		/* The same error would come back at once: retry slowly, or
+		 * on SIGHUP (daemon_reload), after the fix. */
+		wait = d->conf->error_retry_ms;
+		df->restart_at = now + wait;
+		log_warning("feed=%s: a permanent upstream error (see above); retrying in %u s or "
+		            "on SIGHUP",
+		            df->cf->name, wait / 1000);
+		return;
+	}
 	wait = jitter(df->delay_ms);
 	df->restart_at = now + wait;
 	log_info("feed=%s: upstream down; reconnecting in %u ms", df->cf->name, wait);
@@ -202,6 +213,8 @@ daemon_reload(struct daemon *d, struct conf *conf)
 		struct dfeed *df = d->feeds[i];
 		const struct conf_feed *nf = conf_find_feed(conf, df->cf->name);
 		if (nf != NULL && conf_feed_equal(d->conf, df->cf, conf, nf)) {
+			if (!df->running && feed_error_permanent(df->feed))
+				df->restart_at = 0; /* SIGHUP: retry a failed feed now */
 			df->cf = nf;
 			df->src.conf = conf;
 			df->src.cfeed = nf;

@@ -92,8 +92,11 @@ struct feed {
 	uint64_t snapshot_len;   /* bytes of the last snapshot written */
 	bool appended;           /* since the last feed_flush */
 	bool live;               /* the source says so */
-	bool ring_stale;         /* the ring lags the state: restart it */
-	bool snapshot_failed;    /* the last proactive snapshot could not be written */
+	bool error_permanent;    /* the last upstream error needs a fix */
+	char *error;             /* the last upstream error, NULL: none */
+	uint32_t stall_ms;
+	bool ring_stale;      /* the ring lags the state: restart it */
+	bool snapshot_failed; /* the last proactive snapshot could not be written */
 	enum ring_state shown;
 
 	struct feed_stats stats;
@@ -193,6 +196,7 @@ adopt_segment(struct feed *f)
 	free(buf.data);
 
 	f->ring = r;
+	ring_set_stall_ms(r, f->stall_ms);
 	f->columns_json = xstrdup(ring_columns(r));
 	f->have_state = true;
 	f->head = info.head_cursor;
@@ -227,6 +231,7 @@ feed_new(const struct feed_params *p)
 	f->source = xstrdup(p->source);
 	f->definition = xstrdup(p->definition);
 	f->ring_size = p->ring_size;
+	f->stall_ms = p->stall_ms;
 	f->unique_rows = p->unique_rows;
 	rowset_init(&f->state);
 	f->shown = RING_STATE_STARTING;
@@ -252,6 +257,7 @@ feed_free(struct feed *f, bool remove)
 	free(f->ring_dir);
 	free(f->source);
 	free(f->definition);
+	free(f->error);
 	free(f);
 }
 
@@ -286,7 +292,9 @@ show_state(struct feed *f)
 
 	if (f->ring == NULL)
 		return;
-	if (!f->have_state)
+	if (f->error_permanent)
+		s = RING_STATE_ERROR; /* until the fix: ring_error says which */
+	else if (!f->have_state)
 		s = RING_STATE_STARTING; /* no snapshot yet: nothing to serve */
 	else if (f->live && !f->ring_stale)
 		s = RING_STATE_LIVE;
@@ -354,6 +362,8 @@ feed_set_columns(struct feed *f, const struct feed_column *cols, size_t ncols)
 	 * CLOSED and reopen by name. */
 	ring_close(f->ring, false);
 	f->ring = r;
+	ring_set_stall_ms(r, f->stall_ms);
+	ring_set_error(r, f->error);
 	free(f->columns_json);
 	f->columns_json = j.p;
 	rowset_clear(&f->state);
@@ -904,10 +914,72 @@ feed_snapshot_end(struct feed *f)
 void
 feed_upstream_live(struct feed *f)
 {
+	feed_confirmed(f);
+	if (f->error != NULL) {
+		free(f->error);
+		f->error = NULL;
+		f->error_permanent = false;
+		if (f->ring != NULL)
+			ring_set_error(f->ring, NULL);
+	}
 	if (!f->live) {
 		f->live = true;
 		show_state(f);
 	}
+}
+
+void
+feed_confirmed(struct feed *f)
+{
+	if (f->ring != NULL)
+		ring_confirmed(f->ring);
+}
+
+/* A segment with no columns to carry a permanent error for a feed that
+ * never got as far as its columns (a missing table): readers see the feed
+ * and why, instead of no feed at all.  Its real segment replaces it when
+ * the columns are known (feed_set_columns). */
+static void
+error_segment(struct feed *f)
+{
+	struct ring_config rc;
+	struct ring *r;
+	char err[512];
+
+	memset(&rc, 0, sizeof(rc));
+	rc.dir = f->ring_dir;
+	rc.feed = f->name;
+	rc.source = f->source;
+	rc.columns_json = "[]";
+	rc.data_size = f->ring_size;
+	rc.definition = f->definition;
+	if (ring_create(&rc, &r, err, sizeof(err)) != RING_OK) {
+		log_error("feed=%s: %s", f->name, err);
+		return;
+	}
+	f->ring = r;
+	ring_set_stall_ms(r, f->stall_ms);
+	f->columns_json = xstrdup("[]");
+	f->shown = RING_STATE_STARTING;
+}
+
+void
+feed_upstream_error(struct feed *f, const char *msg, bool permanent)
+{
+	free(f->error);
+	f->error = xstrdup(msg);
+	f->error_permanent = permanent;
+	if (f->ring == NULL && permanent)
+		error_segment(f);
+	if (f->ring != NULL)
+		ring_set_error(f->ring, msg);
+	show_state(f);
+}
+
+bool
+feed_error_permanent(const struct feed *f)
+{
+	return f->error_permanent;
 }
 
 void

@@ -86,6 +86,8 @@ struct feed_params {
 	                         * for it), recorded in the segment: a restart
 	                         * adopts only a segment of the same one */
 	bool fresh;             /* do not adopt an existing segment */
+	uint32_t stall_ms;      /* readers call the feed stalled after this long
+	                         * without feed_confirmed (0: never) */
 };
 
 struct feed_column {
@@ -138,6 +140,19 @@ int feed_progress(struct feed *f, uint64_t frontier) __attribute__((warn_unused_
 
 void feed_upstream_live(struct feed *f);
 void feed_upstream_lost(struct feed *f);
+
+/* The upstream failed with msg (one line, SQLSTATE included where there is
+ * one).  Shown to readers (/feeds, the 503 body) until the feed is live
+ * again.  A permanent error (the configuration or the database must
+ * change: a missing table, refused credentials, wal_level) puts the feed
+ * in RING_STATE_ERROR, also before it has a segment (one without columns
+ * is made to carry it); feed_error_permanent says the last one was. */
+void feed_upstream_error(struct feed *f, const char *msg, bool permanent);
+bool feed_error_permanent(const struct feed *f);
+
+/* The upstream confirmed the feed complete up to now: a progress row, a
+ * keepalive, a commit.  Stall detection measures the time since. */
+void feed_confirmed(struct feed *f);
 bool feed_is_live(const struct feed *f);
 
 /* Once per event-loop iteration: wake readers if anything was appended

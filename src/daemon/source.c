@@ -9,6 +9,10 @@
 #include "conf.h"
 #include "log.h"
 
+#include "feed.h"
+
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -72,4 +76,40 @@ source_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+bool
+source_error_permanent(const char *sqlstate, const char *msg)
+{
+	static const char *const login[] = {"password authentication failed",
+	                                    "does not exist",
+	                                    "no pg_hba.conf entry",
+	                                    "must be superuser or replication role",
+	                                    "permission denied",
+	                                    "must have replication",
+	                                    "logical decoding requires",
+	                                    "wal_level"};
+
+	if (sqlstate != NULL && *sqlstate != '\0')
+		return strncmp(sqlstate, "28", 2) == 0 || strncmp(sqlstate, "3D", 2) == 0 ||
+		       strncmp(sqlstate, "42", 2) == 0 || strncmp(sqlstate, "0A", 2) == 0 ||
+		       strcmp(sqlstate, "55000") == 0;
+	for (size_t i = 0; msg != NULL && i < sizeof(login) / sizeof(login[0]); i++)
+		if (strstr(msg, login[i]) != NULL)
+			return true;
+	return false;
+}
+
+enum source_status
+source_fail(struct source *src, bool permanent, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_error("feed=%s: %s", src->cfeed->name, msg);
+	feed_upstream_error(src->feed, msg, permanent);
+	return SOURCE_RETRY;
 }

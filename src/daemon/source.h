@@ -97,4 +97,19 @@ void source_fini(struct source *src);
 /* CLOCK_MONOTONIC in milliseconds, the clock of timer_ms. */
 uint64_t source_now_ms(void);
 
+/* Does an upstream error need a fix (configuration, grants, the database's
+ * settings) rather than time?  sqlstate may be NULL (a failed connection
+ * attempt, which libpq reports as text only): then msg decides.
+ * Permanent: SQLSTATE classes 28 (credentials), 3D (no such database), 42
+ * (no such table or column, no privilege), 0A, and 55000 (wal_level);
+ * refused logins and pg_hba.  Everything else (08 connection, 57P
+ * shutdown, 53 resources, XX000, a dropped socket) is transient. */
+bool source_error_permanent(const char *sqlstate, const char *msg);
+
+/* Log "feed=NAME: msg" as an error and hand it to the feed (shown to
+ * readers; a permanent one puts the feed in its error state).
+ * Returns SOURCE_RETRY. */
+enum source_status source_fail(struct source *src, bool permanent, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
 #endif

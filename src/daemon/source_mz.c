@@ -141,9 +141,9 @@ log_result(struct source *src, const char *what, const PGresult *res)
 
 	if (msg == NULL)
 		msg = PQresultErrorMessage(res);
-	log_error("feed=%s: %s: upstream error %s: %s%s%s", fname(src), what,
-	          state ? state : "(no SQLSTATE)", msg, detail ? " DETAIL: " : "",
-	          detail ? detail : "");
+	source_fail(src, source_error_permanent(state, msg), "%s: upstream error %s: %s%s%s", what,
+	            state ? state : "(no SQLSTATE)", msg, detail ? " DETAIL: " : "",
+	            detail ? detail : "");
 }
 
 /* "feed=X: what: connection message" for a libpq-level failure. */
@@ -167,7 +167,8 @@ log_conn(struct source *src, const char *what)
 	while (n > 0 && msg[n - 1] == ' ')
 		n--;
 	msg[n] = '\0';
-	log_error("feed=%s: %s: %s", fname(src), what, msg[0] ? msg : "connection lost");
+	source_fail(src, source_error_permanent(NULL, msg), "%s: %s", what,
+	            msg[0] ? msg : "connection lost");
 }
 
 static void

@@ -217,14 +217,24 @@ fail_result(struct pgsrc *s, const char *what, PGconn *c, const PGresult *r)
 	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 	const char *msg = r ? PQresultErrorMessage(r) : NULL;
 
+	char line[400];
+	size_t n = 0;
+
 	if (msg == NULL || *msg == '\0')
 		msg = c ? PQerrorMessage(c) : "no connection";
-	size_t n = strlen(msg);
-	while (n > 0 && msg[n - 1] == '\n')
+	/* libpq's messages span lines: one line, single spaces. */
+	for (const char *p = msg; *p && n < sizeof(line) - 1; p++) {
+		char ch = (*p == '\n' || *p == '\t') ? ' ' : *p;
+		if (ch == ' ' && (n == 0 || line[n - 1] == ' '))
+			continue;
+		line[n++] = ch;
+	}
+	while (n > 0 && line[n - 1] == ' ')
 		n--;
-	log_error("feed=%s: %s failed%s%s%s: %.*s", s->feedname, what, state ? " (SQLSTATE " : "",
-	          state ? state : "", state ? ")" : "", (int)n, msg);
-	return SOURCE_RETRY;
+	line[n] = '\0';
+	return source_fail(s->src, source_error_permanent(state, line), "%s failed%s%s%s: %s", what,
+	                   state ? " (SQLSTATE " : "", state ? state : "", state ? ")" : "",
+	                   n ? line : "connection lost");
 }
 
 static void
@@ -494,13 +504,14 @@ publishable(struct pgsrc *s, bool has_pk)
 {
 	if (s->replident != 'n' && (s->replident != 'd' || has_pk))
 		return true;
-	log_error("feed=%s: refusing table %s.%s: it has %s, so publishing it would make the "
-	          "application's UPDATE and DELETE on it fail; nothing was created. Fix: ALTER "
-	          "TABLE %s.%s REPLICA IDENTITY FULL (or add a primary key)",
-	          s->feedname, s->nspname, s->relname,
-	          s->replident == 'n' ? "REPLICA IDENTITY NOTHING"
-	                              : "no primary key and REPLICA IDENTITY DEFAULT",
-	          s->nspname, s->relname);
+	source_fail(s->src, true,
+	            "refusing table %s.%s: it has %s, so publishing it would make the "
+	            "application's UPDATE and DELETE on it fail; nothing was created. Fix: ALTER "
+	            "TABLE %s.%s REPLICA IDENTITY FULL (or add a primary key)",
+	            s->nspname, s->relname,
+	            s->replident == 'n' ? "REPLICA IDENTITY NOTHING"
+	                                : "no primary key and REPLICA IDENTITY DEFAULT",
+	            s->nspname, s->relname);
 	if (s->pub_exists)
 		pgsrc_drop_publication(s);
 	return false;
@@ -516,8 +527,7 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 		return fail_result(s, "reading the catalog", s->sql, r);
 	nrows = PQntuples(r);
 	if (nrows == 0) {
-		log_error("feed=%s: table %s has no columns", s->feedname, cf->table);
-		return SOURCE_RETRY;
+		return source_fail(s->src, true, "table %s has no columns", cf->table);
 	}
 	s->replident = PQgetvalue(r, 0, 1)[0];
 	free(s->nspname);
@@ -560,8 +570,8 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 				if (strcmp(PQgetvalue(r, k, 4), wantcols[i]) == 0)
 					row = k;
 			if (row < 0) {
-				log_error("feed=%s: table %s has no column \"%s\"", s->feedname,
-				          s->qualname, wantcols[i]);
+				source_fail(s->src, true, "table %s has no column \"%s\"",
+				            s->qualname, wantcols[i]);
 				for (size_t k = 0; k < nwant; k++)
 					free(wantcols[k]);
 				free(wantcols);
@@ -580,8 +590,7 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 		free(wantcols[k]);
 	free(wantcols);
 	if (s->ncols == 0) {
-		log_error("feed=%s: no columns configured", s->feedname);
-		return SOURCE_RETRY;
+		return source_fail(s->src, true, "no columns configured");
 	}
 	s->kinds = xcalloc(s->ncols, sizeof(*s->kinds));
 	s->vals = xcalloc(s->ncols, sizeof(*s->vals));
@@ -871,6 +880,7 @@ on_message(struct pgsrc *s, const struct pgo_msg *m)
 			return SOURCE_RETRY;
 		}
 		s->in_txn = false;
+		feed_confirmed(f);
 		if (!s->skip_txn) {
 			if (feed_progress(f, s->txn_lsn + 1) != 0)
 				return SOURCE_RETRY;
@@ -989,6 +999,7 @@ read_stream(struct pgsrc *s, uint64_t now)
 			log_error("feed=%s: %s", s->feedname, err);
 			st = SOURCE_RETRY;
 		} else if (cp.kind == PGO_COPY_KEEPALIVE) {
+			feed_confirmed(s->src->feed); /* the server is there and sending */
 			/* Between transactions everything before the server's WAL end
 			 * has been sent: confirm it so the slot does not hold WAL. */
 			if (!s->in_txn && cp.wal_end > s->confirmed)

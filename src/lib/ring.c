@@ -117,6 +117,14 @@ struct ring_hdr {
 	atomic_u64 snap_gen;
 	atomic_u64 snap_cursor;
 	atomic_u64 snap_seq_after;
+	atomic_u64 confirmed_ms; /* ring_confirmed (now_ms clock) */
+	atomic_u32 stall_ms;
+
+	/* The last upstream error (ring_set_error): err_seq is odd while the
+	 * writer rewrites err; readers retry until they see the same even
+	 * value before and after copying (a seqlock over a byte string). */
+	alignas(CACHELINE) atomic_u32 err_seq;
+	_Atomic unsigned char err[RING_ERROR_MAX + 1]; /* relaxed bytes */
 };
 
 /* One index entry per record; fields are relaxed atomics because readers
@@ -608,6 +616,62 @@ ring_set_state(struct ring *r, enum ring_state state)
 }
 
 void
+ring_set_error(struct ring *r, const char *msg)
+{
+	struct ring_hdr *h = r->hdr;
+	uint32_t seq = load_relaxed(&h->err_seq);
+	size_t n = msg ? strnlen(msg, RING_ERROR_MAX) : 0;
+	bool same = true;
+
+	for (size_t i = 0; i <= n && same; i++)
+		same = load_relaxed(&h->err[i]) == (i < n ? (unsigned char)msg[i] : 0);
+	if (same)
+		return; /* unchanged: readers need not retry */
+	/* Odd: being written.  The release fence orders the odd count before
+	 * the bytes; the release store of the even count orders the bytes
+	 * before it (readers acquire it). */
+	store_relaxed(&h->err_seq, seq + 1);
+	fence_release();
+	for (size_t i = 0; i < sizeof(h->err); i++)
+		store_relaxed(&h->err[i], i < n ? (unsigned char)msg[i] : 0);
+	store_release(&h->err_seq, seq + 2);
+}
+
+void
+ring_error(struct ring *r, char *buf, size_t len)
+{
+	struct ring_hdr *h = r->hdr;
+	char tmp[RING_ERROR_MAX + 1];
+
+	for (int tries = 0; tries < 100; tries++) {
+		uint32_t s1 = load_acquire(&h->err_seq);
+		if (s1 & 1)
+			continue;
+		for (size_t i = 0; i < sizeof(tmp); i++)
+			tmp[i] = (char)load_relaxed(&h->err[i]);
+		fence_acquire(); /* the copy before the second read of err_seq */
+		if (load_relaxed(&h->err_seq) == s1) {
+			tmp[RING_ERROR_MAX] = '\0';
+			snprintf(buf, len, "%s", tmp);
+			return;
+		}
+	}
+	snprintf(buf, len, "%s", ""); /* the writer keeps rewriting: no message */
+}
+
+void
+ring_confirmed(struct ring *r)
+{
+	store_relaxed(&r->hdr->confirmed_ms, now_ms());
+}
+
+void
+ring_set_stall_ms(struct ring *r, uint32_t stall_ms)
+{
+	store_relaxed(&r->hdr->stall_ms, stall_ms);
+}
+
+void
 ring_set_row_count(struct ring *r, uint64_t rows)
 {
 	store_relaxed(&r->hdr->row_count, rows);
@@ -1032,6 +1096,12 @@ ring_info(struct ring *r, struct ring_info *out)
 	out->writer_alive = out->state != RING_STATE_CLOSED &&
 	                    now - out->heartbeat_ms < HEARTBEAT_STALE_MS + 0ull &&
 	                    writer_pid_alive(r, now);
+	out->confirmed_ms = load_relaxed(&h->confirmed_ms);
+	out->stall_ms = load_relaxed(&h->stall_ms);
+	out->lag_ms =
+	        out->confirmed_ms != 0 && now > out->confirmed_ms ? now - out->confirmed_ms : 0;
+	out->stalled = out->state == RING_STATE_LIVE && out->writer_alive && out->stall_ms != 0 &&
+	               out->confirmed_ms != 0 && out->lag_ms > out->stall_ms;
 }
 
 const char *
@@ -1376,6 +1446,8 @@ ring_strstate(enum ring_state state)
 		return "down";
 	case RING_STATE_CLOSED:
 		return "closed";
+	case RING_STATE_ERROR:
+		return "error";
 	}
 	return "unknown";
 }

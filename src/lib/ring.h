@@ -39,7 +39,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#define RING_LAYOUT_VERSION 1
+#define RING_LAYOUT_VERSION 2 /* 2: error message, confirmed_ms, stall_ms */
+#define RING_ERROR_MAX 255    /* bytes of the error message */
 #define RING_DEFAULT_DIR "/dev/shm/tailgate"
 #define RING_FEED_NAME_MAX 63
 #define RING_COLUMNS_MAX (64 * 1024) /* bytes of column-list JSON */
@@ -60,7 +61,9 @@ enum ring_state {
 	RING_STATE_STARTING = 0, /* created, no snapshot yet */
 	RING_STATE_LIVE = 1,     /* upstream connected and streaming */
 	RING_STATE_DOWN = 2,     /* upstream lost; daemon reconnecting */
-	RING_STATE_CLOSED = 3    /* daemon stopped; segment is dead */
+	RING_STATE_CLOSED = 3,   /* daemon stopped; segment is dead */
+	RING_STATE_ERROR = 4     /* a permanent upstream error (ring_error says
+	                          * which); the daemon retries slowly */
 };
 
 struct ring;
@@ -105,7 +108,11 @@ struct ring_info {
 	uint64_t segment_id; /* random, differs per created segment */
 	int writer_pid;
 	enum ring_state state;
-	bool writer_alive; /* heartbeat within 5 s and pid exists (probed <= every 100 ms) */
+	bool writer_alive;     /* heartbeat within 5 s and pid exists (probed <= every 100 ms) */
+	uint64_t confirmed_ms; /* ring_confirmed's clock; 0: never */
+	uint64_t lag_ms;       /* now - confirmed_ms (0 when never confirmed) */
+	uint32_t stall_ms;     /* 0: no stall detection */
+	bool stalled;          /* state LIVE, writer alive, lag_ms > stall_ms */
 };
 
 /* ---- writer (daemon) ---- */
@@ -159,6 +166,18 @@ void ring_reset(struct ring *r, uint64_t cursor);
 void ring_set_state(struct ring *r, enum ring_state state);
 void ring_set_row_count(struct ring *r, uint64_t rows);
 void ring_heartbeat(struct ring *r);
+
+/* The last upstream error, one line, for /feeds and the 503 body; NULL or
+ * "" clears it.  Written under a sequence count (err_seq, odd while being
+ * written) so a reader never sees half of two messages. */
+void ring_set_error(struct ring *r, const char *msg);
+
+/* The upstream confirmed the feed complete up to now (a progress row, a
+ * keepalive, a commit): the freshness that stall detection measures.
+ * stall_ms: how long without one before readers call the feed stalled
+ * (0: never). */
+void ring_confirmed(struct ring *r);
+void ring_set_stall_ms(struct ring *r, uint32_t stall_ms);
 
 /* ---- reader (responder) ---- */
 
@@ -217,5 +236,8 @@ const char *ring_strstatus(int status);
 /* "starting", "live", "down", "closed"; "unknown" for any other value
  * (a corrupt header). */
 const char *ring_strstate(enum ring_state state);
+
+/* Copy the writer's last error message into buf ("" when none). */
+void ring_error(struct ring *r, char *buf, size_t len);
 
 #endif

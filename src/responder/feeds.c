@@ -4,7 +4,8 @@
 #include "feeds.h"
 
 #include "log.h"
-#include "render.h"
+#include "mono.h"
+#include "xmalloc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -15,33 +16,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
-static pthread_mutex_t feeds_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct feed *table[FEEDS_MAX];
-static _Atomic int n_feeds;
-static char ring_dir[PATH_MAX] = RING_DEFAULT_DIR;
-
-int64_t
-mono_ms(void)
+void
+feeds_init(struct feeds *fs, const char *dir)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	memset(fs, 0, sizeof(*fs));
+	pthread_mutex_init(&fs->mu, NULL);
+	snprintf(fs->ring_dir, sizeof(fs->ring_dir), "%s", dir != NULL ? dir : RING_DEFAULT_DIR);
 }
 
 void
-feeds_init(const char *dir)
+feeds_free(struct feeds *fs)
 {
-	if (dir != NULL)
-		snprintf(ring_dir, sizeof(ring_dir), "%s", dir);
-}
+	int n = atomic_load(&fs->n);
 
-const char *
-feeds_dir(void)
-{
-	return ring_dir;
+	for (int i = 0; i < n; i++) {
+		seg_release(fs->table[i]->seg);
+		free(fs->table[i]);
+		fs->table[i] = NULL;
+	}
+	atomic_store(&fs->n, 0);
+	pthread_mutex_destroy(&fs->mu);
 }
 
 static bool
@@ -82,7 +77,7 @@ seg_release(struct seg *s)
 
 /* Open name's segment; 200, 404 or 503. */
 static int
-open_seg(const char *name, struct seg **out, char *err, size_t errlen)
+open_seg(const char *ring_dir, const char *name, struct seg **out, char *err, size_t errlen)
 {
 	char path[PATH_MAX + 80];
 	struct ring_info info;
@@ -95,11 +90,7 @@ open_seg(const char *name, struct seg **out, char *err, size_t errlen)
 		snprintf(err, errlen, "no feed named \"%s\"", name);
 		return errno == ENOENT || errno == ENOTDIR ? 404 : 503;
 	}
-	s = calloc(1, sizeof(*s));
-	if (s == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return 503;
-	}
+	s = xcalloc(1, sizeof(*s));
 	if (ring_open(ring_dir, name, &s->ring, err, errlen) != RING_OK) {
 		log_warning("feed=%s: %s", name, err);
 		free(s);
@@ -119,9 +110,9 @@ open_seg(const char *name, struct seg **out, char *err, size_t errlen)
 	return 200;
 }
 
-/* With feeds_mu held: reopen f's segment when replaced. */
+/* With fs->mu held: reopen f's segment when replaced. */
 static void
-refresh_locked(struct feed *f)
+refresh_locked(struct feeds *fs, struct feed *f)
 {
 	struct seg *s;
 	char err[256];
@@ -129,7 +120,7 @@ refresh_locked(struct feed *f)
 	f->checked_ms = mono_ms();
 	if (f->seg != NULL && !ring_replaced(f->seg->ring))
 		return;
-	if (open_seg(f->name, &s, err, sizeof(err)) != 200)
+	if (open_seg(fs->ring_dir, f->name, &s, err, sizeof(err)) != 200)
 		return; /* keep the old one: it says CLOSED, which reads as not live */
 	if (f->seg != NULL)
 		log_info("feed=%s: segment replaced (daemon restarted), reattached", f->name);
@@ -138,7 +129,8 @@ refresh_locked(struct feed *f)
 }
 
 int
-feeds_acquire(const char *name, struct feed **feed, struct seg **seg, char *err, size_t errlen)
+feeds_acquire(struct feeds *fs, const char *name, struct feed **feed, struct seg **seg, char *err,
+              size_t errlen)
 {
 	struct feed *f = NULL;
 	int n, status = 200;
@@ -149,11 +141,11 @@ feeds_acquire(const char *name, struct feed **feed, struct seg **seg, char *err,
 		snprintf(err, errlen, "no feed named \"%.64s\"", name);
 		return 404;
 	}
-	pthread_mutex_lock(&feeds_mu);
-	n = atomic_load(&n_feeds);
+	pthread_mutex_lock(&fs->mu);
+	n = atomic_load(&fs->n);
 	for (int i = 0; i < n; i++)
-		if (strcmp(table[i]->name, name) == 0) {
-			f = table[i];
+		if (strcmp(fs->table[i]->name, name) == 0) {
+			f = fs->table[i];
 			break;
 		}
 	if (f == NULL) {
@@ -165,25 +157,19 @@ feeds_acquire(const char *name, struct feed **feed, struct seg **seg, char *err,
 			status = 503;
 			goto done;
 		}
-		status = open_seg(name, &s, err, errlen);
+		status = open_seg(fs->ring_dir, name, &s, err, errlen);
 		if (status != 200)
 			goto done;
-		f = calloc(1, sizeof(*f));
-		if (f == NULL) {
-			seg_release(s);
-			snprintf(err, errlen, "out of memory");
-			status = 503;
-			goto done;
-		}
+		f = xcalloc(1, sizeof(*f));
 		snprintf(f->name, sizeof(f->name), "%s", name);
 		f->idx = n;
 		f->seg = s;
 		f->checked_ms = mono_ms();
-		table[n] = f;
+		fs->table[n] = f;
 		/* Published after the entry is complete: feeds_at readers
-		 * load n_feeds first. */
-		atomic_store_explicit(&n_feeds, n + 1, memory_order_release);
-		log_info("feed=%s: attached %s/%s.ring", name, ring_dir, name);
+		 * load n first. */
+		atomic_store_explicit(&fs->n, n + 1, memory_order_release);
+		log_info("feed=%s: attached %s/%s.ring", name, fs->ring_dir, name);
 	} else {
 		int64_t age = mono_ms() - f->checked_ms;
 		bool dead = f->seg == NULL;
@@ -192,7 +178,7 @@ feeds_acquire(const char *name, struct feed **feed, struct seg **seg, char *err,
 			dead = !feeds_live_cached(f->seg, &why);
 		}
 		if (age >= 1000 || (dead && age >= 50))
-			refresh_locked(f);
+			refresh_locked(fs, f);
 		if (f->seg == NULL) {
 			snprintf(err, errlen, "feed %s: segment missing", name);
 			status = 503;
@@ -202,33 +188,33 @@ feeds_acquire(const char *name, struct feed **feed, struct seg **seg, char *err,
 	*feed = f;
 	*seg = seg_ref(f->seg);
 done:
-	pthread_mutex_unlock(&feeds_mu);
+	pthread_mutex_unlock(&fs->mu);
 	return status;
 }
 
 struct seg *
-feeds_current(struct feed *f, int64_t max_age_ms)
+feeds_current(struct feeds *fs, struct feed *f, int64_t max_age_ms)
 {
 	struct seg *s;
 
-	pthread_mutex_lock(&feeds_mu);
+	pthread_mutex_lock(&fs->mu);
 	if (mono_ms() - f->checked_ms >= max_age_ms)
-		refresh_locked(f);
+		refresh_locked(fs, f);
 	s = seg_ref(f->seg);
-	pthread_mutex_unlock(&feeds_mu);
+	pthread_mutex_unlock(&fs->mu);
 	return s;
 }
 
 int
-feeds_count(void)
+feeds_count(struct feeds *fs)
 {
-	return atomic_load_explicit(&n_feeds, memory_order_acquire);
+	return atomic_load_explicit(&fs->n, memory_order_acquire);
 }
 
 struct feed *
-feeds_at(int i)
+feeds_at(struct feeds *fs, int i)
 {
-	return table[i];
+	return fs->table[i];
 }
 
 bool
@@ -241,6 +227,16 @@ feeds_live(struct seg *s, struct ring_info *info, const char **why)
 	}
 	if (!info->writer_alive) {
 		*why = "the daemon writing this feed is not running (no heartbeat)";
+		return false;
+	}
+	if (info->state == RING_STATE_ERROR) {
+		/* A permanent upstream error: the daemon's message (with the
+		 * fix it names) is the 503's body. */
+		static __thread char msg[RING_ERROR_MAX + 64];
+		char e[RING_ERROR_MAX + 1];
+		ring_error(s->ring, e, sizeof(e));
+		snprintf(msg, sizeof(msg), "upstream error: %s", e[0] ? e : "(no message)");
+		*why = msg;
 		return false;
 	}
 	if (info->state == RING_STATE_STARTING || info->snap_gen == 0) {
@@ -269,69 +265,33 @@ cmp_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-void
-feeds_render_list(struct bbuf *out)
+char **
+feeds_list_names(struct feeds *fs)
 {
-	DIR *d = opendir(ring_dir);
+	DIR *d = opendir(fs->ring_dir);
 	struct dirent *de;
-	char **names = NULL;
-	size_t n = 0, cap = 0;
-	bool first = true;
+	char **names = xcalloc(1, sizeof(*names));
+	size_t n = 0;
 
-	bbuf_adds(out, "{\"feeds\":[");
 	while (d != NULL && (de = readdir(d)) != NULL) {
 		size_t len = strlen(de->d_name);
 		if (len <= 5 || strcmp(de->d_name + len - 5, ".ring") != 0)
 			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			char **nn = realloc(names, cap * sizeof(*names));
-			if (nn == NULL)
-				break;
-			names = nn;
-		}
-		names[n] = strndup(de->d_name, len - 5);
-		if (names[n] != NULL)
-			n++;
+		names = xrealloc(names, (n + 2) * sizeof(*names));
+		names[n] = xstrdup(de->d_name);
+		names[n++][len - 5] = '\0';
+		names[n] = NULL;
 	}
 	if (d != NULL)
 		closedir(d);
-	if (n > 0)
-		qsort(names, n, sizeof(*names), cmp_names);
-	for (size_t i = 0; i < n; i++) {
-		struct feed *f;
-		struct seg *s;
-		struct ring_info info;
-		const char *why;
-		char err[256], num[64];
-		bool live;
+	qsort(names, n, sizeof(*names), cmp_names);
+	return names;
+}
 
-		if (feeds_acquire(names[i], &f, &s, err, sizeof(err)) != 200)
-			continue;
-		live = feeds_live(s, &info, &why) && info.state == RING_STATE_LIVE;
-		if (!first)
-			bbuf_adds(out, ",");
-		first = false;
-		bbuf_adds(out, "{\"name\":");
-		render_json_string(out, f->name);
-		bbuf_adds(out, ",\"source\":");
-		render_json_string(out, ring_source(s->ring));
-		bbuf_adds(out, ",\"columns\":");
-		bbuf_adds(out, ring_columns(s->ring));
-		snprintf(num, sizeof(num), ",\"cursor\":\"%" PRIu64 "\"", info.head_cursor);
-		bbuf_adds(out, num);
-		snprintf(num, sizeof(num), ",\"rows\":%" PRIu64, info.row_count);
-		bbuf_adds(out, num);
-		bbuf_adds(out, live ? ",\"live\":true" : ",\"live\":false");
-		bbuf_adds(out, ",\"state\":\"");
-		bbuf_adds(out, info.writer_alive || info.state == RING_STATE_CLOSED
-		                       ? ring_strstate(info.state)
-		                       : "dead");
-		bbuf_adds(out, "\"}");
-		seg_release(s);
-	}
-	for (size_t i = 0; i < n; i++)
+void
+feeds_free_names(char **names)
+{
+	for (size_t i = 0; names != NULL && names[i] != NULL; i++)
 		free(names[i]);
 	free(names);
-	bbuf_adds(out, "]}\n");
 }

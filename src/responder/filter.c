@@ -6,6 +6,7 @@
 #include "batch.h" /* hex_value */
 #include "log.h"
 
+#include <ctype.h>
 #include <json-c/json.h>
 #include <math.h>
 #include <stdint.h>
@@ -123,6 +124,13 @@ parse_bool(const char *s, size_t n)
 	} words[] = {{"true", 1, 1}, {"false", 1, 0}, {"yes", 1, 1}, {"no", 1, 0},
 	             {"on", 2, 1},   {"off", 2, 0},   {"1", 1, 1},   {"0", 1, 0}};
 
+	/* boolin skips white space around the word. */
+	while (n > 0 && isspace((unsigned char)s[0])) {
+		s++;
+		n--;
+	}
+	while (n > 0 && isspace((unsigned char)s[n - 1]))
+		n--;
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
 		if (n >= words[i].min && n <= strlen(words[i].word) &&
 		    strncasecmp(s, words[i].word, n) == 0)

@@ -5,21 +5,20 @@
 
 #include "batch.h"
 #include "log.h"
+#include "xmalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Percent-decode s[0..n) into a new NUL-terminated string; NULL when an
- * escape is malformed or memory runs out. */
+ * escape is malformed. */
 static char *
 pct_decode(const char *s, size_t n, size_t *outlen)
 {
-	char *o = malloc(n + 1);
+	char *o = xcalloc(n + 1, 1);
 	size_t j = 0;
 
-	if (o == NULL)
-		return NULL;
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '%') {
 			int hi, lo;
@@ -81,17 +80,14 @@ parse_op(const char *s, size_t n, enum hp_op *op)
 	return false;
 }
 
-static bool
+static void
 set_value(struct hp_value *v, const char *s, size_t n, bool quoted)
 {
-	v->text = malloc(n + 1);
-	if (v->text == NULL)
-		return false;
+	v->text = xcalloc(n + 1, 1);
 	memcpy(v->text, s, n);
 	v->text[n] = '\0';
 	v->len = n;
 	v->is_null = !quoted && n == 4 && memcmp(s, "null", 4) == 0;
-	return true;
 }
 
 /* One value: bare text, or "quoted" with \" and \\ escapes. */
@@ -99,12 +95,9 @@ static bool
 parse_scalar(const char *s, size_t n, struct hp_value *v, char *err, size_t errlen)
 {
 	if (n >= 2 && s[0] == '"' && s[n - 1] == '"') {
-		char *buf = malloc(n);
+		char *buf = xcalloc(n, 1);
 		size_t j = 0;
-		bool okay;
 
-		if (buf == NULL)
-			return false;
 		for (size_t i = 1; i < n - 1; i++) {
 			if (s[i] == '\\' && i + 1 < n - 1)
 				i++;
@@ -115,11 +108,12 @@ parse_scalar(const char *s, size_t n, struct hp_value *v, char *err, size_t errl
 			}
 			buf[j++] = s[i];
 		}
-		okay = set_value(v, buf, j, true);
+		set_value(v, buf, j, true);
 		free(buf);
-		return okay;
+		return true;
 	}
-	return set_value(v, s, n, false);
+	set_value(v, s, n, false);
+	return true;
 }
 
 /* in.(a,b,"c,d"): split at commas outside quotes. */
@@ -135,9 +129,7 @@ parse_list(const char *s, size_t n, struct hp_filter *f, char *err, size_t errle
 	}
 	s++;
 	n -= 2;
-	f->values = calloc(HP_MAX_VALUES, sizeof(*f->values));
-	if (f->values == NULL)
-		return false;
+	f->values = xcalloc(HP_MAX_VALUES, sizeof(*f->values));
 	if (n == 0) {
 		f->n_values = 0;
 		return true; /* in.() matches nothing */
@@ -214,7 +206,6 @@ parse_timeout(const char *s, int max, int *out)
 struct keybuf {
 	char *p;
 	size_t len, cap;
-	bool failed;
 };
 
 static void
@@ -223,16 +214,12 @@ key_reserve(struct keybuf *k, size_t more)
 	size_t nc;
 	char *np;
 
-	if (k->failed || k->len + more + 1 <= k->cap)
+	if (k->len + more + 1 <= k->cap)
 		return;
 	nc = k->cap ? k->cap : 64;
 	while (nc < k->len + more + 1)
 		nc *= 2;
-	np = realloc(k->p, nc);
-	if (np == NULL) {
-		k->failed = true;
-		return;
-	}
+	np = xrealloc(k->p, nc);
 	k->p = np;
 	k->cap = nc;
 }
@@ -241,8 +228,6 @@ static void
 key_putc(struct keybuf *k, char c)
 {
 	key_reserve(k, 1);
-	if (k->failed)
-		return;
 	k->p[k->len++] = c;
 	k->p[k->len] = '\0';
 }
@@ -251,8 +236,6 @@ static void
 key_add(struct keybuf *k, const char *s, size_t n)
 {
 	key_reserve(k, 2 * n);
-	if (k->failed)
-		return;
 	for (size_t i = 0; i < n; i++) {
 		char c = s[i];
 		if (c == '\\' || c == '&' || c == '=' || c == ',' || c == ':')
@@ -262,14 +245,13 @@ key_add(struct keybuf *k, const char *s, size_t n)
 	k->p[k->len] = '\0';
 }
 
-static bool
+static void
 build_key(struct hp_request *req)
 {
 	struct keybuf k = {0};
 
 	key_reserve(&k, 0);
-	if (!k.failed)
-		k.p[0] = '\0';
+	k.p[0] = '\0';
 	for (int i = 0; i < req->n_filters; i++) {
 		const struct hp_filter *f = &req->filters[i];
 		const char *op = hp_op_name(f->op);
@@ -288,11 +270,159 @@ build_key(struct hp_request *req)
 		}
 		key_putc(&k, '&');
 	}
-	if (k.failed) {
-		free(k.p);
+	req->filter_key = k.p;
+}
+
+/* What one query string has set so far. */
+struct parse_state {
+	struct hp_request req;
+	bool seen_cursor, seen_timeout, seen_stream;
+	int max_timeout_s;
+	char *err;
+	size_t errlen;
+};
+
+static bool
+param_cursor(struct parse_state *ps, const char *val)
+{
+	if (ps->seen_cursor) {
+		log_seterr(ps->err, ps->errlen, "cursor given twice");
 		return false;
 	}
-	req->filter_key = k.p;
+	ps->seen_cursor = true;
+	if (!batch_parse_cursor(val, &ps->req.cursor)) {
+		log_seterr(ps->err, ps->errlen,
+		           "malformed cursor \"%.40s\": a cursor is 1-20 decimal digits", val);
+		return false;
+	}
+	ps->req.has_cursor = true;
+	return true;
+}
+
+static bool
+param_timeout(struct parse_state *ps, const char *val)
+{
+	if (ps->seen_timeout) {
+		log_seterr(ps->err, ps->errlen, "timeout given twice");
+		return false;
+	}
+	ps->seen_timeout = true;
+	if (!parse_timeout(val, ps->max_timeout_s, &ps->req.timeout_s)) {
+		log_seterr(ps->err, ps->errlen,
+		           "timeout must be whole seconds from 0 to %d, not \"%.20s\"",
+		           ps->max_timeout_s, val);
+		return false;
+	}
+	return true;
+}
+
+static bool
+param_stream(struct parse_state *ps, const char *val)
+{
+	if (ps->seen_stream || strcmp(val, "sse") != 0) {
+		log_seterr(ps->err, ps->errlen, "stream takes the value sse, once");
+		return false;
+	}
+	ps->seen_stream = true;
+	ps->req.sse = true;
+	return true;
+}
+
+#define OPS_HINT "eq, neq, gt, gte, lt, lte or in"
+
+/* COLUMN=OP.VALUE: *key moves into the filter (set to NULL) once it is
+ * counted in the request. */
+static bool
+param_filter(struct parse_state *ps, char **key, const char *val)
+{
+	const char *dot = strchr(val, '.');
+	struct hp_filter *f;
+
+	if (ps->req.n_filters >= HP_MAX_FILTERS) {
+		log_seterr(ps->err, ps->errlen, "at most %d filters", HP_MAX_FILTERS);
+		return false;
+	}
+	if (dot == NULL) {
+		/* Columns are known later (filter.c): say both what an unknown
+		 * name and what a filter missing its operator (amount=100) needs. */
+		log_seterr(ps->err, ps->errlen,
+		           "unknown parameter \"%.64s\", or a filter missing its operator: "
+		           "write %.64s=eq.%.32s (a filter is column=op.value, op one of "
+		           "" OPS_HINT ")",
+		           *key, *key, val);
+		return false;
+	}
+	f = &ps->req.filters[ps->req.n_filters];
+	if (!parse_op(val, (size_t)(dot - val), &f->op)) {
+		log_seterr(ps->err, ps->errlen,
+		           "bad filter operator \"%.*s\" for %.64s: use " OPS_HINT,
+		           (int)(dot - val > 16 ? 16 : dot - val), val, *key);
+		return false;
+	}
+	ps->req.n_filters++;
+	f->column = *key;
+	*key = NULL;
+	if (f->op == HP_IN)
+		return parse_list(dot + 1, strlen(dot + 1), f, ps->err, ps->errlen);
+	f->values = xcalloc(1, sizeof(*f->values));
+	if (!parse_scalar(dot + 1, strlen(dot + 1), &f->values[0], ps->err, ps->errlen))
+		return false;
+	f->n_values = 1;
+	return true;
+}
+
+/* One key=value of p[0..n): decoded, checked, and applied. */
+static bool
+parse_param(struct parse_state *ps, const char *p, size_t n)
+{
+	const char *eq = memchr(p, '=', n);
+	char *key = NULL, *val = NULL;
+	size_t klen, vlen;
+	bool ok = false;
+
+	if (eq == NULL) {
+		log_seterr(ps->err, ps->errlen, "parameter \"%.*s\" has no value",
+		           (int)(n > 64 ? 64 : n), p);
+		return false;
+	}
+	key = pct_decode(p, (size_t)(eq - p), &klen);
+	val = pct_decode(eq + 1, (size_t)(p + n - eq - 1), &vlen);
+	if (key == NULL || val == NULL)
+		log_seterr(ps->err, ps->errlen, "malformed percent-escape in the query string");
+	else if (klen == 0 || strlen(key) != klen || strlen(val) != vlen)
+		log_seterr(ps->err, ps->errlen, "empty parameter name or NUL in the query string");
+	else if (!utf8_ok(key, klen) || !utf8_ok(val, vlen))
+		log_seterr(ps->err, ps->errlen,
+		           "the query string is not UTF-8 (after percent-decoding)");
+	else if (strcmp(key, "cursor") == 0)
+		ok = param_cursor(ps, val);
+	else if (strcmp(key, "timeout") == 0)
+		ok = param_timeout(ps, val);
+	else if (strcmp(key, "stream") == 0)
+		ok = param_stream(ps, val);
+	else
+		ok = param_filter(ps, &key, val);
+	free(key);
+	free(val);
+	return ok;
+}
+
+/* The headers: an Accept naming text/event-stream asks for SSE, and an
+ * SSE reconnect's Last-Event-ID overrides cursor=. */
+static bool
+parse_headers(struct parse_state *ps, const char *accept, const char *last_event_id)
+{
+	if (accept != NULL && strstr(accept, "text/event-stream") != NULL)
+		ps->req.sse = true;
+	if (!ps->req.sse || last_event_id == NULL || *last_event_id == '\0')
+		return true;
+	if (!batch_parse_cursor(last_event_id, &ps->req.cursor)) {
+		log_seterr(ps->err, ps->errlen,
+		           "malformed Last-Event-ID \"%.40s\": a cursor is 1-20 decimal digits",
+		           last_event_id);
+		return false;
+	}
+	ps->req.has_cursor = true;
 	return true;
 }
 
@@ -300,16 +430,12 @@ bool
 hp_parse(const char *query, const char *accept, const char *last_event_id, int max_timeout_s,
          struct hp_request *out, char *err, size_t errlen)
 {
-	struct hp_request req;
-	bool seen_cursor = false, seen_timeout = false, seen_stream = false;
+	struct parse_state ps = {.max_timeout_s = max_timeout_s, .err = err, .errlen = errlen};
 	const char *p, *end;
-	char *key = NULL, *val = NULL;
-	size_t klen, vlen;
 
-	memset(&req, 0, sizeof(req));
 	if (errlen > 0)
-		err[0] = '\0';         /* failed: says "out of memory" if nothing else did */
-	req.timeout_s = max_timeout_s; /* the operator's long-poll timeout */
+		err[0] = '\0';            /* failed: says "out of memory" if nothing else did */
+	ps.req.timeout_s = max_timeout_s; /* the operator's long-poll timeout */
 	if (query == NULL)
 		query = "";
 	if (strlen(query) > HP_MAX_QUERY) {
@@ -317,141 +443,23 @@ hp_parse(const char *query, const char *accept, const char *last_event_id, int m
 		return false;
 	}
 	for (p = query; *p != '\0'; p = *end ? end + 1 : end) {
-		const char *eq;
-
 		end = strchr(p, '&');
 		if (end == NULL)
 			end = p + strlen(p);
 		if (end == p)
 			continue; /* a&&b, trailing & */
-		eq = memchr(p, '=', (size_t)(end - p));
-		if (eq == NULL) {
-			log_seterr(err, errlen, "parameter \"%.*s\" has no value",
-			           (int)(end - p > 64 ? 64 : end - p), p);
+		if (!parse_param(&ps, p, (size_t)(end - p)))
 			goto failed;
-		}
-		key = pct_decode(p, (size_t)(eq - p), &klen);
-		val = pct_decode(eq + 1, (size_t)(end - eq - 1), &vlen);
-		if (key == NULL || val == NULL) {
-			log_seterr(err, errlen, "malformed percent-escape in the query string");
-			goto failed;
-		}
-		if (klen == 0 || strlen(key) != klen || strlen(val) != vlen) {
-			log_seterr(err, errlen, "empty parameter name or NUL in the query string");
-			goto failed;
-		}
-		if (!utf8_ok(key, klen) || !utf8_ok(val, vlen)) {
-			log_seterr(err, errlen,
-			           "the query string is not UTF-8 (after percent-decoding)");
-			goto failed;
-		}
-		if (strcmp(key, "cursor") == 0) {
-			if (seen_cursor) {
-				log_seterr(err, errlen, "cursor given twice");
-				goto failed;
-			}
-			seen_cursor = true;
-			if (!batch_parse_cursor(val, &req.cursor)) {
-				log_seterr(err, errlen,
-				           "malformed cursor \"%.40s\": a cursor is 1-20 decimal "
-				           "digits",
-				           val);
-				goto failed;
-			}
-			req.has_cursor = true;
-		} else if (strcmp(key, "timeout") == 0) {
-			if (seen_timeout) {
-				log_seterr(err, errlen, "timeout given twice");
-				goto failed;
-			}
-			seen_timeout = true;
-			if (!parse_timeout(val, max_timeout_s, &req.timeout_s)) {
-				log_seterr(
-				        err, errlen,
-				        "timeout must be whole seconds from 0 to %d, not \"%.20s\"",
-				        max_timeout_s, val);
-				goto failed;
-			}
-		} else if (strcmp(key, "stream") == 0) {
-			if (seen_stream || strcmp(val, "sse") != 0) {
-				log_seterr(err, errlen, "stream takes the value sse, once");
-				goto failed;
-			}
-			seen_stream = true;
-			req.sse = true;
-		} else {
-			struct hp_filter *f;
-			const char *dot = strchr(val, '.');
-
-			if (req.n_filters >= HP_MAX_FILTERS) {
-				log_seterr(err, errlen, "at most %d filters", HP_MAX_FILTERS);
-				goto failed;
-			}
-			if (dot == NULL) {
-				/* Columns are known later (filter.c): say both what
-				 * an unknown name and what a filter missing its
-				 * operator (amount=100) would need. */
-				log_seterr(err, errlen,
-				           "unknown parameter \"%.64s\", or a filter missing its "
-				           "operator: write %.64s=eq.%.32s (a filter is "
-				           "column=op.value, op one of eq,neq,gt,gte,lt,lte,in)",
-				           key, key, val);
-				goto failed;
-			}
-			f = &req.filters[req.n_filters];
-			if (!parse_op(val, (size_t)(dot - val), &f->op)) {
-				log_seterr(
-				        err, errlen,
-				        "bad filter operator \"%.*s\" for %.64s: use eq, neq, gt, "
-				        "gte, "
-				        "lt, lte or in",
-				        (int)(dot - val > 16 ? 16 : dot - val), val, key);
-				goto failed;
-			}
-			req.n_filters++;
-			f->column = key;
-			key = NULL;
-			if (f->op == HP_IN) {
-				if (!parse_list(dot + 1, strlen(dot + 1), f, err, errlen))
-					goto failed;
-			} else {
-				f->values = calloc(1, sizeof(*f->values));
-				if (f->values == NULL)
-					goto failed;
-				if (!parse_scalar(dot + 1, strlen(dot + 1), &f->values[0], err,
-				                  errlen))
-					goto failed;
-				f->n_values = 1;
-			}
-		}
-		free(key);
-		free(val);
-		key = val = NULL;
 	}
-	if (accept != NULL && strstr(accept, "text/event-stream") != NULL)
-		req.sse = true;
-	if (req.sse && last_event_id != NULL && *last_event_id != '\0') {
-		if (!batch_parse_cursor(last_event_id, &req.cursor)) {
-			log_seterr(err, errlen,
-			           "malformed Last-Event-ID \"%.40s\": a cursor is 1-20 "
-			           "decimal digits",
-			           last_event_id);
-			goto failed;
-		}
-		req.has_cursor = true;
-	}
-	if (!build_key(&req)) {
-		log_seterr(err, errlen, "out of memory");
+	if (!parse_headers(&ps, accept, last_event_id))
 		goto failed;
-	}
-	*out = req;
+	build_key(&ps.req);
+	*out = ps.req;
 	return true;
 failed:
 	/* Every failure above that is not an allocation wrote its reason. */
 	if (errlen > 0 && err[0] == '\0')
 		log_seterr(err, errlen, "out of memory");
-	free(key);
-	free(val);
-	hp_free(&req);
+	hp_free(&ps.req);
 	return false;
 }

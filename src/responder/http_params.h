@@ -65,9 +65,10 @@ struct hp_request {
 
 /* Parse query (may be NULL or empty).  accept and last_event_id are the
  * request's headers (NULL when absent).  On success returns true and *out
- * must be released with hp_free().  On failure returns false, writes a
- * client-facing message into err (the reply is 400) and leaves nothing
- * to free. */
+ * must be released with hp_free().  On failure returns false, always
+ * with a client-facing message in err (the reply is 400), and leaves
+ * nothing to free.  Out of memory is fatal (xmalloc.h), as everywhere
+ * in the responder (responder.h). */
 bool hp_parse(const char *query, const char *accept, const char *last_event_id, int max_timeout_s,
               struct hp_request *out, char *err, size_t errlen) __attribute__((warn_unused_result));
 void hp_free(struct hp_request *req);

@@ -4,14 +4,19 @@
 #include "numcmp.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-/* numeric_in refuses exponents beyond this (NUMERIC_MAX_PRECISION). */
-#define NUMCMP_MAX_EXP 1000
+/* What numeric_in (PostgreSQL 15) can store: the exponent is read up to
+ * INT_MAX/2, then the value must fit 131072 digits before the point and
+ * 16383 after it ("value overflows numeric format"). */
+#define NUMCMP_MAX_EXP (1L << 30)
+#define NUMCMP_MAX_INT_DIGITS 131072
+#define NUMCMP_MAX_SCALE 16383
 
 enum numcmp_class
 numcmp_class_of_type(const char *type)
@@ -80,7 +85,7 @@ parse_decimal(const char *s, size_t n, char *buf, struct numcmp *out, const char
 		}
 		for (; i < n && s[i] >= '0' && s[i] <= '9'; i++)
 			if ((e = e * 10 + (s[i] - '0')) > NUMCMP_MAX_EXP) {
-				*why = "exponent out of range";
+				*why = "out of range for type numeric";
 				return false;
 			}
 		if (eneg)
@@ -88,6 +93,11 @@ parse_decimal(const char *s, size_t n, char *buf, struct numcmp *out, const char
 	}
 	if (i != n) {
 		*why = "not a number";
+		return false;
+	}
+	long scale = (long)nd - point - e; /* digits after the point, as numeric_in counts */
+	if (scale > NUMCMP_MAX_SCALE || point + e > NUMCMP_MAX_INT_DIGITS) {
+		*why = "out of range for type numeric";
 		return false;
 	}
 	for (first = 0; first < nd && buf[first] == '0'; first++)
@@ -111,6 +121,13 @@ numcmp_parse(const char *s, size_t n, enum numcmp_class cls, char *buf, struct n
 	memset(out, 0, sizeof(*out));
 	*why = NULL;
 	out->is_float = cls != NUMCMP_EXACT;
+	/* numeric_in and float8in skip white space around the number. */
+	while (n > 0 && isspace((unsigned char)s[0])) {
+		s++;
+		n--;
+	}
+	while (n > 0 && isspace((unsigned char)s[n - 1]))
+		n--;
 	if (parse_special(s, n, &out->rank))
 		return true;
 	out->rank = NUMCMP_FINITE;

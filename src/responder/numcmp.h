@@ -50,7 +50,8 @@ enum numcmp_class numcmp_class_of_type(const char *type);
 /* Parse the text s[0..n) (a decimal with optional exponent, or NaN,
  * Infinity, -Infinity; a constant may also be written inf, +inf, nan in
  * any case) in class cls.  A float4 column's values parse as
- * NUMCMP_FLOAT4 (the float4 stored), its constants as NUMCMP_FLOAT8.  buf must hold n bytes and
+ * NUMCMP_FLOAT4 (the float4 stored), its constants as NUMCMP_FLOAT8.
+ * White space around the text is skipped, as numeric_in and float8in do.  buf must hold n bytes and
  * stay alive as long as out is used.  false with *why set when the text is no number, or a constant
  * out of range for the class (as PostgreSQL refuses it). */
 bool numcmp_parse(const char *s, size_t n, enum numcmp_class cls, char *buf, struct numcmp *out,

@@ -1,10 +1,17 @@
 /*
- * render.c - reply bytes (render.h).
+ * render.c - reply bytes, replies for waiters, and the render cache
+ * (render.h).
  */
 #include "render.h"
 
+#include "log.h"
+#include "metrics.h"
+#include "reply.h"
+#include "waiter.h"
+
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *
@@ -211,4 +218,433 @@ render_range(struct ring *r, uint64_t from, uint64_t head, const struct filter *
 	}
 	bbuf_free(&tmp);
 	return rc;
+}
+
+static uint64_t
+head_seq(struct seg *s)
+{
+	struct ring_info info;
+
+	ring_info(s->ring, &info);
+	return info.head_seq;
+}
+
+/* ---- replies for waiters ---- */
+
+static struct reply *
+json_reply(const struct render *rd, uint64_t cursor, const struct bbuf *batches, int n_batches)
+{
+	struct bbuf b = {0};
+	char head[160], cc[64];
+	struct reply *r;
+
+	if (n_batches > 0)
+		snprintf(cc, sizeof(cc), "public, max-age=%d, immutable", rd->cache_max_age_s);
+	else
+		snprintf(cc, sizeof(cc), "no-store");
+	render_head(&b, 200, "application/json", cc, NULL);
+	snprintf(head, sizeof(head), "{\"cursor\":\"%" PRIu64 "\",\"batches\":[", cursor);
+	bbuf_adds(&b, head);
+	if (batches != NULL)
+		bbuf_add(&b, batches->p, batches->len);
+	bbuf_adds(&b, "]}");
+	r = reply_new(&b, 200, (uint64_t)n_batches);
+	bbuf_free(&b);
+	return r;
+}
+
+struct reply *
+render_error_reply(int status, const char *code, const char *message)
+{
+	struct bbuf b = {0};
+	struct reply *r;
+
+	render_error(&b, status, code, message);
+	r = reply_new(&b, status, 0);
+	bbuf_free(&b);
+	return r;
+}
+
+struct reply *
+render_gone_reply(uint64_t cursor)
+{
+	char msg[200];
+
+	snprintf(msg, sizeof(msg),
+	         "cursor %" PRIu64 " is no longer held here: take a new snapshot (request the feed "
+	         "without a cursor)",
+	         cursor);
+	return render_error_reply(410, "cursor_gone", msg);
+}
+
+struct reply *
+render_snapshot(struct waiter *w, struct ring_buf *scratch)
+{
+	for (int attempt = 0; attempt < 5; attempt++) {
+		struct ring_snapshot snap;
+		struct batch_view v;
+		struct render_range rr;
+		struct bbuf b = {0}, body = {0}, sb = {0};
+		char err[256], num[96];
+		struct reply *r;
+		int rc;
+
+		if (ring_snapshot_open(w->seg->ring, &snap, err, sizeof(err)) != RING_OK) {
+			log_warning("feed=%s: %s", w->feed->name, err);
+			return NULL;
+		}
+		if (!batch_view(snap.data, snap.len, &v)) {
+			log_warning("feed=%s: the snapshot file is corrupt", w->feed->name);
+			ring_snapshot_release(&snap);
+			return NULL;
+		}
+		/* The snapshot batch is always sent, even filtered to nothing:
+		 * it is the state the later batches apply to. */
+		if (!render_batch(&sb, &v, w->fs->filter, snap.cursor)) {
+			snprintf(num, sizeof(num),
+			         "{\"timestamp\":\"%" PRIu64 "\",\"inserted\":[],\"deleted\":[]}",
+			         snap.cursor);
+			bbuf_adds(&sb, num);
+		}
+		if (w->sse) {
+			render_sse_event(&body, "snapshot", snap.cursor, sb.p, sb.len);
+		} else {
+			bbuf_add(&body, sb.p, sb.len);
+			bbuf_adds(&body, ",");
+		}
+		size_t mark = body.len;
+		/* Kept: ring_snapshot_release zeroes snap, and the check below
+		 * must compare with the real seq_after, or a snapshot whose next
+		 * batch is gone (lapped, or the ring restarted without a new
+		 * snapshot) would be served alone as if it were current. */
+		uint64_t seq_after = snap.seq_after;
+		rc = render_range(w->seg->ring, seq_after, head_seq(w->seg), w->fs->filter, w->sse,
+		                  RENDER_MAX_REPLY, &body, scratch, &rr, snap.cursor);
+		ring_snapshot_release(&snap);
+		bbuf_free(&sb);
+		if (rc != RING_OK && rr.next_seq == seq_after) {
+			bbuf_free(&body);
+			if (rc == RING_GONE)
+				continue; /* a newer snapshot replaced this one */
+			return NULL;
+		}
+		if (!w->sse && body.len == mark)
+			body.len--; /* no later batch: drop the comma */
+		w->seq_after = rr.next_seq;
+		w->cursor = rr.last_cursor;
+		metrics_render();
+		if (w->sse) {
+			r = reply_new(&body, 200, (uint64_t)rr.n_batches + 1);
+		} else {
+			render_head(&b, 200, "application/json", "no-store", NULL);
+			snprintf(num, sizeof(num),
+			         "{\"cursor\":\"%" PRIu64 "\",\"columns\":", w->cursor);
+			bbuf_adds(&b, num);
+			bbuf_adds(&b, ring_columns(w->seg->ring));
+			bbuf_adds(&b, ",\"batches\":[");
+			bbuf_add(&b, body.p, body.len);
+			bbuf_adds(&b, "]}");
+			r = reply_new(&b, 200, (uint64_t)rr.n_batches + 1);
+			bbuf_free(&b);
+		}
+		bbuf_free(&body);
+		return r;
+	}
+	log_warning("feed=%s: the snapshot kept being replaced while read", w->feed->name);
+	return NULL;
+}
+
+static bool
+same_history(const struct waiter *w)
+{
+	uint64_t seq;
+
+	return ring_lookup(w->seg->ring, w->cursor, &seq) == RING_OK && seq == w->seq_after;
+}
+
+/* What w gets now: a reply, or NULL with w advanced (nothing matched). */
+struct reply *
+render_next(const struct render *rd, struct waiter *w, uint64_t head, struct ring_buf *scratch)
+{
+	struct bbuf b = {0};
+	struct render_range rr;
+	struct reply *r;
+	int rc;
+
+	/* Still the same history?  ring_reset (a new history in the same
+	 * segment) keeps seq numbers running, so seq_after alone cannot
+	 * tell; the cursor must still name the batch before seq_after, before
+	 * and after the copy. */
+	if (!same_history(w)) {
+		rc = RING_GONE;
+		rr.next_seq = w->seq_after;
+	} else {
+		rc = render_range(w->seg->ring, w->seq_after, head, w->fs->filter, w->sse,
+		                  RENDER_MAX_REPLY, &b, scratch, &rr, w->cursor);
+		if (!same_history(w)) {
+			rc = RING_GONE;
+			rr.next_seq = w->seq_after;
+		}
+	}
+	if (rr.next_seq == w->seq_after && rc != RING_OK) {
+		bbuf_free(&b);
+		if (rc == RING_GONE) {
+			if (w->sse) { /* EventSource cannot follow a 410: resync in-band */
+				r = render_snapshot(w, scratch);
+				return r != NULL ? r
+				                 : render_error_reply(503, "feed_not_live",
+				                                      "no snapshot");
+			}
+			return render_gone_reply(w->cursor);
+		}
+		log_warning("feed=%s: corrupt batch at seq %" PRIu64, w->feed->name, w->seq_after);
+		return render_error_reply(503, "feed_unavailable",
+		                          "the feed's segment holds a corrupt batch");
+	}
+	w->seq_after = rr.next_seq;
+	w->cursor = rr.last_cursor;
+	if (rr.n_batches == 0) {
+		bbuf_free(&b);
+		return NULL;
+	}
+	metrics_render();
+	if (w->sse)
+		r = reply_new(&b, 200, (uint64_t)rr.n_batches);
+	else
+		r = json_reply(rd, w->cursor, &b, rr.n_batches);
+	bbuf_free(&b);
+	return r;
+}
+
+/* ---- shared renders for waiters served one by one ----
+ *
+ * The watcher renders once per group, but a request that finds its
+ * batches already there (a long-poll re-polling behind the head, an SSE
+ * stream whose writer fell behind) is served by park_serve alone.  Under
+ * load thousands of them ask for the same range in a row: each rendered
+ * its own copy (ring_read, batch_view, the reply's malloc and copy).  The
+ * last few replies are kept here by (segment, position, head, format,
+ * filter), so those requests share one.  A hit still checks the cursor's
+ * history (same_history) like a render; a new head misses, so nobody gets
+ * a reply older than a render would give. */
+
+static bool
+rcache_match(const struct render_cache_ent *e, const struct waiter *w, uint64_t head)
+{
+	return e->r != NULL && e->seg == w->seg && e->seg_id == w->seg->id &&
+	       e->seq_after == w->seq_after && e->cursor == w->cursor && e->head == head &&
+	       e->sse == w->sse && strcmp(e->key, w->fs->key) == 0;
+}
+
+/* A shared reply for w at head, advancing w as the render did; NULL: none. */
+static struct reply *
+rcache_get(struct render *rd, struct waiter *w, uint64_t head)
+{
+	struct reply *r = NULL;
+	uint64_t next_seq = 0, last_cursor = 0;
+
+	pthread_mutex_lock(&rd->mu);
+	for (int i = 0; i < RENDER_CACHE_N; i++)
+		if (rcache_match(&rd->cache[i], w, head)) {
+			r = reply_ref(rd->cache[i].r);
+			next_seq = rd->cache[i].next_seq;
+			last_cursor = rd->cache[i].last_cursor;
+			break;
+		}
+	pthread_mutex_unlock(&rd->mu);
+	if (r == NULL)
+		return NULL;
+	if (!same_history(w)) {
+		reply_release(r);
+		return NULL; /* a new history since: render (and answer 410) */
+	}
+	w->seq_after = next_seq;
+	w->cursor = last_cursor;
+	return r;
+}
+
+/* Remember r, rendered for w's position before the render (seq_after,
+ * cursor) at head; w has been advanced to after it. */
+static void
+rcache_put(struct render *rd, const struct waiter *w, uint64_t seq_after, uint64_t cursor,
+           uint64_t head, struct reply *r)
+{
+	struct render_cache_ent *e;
+	struct reply *old;
+	char *oldkey, *key = strdup(w->fs->key);
+
+	if (key == NULL)
+		return;
+	pthread_mutex_lock(&rd->mu);
+	e = &rd->cache[rd->next++ % RENDER_CACHE_N];
+	old = e->r;
+	oldkey = e->key;
+	*e = (struct render_cache_ent){.seg = w->seg,
+	                               .seg_id = w->seg->id,
+	                               .seq_after = seq_after,
+	                               .cursor = cursor,
+	                               .head = head,
+	                               .sse = w->sse,
+	                               .key = key,
+	                               .r = reply_ref(r),
+	                               .next_seq = w->seq_after,
+	                               .last_cursor = w->cursor};
+	pthread_mutex_unlock(&rd->mu);
+	if (old != NULL)
+		reply_release(old);
+	free(oldkey);
+}
+
+struct reply *
+render_next_shared(struct render *rd, struct waiter *w, uint64_t head, struct ring_buf *scratch)
+{
+	uint64_t seq_after = w->seq_after, cursor = w->cursor;
+	struct reply *r = rcache_get(rd, w, head);
+
+	if (r != NULL)
+		return r;
+	r = render_next(rd, w, head, scratch);
+	/* Only batches: an error is not for sharing.  (An in-band SSE resync
+	 * is stored but never found: the history check fails on it.) */
+	if (r != NULL && r->status == 200 && r->batches > 0 && w->seq_after > seq_after &&
+	    w->seg != NULL)
+		rcache_put(rd, w, seq_after, cursor, head, r);
+	return r;
+}
+
+void
+render_init(struct render *rd, int cache_max_age_s)
+{
+	memset(rd, 0, sizeof(*rd));
+	rd->cache_max_age_s = cache_max_age_s;
+	pthread_mutex_init(&rd->mu, NULL);
+}
+
+void
+render_free(struct render *rd)
+{
+	for (int i = 0; i < RENDER_CACHE_N; i++) {
+		reply_release(rd->cache[i].r);
+		free(rd->cache[i].key);
+		rd->cache[i] = (struct render_cache_ent){0};
+	}
+	pthread_mutex_destroy(&rd->mu);
+}
+
+struct reply *
+render_timeout_reply(const struct render *rd, const struct waiter *w)
+{
+	static const char ka[] = ": keep-alive\n\n";
+
+	if (w->sse) {
+		struct bbuf b = {(char *)ka, sizeof(ka) - 1, 0};
+		return reply_new(&b, 200, 0);
+	}
+	return json_reply(rd, w->cursor, NULL, 0);
+}
+
+/* ---- the /feeds document and the per-feed gauges ---- */
+
+/* What /feeds and /metrics say about a feed's state: the ring's, "dead"
+ * without a writer, "stalled" when live but unconfirmed too long. */
+static const char *
+state_name(const struct ring_info *info)
+{
+	if (!info->writer_alive && info->state != RING_STATE_CLOSED)
+		return "dead";
+	if (info->stalled)
+		return "stalled";
+	return ring_strstate(info->state);
+}
+
+void
+render_feed_list(struct feeds *fs, struct bbuf *out)
+{
+	char **names = feeds_list_names(fs);
+	bool first = true;
+
+	bbuf_adds(out, "{\"feeds\":[");
+	for (size_t i = 0; names[i] != NULL; i++) {
+		struct feed *f;
+		struct seg *s;
+		struct ring_info info;
+		const char *why;
+		char err[RING_ERROR_MAX + 1], num[64];
+		bool live;
+
+		if (feeds_acquire(fs, names[i], &f, &s, err, sizeof(err)) != 200)
+			continue;
+		live = feeds_live(s, &info, &why) && info.state == RING_STATE_LIVE && !info.stalled;
+		if (!first)
+			bbuf_adds(out, ",");
+		first = false;
+		bbuf_adds(out, "{\"name\":");
+		render_json_string(out, f->name);
+		bbuf_adds(out, ",\"source\":");
+		render_json_string(out, ring_source(s->ring));
+		bbuf_adds(out, ",\"columns\":");
+		bbuf_adds(out, ring_columns(s->ring));
+		snprintf(num, sizeof(num), ",\"cursor\":\"%" PRIu64 "\"", info.head_cursor);
+		bbuf_adds(out, num);
+		snprintf(num, sizeof(num), ",\"rows\":%" PRIu64, info.row_count);
+		bbuf_adds(out, num);
+		bbuf_adds(out, live ? ",\"live\":true" : ",\"live\":false");
+		bbuf_adds(out, ",\"state\":\"");
+		bbuf_adds(out, state_name(&info));
+		bbuf_adds(out, "\"");
+		if (info.confirmed_ms != 0) {
+			snprintf(num, sizeof(num), ",\"lag_s\":%.3f", (double)info.lag_ms / 1000);
+			bbuf_adds(out, num);
+		}
+		ring_error(s->ring, err, sizeof(err));
+		if (err[0] != '\0') {
+			bbuf_adds(out, ",\"error\":");
+			render_json_string(out, err);
+		}
+		bbuf_adds(out, "}");
+		seg_release(s);
+	}
+	feeds_free_names(names);
+	bbuf_adds(out, "]}\n");
+}
+
+void
+render_feed_metrics(struct feeds *fs, struct bbuf *out)
+{
+	static const char *const states[] = {"starting", "live", "down",   "closed",
+	                                     "error",    "dead", "stalled"};
+	char **names = feeds_list_names(fs);
+	char line[512];
+
+	bbuf_adds(out, "# HELP tailgate_feed_state The feed's state (1 for the one it is in).\n"
+	               "# TYPE tailgate_feed_state gauge\n"
+	               "# HELP tailgate_feed_lag_seconds Seconds since the upstream last confirmed "
+	               "the feed complete (a progress row, keepalive or commit).\n"
+	               "# TYPE tailgate_feed_lag_seconds gauge\n");
+	for (size_t i = 0; names[i] != NULL; i++) {
+		struct feed *f;
+		struct seg *s;
+		struct ring_info info;
+		const char *why, *st;
+		char err[256];
+
+		if (feeds_acquire(fs, names[i], &f, &s, err, sizeof(err)) != 200)
+			continue;
+		(void)feeds_live(s, &info, &why);
+		st = state_name(&info);
+		for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++) {
+			snprintf(line, sizeof(line),
+			         "tailgate_feed_state{feed=\"%s\",state=\"%s\"} %d\n", f->name,
+			         states[k], strcmp(st, states[k]) == 0);
+			bbuf_adds(out, line);
+		}
+		if (info.confirmed_ms != 0) {
+			snprintf(line, sizeof(line),
+			         "tailgate_feed_lag_seconds{feed=\"%s\"} %.3f\n", f->name,
+			         (double)info.lag_ms / 1000);
+			bbuf_adds(out, line);
+		}
+		seg_release(s);
+	}
+	feeds_free_names(names);
 }

@@ -2,10 +2,13 @@
  * tailgate-fcgi.c - the FastCGI responder: serves the feeds' rings to
  * browsers through nginx.
  *
- * Threads of one process: the accepting thread and a few handlers
- * (accept.c: a connection slow to send its params stalls nobody), the
- * watcher (park.c: every parked request, one futex_waitv), the writer pool
- * and the closer (reply.c).  Nothing blocks per waiting request.
+ * Threads of one process (responder.h): the accepting thread, a few
+ * handlers and the closer (conn.c: a connection slow to send its params
+ * stalls nobody), the watcher (park.c: every parked request, one
+ * futex_waitv) and the writer pool (writer.c).  Nothing blocks per
+ * waiting request.  This file routes each request and starts a feed
+ * request on its way: parse, attach, make its waiter, hand it to the
+ * parking lot.
  *
  * Processes: --workers N forks N such processes on one listening socket;
  * without --socket the socket is inherited, from systemd (LISTEN_FDS) or
@@ -13,15 +16,12 @@
  */
 #include <config.h> /* autoconf's (build dir); src/config.h is the daemon's */
 
-#include "accept.h"
 #include "batch.h"
-#include "feeds.h"
 #include "http_params.h"
 #include "log.h"
 #include "metrics.h"
-#include "park.h"
-#include "render.h"
-#include "reply.h"
+#include "mono.h"
+#include "responder.h"
 
 #include <errno.h>
 #include <fcgiapp.h>
@@ -52,7 +52,9 @@ static struct {
 	int max_timeout_s;
 	int backlog;
 	const char *user; /* --user USER[:GROUP] */
-} opt = {NULL, 0666, NULL, 1, 2, 4, HP_DEFAULT_TIMEOUT_S, 4096, NULL};
+	int sse_keepalive_s;
+	int cache_max_age_s;
+} opt = {NULL, 0666, NULL, 1, 2, 4, HP_DEFAULT_TIMEOUT_S, 4096, NULL, 15, 60};
 
 static int listen_fd = -1;
 static volatile sig_atomic_t got_stop;
@@ -120,155 +122,188 @@ param(FCGX_Request *req, const char *name)
 
 /* Write a whole reply on this thread and end the request. */
 static void
-send_now(FCGX_Request *req, enum metrics_kind kind, int status, const struct bbuf *b)
+send_now(struct responder *r, FCGX_Request *req, enum metrics_kind kind, int status,
+         const struct bbuf *b)
 {
-	if (reply_write(req, b->p, b->len))
+	if (conn_write(req, b->p, b->len))
 		metrics_served(0, b->len);
 	metrics_request(kind, status);
-	reply_finish(req);
+	conn_finish(&r->conns, req);
 }
 
 static void
-send_error(FCGX_Request *req, enum metrics_kind kind, int status, const char *code,
-           const char *message)
+send_error(struct responder *r, FCGX_Request *req, enum metrics_kind kind, int status,
+           const char *code, const char *message)
 {
 	struct bbuf b = {0};
 
 	render_error(&b, status, code, message);
-	send_now(req, kind, status, &b);
+	send_now(r, req, kind, status, &b);
 	bbuf_free(&b);
 }
 
 static void
-send_text(FCGX_Request *req, enum metrics_kind kind, const char *type, const struct bbuf *body)
+send_text(struct responder *r, FCGX_Request *req, enum metrics_kind kind, const char *type,
+          const struct bbuf *body)
 {
 	struct bbuf b = {0};
 
 	render_head(&b, 200, type, "no-store", NULL);
 	bbuf_add(&b, body->p, body->len);
-	send_now(req, kind, 200, &b);
+	send_now(r, req, kind, 200, &b);
 	bbuf_free(&b);
 }
 
+/* An error before a feed request has a waiter. */
+struct feed_error {
+	int status; /* 0: none */
+	const char *code;
+	char message[512];
+};
+
 static void
-handle_feed(FCGX_Request *req, const char *name, struct ring_buf *scratch)
+feed_error(struct feed_error *e, int status, const char *code, const char *message)
 {
-	struct hp_request hp;
+	e->status = status;
+	e->code = code;
+	if (message != e->message)
+		snprintf(e->message, sizeof(e->message), "%s", message);
+}
+
+/* The waiter for a parsed feed request, placed at its cursor; NULL with
+ * e set (400, 404, 410, 503).  *from_snapshot: it starts from the
+ * snapshot (no cursor, or an SSE cursor no longer held). */
+static struct waiter *
+feed_waiter(struct responder *r, FCGX_Request *req, const char *name, struct hp_request *hp,
+            struct feed_error *e, bool *from_snapshot)
+{
 	struct feed *feed;
 	struct seg *seg;
 	struct ring_info info;
 	struct filter *filter;
 	struct waiter *w;
-	enum metrics_kind kind;
 	const char *why;
-	char err[512];
-	int status;
-	bool from_snapshot;
+	uint64_t seq;
+	int status, rc;
 
-	if (!hp_parse(param(req, "QUERY_STRING"), param(req, "HTTP_ACCEPT"),
-	              param(req, "HTTP_LAST_EVENT_ID"), opt.max_timeout_s, &hp, err, sizeof(err))) {
-		send_error(req, MK_OTHER, 400, "bad_parameter", err);
-		return;
-	}
-	kind = hp.sse ? MK_SSE : hp.has_cursor ? MK_LONGPOLL : MK_SNAPSHOT;
-	status = feeds_acquire(name, &feed, &seg, err, sizeof(err));
+	status = feeds_acquire(&r->feeds, name, &feed, &seg, e->message, sizeof(e->message));
 	if (status != 200) {
-		hp_free(&hp);
-		send_error(req, kind, status, status == 404 ? "unknown_feed" : "feed_not_live",
-		           err);
-		return;
+		feed_error(e, status, status == 404 ? "unknown_feed" : "feed_not_live", e->message);
+		return NULL;
 	}
 	if (!feeds_live(seg, &info, &why)) {
-		hp_free(&hp);
 		seg_release(seg);
-		send_error(req, kind, 503, "feed_not_live", why);
-		return;
+		feed_error(e, 503, "feed_not_live", why);
+		return NULL;
 	}
-	filter = filter_compile(&hp, &seg->cols, err, sizeof(err));
-	if (hp.n_filters > 0 && filter == NULL) {
-		hp_free(&hp);
+	filter = filter_compile(hp, &seg->cols, e->message, sizeof(e->message));
+	if (hp->n_filters > 0 && filter == NULL) {
 		seg_release(seg);
-		send_error(req, kind, 400, "bad_parameter", err);
-		return;
+		feed_error(e, 400, "bad_parameter", e->message);
+		return NULL;
 	}
-	w = calloc(1, sizeof(*w));
-	if (w == NULL)
-		fatal("out of memory");
-	w->req = req;
-	w->feed = feed;
-	w->seg = seg;
-	w->fs = fspec_new(filter, hp.filter_key);
-	hp.filter_key = NULL;
-	w->sse = hp.sse;
-	w->deadline_ms = mono_ms() + (int64_t)hp.timeout_s * 1000;
-	from_snapshot = !hp.has_cursor;
-	if (hp.has_cursor) {
-		uint64_t seq;
-		int rc = ring_lookup(seg->ring, hp.cursor, &seq);
+	w = waiter_new(req, feed, seg, fspec_new(filter, hp->filter_key), hp->sse,
+	               mono_ms() + (int64_t)hp->timeout_s * 1000);
+	hp->filter_key = NULL; /* the fspec's now */
+	*from_snapshot = !hp->has_cursor;
+	if (!hp->has_cursor)
+		return w;
+	rc = ring_lookup(seg->ring, hp->cursor, &seq);
+	if (rc == RING_OK) {
+		w->seq_after = seq;
+		w->cursor = hp->cursor;
+	} else if (hp->sse) {
+		*from_snapshot = true; /* EventSource cannot follow a 410 */
+	} else {
+		w->req = NULL; /* the caller answers req */
+		waiter_free(w);
+		snprintf(e->message, sizeof(e->message),
+		         "cursor %" PRIu64
+		         " is not held here (%s): take a new snapshot (request the "
+		         "feed without a cursor)",
+		         hp->cursor, ring_strstatus(rc));
+		feed_error(e, 410, "cursor_gone", e->message);
+		return NULL;
+	}
+	return w;
+}
 
-		if (rc == RING_OK) {
-			w->seq_after = seq;
-			w->cursor = hp.cursor;
-		} else if (hp.sse) {
-			from_snapshot = true; /* EventSource cannot follow a 410 */
-		} else {
-			char msg[300];
-			snprintf(msg, sizeof(msg),
-			         "cursor %" PRIu64 " is not held here (%s): take a new snapshot "
-			         "(request the feed without a cursor)",
-			         hp.cursor, ring_strstatus(rc));
-			hp_free(&hp);
-			waiter_free(w);
-			send_error(req, kind, 410, "cursor_gone", msg);
-			return;
-		}
+/* Open w's SSE stream: the head, now.  false: the client is gone (w ended). */
+static bool
+open_stream(struct responder *r, struct waiter *w)
+{
+	static const char head[] = "Status: 200 OK\r\n"
+	                           "Content-Type: text/event-stream\r\n"
+	                           "Cache-Control: no-store\r\n"
+	                           "X-Accel-Buffering: no\r\n\r\n"
+	                           "retry: 2000\n\n";
+
+	metrics_request(MK_SSE, 200);
+	metrics_sse(1);
+	if (!conn_write(w->req, head, sizeof(head) - 1) || FCGX_FFlush(w->req->out) != 0) {
+		writer_end(&r->writers, w, 0);
+		return false;
 	}
+	w->deadline_ms = mono_ms() + (int64_t)r->opt.sse_keepalive_s * 1000;
+	return true;
+}
+
+/* Serve w from the feed's snapshot: a long-poll's whole reply here, an SSE
+ * stream's first events through the writers. */
+static void
+serve_snapshot(struct responder *r, struct waiter *w, struct thread_ctx *t)
+{
+	struct reply *rep = render_snapshot(w, &t->scratch);
+
+	if (rep == NULL && w->sse) {
+		writer_end(&r->writers, w, 0);
+	} else if (rep == NULL) {
+		send_error(r, w->req, MK_SNAPSHOT, 503, "feed_not_live",
+		           "the feed has no readable snapshot yet");
+		w->req = NULL;
+		waiter_free(w);
+	} else if (w->sse) {
+		writer_enqueue(&r->writers, w, rep, 0); /* the writer continues the stream */
+	} else {
+		struct bbuf b = {rep->data, rep->len, 0};
+		metrics_served(rep->batches, 0);
+		send_now(r, w->req, MK_SNAPSHOT, 200, &b);
+		reply_release(rep);
+		w->req = NULL;
+		waiter_free(w);
+	}
+}
+
+static void
+handle_feed(struct responder *r, FCGX_Request *req, const char *name, struct thread_ctx *t)
+{
+	struct hp_request hp;
+	struct feed_error e = {0};
+	enum metrics_kind kind = MK_OTHER;
+	struct waiter *w = NULL;
+	bool from_snapshot = false;
+
+	if (!hp_parse(param(req, "QUERY_STRING"), param(req, "HTTP_ACCEPT"),
+	              param(req, "HTTP_LAST_EVENT_ID"), r->opt.max_timeout_s, &hp, e.message,
+	              sizeof(e.message))) {
+		feed_error(&e, 400, "bad_parameter", e.message);
+		goto out;
+	}
+	kind = hp.sse ? MK_SSE : hp.has_cursor ? MK_LONGPOLL : MK_SNAPSHOT;
+	w = feed_waiter(r, req, name, &hp, &e, &from_snapshot);
 	hp_free(&hp);
-
-	if (w->sse) {
-		static const char head[] = "Status: 200 OK\r\n"
-		                           "Content-Type: text/event-stream\r\n"
-		                           "Cache-Control: no-store\r\n"
-		                           "X-Accel-Buffering: no\r\n\r\n"
-		                           "retry: 2000\n\n";
-		metrics_request(MK_SSE, 200);
-		metrics_sse(1);
-		if (!reply_write(req, head, sizeof(head) - 1) || FCGX_FFlush(req->out) != 0) {
-			metrics_sse(-1);
-			reply_finish(req);
-			w->req = NULL;
-			waiter_free(w);
-			return;
-		}
-		w->deadline_ms = mono_ms() + (int64_t)park_sse_keepalive_s * 1000;
-	}
-	if (from_snapshot) {
-		struct reply *r = park_snapshot_reply(w, scratch);
-		if (r == NULL) {
-			if (w->sse) {
-				metrics_sse(-1);
-				reply_finish(req);
-			} else {
-				send_error(req, kind, 503, "feed_not_live",
-				           "the feed has no readable snapshot yet");
-			}
-			w->req = NULL;
-			waiter_free(w);
-			return;
-		}
-		if (!w->sse) {
-			struct bbuf b = {r->data, r->len, 0};
-			metrics_served(r->batches, 0);
-			send_now(req, MK_SNAPSHOT, 200, &b);
-			reply_release(r);
-			w->req = NULL;
-			waiter_free(w);
-			return;
-		}
-		reply_enqueue(w, r, 0); /* the writer continues the stream */
+	if (w == NULL)
+		goto out;
+	/* From here w owns req, and each path ends or hands on w. */
+	if (w->sse && !open_stream(r, w))
 		return;
-	}
-	park_serve(w, scratch);
+	if (from_snapshot)
+		serve_snapshot(r, w, t);
+	else
+		park_serve(&r->park, w, t);
+	return;
+out:
+	send_error(r, req, kind, e.status, e.code, e.message);
 }
 
 static const char *
@@ -290,39 +325,42 @@ route_of(FCGX_Request *req)
  * the raw strings is enough: a wrong yes costs a slower accept, not a
  * wrong answer. */
 static bool
-quick(FCGX_Request *req)
+quick(void *arg, FCGX_Request *req)
 {
 	const char *q = param(req, "QUERY_STRING"), *accept = param(req, "HTTP_ACCEPT");
 
+	(void)arg;
 	return strncmp(route_of(req), "/feeds/", 7) == 0 && q != NULL &&
 	       strstr(q, "cursor=") != NULL && strstr(q, "stream=") == NULL &&
 	       (accept == NULL || strstr(accept, "event-stream") == NULL);
 }
 
 static void
-handle(FCGX_Request *req, struct ring_buf *scratch)
+handle(void *arg, FCGX_Request *req, struct thread_ctx *t)
 {
+	struct responder *r = arg;
 	const char *method = param(req, "REQUEST_METHOD");
 	const char *route = route_of(req);
 	struct bbuf b = {0};
 
 	if (method != NULL && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-		send_error(req, MK_OTHER, 405, "method_not_allowed", "only GET and HEAD");
+		send_error(r, req, MK_OTHER, 405, "method_not_allowed", "only GET and HEAD");
 		return;
 	}
 	if (strcmp(route, "/healthz") == 0) {
 		bbuf_adds(&b, "ok\n");
-		send_text(req, MK_HEALTHZ, "text/plain", &b);
+		send_text(r, req, MK_HEALTHZ, "text/plain", &b);
 	} else if (strcmp(route, "/metrics") == 0) {
 		metrics_render_text(&b);
-		send_text(req, MK_METRICS, "text/plain; version=0.0.4", &b);
+		render_feed_metrics(&r->feeds, &b);
+		send_text(r, req, MK_METRICS, "text/plain; version=0.0.4", &b);
 	} else if (strcmp(route, "/feeds") == 0 || strcmp(route, "/feeds/") == 0) {
-		feeds_render_list(&b);
-		send_text(req, MK_FEEDS, "application/json", &b);
+		render_feed_list(&r->feeds, &b);
+		send_text(r, req, MK_FEEDS, "application/json", &b);
 	} else if (strncmp(route, "/feeds/", 7) == 0) {
-		handle_feed(req, route + 7, scratch);
+		handle_feed(r, req, route + 7, t);
 	} else {
-		send_error(req, MK_OTHER, 404, "not_found",
+		send_error(r, req, MK_OTHER, 404, "not_found",
 		           "no such endpoint: use /feeds, /feeds/FEED, /metrics or /healthz");
 	}
 	bbuf_free(&b);
@@ -358,6 +396,15 @@ nofile(void)
 static int
 serve(void)
 {
+	struct responder_opts ro = {
+	        .ring_dir = opt.ring_dir,
+	        .handlers = opt.handlers,
+	        .writers = opt.writers,
+	        .max_timeout_s = opt.max_timeout_s,
+	        .sse_keepalive_s = opt.sse_keepalive_s,
+	        .cache_max_age_s = opt.cache_max_age_s,
+	};
+	struct responder r;
 	sigset_t set;
 	int sig;
 
@@ -369,11 +416,10 @@ serve(void)
 
 	if (FCGX_Init() != 0)
 		fatalx("FCGX_Init failed");
-	log_info("serving %s with %d handlers, %d writers, fd limit %d", feeds_dir(), opt.handlers,
-	         opt.writers, nofile());
-	reply_init(opt.writers, nofile());
-	park_init();
-	accept_start(listen_fd, opt.handlers, nofile(), handle, quick);
+	responder_init(&r, &ro);
+	log_info("serving %s with %d handlers, %d writers, fd limit %d", r.feeds.ring_dir,
+	         opt.handlers, opt.writers, nofile());
+	responder_start(&r, listen_fd, nofile(), handle, quick);
 
 	do {
 		if (sigwait(&set, &sig) != 0)
@@ -381,9 +427,7 @@ serve(void)
 	} while (sig == SIGHUP);
 	log_info("signal %d: answering parked requests and stopping", sig);
 	got_stop = 1;
-	accept_stop();
-	park_stop();
-	reply_stop();
+	responder_stop(&r);
 	return 0;
 }
 
@@ -611,10 +655,10 @@ main(int argc, char **argv)
 			opt.max_timeout_s = parse_int(optarg, 1, 3600, "--max-timeout");
 			break;
 		case 'k':
-			park_sse_keepalive_s = parse_int(optarg, 1, 3600, "--sse-keepalive");
+			opt.sse_keepalive_s = parse_int(optarg, 1, 3600, "--sse-keepalive");
 			break;
 		case 'c':
-			park_cache_max_age_s = parse_int(optarg, 0, 86400 * 365, "--cache-max-age");
+			opt.cache_max_age_s = parse_int(optarg, 0, 86400 * 365, "--cache-max-age");
 			break;
 		case 'v':
 			log_max_level = LOG_LEVEL_DEBUG;
@@ -647,7 +691,6 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGUSR1, SIG_IGN);
 	raise_nofile();
-	feeds_init(opt.ring_dir);
 	metrics_init();
 	open_socket();
 	drop_privileges();

@@ -476,6 +476,78 @@ describe(`demo pages ${tag}`, () => {
     );
   }
 
+  test(`${tag} page polish: 404 and bad filters shown, bars and ticker inside their cards, nav labels, feeds list`, T, async () => {
+    // feed.html?feed=nope: the 404's message, not "Stalled" forever.
+    let page = await chrome.newPage();
+    await page.goto(pageUrl('feed.html?feed=nope'));
+    await waitFor(page, () => !document.getElementById('problem').hidden && /no feed named "nope"/.test(document.getElementById('problem').textContent), undefined, 20_000);
+    await page.closeAll();
+    // An invalid filter in the URL is reported, and the box is marked.
+    page = await chrome.newPage();
+    await page.goto(pageUrl('feed.html?feed=winning_bids&filter=foo'));
+    await waitFor(page, () => document.documentElement.dataset.ready === '1');
+    assert.match(await page.textContent('#problem'), /not valid/);
+    assert.equal(await page.getAttribute('#filter', 'aria-invalid'), 'true');
+    // Apply with "foo": a message, the subscription unchanged.
+    await page.fill('#filter', 'amount=gte.10');
+    await page.click('#filter-form button[type="submit"]');
+    await waitFor(page, () => window.tailgatePage.subs.winning_bids.filter.length === 1);
+    await page.fill('#filter', 'foo');
+    await page.click('#filter-form button[type="submit"]');
+    assert.match(await page.textContent('#problem'), /Not applied: "foo" is not a filter term/);
+    assert.equal((await page.evaluate(() => window.tailgatePage.subs.winning_bids.filter)).length, 1);
+    assertNoErrors(page);
+    await page.closeAll();
+    // Top-10: the bars never leave their card, from the first frame on.
+    page = await chrome.newPage();
+    await page.goto(pageUrl('top10.html'));
+    let worst = -Infinity;
+    for (let end = Date.now() + 2500; Date.now() < end; ) {
+      const over = await page.evaluate(() => {
+        const card = document.getElementById('chart').closest('.card').getBoundingClientRect();
+        const chart = document.getElementById('chart').getBoundingClientRect();
+        let m = chart.bottom - card.bottom;
+        for (const b of document.querySelectorAll('#chart .bar')) {
+          const r = b.getBoundingClientRect();
+          if (r.bottom <= chart.bottom) m = Math.max(m, r.bottom - card.bottom);
+        }
+        return m;
+      });
+      worst = Math.max(worst, over);
+      await sleep(40);
+    }
+    assert.ok(worst <= 0, `the top-10 chart overflows its card by ${worst}px`);
+    // The Changes panel shows whole entries only.
+    await waitFor(page, () => document.querySelectorAll('#ticker li').length >= 1, undefined, 60_000);
+    const cut = await page.evaluate(() => {
+      const ul = document.getElementById('ticker');
+      const last = ul.lastElementChild.getBoundingClientRect();
+      return Math.max(last.bottom - ul.getBoundingClientRect().bottom, last.bottom - ul.closest('.card').getBoundingClientRect().bottom);
+    });
+    assert.ok(cut <= 0.5, `the last Changes entry is cut by ${cut}px`);
+    await page.closeAll();
+    // Nav labels are the headings of the pages they open.
+    page = await chrome.newPage();
+    await page.goto(pageUrl('./'));
+    const links = await page.$$eval('.topbar nav a', (as) => as.map((a) => [a.textContent.trim(), a.getAttribute('href')]));
+    for (const [label, href] of links) {
+      if (href === './') continue;
+      const p = await chrome.newPage();
+      await p.goto(pageUrl(href));
+      assert.equal((await p.textContent('h1')).trim(), label, `nav "${label}" opens a page headed the same`);
+      await p.closeAll();
+    }
+    // The feeds list at 1280 px: no cell clips its content.
+    await waitFor(page, () => document.documentElement.dataset.ready === '1');
+    const clipped = await page.evaluate(() =>
+      [...document.querySelectorAll('#feeds td')].filter((td) => td.scrollWidth > td.clientWidth + 1).map((td) => td.dataset.col || td.textContent.slice(0, 20)),
+    );
+    assert.deepEqual(clipped, []);
+    const wrap = await page.evaluate(() => { const w = document.querySelector('#feeds').closest('.table-wrap'); return w.scrollWidth - w.clientWidth; });
+    assert.ok(wrap <= 1, `the feeds table scrolls sideways by ${wrap}px at 1280 px`);
+    await page.closeAll();
+  });
+
   test(`${tag} every page renders without errors; screenshots (desktop, phone)`, T, async () => {
     const pages = [
       ['index', './'],

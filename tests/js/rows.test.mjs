@@ -19,7 +19,7 @@ test('the snapshot batch applied to an empty set is the state', () => {
   assert.equal(ch.missing, 0);
 });
 
-test('seed 003 batch: deletes and inserts of one timestamp', () => {
+test('a batch: deletes and inserts of one timestamp', () => {
   const s = new RowSet([{ name: 'editor' }, { name: 'count' }]);
   s.apply({ inserted: [['Lockal', 4590], ['Matlin', 5220]], deleted: [] });
   s.apply({

@@ -1,0 +1,619 @@
+/*
+ * conn.c - accepting, keeping and closing FastCGI connections (conn.h).
+ *
+ * Threads: the accepting thread (accept_main) owns the listening socket,
+ * the pending connections and the kept ones; the handlers (handler_main)
+ * take ready requests from rq; the closer (closer_main) drains and closes
+ * finished connections.  conn_finish runs on any thread.
+ */
+#include <config.h> /* autoconf's: _GNU_SOURCE for accept4 */
+
+#include "conn.h"
+
+#include "log.h"
+#include "mono.h"
+#include "xmalloc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define FCGI_HEADER_LEN 8
+#define FCGI_TYPE_PARAMS 4
+#define CONN_PEEK_MAX (64 * 1024) /* a params block larger than this is read blocking */
+/* epoll data of a kept connection (conn_finish): fd | KEPT_TAG.  Others
+ * carry their bare fd (the listening socket, stop_fd, a pending one). */
+#define KEPT_TAG ((uint64_t)1 << 32)
+
+int
+conn_params_complete(const unsigned char *buf, size_t len)
+{
+	size_t off = 0;
+
+	while (off + FCGI_HEADER_LEN <= len) {
+		const unsigned char *h = buf + off;
+		size_t clen = (size_t)h[4] << 8 | h[5];
+
+		if (h[0] != 1)
+			return -1; /* FCGI_VERSION_1 */
+		if (h[1] == FCGI_TYPE_PARAMS && clen == 0)
+			return 1;
+		off += FCGI_HEADER_LEN + clen + h[6];
+	}
+	return 0;
+}
+
+/* ---- deadline FIFOs ---- */
+
+static void
+fifo_push(struct conn_fifo *q, int fd, uint32_t gen, int64_t deadline_ms)
+{
+	if (q->len == q->cap) {
+		size_t nc = q->cap ? q->cap * 2 : 1024;
+		struct conn_deadline *nv = xcalloc(nc, sizeof(*nv));
+		for (size_t k = 0; k < q->len; k++)
+			nv[k] = q->v[(q->head + k) % q->cap];
+		free(q->v);
+		q->v = nv;
+		q->cap = nc;
+		q->head = 0;
+	}
+	q->v[(q->head + q->len++) % q->cap] = (struct conn_deadline){fd, gen, deadline_ms};
+}
+
+/* Take the oldest entry if its deadline is at or before now. */
+static bool
+fifo_pop_due(struct conn_fifo *q, int64_t now, struct conn_deadline *out)
+{
+	if (q->len == 0 || q->v[q->head].deadline_ms > now)
+		return false;
+	*out = q->v[q->head];
+	q->head = (q->head + 1) % q->cap;
+	q->len--;
+	return true;
+}
+
+static void
+fifo_free(struct conn_fifo *q)
+{
+	free(q->v);
+	*q = (struct conn_fifo){0};
+}
+
+/* ---- the handlers' queue ---- */
+
+static void
+rq_push(struct conns *c, int fd, FCGX_Request *req)
+{
+	pthread_mutex_lock(&c->rq_mu);
+	if (c->rq_len == c->rq_cap) {
+		size_t nc = c->rq_cap ? c->rq_cap * 2 : 1024;
+		struct conn_ready *n = xcalloc(nc, sizeof(*n));
+		for (size_t i = 0; i < c->rq_len; i++)
+			n[i] = c->rq[(c->rq_head + i) % c->rq_cap];
+		free(c->rq);
+		c->rq = n;
+		c->rq_cap = nc;
+		c->rq_head = 0;
+	}
+	c->rq[(c->rq_head + c->rq_len++) % c->rq_cap] = (struct conn_ready){fd, req};
+	pthread_cond_signal(&c->rq_cv);
+	pthread_mutex_unlock(&c->rq_mu);
+}
+
+/* Wait for work; false once stopping with nothing left. */
+static bool
+rq_pop(struct conns *c, struct conn_ready *out)
+{
+	pthread_mutex_lock(&c->rq_mu);
+	while (c->rq_len == 0 && !atomic_load(&c->stopping))
+		pthread_cond_wait(&c->rq_cv, &c->rq_mu);
+	if (c->rq_len == 0) {
+		pthread_mutex_unlock(&c->rq_mu);
+		return false;
+	}
+	*out = c->rq[c->rq_head];
+	c->rq_head = (c->rq_head + 1) % c->rq_cap;
+	c->rq_len--;
+	pthread_mutex_unlock(&c->rq_mu);
+	return true;
+}
+
+/* ---- reading a request ---- */
+
+/* Read the request on fd into a new FCGX_Request (libfcgi's
+ * FCGX_Accept_r, reading from the open descriptor: keepConnection keeps
+ * its opening FCGX_Finish_r from closing it).  NULL on a protocol error,
+ * fd closed.  The listening socket it is given is -1: after closing a
+ * connection that failed, FCGX_Accept_r tries to accept another, which
+ * must fail at once instead of blocking this thread. */
+static FCGX_Request *
+read_request(int fd)
+{
+	FCGX_Request *req = xcalloc(1, sizeof(*req));
+
+	FCGX_InitRequest(req, -1, FCGI_FAIL_ACCEPT_ON_INTR);
+	req->ipcFd = fd;
+	req->keepConnection = 1;
+	if (FCGX_Accept_r(req) != 0) {
+		free(req);
+		return NULL;
+	}
+	return req;
+}
+
+/* fd's params block is complete (the accepting thread): read it here
+ * (cannot block) and serve a quick request on this thread, no hand-off;
+ * the rest goes to a handler. */
+static void
+dispatch(struct conns *c, int fd)
+{
+	FCGX_Request *req = read_request(fd);
+
+	if (req == NULL)
+		return;
+	if (c->quick != NULL && c->quick(c->arg, req))
+		c->handle(c->arg, req, &c->acc_ctx);
+	else
+		rq_push(c, -1, req);
+}
+
+/* ---- pending connections (the accepting thread) ---- */
+
+static void
+drop_pending(struct conns *c, int fd)
+{
+	epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
+	if (fd < c->max_fds)
+		c->pend_gen[fd] = 0;
+}
+
+/* Look at what fd has sent so far: 1 handed on (or closed), 0 wait.
+ * hup: the peer has shut down its side (EPOLLRDHUP), so an incomplete
+ * params block will stay incomplete.  here: read a complete request on
+ * this thread (dispatch), for a kept connection; a new connection goes
+ * to a handler as it is, so that a storm of new connections (thousands
+ * of SSE streams opening) costs this thread no more than the accept and
+ * the peek, and the listen queue keeps moving. */
+static int
+check_pending(struct conns *c, int fd, bool watched, bool hup, bool here)
+{
+	ssize_t n = recv(fd, c->peek, CONN_PEEK_MAX, MSG_PEEK | MSG_DONTWAIT);
+	int complete;
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR) && !hup)
+		return 0;
+	if (n <= 0) {
+		complete = -1;
+	} else {
+		complete = conn_params_complete(c->peek, (size_t)n);
+		if (complete == 0 && hup)
+			complete = -1;
+		if (complete == 0 && (size_t)n < CONN_PEEK_MAX)
+			return 0; /* wait for more */
+	}
+	if (watched)
+		drop_pending(c, fd);
+	if (complete < 0) {
+		if (n > 0)
+			log_debug("fd %d: not FastCGI or closed mid-request, closed", fd);
+		close(fd);
+		return 1;
+	}
+	if (complete > 0 && here)
+		dispatch(c, fd);
+	else
+		rq_push(c, fd, NULL); /* a handler reads it (blocking, when too large to peek) */
+	return 1;
+}
+
+/* Wait for fd's params: in the epoll set (mod: it is there already, as a
+ * kept connection) and the deadline FIFO.  false: fd was closed. */
+static bool
+watch_pending(struct conns *c, int fd, bool mod)
+{
+	struct epoll_event ev;
+
+	if (++c->gen_counter == 0)
+		c->gen_counter = 1;
+	c->pend_gen[fd] = c->gen_counter;
+	fifo_push(&c->pending, fd, c->gen_counter, mono_ms() + CONN_PARAMS_MS);
+	ev.events = EPOLLIN | EPOLLRDHUP;
+	ev.data.u64 = (uint64_t)fd;
+	if (epoll_ctl(c->epfd, mod ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0) {
+		c->pend_gen[fd] = 0;
+		close(fd);
+		return false;
+	}
+	return true;
+}
+
+/* A kept connection woke: nginx sent its next request, or closed it. */
+static void
+check_kept(struct conns *c, int fd, uint32_t events)
+{
+	/* EPOLLONESHOT disarmed it: a complete request is read and served
+	 * (dispatch) with the registration left in place for keep() to
+	 * re-arm. */
+	if (check_pending(c, fd, false, (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0, true))
+		return;
+	/* Part of a params block: wait for the rest like a new connection. */
+	if (watch_pending(c, fd, true))
+		check_pending(c, fd, true, false, false);
+}
+
+/* Log an EMFILE/ENFILE at most every 5 s, and do not spin on it. */
+static void
+accept_exhausted(struct conns *c)
+{
+	if (mono_ms() - c->last_emfile_ms > 5000) {
+		log_warning("accept: %s (raise ulimit -n)", strerror(errno));
+		c->last_emfile_ms = mono_ms();
+	}
+	usleep(20 * 1000); /* the socket stays readable */
+}
+
+static void
+accept_some(struct conns *c)
+{
+	/* A few per wake-up, then back to epoll_wait, so that the other
+	 * workers' accepting threads get their share. */
+	for (int i = 0; i < 16; i++) {
+		int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				accept_exhausted(c);
+			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				log_warning("accept: %s", strerror(errno));
+			return;
+		}
+		/* nginx usually sent the params with the connection: look
+		 * before paying for the epoll registration. */
+		if (check_pending(c, fd, false, false, false))
+			continue;
+		if (fd >= c->max_fds) {
+			rq_push(c, fd, NULL); /* outside the table: let libfcgi read it */
+			continue;
+		}
+		if (watch_pending(c, fd, false)) /* the params may have come meanwhile: */
+			check_pending(c, fd, true, false, false);
+	}
+}
+
+/* Close the connections that did not send their params in time. */
+static void
+expire_pending(struct conns *c)
+{
+	struct conn_deadline p;
+	int64_t now = mono_ms();
+
+	while (fifo_pop_due(&c->pending, now, &p))
+		if (p.fd < c->max_fds && c->pend_gen[p.fd] == p.gen) {
+			log_info("fd %d: no complete FastCGI params within %d ms, closed", p.fd,
+			         CONN_PARAMS_MS);
+			drop_pending(c, p.fd);
+			close(p.fd);
+		}
+}
+
+static void *
+accept_main(void *arg)
+{
+	struct conns *c = arg;
+	struct epoll_event evs[256];
+
+	c->acc_ctx.inline_ok = true; /* quick requests' small replies: see dispatch */
+	while (!atomic_load(&c->stopping)) {
+		int n = epoll_wait(c->epfd, evs, 256, 500);
+		for (int i = 0; i < n; i++) {
+			int fd = (int)(evs[i].data.u64 & 0xffffffffu);
+			bool hup = (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+			if (evs[i].data.u64 & KEPT_TAG)
+				check_kept(c, fd, evs[i].events);
+			else if (fd == c->stop_fd)
+				continue;
+			else if (fd == c->listen_fd)
+				accept_some(c);
+			else if (fd < c->max_fds && c->pend_gen[fd] != 0)
+				check_pending(c, fd, true, hup, false);
+		}
+		expire_pending(c);
+	}
+	/* Close what never completed. */
+	for (int fd = 0; fd < c->max_fds; fd++)
+		if (c->pend_gen[fd] != 0) {
+			drop_pending(c, fd);
+			close(fd);
+		}
+	thread_ctx_free(&c->acc_ctx);
+	return NULL;
+}
+
+static void *
+handler_main(void *arg)
+{
+	struct conns *c = arg;
+	struct thread_ctx t = {.inline_ok = true};
+	struct conn_ready rc;
+
+	while (rq_pop(c, &rc)) {
+		if (rc.req == NULL && (rc.req = read_request(rc.fd)) == NULL)
+			continue; /* a protocol error: libfcgi closed it */
+		c->handle(c->arg, rc.req, &t);
+	}
+	thread_ctx_free(&t);
+	return NULL;
+}
+
+/* ---- keeping and closing ---- */
+
+/* Hand a finished request's connection back to the accepting thread, for
+ * nginx's next request on it.  false: not taken (stopping), close it. */
+static bool
+keep(struct conns *c, int fd)
+{
+	struct epoll_event ev;
+
+	/* Once stopping, the accepting thread may be gone: let the caller
+	 * close it. */
+	if (atomic_load_explicit(&c->stopping, memory_order_acquire) || fd >= c->max_fds)
+		return false;
+	/* One-shot: the accepting thread gets one event, then the descriptor
+	 * is quiet while its request is served.  MOD when it is still
+	 * registered from its previous request (the usual case), ADD when it
+	 * never was (its params came with the connection) or left the set. */
+	ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+	ev.data.u64 = (uint64_t)fd | KEPT_TAG;
+	if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+		return true;
+	return errno == ENOENT && epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
+static void
+close_owned(struct conns *c, int fd, uint32_t gen)
+{
+	pthread_mutex_lock(&c->close_mu);
+	if (fd < c->max_fds && c->owner[fd] == gen) {
+		c->owner[fd] = 0;
+		c->open_closes--;
+		close(fd); /* also leaves the epoll set */
+	}
+	pthread_mutex_unlock(&c->close_mu);
+}
+
+static void
+closer_add(struct conns *c, int fd)
+{
+	struct epoll_event ev;
+	uint32_t gen;
+
+	/* As libfcgi's OS_Close: send EOF, then wait for nginx's.  nginx
+	 * (1.22, buffered) finishes the reply on our EOF, not on
+	 * FCGI_END_REQUEST alone: without the shutdown every reply would wait
+	 * for the CONN_CLOSE_WAIT_MS sweep.  Reads are MSG_DONTWAIT. */
+	shutdown(fd, SHUT_WR);
+	pthread_mutex_lock(&c->close_mu);
+	if (fd >= c->max_fds || c->close_epfd < 0) {
+		pthread_mutex_unlock(&c->close_mu);
+		close(fd);
+		return;
+	}
+	gen = ++c->close_gen;
+	if (gen == 0)
+		gen = ++c->close_gen;
+	c->owner[fd] = gen;
+	c->open_closes++;
+	fifo_push(&c->closing, fd, gen, mono_ms() + CONN_CLOSE_WAIT_MS);
+	ev.events = EPOLLIN | EPOLLRDHUP;
+	ev.data.u64 = (uint64_t)(unsigned)fd | (uint64_t)gen << 32;
+	if (epoll_ctl(c->close_epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+		c->owner[fd] = 0;
+		c->open_closes--;
+		close(fd);
+	}
+	pthread_mutex_unlock(&c->close_mu);
+}
+
+/* nginx closed its end (or an error): drain, close. */
+static void
+closer_event(struct conns *c, int fd, uint32_t gen)
+{
+	char trash[4096];
+	ssize_t r;
+
+	pthread_mutex_lock(&c->close_mu);
+	bool mine = fd < c->max_fds && c->owner[fd] == gen;
+	pthread_mutex_unlock(&c->close_mu);
+	if (!mine)
+		return;
+	while ((r = recv(fd, trash, sizeof(trash), MSG_DONTWAIT)) > 0)
+		;
+	if (r == 0 || (errno != EAGAIN && errno != EINTR))
+		close_owned(c, fd, gen);
+}
+
+/* Close the connections nginx did not close within CONN_CLOSE_WAIT_MS. */
+static void
+closer_expire(struct conns *c)
+{
+	int64_t now = mono_ms();
+
+	for (;;) {
+		struct conn_deadline pc;
+		bool due;
+
+		pthread_mutex_lock(&c->close_mu);
+		due = fifo_pop_due(&c->closing, now, &pc);
+		pthread_mutex_unlock(&c->close_mu);
+		if (!due)
+			break;
+		close_owned(c, pc.fd, pc.gen);
+	}
+}
+
+static void *
+closer_main(void *arg)
+{
+	struct conns *c = arg;
+	struct epoll_event evs[256];
+
+	for (;;) {
+		int n = epoll_wait(c->close_epfd, evs, 256, 200);
+		for (int i = 0; i < n; i++)
+			closer_event(c, (int)(evs[i].data.u64 & 0xffffffffu),
+			             (uint32_t)(evs[i].data.u64 >> 32));
+		closer_expire(c);
+		if (atomic_load(&c->closer_stop)) {
+			pthread_mutex_lock(&c->close_mu);
+			size_t left = c->open_closes;
+			pthread_mutex_unlock(&c->close_mu);
+			if (left == 0)
+				break;
+		}
+	}
+	return NULL;
+}
+
+void
+conn_finish(struct conns *c, FCGX_Request *req)
+{
+	bool keep_conn;
+	int fd;
+
+	if (req == NULL)
+		return;
+	/* What nginx asked for in FCGI_BEGIN_REQUEST (libfcgi copies its
+	 * FCGI_KEEP_CONN flag here): fastcgi_keep_conn on. */
+	keep_conn = req->keepConnection != 0;
+	/* keepConnection: FCGX_Finish_r flushes, writes FCGI_END_REQUEST and
+	 * frees the streams but leaves the descriptor to us (unless a stream
+	 * failed, when it closes it itself). */
+	req->keepConnection = 1;
+	FCGX_Finish_r(req);
+	fd = req->ipcFd;
+	free(req);
+	if (fd < 0)
+		return;
+	/* A kept connection: nginx finishes the reply on FCGI_END_REQUEST
+	 * and may send its next request on it. */
+	if (keep_conn && keep(c, fd))
+		return;
+	closer_add(c, fd);
+}
+
+bool
+conn_write(FCGX_Request *req, const char *data, size_t len)
+{
+	while (len > 0) {
+		int chunk = len > (1u << 30) ? (1 << 30) : (int)len;
+		if (FCGX_PutStr(data, chunk, req->out) != chunk)
+			return false;
+		data += chunk;
+		len -= (size_t)chunk;
+	}
+	return true;
+}
+
+/* ---- start and stop ---- */
+
+static void
+epoll_add_in(int epfd, int fd)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)fd};
+
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+		fatal("epoll_ctl(ADD, %d)", fd);
+}
+
+void
+conn_start(struct conns *c, int lfd, int n, int max_fds, conn_handler handle, conn_quick quick,
+           void *arg)
+{
+	memset(c, 0, sizeof(*c));
+	c->listen_fd = lfd;
+	c->max_fds = max_fds;
+	c->handle = handle;
+	c->quick = quick;
+	c->arg = arg;
+	pthread_mutex_init(&c->rq_mu, NULL);
+	pthread_cond_init(&c->rq_cv, NULL);
+	pthread_mutex_init(&c->close_mu, NULL);
+	c->pend_gen = xcalloc((size_t)max_fds, sizeof(*c->pend_gen));
+	c->owner = xcalloc((size_t)max_fds, sizeof(*c->owner));
+	c->peek = xcalloc(1, CONN_PEEK_MAX);
+	if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) != 0)
+		fatal("cannot make the listening socket non-blocking");
+	c->epfd = epoll_create1(EPOLL_CLOEXEC);
+	c->close_epfd = epoll_create1(EPOLL_CLOEXEC);
+	c->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->epfd < 0 || c->close_epfd < 0 || c->stop_fd < 0)
+		fatal("epoll_create1/eventfd");
+	/* Not EPOLLEXCLUSIVE: with it the kernel keeps waking the first
+	 * process whose thread sits in epoll_wait, even a stopped one, and
+	 * connections wait for it.  Waking every worker's accepting thread
+	 * costs a failed accept4 (EAGAIN) per extra worker, and spreads the
+	 * connections. */
+	epoll_add_in(c->epfd, lfd);
+	epoll_add_in(c->epfd, c->stop_fd);
+	if (pthread_create(&c->closer, NULL, closer_main, c) != 0)
+		fatal("cannot start the closer thread");
+	c->handlers = xcalloc((size_t)n, sizeof(*c->handlers));
+	for (int i = 0; i < n; i++)
+		if (pthread_create(&c->handlers[i], NULL, handler_main, c) != 0)
+			fatal("cannot start handler %d", i);
+	c->n_handlers = n;
+	if (pthread_create(&c->acceptor, NULL, accept_main, c) != 0)
+		fatal("cannot start the accepting thread");
+}
+
+void
+conn_stop_accepting(struct conns *c)
+{
+	uint64_t one = 1;
+
+	atomic_store_explicit(&c->stopping, true, memory_order_release);
+	if (write(c->stop_fd, &one, sizeof(one)) < 0)
+		log_warning("eventfd write: %s", strerror(errno));
+	pthread_join(c->acceptor, NULL);
+	pthread_mutex_lock(&c->rq_mu);
+	pthread_cond_broadcast(&c->rq_cv);
+	pthread_mutex_unlock(&c->rq_mu);
+	for (int i = 0; i < c->n_handlers; i++)
+		pthread_join(c->handlers[i], NULL);
+	free(c->handlers);
+	c->handlers = NULL;
+	c->n_handlers = 0;
+	/* epfd stays open (and pend_gen): a writer may still be in keep(),
+	 * past its stopping check.  A connection it registered after the
+	 * accepting thread left closes with the process. */
+	close(c->stop_fd);
+	c->stop_fd = -1;
+	free(c->rq);
+	c->rq = NULL;
+	fifo_free(&c->pending);
+}
+
+void
+conn_stop(struct conns *c)
+{
+	atomic_store(&c->closer_stop, true);
+	pthread_join(c->closer, NULL);
+	pthread_mutex_lock(&c->close_mu);
+	close(c->close_epfd);
+	c->close_epfd = -1;
+	fifo_free(&c->closing);
+	pthread_mutex_unlock(&c->close_mu);
+	free(c->peek);
+	c->peek = NULL;
+	free(c->pend_gen);
+	c->pend_gen = NULL;
+	free(c->owner);
+	c->owner = NULL;
+	c->max_fds = 0; /* keep() and closer_add() take nothing any more */
+}

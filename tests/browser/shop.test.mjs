@@ -1,0 +1,118 @@
+// The shop dashboard (htdocs/shop.html) in headless Chromium against the
+// real stack (tests/browser/shop_stack.py: PostgreSQL with sql/shop/shop.sql,
+// tailgated with the shop's feeds, tailgate-shopgen, nginx + tailgate-fcgi):
+// it shows live data (item summary sorted by conversion rate, the funnel
+// equal to the feed's sums, the trend chart, top sellers), and a purchase
+// that takes an item below the threshold appears as a highlighted new
+// low-stock alert.  Skipped when the build has no shop (shop_stack.py --check).
+
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { launch } from './chromium.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const ART = path.resolve(here, '../artifacts');
+const helper = path.join(here, 'shop_stack.py');
+const usable = spawnSync('python3', [helper, '--check']).status === 0 && !process.env.TAILGATE_URL;
+
+function startShop() {
+  const child = spawn('python3', [helper], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = readline.createInterface({ input: child.stdout });
+  const waiting = [];
+  lines.on('line', (l) => {
+    try {
+      waiting.shift()?.(JSON.parse(l));
+    } catch {
+      /* not ours */
+    }
+  });
+  const exited = new Promise((r) => child.on('exit', (c) => r(c)));
+  const next = () => Promise.race([new Promise((r) => waiting.push(r)), exited.then((c) => ({ error: `shop_stack.py exited (${c})` }))]);
+  const call = async (cmd) => {
+    const p = next();
+    child.stdin.write(cmd + '\n');
+    const r = await p;
+    if (r.error) throw new Error(`${cmd}: ${r.error}`);
+    return r;
+  };
+  return next().then((up) => {
+    if (up.error) throw new Error(up.error);
+    return {
+      url: up.url,
+      call,
+      stop: async () => {
+        await call('stop').catch(() => {});
+        child.stdin.end();
+        await exited;
+      },
+    };
+  });
+}
+
+describe('shop dashboard [real]', { skip: !usable && 'no shop build (tailgate-shopgen) or an external stack' }, () => {
+  let shop, chrome;
+  before(async () => {
+    shop = await startShop();
+    chrome = await launch();
+  });
+  after(async () => {
+    await chrome?.close();
+    await shop?.stop();
+  });
+
+  test('shows live data and highlights a low-stock alert caused by a purchase', { timeout: 180_000 }, async () => {
+    const page = await chrome.newPage();
+    await page.goto(new URL('shop.html', shop.url).href);
+    await page.waitForFunction(() => document.documentElement.dataset.ready === '1', undefined, { timeout: 60_000 });
+    // Live: item_summary batches keep coming (pageviews every tick).
+    const b0 = await page.evaluate(() => window.tailgatePage.subs.item_summary.stats.batches);
+    await page.waitForFunction((b) => window.tailgatePage.subs.item_summary.stats.batches > b + 2, b0, { timeout: 30_000 });
+    // The item table is sorted by conversion rate, highest first.
+    const rates = await page.$$eval('#items tbody tr', (trs) => trs.map((tr) => JSON.parse(tr.dataset.key)));
+    const cols = await page.evaluate(() => window.tailgatePage.subs.item_summary.toObject ? window.tailgatePage.subs.table.columns.map((c) => c.name) : []);
+    const ci = cols.indexOf('conversion_rate');
+    assert.ok(rates.length > 0 && ci >= 0, 'the item summary has rows');
+    const vals = rates.map((r) => (r[ci] == null ? -1 : Number(r[ci])));
+    for (let i = 1; i < vals.length; i++) assert.ok(vals[i - 1] >= vals[i], `sorted by conversion rate at row ${i}`);
+    // The funnel equals the sums of the rows the page holds.
+    const f = await page.evaluate(() => {
+      const objs = window.tailgatePage.subs.item_summary.objects();
+      const sum = (k) => objs.reduce((a, o) => a + Number(o[k] || 0), 0);
+      return {
+        want: { pageviews: String(sum('pageviews')), orders: String(sum('orders')) },
+        shown: {
+          pageviews: document.querySelector('#funnel [data-col="pageviews"]').dataset.value,
+          orders: document.querySelector('#funnel [data-col="orders"]').dataset.value,
+        },
+      };
+    });
+    assert.deepEqual(f.shown, f.want, 'the funnel shows the feed\'s sums');
+    assert.ok(Number(f.want.pageviews) > 0, 'pageviews counted');
+    // Top sellers: bars; the trend: a line once a minute has orders.
+    await page.waitForFunction(() => document.querySelectorAll('#sellers .bar').length > 0, undefined, { timeout: 30_000 });
+    await page.waitForFunction(() => Number(document.getElementById('trend').dataset.points) > 0, undefined, { timeout: 30_000 });
+    // A purchase takes an item below the threshold: a new, highlighted alert.
+    const { item_id } = await shop.call('make-low');
+    await page.waitForFunction(
+      (id) => {
+        const li = document.querySelector(`#low li[data-item="${id}"]`);
+        return li && li.classList.contains('alert-new') && window.tailgatePage.alerts.some((a) => String(a.item_id) === String(id));
+      },
+      item_id,
+      { timeout: 30_000, polling: 100 },
+    );
+    const inv = await page.getAttribute(`#low li[data-item="${item_id}"]`, 'data-inventory');
+    assert.equal(inv, '2', 'the alert shows the inventory the purchase left');
+    assert.ok(await page.$(`#alerts li[data-item="${item_id}"]`), 'the alert is in the alerts list');
+    fs.mkdirSync(ART, { recursive: true });
+    await page.screenshot({ path: path.join(ART, 'shop-desktop.png'), fullPage: true });
+    assert.equal(await page.getAttribute('#badge', 'data-state'), 'live');
+    assert.deepEqual(page.errors, []);
+    await page.closeAll();
+  });
+});

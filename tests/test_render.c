@@ -1,0 +1,249 @@
+/*
+ * test_render.c - the responder's replies without nginx: SSE framing,
+ * filtered and unfiltered batches, ranges read from a ring the test
+ * writes, and the replies a waiter gets from its cursor (render.h).
+ */
+#include "feeds.h"
+#include "http_params.h"
+#include "render.h"
+#include "reply.h"
+#include "waiter.h"
+
+#include "resp_ring.h"
+#include "tap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const snap_rows[] = {"[1,\"apple\"]", "[2,\"pear\"]", NULL};
+static const char *const b2[] = {"[3,\"plum\"]", NULL};
+static const char *const b3[] = {"[4,\"fig\"]", "[5,\"kiwi\"]", NULL};
+static const char *const b4_del[] = {"[1,\"apple\"]", NULL};
+
+/* Count the non-overlapping occurrences of needle in hay[0..n). */
+static int
+count(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+		n++;
+	return n;
+}
+
+static struct filter *
+compile(const char *query, struct seg *seg, char **key)
+{
+	struct hp_request hp;
+	struct filter *f;
+	char err[256];
+
+	if (!hp_parse(query, NULL, NULL, 25, &hp, err, sizeof(err))) {
+		printf("# %s: %s\n", query, err);
+		return NULL;
+	}
+	f = filter_compile(&hp, &seg->cols, err, sizeof(err));
+	*key = hp.filter_key;
+	hp.filter_key = NULL;
+	hp_free(&hp);
+	return f;
+}
+
+static void
+test_sse_framing(void)
+{
+	struct bbuf b = {0};
+
+	render_sse_event(&b, "snapshot", 7, "{\"a\":1}", 7);
+	bbuf_add(&b, "", 1);
+	is_str(b.p, "event: snapshot\nid: 7\ndata: {\"a\":1}\n\n", "an SSE event: name, id, data");
+	b.len = 0;
+	render_sse_event(&b, NULL, 8, "[\"x\ny\"]", 7);
+	bbuf_add(&b, "", 1);
+	is_str(b.p, "id: 8\ndata: [\"x\ndata: y\"]\n\n",
+	       "a newline in the JSON starts a data: line");
+	b.len = 0;
+	render_error(&b, 410, "cursor_gone", "bad \xff byte");
+	bbuf_add(&b, "", 1);
+	ok(strncmp(b.p, "Status: 410 Gone\r\n", 18) == 0, "an error's status line");
+	ok(strstr(b.p, "\"message\":\"bad \\ufffd byte\"") != NULL,
+	   "a message's non-UTF-8 byte becomes U+FFFD");
+	bbuf_free(&b);
+}
+
+static void
+test_range(struct ring *r, struct seg *seg)
+{
+	struct ring_buf scratch = {0};
+	struct render_range rr;
+	struct bbuf out = {0};
+	struct filter *f;
+	char *key;
+	int rc;
+
+	/* seq 0 is the batch at cursor 2 (the snapshot is at 1). */
+	rc = render_range(r, 0, 3, NULL, false, RENDER_MAX_REPLY, &out, &scratch, &rr, 1);
+	bbuf_add(&out, "", 1);
+	is_int(rc, RING_OK, "a range reads");
+	is_int(rr.n_batches, 3, "three batches");
+	is_int(rr.next_seq, 3, "next seq after them");
+	is_int(rr.last_cursor, 4, "last cursor 4");
+	is_int(count(out.p, "\"timestamp\""), 3, "three batch objects, comma-separated");
+	ok(strstr(out.p, "[5,\"kiwi\"]") != NULL && strstr(out.p, "},{") != NULL,
+	   "rows copied, batches joined by commas");
+
+	out.len = 0;
+	render_range(r, 0, 3, NULL, true, RENDER_MAX_REPLY, &out, &scratch, &rr, 1);
+	bbuf_add(&out, "", 1);
+	is_int(count(out.p, "\n\n"), 3, "SSE: three events");
+	ok(strncmp(out.p, "id: 2\ndata: {", 13) == 0, "SSE: each event's id is its cursor");
+	ok(strstr(out.p, "id: 4\ndata: ") != NULL, "SSE: the last event is cursor 4");
+
+	f = compile("item=eq.fig", seg, &key);
+	ok(f != NULL, "filter item=eq.fig compiles");
+	out.len = 0;
+	render_range(r, 0, 3, f, false, RENDER_MAX_REPLY, &out, &scratch, &rr, 1);
+	bbuf_add(&out, "", 1);
+	is_int(rr.n_batches, 1, "filtered: one batch passes");
+	is_int(rr.last_cursor, 4, "filtered: the position still moves past all three");
+	ok(strstr(out.p, "\"inserted\":[[4,\"fig\"]]") != NULL && strstr(out.p, "kiwi") == NULL,
+	   "filtered: only the matching row");
+	ok(strstr(out.p, "\"timestamp\":\"3\"") != NULL, "filtered: the batch keeps its cursor");
+	filter_free(f);
+	free(key);
+
+	/* Stop past max_bytes: one batch at a time. */
+	out.len = 0;
+	render_range(r, 0, 3, NULL, false, 1, &out, &scratch, &rr, 1);
+	is_int(rr.n_batches, 1, "max_bytes: stops after the first batch");
+	is_int(rr.next_seq, 1, "max_bytes: next seq 1");
+	bbuf_free(&out);
+	free(scratch.data);
+}
+
+static void
+test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
+{
+	struct render rd;
+	struct ring_buf scratch = {0};
+	struct reply *r, *again;
+	struct waiter *w;
+	uint64_t seq;
+	char *key;
+	struct filter *f;
+
+	render_init(&rd, 77);
+	/* A long-poll at cursor 2: the two batches after it. */
+	w = waiter_new(NULL, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false, 0);
+	ok(ring_lookup(seg->ring, 2, &seq) == RING_OK, "cursor 2 is held");
+	w->seq_after = seq;
+	w->cursor = 2;
+	r = render_next(&rd, w, 3, &scratch);
+	ok(r != NULL && r->status == 200, "render_next: a reply");
+	is_int(r ? r->batches : 0, 2, "render_next: two batches");
+	ok(r && strstr(r->data, "{\"cursor\":\"4\",\"batches\":[{") != NULL,
+	   "render_next: the new cursor leads");
+	ok(r && strstr(r->data, "max-age=77, immutable") != NULL,
+	   "render_next: batches are cacheable for the configured max-age");
+	is_int(w->cursor, 4, "the waiter moved to cursor 4");
+	is_int(w->seq_after, 3, "and seq 3");
+	reply_release(r);
+
+	/* The cache: the same position and head share one reply. */
+	w->seq_after = seq;
+	w->cursor = 2;
+	r = render_next_shared(&rd, w, 3, &scratch);
+	w->seq_after = seq;
+	w->cursor = 2;
+	again = render_next_shared(&rd, w, 3, &scratch);
+	ok(r != NULL && r == again, "render_next_shared: a second request shares the reply");
+	is_int(w->cursor, 4, "a cache hit moves the waiter too");
+	reply_release(r);
+	reply_release(again);
+
+	/* Timeout: an empty batch list at the cursor, not cacheable. */
+	r = render_timeout_reply(&rd, w);
+	ok(strstr(r->data, "{\"cursor\":\"4\",\"batches\":[]}") != NULL, "timeout: no batches");
+	ok(strstr(r->data, "no-store") != NULL, "timeout: no-store");
+	reply_release(r);
+
+	/* A cursor that is not the batch before seq_after: 410. */
+	w->seq_after = 0;
+	w->cursor = 3;
+	r = render_next(&rd, w, 3, &scratch);
+	is_int(r ? r->status : 0, 410, "a cursor out of the history: 410");
+	ok(r && strstr(r->data, "cursor_gone") != NULL, "410 says cursor_gone");
+	reply_release(r);
+	waiter_free(w);
+
+	/* Filtered with no match: NULL, and the waiter moves past. */
+	f = compile("item=eq.none", seg, &key);
+	w = waiter_new(NULL, feed, seg_ref(seg), fspec_new(f, key), false, 0);
+	w->seq_after = 0;
+	w->cursor = 1;
+	ok(render_next(&rd, w, 3, &scratch) == NULL, "nothing matches: no reply");
+	is_int(w->cursor, 4, "nothing matches: the waiter still moves to cursor 4");
+	waiter_free(w);
+
+	/* The snapshot and the batches after it. */
+	w = waiter_new(NULL, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false, 0);
+	r = render_snapshot(w, &scratch);
+	ok(r != NULL, "render_snapshot: a reply");
+	ok(r && strstr(r->data, "{\"cursor\":\"4\",\"columns\":[") != NULL,
+	   "snapshot: cursor and columns");
+	ok(r && strstr(r->data, "[2,\"pear\"]") != NULL && strstr(r->data, "[5,\"kiwi\"]") != NULL,
+	   "snapshot: its rows and the later batches");
+	is_int(r ? r->batches : 0, 4, "snapshot: the snapshot batch and three more");
+	reply_release(r);
+	waiter_free(w);
+
+	/* SSE snapshot: an "event: snapshot" first. */
+	w = waiter_new(NULL, feed, seg_ref(seg), fspec_new(NULL, strdup("")), true, 0);
+	r = render_snapshot(w, &scratch);
+	ok(r && strncmp(r->data, "event: snapshot\nid: 1\ndata: ", 28) == 0,
+	   "SSE snapshot: event snapshot at the snapshot's cursor");
+	ok(r && strstr(r->data, "\nid: 4\n") != NULL, "SSE snapshot: then the batches as events");
+	reply_release(r);
+	waiter_free(w);
+
+	/* /feeds */
+	struct bbuf b = {0};
+	render_feed_list(fs, &b);
+	bbuf_add(&b, "", 1);
+	ok(strstr(b.p, "{\"feeds\":[{\"name\":\"t\",\"source\":\"test\"") != NULL,
+	   "the feed list names the feed");
+	ok(strstr(b.p, "\"cursor\":\"4\"") != NULL, "the feed list gives the head cursor");
+	bbuf_free(&b);
+	render_free(&rd);
+	free(scratch.data);
+}
+
+int
+main(void)
+{
+	char dir[] = "/tmp/test_render.XXXXXX";
+	struct ring *r = rr_create(dir, 1, snap_rows);
+	struct feeds fs;
+	struct feed *feed;
+	struct seg *seg;
+	char err[256];
+
+	rr_append(r, 2, b2, NULL);
+	rr_append(r, 3, b3, NULL);
+	rr_append(r, 4, NULL, b4_del);
+	feeds_init(&fs, dir);
+	is_int(feeds_acquire(&fs, "t", &feed, &seg, err, sizeof(err)), 200, "the feed attaches");
+	struct feed *no_feed;
+	struct seg *no_seg;
+	is_int(feeds_acquire(&fs, "t/..", &no_feed, &no_seg, err, sizeof(err)), 404,
+	       "a bad name: 404");
+
+	test_sse_framing();
+	test_range(seg->ring, seg);
+	test_waiters(&fs, feed, seg);
+
+	seg_release(seg);
+	feeds_free(&fs);
+	rr_remove(r, dir);
+	return tap_done();
+}
