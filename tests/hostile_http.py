@@ -7,7 +7,8 @@ library).  Every request below must get a 4xx: the responder's JSON error
 ({"error", "message"}, valid UTF-8 whatever was asked, Cache-Control
 no-store), or nginx's own 4xx page where nginx refuses before the
 responder (414 for a request line over its 8 KB buffer, 400 for a NUL or a
-bad header, 403 from the snippet's `limit_except GET`).  Never a 5xx, a
+bad header, 405 with a JSON body from the snippet for a method other than
+GET and HEAD).  Never a 5xx, a
 reset without an answer, or a hang (each request has a 10 s budget, and
 none of them may park):
 
@@ -491,9 +492,20 @@ def part_nginx(st, pid):
     for what in ("cursor=18446744073709551615 (valid, not held: 410)",
                  "cursor=0 (valid, before the floor: 410)"):
         ok(status(what) == 410, "%s" % what, results[what])
-    for what in ("POST", "PUT", "DELETE"):
-        ok(status(what) in (403, 405), "%s refused by the snippet (403/405)" % what,
-           results[what])
+    for what in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "an unknown method",
+                 "POST to /metrics"):
+        e = json_error(results[what])
+        ok(status(what) == 405 and e and e["error"] == "method_not_allowed"
+           and results[what].headers.get("allow") == "GET, HEAD",
+           "%s: 405 with the API's JSON error and Allow: GET, HEAD" % what, results[what])
+    # gzip'd and plain replies share a URL: Vary says so, to every cache.
+    r = http(st.port, "/feeds/bids", headers=b"Accept-Encoding: gzip\r\n")
+    plain = http(st.port, "/feeds/bids")
+    ok(r.status == 200 and r.headers.get("content-encoding") == "gzip"
+       and "accept-encoding" in r.headers.get("vary", "").lower()
+       and "accept-encoding" in plain.headers.get("vary", "").lower(),
+       "a reply that may be gzip'd says Vary: Accept-Encoding (gzip'd or not)",
+       (r.headers, plain.headers))
 
     # Dot segments nginx resolves before matching a location: /feeds/%2e%2e
     # is "/" and /feeds/bids%2f.. is "/feeds/" - never a file outside root.

@@ -14,7 +14,9 @@ primary key (events) and one with a key and REPLICA IDENTITY FULL (orders):
   * a publication of ours left on a table that lost its replica identity is
     dropped when the feed is refused, so the application's writes work again;
   * a permanent feed removed on SIGHUP logs the exact commands that drop
-    its slot and publication;
+    its slot and publication; tailgated --cleanup lists that slot (with the
+    WAL it retains) and publication, --cleanup --yes drops them, and never
+    an active slot;
   * tailgated --check (like nginx -t) exits 1 with a line naming each
     misconfiguration: a missing table or column, a table without a replica
     identity, a role without REPLICATION or not owning the table, refused
@@ -91,6 +93,20 @@ def run_check(pg, ring_dir, feeds, conninfo=None, conf_dir=None):
                 f.write("%s = %s\n" % (k, v))
     p = subprocess.run([TAILGATED, "--check", "-c", path], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True, timeout=60)
+    return p.returncode, p.stdout
+
+
+def run_cleanup(pg, ring_dir, feeds, yes=False):
+    """tailgated --cleanup [--yes] on a configuration: (exit status, output)."""
+    path = os.path.join(ring_dir, "cleanup.conf")
+    with open(path, "w") as f:
+        f.write("source = postgresql\nconninfo = %s\nring_dir = %s\n\n" % (pg.dsn, ring_dir))
+        for name, opts in feeds.items():
+            f.write("[feed %s]\n" % name)
+            for k, v in opts.items():
+                f.write("%s = %s\n" % (k, v))
+    p = subprocess.run([TAILGATED, "--cleanup"] + (["--yes"] if yes else []) + ["-c", path],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
     return p.returncode, p.stdout
 
 
@@ -226,6 +242,12 @@ def main():
         good, _, why = wait_equal(pg, orders, ["id", "v"], "orders")
         ok(good and ours(pg)[1] == "tailgate_orders", "a permanent feed streams from slot "
            "tailgate_orders (%s)" % (ours(pg),), why)
+        # --cleanup with a configuration that does not name it: listed as
+        # in use, and --yes leaves an active slot alone.
+        rc, out = run_cleanup(pg, ring_dir, {"other": {"table": "orders"}}, yes=True)
+        ok(rc == 0 and "slot tailgate_orders: " in out and "in use" in out
+           and ours(pg)[1] == "tailgate_orders",
+           "--cleanup --yes never drops an active slot", out)
         Daemon(pg, ring_dir, {"events2": {"table": "orders", "where": "id < 0"}})  # rewrites
         d.proc.send_signal(signal.SIGHUP)
         want = ("SELECT pg_drop_replication_slot('tailgate_orders'); "
@@ -233,8 +255,32 @@ def main():
         ok(wait_for(lambda: want in d.log_text()),
            "removing it on SIGHUP logs the exact commands to drop its slot", d.log_text())
         d.stop()
-        pg.psql("SELECT pg_drop_replication_slot('tailgate_orders'); "
-                "DROP PUBLICATION tailgate_orders")
+        # A restart names the idle leftover slot and the WAL it keeps.
+        d.start()
+        ok(wait_for(lambda: "slot tailgate_orders is not in" in d.log_text()
+                    and "bytes of WAL (wal_status" in d.log_text()),
+           "at start, the log names the idle leftover slot and the WAL it retains",
+           d.log_text())
+        d.stop()
+        conf = os.path.join(ring_dir, "tailgated.conf")
+        p = subprocess.run([TAILGATED, "--cleanup", "-c", conf], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        ok(p.returncode == 0 and "slot tailgate_orders: not in %s; inactive, retains" % conf
+           in p.stdout and "wal_status" in p.stdout
+           and "publication tailgate_orders: not in" in p.stdout
+           and ours(pg) == ("tailgate_orders", "tailgate_orders"),
+           "--cleanup lists the removed permanent feed's slot (WAL retained, wal_status) "
+           "and publication, and drops nothing", p.stdout)
+        p = subprocess.run([TAILGATED, "--cleanup", "--yes", "-c", conf],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=60)
+        ok(p.returncode == 0 and "dropped slot tailgate_orders" in p.stdout
+           and "dropped publication tailgate_orders" in p.stdout and ours(pg) == ("", ""),
+           "--cleanup --yes drops them (left: %s)" % (ours(pg),), p.stdout)
+        p = subprocess.run([TAILGATED, "--cleanup", "-c", conf], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        ok(p.returncode == 0 and "nothing to clean up" in p.stdout,
+           "--cleanup then finds nothing", p.stdout)
         check_cases(pg, ring_dir)
     finally:
         for x in (d, d2):

@@ -159,6 +159,7 @@ static const struct bad bads[] = {
         {"foo=bar", NULL, NULL, "unknown parameter"},
         {"amount=like.5", NULL, NULL, "bad filter operator"},
         {"amount=gt", NULL, NULL, "unknown parameter"},
+        {"amount=100", NULL, NULL, "missing its operator: write amount=eq.100"},
         {"id=in.1,2", NULL, NULL, "parentheses"},
         {"id=in.(\"a,b)", NULL, NULL, "unterminated"},
         {"x=eq.%zz", NULL, NULL, "percent"},

@@ -2,6 +2,7 @@
  * tailgated.c - the subscriber daemon: options, signals, the main loop.
  *
  *   tailgated [-c FILE] [--check [--syntax]] [--syslog] [--remove-on-exit] [-d]
+ *   tailgated --cleanup [--yes] [-c FILE]
  *
  * One process per upstream database.  For each feed in the configuration
  * it holds one subscription (source.h) and writes one batch per upstream
@@ -21,6 +22,7 @@
 #include "conf.h"
 
 #include "check.h"
+#include "cleanup.h"
 #include "daemon.h"
 #include "log.h"
 
@@ -31,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/file.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -43,6 +46,7 @@ usage(FILE *f)
 	fprintf(f,
 	        "usage: tailgated [-c FILE] [--check [--syntax]] [--syslog] [--remove-on-exit] "
 	        "[-d]\n"
+	        "       tailgated --cleanup [--yes] [-c FILE]\n"
 	        "\n"
 	        "Subscribe to each feed's SQL view and publish its changes, one batch per\n"
 	        "upstream timestamp, into a shared-memory ring per feed.\n"
@@ -52,6 +56,9 @@ usage(FILE *f)
 	        "                      feed and the ring_dir (like nginx -t); one line per\n"
 	        "                      problem, exit 1 when there is one\n"
 	        "      --syntax        with --check: the file only, no connection\n"
+	        "      --cleanup       list the slots and publications tailgated created that\n"
+	        "                      the configuration no longer names (never an active slot)\n"
+	        "      --yes           with --cleanup: drop them\n"
 	        "      --syslog        log to syslog (facility daemon) instead of stderr\n"
 	        "      --remove-on-exit  unlink the feeds' segments when stopping\n"
 	        "  -d, --debug         log debug messages too\n"
@@ -102,13 +109,38 @@ lock_ring_dir(const char *ring_dir)
 	/* fd stays open: the lock lives as long as the process. */
 }
 
+/* A configuration that holds a password should be readable by the daemon's
+ * user (and its group) only: warn when every user of the host can read it.
+ * A warning, not a refusal: the operator may have reasons (a container
+ * with one user), and refusing would stop a running service on reload. */
+static void
+warn_readable_password(const struct conf *conf, const char *path, FILE *out)
+{
+	struct stat st;
+
+	if (conf == NULL || conf->password == NULL || stat(path, &st) != 0 ||
+	    (st.st_mode & S_IROTH) == 0)
+		return;
+	if (out != NULL)
+		fprintf(out,
+		        "tailgated: warning: %s holds a password and every user can read it "
+		        "(mode %04o); chmod 640 %s\n",
+		        path, (unsigned)(st.st_mode & 07777), path);
+	else
+		log_warning("%s holds a password and every user can read it (mode %04o); "
+		            "chmod 640 %s",
+		            path, (unsigned)(st.st_mode & 07777), path);
+}
+
 int
 main(int argc, char **argv)
 {
-	enum { OPT_SYSLOG = 256, OPT_REMOVE, OPT_SYNTAX };
+	enum { OPT_SYSLOG = 256, OPT_REMOVE, OPT_SYNTAX, OPT_CLEANUP, OPT_YES };
 	static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
 	                                     {"check", no_argument, NULL, 'n'},
 	                                     {"syntax", no_argument, NULL, OPT_SYNTAX},
+	                                     {"cleanup", no_argument, NULL, OPT_CLEANUP},
+	                                     {"yes", no_argument, NULL, OPT_YES},
 	                                     {"syslog", no_argument, NULL, OPT_SYSLOG},
 	                                     {"remove-on-exit", no_argument, NULL, OPT_REMOVE},
 	                                     {"debug", no_argument, NULL, 'd'},
@@ -117,8 +149,8 @@ main(int argc, char **argv)
 	                                     {"version", no_argument, NULL, 'V'},
 	                                     {NULL, 0, NULL, 0}};
 	const char *path = DEFAULT_CONFIG;
-	bool check = false, syntax_only = false, use_syslog = false, remove_on_exit = false,
-	     stop = false;
+	bool check = false, syntax_only = false, cleanup = false, yes = false, use_syslog = false,
+	     remove_on_exit = false, stop = false;
 	struct conf *conf;
 	struct daemon *d;
 	char err[1024];
@@ -135,6 +167,12 @@ main(int argc, char **argv)
 			break;
 		case OPT_SYNTAX:
 			syntax_only = true;
+			break;
+		case OPT_CLEANUP:
+			cleanup = true;
+			break;
+		case OPT_YES:
+			yes = true;
 			break;
 		case OPT_SYSLOG:
 			use_syslog = true;
@@ -164,12 +202,27 @@ main(int argc, char **argv)
 		return 2;
 	}
 
+	if (yes && !cleanup) {
+		fprintf(stderr, "tailgated: --yes goes with --cleanup\n");
+		return 2;
+	}
 	conf = conf_load(path, err, sizeof(err));
+	if (cleanup) {
+		if (conf == NULL) {
+			fprintf(stderr, "tailgated: %s\n", err);
+			return 1;
+		}
+		warn_readable_password(conf, path, stderr);
+		int rc = cleanup_run(conf, yes, stdout);
+		conf_free(conf);
+		return rc;
+	}
 	if (check) {
 		if (conf == NULL) {
 			fprintf(stderr, "tailgated: %s\n", err);
 			return 1;
 		}
+		warn_readable_password(conf, path, stderr);
 		int problems = syntax_only ? 0 : check_run(conf, stderr);
 		if (problems == 0)
 			printf("%s: ok (source %s, %zu feed%s%s)\n", path, conf->source,
@@ -185,7 +238,9 @@ main(int argc, char **argv)
 	if (conf == NULL)
 		fatalx("%s", err);
 	log_redact(conf->password); /* libpq's messages must never show it */
+	warn_readable_password(conf, path, NULL);
 	lock_ring_dir(conf->ring_dir);
+	cleanup_warn_retained(conf);
 
 	/* Signals come through the poll loop. */
 	sigemptyset(&mask);
@@ -221,6 +276,7 @@ main(int argc, char **argv)
 				}
 				log_info("reloading %s", path);
 				log_redact(next->password);
+				warn_readable_password(next, path, NULL);
 				daemon_reload(d, next);
 			} else {
 				log_info("stopping on signal %s", strsignal((int)si.ssi_signo));

@@ -343,10 +343,13 @@ param_filter(struct parse_state *ps, char **key, const char *val)
 		return false;
 	}
 	if (dot == NULL) {
+		/* Columns are known later (filter.c): say both what an unknown
+		 * name and what a filter missing its operator (amount=100) needs. */
 		log_seterr(ps->err, ps->errlen,
-		           "unknown parameter \"%.64s\" (a filter is column=op.value, op one of "
+		           "unknown parameter \"%.64s\", or a filter missing its operator: "
+		           "write %.64s=eq.%.32s (a filter is column=op.value, op one of "
 		           "" OPS_HINT ")",
-		           *key);
+		           *key, *key, val);
 		return false;
 	}
 	f = &ps->req.filters[ps->req.n_filters];
@@ -430,6 +433,8 @@ hp_parse(const char *query, const char *accept, const char *last_event_id, int m
 	struct parse_state ps = {.max_timeout_s = max_timeout_s, .err = err, .errlen = errlen};
 	const char *p, *end;
 
+	if (errlen > 0)
+		err[0] = '\0';            /* failed: says "out of memory" if nothing else did */
 	ps.req.timeout_s = max_timeout_s; /* the operator's long-poll timeout */
 	if (query == NULL)
 		query = "";
@@ -452,6 +457,9 @@ hp_parse(const char *query, const char *accept, const char *last_event_id, int m
 	*out = ps.req;
 	return true;
 failed:
+	/* Every failure above that is not an allocation wrote its reason. */
+	if (errlen > 0 && err[0] == '\0')
+		log_seterr(err, errlen, "out of memory");
 	hp_free(&ps.req);
 	return false;
 }
