@@ -115,7 +115,7 @@ struct pgcol {
 
 struct pgsrc {
 	struct source *src;
-	const char *feedname;
+	char *feedname; /* a copy: a reload frees the configuration it came from */
 	enum pg_state st;
 	PGconn *sql;
 	PGconn *repl;
@@ -1237,7 +1237,7 @@ pg_init(struct source *src)
 		return -1;
 	}
 	s->src = src;
-	s->feedname = cf->name;
+	s->feedname = xstrdup(cf->name);
 	s->permanent = cf->permanent_slot;
 	slot_name_from("tailgate_", cf->name, "", s->pub, sizeof(s->pub));
 	if (cf->slot)
@@ -1361,6 +1361,7 @@ pg_fini(struct source *src)
 	free(s->relname);
 	pgo_decoder_free(&s->dec);
 	bbuf_free(&s->row);
+	free(s->feedname);
 	free(s);
 	src->priv = NULL;
 }

@@ -371,6 +371,9 @@ main(int argc, char **argv)
 				screen_on = false;
 			}
 			fprintf(stderr, "tailgate-watch: %s\n", f.errbuf);
+			json_object_put(last_ins);
+			follow_close(&f);
+			curl_global_cleanup();
 			return 1;
 		}
 		if (r == FOLLOW_RETRY) {
@@ -398,6 +401,10 @@ main(int argc, char **argv)
 				fprintf(stderr,
 				        "tailgate-watch: --sort: the feed has no column \"%s\"\n",
 				        sort_col + sort_desc);
+				follow_change_free(&ch);
+				json_object_put(last_ins);
+				follow_close(&f);
+				curl_global_cleanup();
 				return 2;
 			}
 		}

@@ -14,6 +14,7 @@
  *
  * fuzz-sources: src/responder/http_params.c src/responder/filter.c src/responder/numcmp.c
  * fuzz-sources: src/daemon/encode.c src/lib/batch.c src/lib/coltype.c src/lib/log.c
+ * fuzz-sources: src/lib/xmalloc.c
  */
 #include "encode.h"
 #include "filter.h"

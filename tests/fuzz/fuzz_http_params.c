@@ -9,7 +9,7 @@
  * quoted back in error messages).
  *
  * fuzz-sources: src/responder/http_params.c src/responder/filter.c src/responder/numcmp.c
- * fuzz-sources: src/lib/batch.c src/lib/coltype.c src/lib/log.c
+ * fuzz-sources: src/lib/batch.c src/lib/coltype.c src/lib/log.c src/lib/xmalloc.c
  */
 #include "batch.h"
 #include "filter.h"
