@@ -25,6 +25,7 @@
 #include "config.h"
 
 #include "check.h"
+#include "source_pg.h"
 
 #include <libpq-fe.h>
 #include <stdarg.h>
@@ -206,15 +207,13 @@ check_pg_feed(struct checker *k, const struct conf_feed *cf, PGconn *c)
 	char sel, own, create;
 	if (sscanf(v + 2, "%*c %c %c %c", &sel, &own, &create) != 3)
 		sel = own = create = 't';
-	if (ident == 'n' || (ident == 'd' && !pk))
+	const char *unpublishable = source_pg_unpublishable(ident, pk);
+	if (unpublishable != NULL)
 		problem(k, cf,
 		        "table %s has %s: it would be refused, since publishing it makes the "
 		        "application's UPDATE and DELETE fail; ALTER TABLE %s REPLICA IDENTITY "
 		        "FULL",
-		        cf->table,
-		        ident == 'n' ? "REPLICA IDENTITY NOTHING"
-		                     : "no primary key and REPLICA IDENTITY DEFAULT",
-		        cf->table);
+		        cf->table, unpublishable, cf->table);
 	if (sel != 't')
 		problem(k, cf, "this role may not read table %s: GRANT SELECT ON %s TO ROLE",
 		        cf->table, cf->table);

@@ -488,6 +488,16 @@ split_columns(const char *list, size_t *n)
 	return out;
 }
 
+const char *
+source_pg_unpublishable(char replident, bool has_pk)
+{
+	if (replident == 'n')
+		return "REPLICA IDENTITY NOTHING";
+	if (replident == 'd' && !has_pk)
+		return "no primary key and REPLICA IDENTITY DEFAULT";
+	return NULL;
+}
+
 /*
  * Can the table be published without harming the application?  A table in
  * a publication that publishes UPDATE and DELETE must have a replica
@@ -502,16 +512,15 @@ split_columns(const char *list, size_t *n)
 static bool
 publishable(struct pgsrc *s, bool has_pk)
 {
-	if (s->replident != 'n' && (s->replident != 'd' || has_pk))
+	const char *why = source_pg_unpublishable(s->replident, has_pk);
+
+	if (why == NULL)
 		return true;
 	source_fail(s->src, true,
 	            "refusing table %s.%s: it has %s, so publishing it would make the "
 	            "application's UPDATE and DELETE on it fail; nothing was created. Fix: ALTER "
 	            "TABLE %s.%s REPLICA IDENTITY FULL (or add a primary key)",
-	            s->nspname, s->relname,
-	            s->replident == 'n' ? "REPLICA IDENTITY NOTHING"
-	                                : "no primary key and REPLICA IDENTITY DEFAULT",
-	            s->nspname, s->relname);
+	            s->nspname, s->relname, why, s->nspname, s->relname);
 	if (s->pub_exists)
 		pgsrc_drop_publication(s);
 	return false;

@@ -20,6 +20,15 @@
 
 #include "source.h"
 
+#include <stdbool.h>
+
 extern const struct source_ops source_pg_ops;
+
+/* Why a table with this replica identity (pg_class.relreplident) cannot
+ * be published without making the application's UPDATE and DELETE on it
+ * fail ("REPLICA IDENTITY NOTHING", "no primary key and REPLICA IDENTITY
+ * DEFAULT"), or NULL when it can.  The daemon refuses such a feed and
+ * tailgated --check reports it: one rule for both. */
+const char *source_pg_unpublishable(char replident, bool has_pk);
 
 #endif
