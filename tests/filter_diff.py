@@ -30,20 +30,10 @@ top_srcdir = os.environ.get("top_srcdir", ".")
 top_builddir = os.environ.get("top_builddir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from pg import PgCluster, PgError, pg_bindir  # noqa: E402
+from tap import done, ok  # noqa: E402
 
 EVAL = os.path.join(top_builddir, "tests", "filter_eval")
 OPS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-
-n = 0
-failed = 0
-
-
-def ok(cond, msg):
-    global n, failed
-    n += 1
-    if not cond:
-        failed += 1
-    print("%s %d - %s" % ("ok" if cond else "not ok", n, msg), flush=True)
 
 
 def lit(s):
@@ -221,8 +211,7 @@ def main():
     finally:
         pg.stop()
         pg.cleanup()
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

@@ -29,37 +29,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 top_srcdir = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 sys.path.insert(0, os.path.join(top_srcdir, "tests"))
 from pg import PgCluster, PgError, pg_bindir  # noqa: E402
+from tap import done, ok, wait_for  # noqa: E402
 from daemon_pg import TAILGATED, Daemon, Feed, wait_equal  # noqa: E402
-
-n = 0
-failed = 0
-
-
-def ok(cond, msg, diag=None):
-    global n, failed
-    n += 1
-    if not cond:
-        failed += 1
-        if diag:
-            for line in str(diag).splitlines()[-15:]:
-                print("# " + line)
-    print("%s %d - %s" % ("ok" if cond else "not ok", n, msg), flush=True)
-    return cond
-
-
-def wait_for(cond, timeout=20, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 def ours(pg):
@@ -288,8 +264,7 @@ def main():
                 x.stop()
         pg.stop()
         pg.cleanup()
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

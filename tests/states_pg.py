@@ -26,33 +26,9 @@ top_srcdir = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 sys.path.insert(0, os.path.join(top_srcdir, "tests"))
 from pg import PgCluster, PgError, pg_bindir  # noqa: E402
+from tap import done, ok, wait_for  # noqa: E402
 from stack import Stack  # noqa: E402
 from daemon_pg import TAILGATED, Daemon  # noqa: E402
-
-n = 0
-failed = 0
-
-
-def ok(cond, msg, diag=None):
-    global n, failed
-    n += 1
-    if not cond:
-        failed += 1
-        if diag:
-            for line in str(diag).splitlines()[-15:]:
-                print("# " + line)
-    print("%s %d - %s" % ("ok" if cond else "not ok", n, msg), flush=True)
-    return cond
-
-
-def wait_for(cond, timeout=20, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return cond()
 
 
 def feed_info(st, name):
@@ -154,8 +130,7 @@ def main():
         st.stop()
         pg.stop()
         pg.cleanup()
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":
