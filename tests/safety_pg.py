@@ -183,10 +183,15 @@ def main():
         ok(w, "the application's UPDATE and DELETE on events work after tailgated stopped", why)
 
         # kill -9, restart, stop: still nothing left.
+        # The ring from the last run still holds rows 1-3, so only a row
+        # inserted now shows that this daemon streams (and so has created
+        # its publication) before it is killed.
         d = Daemon(pg, ring_dir, {"orders": {"table": "orders"}})
         d.start()
+        pg.psql("INSERT INTO orders VALUES (31, 'c2')")
         good, _, why = wait_equal(pg, orders, ["id", "v"], "orders")
-        ok(good, "restarted, the feed streams", why)
+        ok(good and wait_for(lambda: ours(pg)[0] == "tailgate_orders"),
+           "restarted, the feed streams", why)
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait()
         pubs, _ = ours(pg)
