@@ -145,6 +145,17 @@ async function expectTableEqualsDatabase(page, feed) {
   }
 }
 
+/** With the load paused: wait until the feed's cursor stays put for 1.5 s; returns it. */
+async function quiet(feed) {
+  let last = null, since = Date.now();
+  for (const end = Date.now() + 30_000; Date.now() < end; await sleep(250)) {
+    const c = (await feedState(feed)).cursor;
+    if (c !== last) [last, since] = [c, Date.now()];
+    else if (Date.now() - since >= 1500) return c;
+  }
+  throw new Error(`${feed} never stopped moving with the load paused`);
+}
+
 function waitFor(page, fn, arg, timeout = 60_000) {
   return page.waitForFunction(fn, arg, { timeout, polling: 100 });
 }
@@ -390,6 +401,80 @@ describe(`demo pages ${tag}`, () => {
     assertNoErrors(page);
     await page.closeAll();
   });
+
+  // The Changes panel of top10.html lists what happens while the page is
+  // open: the snapshot, and the history the server sends with it (an SSE
+  // stream's snapshot event is followed by every batch the ring holds
+  // after it), go into the chart only; so does what a reconnection
+  // catches up.  Entries are stamped with their arrival.
+  for (const transport of ['sse', 'longpoll']) {
+    test(
+      `${tag} Changes panel (${transport}): history and catch-up in the chart, only live changes listed`,
+      { ...T, skip: !stack.pauseLoad && 'the stack has no pauseLoad hook' },
+      async () => {
+        // The ring must hold batches after the snapshot, or there is no history to leak.
+        const end = Date.now() + 60_000;
+        for (;;) {
+          const r = await fetch(apiUrl('top_buyers'), { headers: { accept: 'application/json' }, cache: 'no-store' });
+          const n = parseReply(await r.text()).batches.length;
+          if (n > 3) break;
+          assert.ok(Date.now() < end, `top_buyers holds only ${n} batches: no history to test with`);
+          await sleep(500);
+        }
+        const page = await chrome.newPage();
+        await page.addInitScript(() => {
+          window.__ticks = [];
+          new MutationObserver((ms) => {
+            for (const m of ms) for (const n of m.addedNodes) if (n.nodeName === 'LI' && m.target.id === 'ticker') window.__ticks.push(Number(n.dataset.at));
+          }).observe(document, { subtree: true, childList: true });
+        });
+        const ticks = () => page.evaluate(() => window.__ticks.length);
+        await stack.pauseLoad();
+        let paused = true;
+        try {
+          await quiet('top_buyers');
+          await page.goto(pageUrl(`top10.html?transport=${transport}`));
+          await waitFor(page, () => document.documentElement.dataset.ready === '1');
+          await waitFor(page, () => document.querySelectorAll('#chart .bar').length > 0);
+          await sleep(1500);
+          assert.equal(await ticks(), 0, 'nothing happened since the page opened, yet the Changes panel lists entries (replayed history)');
+          // Live changes are listed, stamped with their arrival.
+          const t0 = Date.now();
+          await stack.resumeLoad();
+          paused = false;
+          await waitFor(page, () => window.__ticks.length >= 2);
+          const at = await page.evaluate(() => window.__ticks);
+          assert.ok(at.every((t) => t >= t0 - 1000 && t <= Date.now() + 1000), `entries stamped with their arrival: ${at.map((t) => t - t0)} ms after the load resumed`);
+          if (transport === 'longpoll') {
+            // Polls fail for a while the load runs; then the load stops
+            // and the polls succeed: what they catch up is not listed.
+            let blocked = true;
+            await page.route(
+              (u) => u.pathname.endsWith('/top_buyers') && u.searchParams.has('cursor'),
+              (route) => (blocked ? route.abort('connectionreset') : route.continue()),
+            );
+            await waitFor(page, () => window.tailgatePage.subs.top_buyers.stats.failures >= 1);
+            const before = await page.evaluate(() => window.tailgatePage.subs.top_buyers.cursor);
+            await sleep(2500);
+            await stack.pauseLoad();
+            paused = true;
+            const head = await quiet('top_buyers');
+            assert.notEqual(head, before, 'top_buyers moved while the polls failed');
+            const n0 = await ticks();
+            blocked = false;
+            await waitFor(page, (c) => window.tailgatePage.subs.top_buyers.cursor === c && window.tailgatePage.subs.top_buyers.state === 'live', head);
+            await sleep(1000);
+            assert.equal(await ticks(), n0, 'the batches caught up after the failures were listed as changes');
+            await page.unroute(() => true).catch(() => {});
+          }
+          assertNoErrors(page, { faults: transport === 'longpoll' });
+        } finally {
+          if (paused) await stack.resumeLoad();
+          await page.closeAll();
+        }
+      },
+    );
+  }
 
   test(`${tag} a 410 is survived: rows kept while resyncing, then exact`, T, async () => {
     const page = await openTable('auction.html', 'winning_bids', { batches: 2, badge: true });
