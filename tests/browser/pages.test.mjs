@@ -561,30 +561,42 @@ describe(`demo pages ${tag}`, () => {
     );
   }
 
-  test(`${tag} page polish: 404 and bad filters shown, bars and ticker inside their cards, nav labels, feeds list`, T, async () => {
-    // feed.html?feed=nope: the 404's message, not "Stalled" forever.
-    let page = await chrome.newPage();
+  // Page polish: one test per fix, each seen to fail without it.
+  test(`${tag} polish: feed.html?feed=nope shows the 404's message`, T, async () => {
+    const page = await chrome.newPage();
     await page.goto(pageUrl('feed.html?feed=nope'));
     await waitFor(page, () => !document.getElementById('problem').hidden && /no feed named "nope"/.test(document.getElementById('problem').textContent), undefined, 20_000);
     await page.closeAll();
-    // An invalid filter in the URL is reported, and the box is marked.
-    page = await chrome.newPage();
+  });
+
+  test(`${tag} polish: an invalid filter in the URL is reported and the box marked`, T, async () => {
+    const page = await chrome.newPage();
     await page.goto(pageUrl('feed.html?feed=winning_bids&filter=foo'));
     await waitFor(page, () => document.documentElement.dataset.ready === '1');
     assert.match(await page.textContent('#problem'), /not valid/);
     assert.equal(await page.getAttribute('#filter', 'aria-invalid'), 'true');
-    // Apply with "foo": a message, the subscription unchanged.
+    assert.equal((await page.evaluate(() => window.tailgatePage.subs.winning_bids.filter)).length, 0, 'every row shown');
+    await page.closeAll();
+  });
+
+  test(`${tag} polish: Apply with "foo" gives a message and keeps the filter`, T, async () => {
+    const page = await chrome.newPage();
+    await page.goto(pageUrl('feed.html?feed=winning_bids'));
+    await waitFor(page, () => document.documentElement.dataset.ready === '1');
     await page.fill('#filter', 'amount=gte.10');
     await page.click('#filter-form button[type="submit"]');
     await waitFor(page, () => window.tailgatePage.subs.winning_bids.filter.length === 1);
     await page.fill('#filter', 'foo');
     await page.click('#filter-form button[type="submit"]');
     assert.match(await page.textContent('#problem'), /Not applied: "foo" is not a filter term/);
+    assert.equal(await page.getAttribute('#filter', 'aria-invalid'), 'true');
     assert.equal((await page.evaluate(() => window.tailgatePage.subs.winning_bids.filter)).length, 1);
     assertNoErrors(page);
     await page.closeAll();
-    // Top-10: the bars never leave their card, from the first frame on.
-    page = await chrome.newPage();
+  });
+
+  test(`${tag} polish: the top-10 bars never leave their card, from the first frame on`, T, async () => {
+    const page = await chrome.newPage();
     await page.goto(pageUrl('top10.html'));
     let worst = -Infinity;
     for (let end = Date.now() + 2500; Date.now() < end; ) {
@@ -602,27 +614,52 @@ describe(`demo pages ${tag}`, () => {
       await sleep(40);
     }
     assert.ok(worst <= 0, `the top-10 chart overflows its card by ${worst}px`);
-    // The Changes panel shows whole entries only.
-    await waitFor(page, () => document.querySelectorAll('#ticker li').length >= 1, undefined, 60_000);
+    await page.closeAll();
+  });
+
+  test(`${tag} polish: the Changes panel, full, shows whole entries only`, T, async () => {
+    const page = await chrome.newPage();
+    await page.goto(pageUrl('top10.html'));
+    await waitFor(page, () => document.documentElement.dataset.ready === '1');
+    // Full: as many entries as the page keeps (the cut shows once they pass the panel).
+    await waitFor(page, () => document.querySelectorAll('#ticker li').length >= 8, undefined, 120_000);
     const cut = await page.evaluate(() => {
       const ul = document.getElementById('ticker');
       const last = ul.lastElementChild.getBoundingClientRect();
-      return Math.max(last.bottom - ul.getBoundingClientRect().bottom, last.bottom - ul.closest('.card').getBoundingClientRect().bottom);
+      return {
+        px: Math.max(last.bottom - ul.getBoundingClientRect().bottom, last.bottom - ul.closest('.card').getBoundingClientRect().bottom),
+        hidden: ul.scrollHeight - ul.clientHeight,
+      };
     });
-    assert.ok(cut <= 0.5, `the last Changes entry is cut by ${cut}px`);
+    assert.ok(cut.px <= 0.5, `the last Changes entry is cut by ${cut.px}px`);
+    assert.ok(cut.hidden <= 1, `the Changes panel hides ${cut.hidden}px of its entries`);
     await page.closeAll();
-    // Nav labels are the headings of the pages they open.
-    page = await chrome.newPage();
-    await page.goto(pageUrl('./'));
-    const links = await page.$$eval('.topbar nav a', (as) => as.map((a) => [a.textContent.trim(), a.getAttribute('href')]));
-    for (const [label, href] of links) {
-      if (href === './') continue;
-      const p = await chrome.newPage();
-      await p.goto(pageUrl(href));
-      assert.equal((await p.textContent('h1')).trim(), label, `nav "${label}" opens a page headed the same`);
-      await p.closeAll();
+  });
+
+  test(`${tag} polish: nav labels are the headings of the pages they open, on every page`, T, async () => {
+    const heading = new Map();
+    for (const href of ['./', 'auction.html', 'top10.html', 'shop.html', 'feed.html?feed=winning_bids']) {
+      const page = await chrome.newPage();
+      await page.goto(pageUrl(href));
+      const links = await page.$$eval('.topbar nav a', (as) => as.map((a) => [a.textContent.trim(), a.getAttribute('href')]));
+      assert.ok(links.length >= 3, `${href}: a nav`);
+      for (const [label, to] of links) {
+        if (to === './') continue;
+        if (!heading.has(to)) {
+          const p = await chrome.newPage();
+          await p.goto(pageUrl(to));
+          heading.set(to, (await p.textContent('h1')).trim());
+          await p.closeAll();
+        }
+        assert.equal(label, heading.get(to), `${href}: nav "${label}" opens ${to}, headed "${heading.get(to)}"`);
+      }
+      await page.closeAll();
     }
-    // The feeds list at 1280 px: no cell clips its content.
+  });
+
+  test(`${tag} polish: the feeds list at 1280 px clips no cell`, T, async () => {
+    const page = await chrome.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(pageUrl('./'));
     await waitFor(page, () => document.documentElement.dataset.ready === '1');
     const clipped = await page.evaluate(() =>
       [...document.querySelectorAll('#feeds td')].filter((td) => td.scrollWidth > td.clientWidth + 1).map((td) => td.dataset.col || td.textContent.slice(0, 20)),
