@@ -464,18 +464,11 @@ publishable(struct pgsrc *s, bool has_pk)
 	return false;
 }
 
-static enum source_status
-after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
+/* The table's names and identity from the catalog's first row; false
+ * (logged) when it cannot be published. */
+static bool
+meta_table(struct pgsrc *s, const PGresult *r)
 {
-	const struct conf_feed *cf = s->src->cfeed;
-	int nrows;
-
-	if (!result_ok(r, PGRES_TUPLES_OK) || PQnfields(r) != 11)
-		return fail_result(s, "reading the catalog", s->sql, r);
-	nrows = PQntuples(r);
-	if (nrows == 0) {
-		return source_fail(s->src, true, "table %s has no columns", cf->table);
-	}
 	s->replident = PQgetvalue(r, 0, 1)[0];
 	free(s->nspname);
 	free(s->relname);
@@ -484,7 +477,7 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 	s->pub_exists = strcmp(PQgetvalue(r, 0, 7), "t") == 0;
 	s->slot_exists = strcmp(PQgetvalue(r, 0, 8), "t") == 0;
 	if (!publishable(s, strcmp(PQgetvalue(r, 0, 10), "t") == 0))
-		return SOURCE_RETRY;
+		return false;
 	if (strcmp(PQgetvalue(r, 0, 9), "UTF8") != 0 &&
 	    strcmp(PQgetvalue(r, 0, 9), "SQL_ASCII") != 0)
 		log_warning(
@@ -501,8 +494,17 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 	sprintf(s->qualname, "%s.%s", nsp, rel);
 	PQfreemem(nsp);
 	PQfreemem(rel);
+	return true;
+}
 
-	/* The feed's columns: all, or the configured ones in their order. */
+/* The feed's columns: all, or the configured ones in their order; false
+ * (logged) when one is missing. */
+static bool
+meta_columns(struct pgsrc *s, const PGresult *r)
+{
+	const struct conf_feed *cf = s->src->cfeed;
+	int nrows = PQntuples(r);
+
 	free_cols(s);
 	size_t nwant = 0;
 	char **wantcols = cf->columns ? split_columns(cf->columns, &nwant) : NULL;
@@ -523,7 +525,7 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 					free(wantcols[k]);
 				free(wantcols);
 				s->ncols = i;
-				return SOURCE_RETRY;
+				return false;
 			}
 		}
 		s->cols[i].name = xstrdup(PQgetvalue(r, row, 4));
@@ -537,8 +539,16 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 		free(wantcols[k]);
 	free(wantcols);
 	if (s->ncols == 0) {
-		return source_fail(s->src, true, "no columns configured");
+		source_fail(s->src, true, "no columns configured");
+		return false;
 	}
+	return true;
+}
+
+/* Hand the columns to the feed; a new column set needs a new snapshot. */
+static enum source_status
+meta_to_feed(struct pgsrc *s)
+{
 	s->kinds = xcalloc(s->ncols, sizeof(*s->kinds));
 	s->vals = xcalloc(s->ncols, sizeof(*s->vals));
 	s->lens = xcalloc(s->ncols, sizeof(*s->lens));
@@ -561,10 +571,17 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 		            : s->replident == 'n' ? "NOTHING"
 		                                  : "USING INDEX",
 		            s->qualname);
+	return SOURCE_OK;
+}
 
-	/* The publication, created or brought in line with the configuration. */
+/* The publication, created or brought in line with the configuration. */
+static enum source_status
+send_publication(struct pgsrc *s, uint64_t now)
+{
+	const struct conf_feed *cf = s->src->cfeed;
 	struct bbuf q = {0};
 	char *pubid = PQescapeIdentifier(s->sql, s->pub, strlen(s->pub));
+
 	if (!pubid)
 		fatalx("out of memory");
 	if (s->pub_exists)
@@ -588,6 +605,24 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 	if (!ok)
 		return fail_result(s, "publication", s->sql, NULL);
 	return sent(s, s->sql, ST_PUBLICATION, now);
+}
+
+/* The catalog query's answer: the table, its columns to the feed, then
+ * the publication. */
+static enum source_status
+after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
+{
+	enum source_status st;
+
+	if (!result_ok(r, PGRES_TUPLES_OK) || PQnfields(r) != 11)
+		return fail_result(s, "reading the catalog", s->sql, r);
+	if (PQntuples(r) == 0)
+		return source_fail(s->src, true, "table %s has no columns", s->src->cfeed->table);
+	if (!meta_table(s, r) || !meta_columns(s, r))
+		return SOURCE_RETRY;
+	if ((st = meta_to_feed(s)) != SOURCE_OK)
+		return st;
+	return send_publication(s, now);
 }
 
 static enum source_status
