@@ -69,8 +69,10 @@ def main():
 
         info = wait_for(lambda: feed_info(st, "later").get("state") == "error"
                         and feed_info(st, "later"))
-        ok(info and 'relation "later" does not exist' in info.get("error", ""),
-           "a missing table: /feeds says state error, with the server's message",
+        ok(info and 'reading the catalog failed (SQLSTATE 42P01): relation "later" does '
+           'not exist' in info.get("error", ""),
+           "a missing table: /feeds says state error, with what failed, the SQLSTATE and "
+           "the server's message",
            json.dumps(info))
         status, _, body = st.get("/feeds/later", timeout=10)
         obj = json.loads(body or b"{}")
