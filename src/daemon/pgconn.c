@@ -112,34 +112,39 @@ is_error(const PGresult *r)
 }
 
 int
-pgconn_collect(PGconn *c, PGresult **res)
+pgconn_collect(PGconn *c, PGresult **keep, PGresult **res)
 {
-	PGresult *keep = NULL, *r;
+	PGresult *r;
 
-	if (PQflush(c) < 0 || !PQconsumeInput(c))
+	if (PQflush(c) < 0 || !PQconsumeInput(c)) {
+		if (*keep != NULL && is_error(*keep))
+			goto done;
+		PQclear(*keep);
+		*keep = NULL;
 		return -1;
+	}
 	for (;;) {
-		if (PQisBusy(c)) {
-			PQclear(keep);
+		if (PQisBusy(c))
 			return 0;
-		}
 		r = PQgetResult(c);
 		if (r == NULL)
 			break;
 		ExecStatusType st = PQresultStatus(r);
 		if (st == PGRES_COPY_BOTH || st == PGRES_COPY_OUT) {
-			PQclear(keep);
-			*res = r; /* COPY modes have no terminating NULL result yet */
-			return 1;
+			PQclear(*keep);
+			*keep = r; /* COPY modes have no terminating NULL result yet */
+			break;
 		}
-		if (keep != NULL && is_error(keep) && !is_error(r)) {
-			PQclear(r);
+		if (*keep != NULL && is_error(*keep)) {
+			PQclear(r); /* the first error is the one to report */
 		} else {
-			PQclear(keep);
-			keep = r;
+			PQclear(*keep);
+			*keep = r;
 		}
 	}
-	*res = keep;
+done:
+	*res = *keep;
+	*keep = NULL;
 	return 1;
 }
 

@@ -62,8 +62,11 @@ int pgconn_flush(PGconn *c, short *events);
 /* Read the results of the query in flight.  Returns 1 with *res set (the
  * first error, else the last result, or a COPY start; the caller clears
  * it) when the query is complete, 0 when more must be read (poll for
- * POLLIN), -1 when the connection broke. */
-int pgconn_collect(PGconn *c, PGresult **res);
+ * POLLIN), -1 when the connection broke.  *keep holds what arrived so far
+ * between calls: NULL before the query, and again after a return of 1 or
+ * -1; PQclear it when abandoning the query.  An error that arrived
+ * before the connection broke is returned (1), with its SQLSTATE. */
+int pgconn_collect(PGconn *c, PGresult **keep, PGresult **res);
 
 /* A failure, in the format above. */
 struct pgconn_error {

@@ -121,6 +121,7 @@ struct pgsrc {
 	PGconn *sql;
 	PGconn *repl;
 	uint64_t step_deadline;
+	PGresult *pending; /* results of the query in flight so far (collect) */
 
 	/* names */
 	char slot[NAME_MAX_PG + 1];
@@ -244,7 +245,7 @@ sent(struct pgsrc *s, PGconn *c, enum pg_state next, uint64_t now)
 static int
 collect(struct pgsrc *s, PGconn *c, PGresult **res)
 {
-	int n = pgconn_collect(c, res);
+	int n = pgconn_collect(c, &s->pending, res);
 
 	if (n == 0)
 		want(s, c, POLLIN);
@@ -1332,6 +1333,8 @@ pg_stop(struct source *src)
 		(void)send_status(s, source_now_ms(), false);
 		(void)PQflush(s->repl);
 	}
+	PQclear(s->pending);
+	s->pending = NULL;
 	PQfinish(s->sql);
 	PQfinish(s->repl);
 	s->sql = NULL;
