@@ -543,10 +543,11 @@ render_timeout_reply(const struct render *rd, const struct waiter *w)
 	return json_reply(rd, w->cursor, NULL, 0);
 }
 
-/* ---- the /feeds document and the per-feed gauges ---- */
+/* ---- the feed's state ---- */
 
-/* What /feeds and /metrics say about a feed's state: the ring's, "dead"
- * without a writer, "stalled" when live but unconfirmed too long. */
+/* What /feeds, /metrics and the state header say about a feed's state:
+ * the ring's, "dead" without a writer, "stalled" when live but
+ * unconfirmed too long. */
 static const char *
 state_name(const struct ring_info *info)
 {
@@ -556,6 +557,28 @@ state_name(const struct ring_info *info)
 		return "stalled";
 	return ring_strstate(info->state);
 }
+
+size_t
+render_state_headers(struct seg *s, char *out, size_t cap)
+{
+	struct ring_info info;
+	int n;
+
+	ring_info(s->ring, &info);
+	if (info.state == RING_STATE_LIVE && info.writer_alive && !info.stalled)
+		return 0;
+	/* X-Accel-Expires: 0 keeps the reply out of an nginx cache (which
+	 * would hand the state on long after it changed); nginx does not
+	 * pass the header on. */
+	n = snprintf(out, cap, "Tailgate-Feed-State: %s\r\nX-Accel-Expires: 0\r\n",
+	             state_name(&info));
+	if (info.confirmed_ms != 0 && n > 0 && (size_t)n < cap)
+		n += snprintf(out + n, cap - (size_t)n, "Tailgate-Lag: %.3f\r\n",
+		              (double)info.lag_ms / 1000);
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* ---- the /feeds document and the per-feed gauges ---- */
 
 void
 render_feed_list(struct feeds *fs, struct bbuf *out)
