@@ -14,7 +14,10 @@ A real PostgreSQL, tailgated, tailgate-fcgi and nginx (tests/lib/stack.py):
   * while it is stalled (and only then) every reply for it says so in
     its head: Tailgate-Feed-State: stalled and Tailgate-Lag on the
     snapshot, on a long-poll (one answered with a batch, one timing out)
-    and on an SSE stream's head; a stopped server makes it "down" there too.
+    and on an SSE stream's head; a stopped server makes it "down" there too;
+  * every upstream error has a reason in the log and in /feeds: a refused
+    connection (no PGresult: libpq's message), a walsender the server
+    terminates (SQLSTATE 57P01), a role the server refuses at connect.
 
 TAP output.
 """
@@ -191,6 +194,56 @@ def main():
         ok(status == 200 and h.get("tailgate-feed-state") == "down" and "tailgate-lag" in h,
            "down: the snapshot is served with Tailgate-Feed-State: down (%s, %s)"
            % (h.get("tailgate-feed-state"), h.get("tailgate-lag")), repr(h))
+
+        # Every upstream error has a reason: its SQLSTATE where the server
+        # sent one, else what failed and libpq's message.  A refused
+        # connection has no PGresult at all.
+        info = wait_for(lambda: "refused" in feed_info(st, "orders").get("error", "")
+                        and feed_info(st, "orders"), 20)
+        err = (info or {}).get("error", "")
+        ok(info and err.startswith("connecting failed: ") and "Connection refused" in err,
+           "server down: /feeds names the refused connection: %s" % err[:120], json.dumps(info))
+        m = re.search(r"feed=orders: (connecting failed: [^\n]*Connection refused[^\n]*)",
+                      d.log_text())
+        ok(m,
+           "and so does the log line: %s" % (m.group(1)[:120] if m else None),
+           d.log_text()[-1500:])
+
+        # The server closes the connection (a terminated walsender): the
+        # server's SQLSTATE, 57P01, in the log.
+        pg.start()
+        wait_for(lambda: feed_info(st, "orders").get("state") == "live", 20)
+        before = d.log_text().count("SQLSTATE 57P01")
+        pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+        ok(wait_for(lambda: d.log_text().count("SQLSTATE 57P01") > before, 20),
+           "a terminated walsender: the log line names SQLSTATE 57P01",
+           d.log_text()[-1500:])
+        m = re.findall(r"feed=\w+: [^\n]*administrator command[^\n]*", d.log_text())
+        ok(m and all(re.search(r"\(SQLSTATE 57P01\): \S", x) for x in m),
+           "every line about it names the SQLSTATE and the server's message (the "
+           "retry's goodbye to the ended stream does not log over it): %s" % m)
+        info = wait_for(lambda: feed_info(st, "orders").get("state") == "live"
+                        and feed_info(st, "orders"), 20)
+        ok(info and "error" not in info, "orders is live again, the error cleared",
+           json.dumps(info))
+
+        # Credentials the server refuses at connect (no PGresult either):
+        # the feed is in the error state with the server's refusal.
+        d.stop()
+        d = Daemon(pg, ring_dir, {"orders": {"table": "orders"}})
+        text = open(d.conf).read().replace("conninfo = %s\n" % pg.dsn,
+                                           "conninfo = %s user=nosuchrole\n" % pg.dsn)
+        open(d.conf, "w").write(text)
+        d.start()
+        info = wait_for(lambda: feed_info(st, "orders").get("state") == "error"
+                        and feed_info(st, "orders"), 20)
+        err = (info or {}).get("error", "")
+        ok(info and 'role "nosuchrole" does not exist' in err and "failed: " in err,
+           "a role the server refuses: state error, /feeds says why: %s" % err[:120],
+           json.dumps(info))
+        ok('role "nosuchrole" does not exist' in d.log_text().split("\n", 1)[-1] and
+           re.search(r'feed=orders: [^\n]*failed: [^\n]*role "nosuchrole"', d.log_text()),
+           "and so does the log line", d.log_text()[-1500:])
     finally:
         if d is not None:
             d.stop()
