@@ -632,6 +632,28 @@ render_feed_list(struct feeds *fs, struct bbuf *out)
 }
 
 void
+render_slot_metrics(const char *ring_dir, struct bbuf *out)
+{
+	char path[PATH_MAX + 32], line[1024];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/tailgated.slots", ring_dir);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return; /* not PostgreSQL, or the daemon has not looked yet */
+	/* The daemon's lines, whole, and only its metric family. */
+	while (fgets(line, sizeof(line), f) != NULL) {
+		size_t n = strlen(line);
+		if (n > 0 && line[n - 1] == '\n' &&
+		    (strncmp(line, "tailgate_slot_", 14) == 0 ||
+		     strncmp(line, "# HELP tailgate_slot_", 21) == 0 ||
+		     strncmp(line, "# TYPE tailgate_slot_", 21) == 0))
+			bbuf_add(out, line, n);
+	}
+	fclose(f);
+}
+
+void
 render_feed_metrics(struct feeds *fs, struct bbuf *out)
 {
 	static const char *const states[] = {"starting", "live", "down",   "closed",

@@ -142,6 +142,10 @@ size_t render_state_headers(struct seg *s, char *out, size_t cap);
 /* The /feeds document: every *.ring in the ring directory. */
 void render_feed_list(struct feeds *fs, struct bbuf *out);
 
+/* The daemon's gauges of its replication slots' WAL (RING_DIR/
+ * tailgated.slots, written by tailgated on PostgreSQL), for /metrics. */
+void render_slot_metrics(const char *ring_dir, struct bbuf *out);
+
 /* Per-feed gauges for /metrics: state and freshness lag. */
 void render_feed_metrics(struct feeds *fs, struct bbuf *out);
 

@@ -359,6 +359,7 @@ handle(void *arg, FCGX_Request *req, struct thread_ctx *t)
 	} else if (strcmp(route, "/metrics") == 0) {
 		metrics_render_text(&b);
 		render_feed_metrics(&r->feeds, &b);
+		render_slot_metrics(r->feeds.ring_dir, &b);
 		send_text(r, req, MK_METRICS, "text/plain; version=0.0.4", &b);
 	} else if (strcmp(route, "/feeds") == 0 || strcmp(route, "/feeds/") == 0) {
 		render_feed_list(&r->feeds, &b);
