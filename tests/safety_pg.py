@@ -103,15 +103,24 @@ def check_cases(pg, ring_dir):
         ("a role without REPLICATION", {"f": {"table": "orders"}},
          pg.dsn + " user=norepl", "has no REPLICATION attribute"),
         ("a role that does not own the table", {"f": {"table": "orders"}},
-         pg.dsn + " user=norepl", "cannot create the publication"),
+         pg.dsn + " user=notowner", "cannot create the publication"),
         ("credentials the server refuses", {"f": {"table": "orders"}},
          pg.dsn + " user=nosuchrole", "cannot open a connection"),
     ]
-    pg.psql("CREATE ROLE norepl LOGIN; GRANT SELECT ON orders TO norepl")
+    # notowner's one problem is not owning the table (it has REPLICATION
+    # and may create publications in the database); norepl also lacks
+    # REPLICATION.
+    pg.psql("CREATE ROLE norepl LOGIN; GRANT SELECT ON orders TO norepl; "
+            "CREATE ROLE notowner LOGIN REPLICATION; GRANT SELECT ON orders TO notowner; "
+            "DO $$BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO norepl, notowner', "
+            "current_database()); END$$")
     for what, feeds, conninfo, want in cases:
         rc, out = run_check(pg, ring_dir, feeds, conninfo)
-        ok(rc == 1 and want in out, "--check refuses %s: %s" % (
-            what, (out.strip().splitlines() or ["(nothing)"])[0][-110:]), out)
+        lines = [x for x in out.splitlines() if want in x]
+        ok(rc == 1 and lines, "--check refuses %s: %s" % (
+            what, (lines or ["(nothing)"])[0][-110:]), out)
+        if "notowner" in (conninfo or ""):
+            ok(len(out.strip().splitlines()) == 2, "(that is notowner's one problem)", out)
     rc, out = run_check(pg, os.path.join(ring_dir, "nonexistent"), {"f": {"table": "orders"}},
                         conf_dir=ring_dir)
     ok(rc == 1 and "does not exist" in out, "--check refuses a missing ring_dir", out)
