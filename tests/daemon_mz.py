@@ -474,7 +474,7 @@ def since_extra(name, run, model, ring):
     log = run.log()
     ok('cannot resume AS OF' in log,
        '%s: the refused AS OF is logged' % name, log[-2000:])
-    ok(re.search(r'upstream error (XX000|22000): (Timestamp|could not find)', log),
+    ok(re.search(r'resuming failed \(SQLSTATE (XX000|22000)\): (Timestamp|could not find)', log),
        '%s: with its SQLSTATE and message' % name)
     subs = subscribes(run)
     fresh = [s for s in subs[1:] if s.get('requested_as_of') is None]
@@ -505,7 +505,7 @@ def malformed_extra(name, run, model, ring):
 
 def error_extra(name, run, model, ring):
     log = run.log()
-    ok('upstream error XX000: Evaluation error: division by zero' in log,
+    ok('streaming failed (SQLSTATE XX000): Evaluation error: division by zero' in log,
        '%s: the mid-stream error is logged with SQLSTATE and message' % name,
        log[-2000:])
     ok('57P01' in log, '%s: the FATAL 57P01 is logged' % name)

@@ -10,6 +10,7 @@
 #include "log.h"
 
 #include "feed.h"
+#include "pgconn.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -112,4 +113,13 @@ source_fail(struct source *src, bool permanent, const char *fmt, ...)
 	log_error("feed=%s: %s", src->cfeed->name, msg);
 	feed_upstream_error(src->feed, msg, permanent);
 	return SOURCE_RETRY;
+}
+
+enum source_status
+source_fail_pg(struct source *src, const char *what, const PGconn *c, const PGresult *r)
+{
+	struct pgconn_error e;
+
+	pgconn_error(&e, what, c, r);
+	return source_fail(src, source_error_permanent(e.sqlstate, e.reason), "%s", e.text);
 }

@@ -48,6 +48,8 @@
 struct conf;
 struct conf_feed;
 struct feed;
+struct pg_conn;   /* libpq's PGconn */
+struct pg_result; /* libpq's PGresult */
 
 enum source_status {
 	SOURCE_OK = 0,
@@ -111,5 +113,11 @@ bool source_error_permanent(const char *sqlstate, const char *msg);
  * Returns SOURCE_RETRY. */
 enum source_status source_fail(struct source *src, bool permanent, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
+
+/* source_fail with what failed on the libpq connection c: the result r
+ * when there is one, else c's own message, in pgconn.h's one format, and
+ * permanent as source_error_permanent says.  Returns SOURCE_RETRY. */
+enum source_status source_fail_pg(struct source *src, const char *what, const struct pg_conn *c,
+                                  const struct pg_result *r);
 
 #endif
