@@ -29,6 +29,8 @@ test_format(void)
 	is_str(e.sqlstate, "42P01", "  its SQLSTATE is kept for classification");
 	is_str(e.reason, "relation \"later\" does not exist", "  and its message alone");
 	ok(source_error_permanent(e.sqlstate, e.reason), "  42P01 is permanent");
+	ok(!source_error_permanent("42710", "replication slot \"tailgate_x\" already exists"),
+	   "  42710 (a lingering temporary slot) is transient");
 
 	is_str(pgconn_format(&e, "streaming", "XX000", "Evaluation error: division by zero",
 	                     "in view v", "check the data", NULL),

@@ -91,6 +91,11 @@ source_error_permanent(const char *sqlstate, const char *msg)
 	                                    "logical decoding requires",
 	                                    "wal_level"};
 
+	/* 42710 (duplicate_object) is class 42 but passes: a temporary slot of
+	 * a dropped session lingers until its backend notices, and then the
+	 * name is free again. */
+	if (sqlstate != NULL && strcmp(sqlstate, "42710") == 0)
+		return false;
 	if (sqlstate != NULL && *sqlstate != '\0')
 		return strncmp(sqlstate, "28", 2) == 0 || strncmp(sqlstate, "3D", 2) == 0 ||
 		       strncmp(sqlstate, "42", 2) == 0 || strncmp(sqlstate, "0A", 2) == 0 ||
