@@ -36,31 +36,11 @@ top_srcdir = os.environ.get("top_srcdir", ".")
 top_builddir = os.environ.get("top_builddir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from pg import PgCluster, PgError, pg_bindir  # noqa: E402
+from tap import done, ok  # noqa: E402
 
 TAILGATED = os.environ.get("TAILGATED", os.path.join(top_builddir, "tailgated"))
 RING = os.environ.get("TAILGATE_RING", os.path.join(top_builddir, "tailgate-ring"))
 LOADGEN = os.environ.get("TAILGATE_LOADGEN", os.path.join(top_builddir, "tailgate-loadgen"))
-
-n = 0
-failed = 0
-
-
-def ok(cond, what, diag=None):
-    global n, failed
-    n += 1
-    print("%s %d - %s" % ("ok" if cond else "not ok", n, what), flush=True)
-    if not cond:
-        failed += 1
-        if diag:
-            for line in str(diag).splitlines()[:30]:
-                print("#   " + line)
-    return cond
-
-
-def skip(what, why):
-    global n
-    n += 1
-    print("ok %d - %s # SKIP %s" % (n, what, why), flush=True)
 
 
 def norm(v):
@@ -441,8 +421,7 @@ def main():
             ok(not reports, "no sanitizer reports in the daemon's log", "\n".join(reports[:20]))
         pg.cleanup()
         subprocess.run(["rm", "-rf", ring_dir])
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

@@ -18,18 +18,7 @@ top_srcdir = os.path.abspath(os.environ.get("top_srcdir", "."))
 top_builddir = os.path.abspath(os.environ.get("top_builddir", "."))
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from pg import PgCluster, pg_bindir  # noqa: E402
-
-n = 0
-failed = 0
-
-
-def ok(cond, what):
-    global n, failed
-    n += 1
-    print("%sok %d - %s" % ("" if cond else "not ", n, what), flush=True)
-    if not cond:
-        failed += 1
-    return cond
+from tap import done, failed, ok  # noqa: E402
 
 
 def main():
@@ -104,10 +93,9 @@ def main():
         rows = dict(line.split("|") for line in pg.psql("SELECT * FROM check_shop()").splitlines())
         ok(set(rows.values()) == {"0"} and pg.psql("SELECT count(*) FROM purchase_summary") == "0",
            "reset_shop() empties the sums and stays exact")
-        if failed:
+        if failed():
             print("# shopgen: " + out.replace("\n", "\n# "))
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

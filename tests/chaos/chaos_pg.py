@@ -61,6 +61,8 @@ sys.path.insert(0, os.path.join(top_srcdir, "tests", "chaos"))
 from pg import PgCluster, PgError, pg_bindir  # noqa: E402
 from stack import Stack, StackError, builddir, nginx_bin  # noqa: E402
 from follower import Follower, parse_json, rows_key, verify_with_ring  # noqa: E402
+from tap import done, ok  # noqa: E402
+from util import tail  # noqa: E402
 
 RATE = os.environ.get("TAILGATE_CHAOS_RATE", "200")
 PARKED = int(os.environ.get("TAILGATE_CHAOS_PARKED", "10000"))
@@ -78,21 +80,7 @@ SSE_KEEPALIVE = 5
 # (feed, long-poll followers, SSE followers)
 LAYOUT = [("winning_bids", 12, 6), (SMALL, 8, 4)]
 
-n = 0
-failed = 0
 T0 = time.monotonic()
-
-
-def ok(cond, what, diag=None):
-    global n, failed
-    n += 1
-    print("%s %d - %s" % ("ok" if cond else "not ok", n, what), flush=True)
-    if not cond:
-        failed += 1
-        if diag:
-            for line in str(diag).splitlines()[:40]:
-                print("#   " + line, flush=True)
-    return cond
 
 
 def sanitized():
@@ -106,14 +94,6 @@ def sanitized():
 
 def note(msg):
     print("# [%5.1fs] %s" % (time.monotonic() - T0, msg), flush=True)
-
-
-def tail(path, lines=25):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def proc_stats(pid):
@@ -834,8 +814,7 @@ def main():
               c.total("batches"), c.verified, c.unverifiable, c.total("unverified_resync"),
               c.total("snapshots"), c.total("gone"), c.total("errors")))
     print("# wall time %.0f s" % (time.monotonic() - T0))
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":
