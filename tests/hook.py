@@ -198,7 +198,7 @@ def main():
                     hook = start_hook(args, hooklog)
                 if step in (25, 50):
                     rx.stop()
-                    time.sleep(0.3)
+                    time.sleep(0.3)  # the scenario: the receiver is down 0.3 s
                     rx.start()
                 time.sleep(0.05)
             want, cur = feed_rows(st, "?qty=lt.15")

@@ -18,7 +18,7 @@ top_srcdir = os.path.abspath(os.environ.get("top_srcdir", "."))
 top_builddir = os.path.abspath(os.environ.get("top_builddir", "."))
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from pg import PgCluster, pg_bindir  # noqa: E402
-from tap import done, failed, ok  # noqa: E402
+from tap import done, failed, ok, wait_for  # noqa: E402
 
 
 def main():
@@ -55,7 +55,8 @@ def main():
                 time.sleep(0.05)
         th = threading.Thread(target=warehouse)
         th.start()
-        time.sleep(3)
+        # Change the data mid-run: once a few seconds' pageviews are in.
+        wait_for(lambda: int(pg.psql("SELECT count(*) FROM pageviews") or 0) >= 4000, 30, 0.2)
         pg.psql("DELETE FROM pageviews WHERE id % 7 = 0")
         pg.psql("UPDATE shop_config SET low_stock_threshold = 15")
         out = gen.communicate(timeout=60)[0]

@@ -729,7 +729,7 @@ def phase_a(st, tmp):
             caught_up(fs, target)
             srv.release(pre)
             t0 = time.monotonic()
-            time.sleep(1.5)
+            time.sleep(1.5)  # the scenario: 1.5 s into the stall
             fl = feeds_list(st).get(feed, {})
             cur, table = fs[0].state()
             ok(fl.get('live') is True and fl.get('state') == 'live'
@@ -812,7 +812,7 @@ def phase_b(st, tmp):
         check_followers('B: before the kill', fs, tl, target)
         dmn.kill9()
         figures['faults injected'] += 1
-        time.sleep(0.3)
+        wait_for(lambda: feeds_list(st).get(feed, {}).get('state') == 'dead', 10, 0.05)
         fl = feeds_list(st).get(feed, {})
         ok(fl.get('live') is False and fl.get('state') == 'dead',
            'B: with tailgated killed, /feeds says live false, state dead', json.dumps(fl))
@@ -828,7 +828,8 @@ def phase_b(st, tmp):
         srv.release('b_after_kill_mid')
         ok(srv.wait_hold('b_go'), 'B: hold b_go')
         srv.release('b_go')
-        # Kill it again while it streams (timestamps every 20 ms).
+        # Kill it again while it streams (timestamps every 20 ms): the
+        # 0.4 s of streaming is the scenario, not a wait.
         time.sleep(0.4)
         dmn.kill9()
         figures['faults injected'] += 1

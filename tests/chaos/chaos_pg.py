@@ -61,7 +61,7 @@ sys.path.insert(0, os.path.join(top_srcdir, "tests", "chaos"))
 from pg import PgCluster, PgError, pg_bindir  # noqa: E402
 from stack import Stack, StackError, builddir, nginx_bin  # noqa: E402
 from follower import Follower, parse_json, rows_key, verify_with_ring  # noqa: E402
-from tap import done, ok  # noqa: E402
+from tap import done, ok, wait_for  # noqa: E402
 from util import tail  # noqa: E402
 
 RATE = os.environ.get("TAILGATE_CHAOS_RATE", "200")
@@ -463,7 +463,9 @@ class Chaos:
         gone = self.total("gone")
         pid = self.kill_daemon()
         note("tailgated (pid %d) killed with SIGKILL mid-stream" % pid)
-        time.sleep(1.5)   # followers see the feed not live (503) meanwhile
+        # The outage lasts 1.5 s (the scenario): followers see the feed
+        # not live (503) meanwhile.
+        time.sleep(1.5)
         feeds = self.feeds()
         ok(all(not feeds[f]["live"] for f in FEEDS),
            "with the daemon dead, /feeds shows its feeds not live",
@@ -626,7 +628,15 @@ class Chaos:
         if soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(want, soft)), hard))
         pids = self.st.responder_pids
-        time.sleep(1)
+        # The baseline once the previous phase's descriptors are closed:
+        # two looks in a row that agree.
+        last = [None]
+
+        def settled():
+            now = {p: proc_stats(p)[0] for p in pids}
+            same, last[0] = now == last[0], now
+            return same
+        wait_for(settled, 10, 0.25)
         base = {p: proc_stats(p) for p in pids}
         head = self.feeds()["winning_bids"]["cursor"]
         # A filter no row matches (amount is 1..99) keeps them parked while
