@@ -3,6 +3,7 @@
  * snapshot replacement, reset, waiting, a writer that died, version mismatch
  * and corrupt or truncated segments, adoption by a restarted writer.
  */
+#include "clock.h"
 #include "ring.h"
 
 #include "tap.h"
@@ -280,10 +281,7 @@ struct waiter {
 static double
 now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+	return (double)clock_mono_ns() / 1e6;
 }
 
 static void *
@@ -315,7 +313,7 @@ test_wait(void)
 
 	wt = (struct waiter){.r = r, .want = 0};
 	pthread_create(&th, NULL, wait_thread, &wt);
-	usleep(50 * 1000);
+	usleep(50 * 1000); /* time to block first; had it not, the checks still hold */
 	append(w, 1, 10);
 	ring_wake(w);
 	pthread_join(th, NULL);
@@ -325,7 +323,7 @@ test_wait(void)
 
 	wt = (struct waiter){.r = r, .want = 1};
 	pthread_create(&th, NULL, wait_thread, &wt);
-	usleep(20 * 1000);
+	usleep(20 * 1000); /* time to block first; had it not, the checks still hold */
 	ring_close(w, true);
 	pthread_join(th, NULL);
 	is_int(wt.rc, RING_TIMEOUT, "closing the segment releases waiters");
@@ -753,7 +751,7 @@ test_error_and_stall(void)
 	ring_info(r, &info);
 	ok(info.stall_ms == 50 && info.confirmed_ms != 0 && !info.stalled,
 	   "just confirmed: not stalled");
-	usleep(120 * 1000);
+	usleep(120 * 1000); /* the thing measured: 120 ms without a confirmation */
 	ring_heartbeat(w);
 	ring_info(r, &info);
 	ok(info.stalled && info.lag_ms >= 100,

@@ -63,6 +63,7 @@
  * drops its publication when it stops (feed removed, daemon stopped),
  * unless another host's slot streams from it.
  */
+#include "clock.h"
 #include "source_pg.h"
 
 #include "batch.h"
@@ -1266,7 +1267,7 @@ pg_stop(struct source *src)
 		return;
 	if (s->repl && s->st == ST_STREAM && PQstatus(s->repl) == CONNECTION_OK) {
 		/* Confirm what we have before going; best effort, no waiting. */
-		(void)send_status(s, source_now_ms(), false);
+		(void)send_status(s, clock_mono_ms(), false);
 		(void)PQflush(s->repl);
 	}
 	PQfinish(s->sql);

@@ -1,10 +1,10 @@
 /*
  * feeds.c - attached feeds and their segments (feeds.h).
  */
+#include "clock.h"
 #include "feeds.h"
 
 #include "log.h"
-#include "mono.h"
 #include "xmalloc.h"
 
 #include <dirent.h>
@@ -117,7 +117,7 @@ refresh_locked(struct feeds *fs, struct feed *f)
 	struct seg *s;
 	char err[256];
 
-	f->checked_ms = mono_ms();
+	f->checked_ms = clock_mono_ms();
 	if (f->seg != NULL && !ring_replaced(f->seg->ring))
 		return;
 	if (open_seg(fs->ring_dir, f->name, &s, err, sizeof(err)) != 200)
@@ -164,14 +164,14 @@ feeds_acquire(struct feeds *fs, const char *name, struct feed **feed, struct seg
 		snprintf(f->name, sizeof(f->name), "%s", name);
 		f->idx = n;
 		f->seg = s;
-		f->checked_ms = mono_ms();
+		f->checked_ms = clock_mono_ms();
 		fs->table[n] = f;
 		/* Published after the entry is complete: feeds_at readers
 		 * load n first. */
 		atomic_store_explicit(&fs->n, n + 1, memory_order_release);
 		log_info("feed=%s: attached %s/%s.ring", name, fs->ring_dir, name);
 	} else {
-		int64_t age = mono_ms() - f->checked_ms;
+		int64_t age = clock_mono_ms() - f->checked_ms;
 		bool dead = f->seg == NULL;
 		if (!dead && age >= 50) {
 			const char *why;
@@ -198,7 +198,7 @@ feeds_current(struct feeds *fs, struct feed *f, int64_t max_age_ms)
 	struct seg *s;
 
 	pthread_mutex_lock(&fs->mu);
-	if (mono_ms() - f->checked_ms >= max_age_ms)
+	if (clock_mono_ms() - f->checked_ms >= max_age_ms)
 		refresh_locked(fs, f);
 	s = seg_ref(f->seg);
 	pthread_mutex_unlock(&fs->mu);
@@ -243,7 +243,7 @@ feeds_live(struct seg *s, struct ring_info *info, const char **why)
 		*why = "the feed is starting: no snapshot yet";
 		return false;
 	}
-	atomic_store_explicit(&s->pid_checked_ms, mono_ms(), memory_order_relaxed);
+	atomic_store_explicit(&s->pid_checked_ms, clock_mono_ms(), memory_order_relaxed);
 	/* RING_STATE_DOWN with a snapshot: serve what we hold; long-polls
 	 * park until the daemon reconnects upstream. */
 	return true;
@@ -254,7 +254,7 @@ feeds_live_cached(struct seg *s, const char **why)
 {
 	struct ring_info info;
 
-	if (mono_ms() - atomic_load_explicit(&s->pid_checked_ms, memory_order_relaxed) < 100)
+	if (clock_mono_ms() - atomic_load_explicit(&s->pid_checked_ms, memory_order_relaxed) < 100)
 		return true;
 	return feeds_live(s, &info, why);
 }

@@ -20,6 +20,7 @@
  * and its 2..9 bids (5.5 on average) are 6.5 rows, so at 100 ms it makes
  * about 1.5 auctions and 8.5 bids per second.  That is our default.
  */
+#include "clock.h"
 #include "log.h"
 
 #include <errno.h>
@@ -291,10 +292,7 @@ struct gen {
 static double
 now_s(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)clock_mono_ns() / 1e9;
 }
 
 /* Run one statement outside the pipeline; expect status want. */

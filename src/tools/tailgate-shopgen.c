@@ -21,6 +21,7 @@
  * before derived rows).  At most --pipeline ticks are in flight; when the
  * server falls behind, ticks are caught up, never skipped.
  */
+#include "clock.h"
 #include "log.h"
 
 #include <errno.h>
@@ -266,10 +267,7 @@ struct gen {
 static double
 now_s(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)clock_mono_ns() / 1e9;
 }
 
 static PGresult *
