@@ -404,6 +404,26 @@ test_bad_segments(void)
 	ok(strstr(err, "invalid feed name") != NULL, "message: %s", err);
 }
 
+/* Feed names are ASCII whatever the locale: a Latin-1 letter, which
+ * isalnum() accepts in such a locale, is refused. */
+static void
+test_feed_names(void)
+{
+	char name[RING_FEED_NAME_MAX + 2];
+
+	ok(ring_feed_name_ok("Winning_bids-2"), "letters, digits, _ and - are a feed name");
+	ok(!ring_feed_name_ok(""), "the empty name is refused");
+	ok(!ring_feed_name_ok("a b") && !ring_feed_name_ok("a.b") && !ring_feed_name_ok("a/b"),
+	   "space, dot and slash are refused");
+	ok(!ring_feed_name_ok("caf\xe9") && !ring_feed_name_ok("caf\xc3\xa9"),
+	   "non-ASCII letters (Latin-1, UTF-8) are refused");
+	memset(name, 'a', RING_FEED_NAME_MAX);
+	name[RING_FEED_NAME_MAX] = '\0';
+	ok(ring_feed_name_ok(name), "%d characters are allowed", RING_FEED_NAME_MAX);
+	strcat(name, "a");
+	ok(!ring_feed_name_ok(name), "%d are not", RING_FEED_NAME_MAX + 1);
+}
+
 /* ring_info reuses its kill(writer_pid, 0) for 100 ms: a writer that dies
  * must still read as gone soon after, without waiting for its heartbeat to
  * go stale (5 s). */
@@ -784,6 +804,7 @@ main(void)
 	test_replaced();
 	test_writer_gone();
 	test_bad_segments();
+	test_feed_names();
 	test_adopt();
 	test_error_and_stall();
 

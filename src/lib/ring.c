@@ -223,8 +223,8 @@ config_sizes(const struct ring_config *cfg, uint64_t *data_size, uint64_t *slots
 	*slots = round_pow2(*slots < MIN_INDEX_SLOTS ? MIN_INDEX_SLOTS : *slots);
 }
 
-static bool
-feed_name_ok(const char *feed)
+bool
+ring_feed_name_ok(const char *feed)
 {
 	size_t n = strlen(feed);
 
@@ -244,7 +244,7 @@ make_paths(struct ring *r, const char *dir, const char *feed, char *err, size_t 
 {
 	if (dir == NULL)
 		dir = RING_DEFAULT_DIR;
-	if (!feed_name_ok(feed)) {
+	if (!ring_feed_name_ok(feed)) {
 		log_seterr(err, errlen, "invalid feed name \"%s\": use 1-%d of [A-Za-z0-9_-]", feed,
 		           RING_FEED_NAME_MAX);
 		return RING_ERR;

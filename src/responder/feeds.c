@@ -39,22 +39,6 @@ feeds_free(struct feeds *fs)
 	pthread_mutex_destroy(&fs->mu);
 }
 
-static bool
-name_ok(const char *name)
-{
-	size_t n = strlen(name);
-
-	if (n == 0 || n > RING_FEED_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = name[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 struct seg *
 seg_ref(struct seg *s)
 {
@@ -137,7 +121,7 @@ feeds_acquire(struct feeds *fs, const char *name, struct feed **feed, struct seg
 
 	*feed = NULL;
 	*seg = NULL;
-	if (!name_ok(name)) {
+	if (!ring_feed_name_ok(name)) {
 		snprintf(err, errlen, "no feed named \"%.64s\"", name);
 		return 404;
 	}
