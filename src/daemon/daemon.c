@@ -9,9 +9,9 @@
  */
 #include "config.h" /* autoconf: _GNU_SOURCE and friends, first */
 
-#include "clock.h"
 #include "daemon.h"
 
+#include "clock.h"
 #include "conf.h"
 #include "feed.h"
 #include "log.h"

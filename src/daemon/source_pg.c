@@ -63,10 +63,10 @@
  * drops its publication when it stops (feed removed, daemon stopped),
  * unless another host's slot streams from it.
  */
-#include "clock.h"
 #include "source_pg.h"
 
-#include "batch.h"
+#include "buf.h"
+#include "clock.h"
 #include "conf.h"
 #include "encode.h"
 #include "feed.h"

@@ -45,10 +45,10 @@
  * time: the writer holds an flock on the segment file, which the kernel
  * releases when it dies.
  */
-#include "clock.h"
 #include "ring.h"
 
 #include "atomics.h"
+#include "clock.h"
 #include "log.h"
 
 #include <assert.h>

@@ -8,9 +8,9 @@
  */
 #include <config.h> /* autoconf's: _GNU_SOURCE for accept4 */
 
-#include "clock.h"
 #include "conn.h"
 
+#include "clock.h"
 #include "log.h"
 #include "xmalloc.h"
 

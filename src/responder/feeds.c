@@ -1,9 +1,9 @@
 /*
  * feeds.c - attached feeds and their segments (feeds.h).
  */
-#include "clock.h"
 #include "feeds.h"
 
+#include "clock.h"
 #include "log.h"
 #include "xmalloc.h"
 

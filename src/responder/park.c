@@ -14,9 +14,9 @@
  */
 #include <config.h> /* autoconf's: _GNU_SOURCE for POLLRDHUP */
 
-#include "clock.h"
 #include "park.h"
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "reply.h"

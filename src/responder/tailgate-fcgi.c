@@ -16,7 +16,7 @@
  */
 #include <config.h> /* autoconf's (build dir); src/config.h is the daemon's */
 
-#include "batch.h"
+#include "buf.h"
 #include "clock.h"
 #include "http_params.h"
 #include "log.h"

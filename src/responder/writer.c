@@ -1,9 +1,9 @@
 /*
  * writer.c - the writer pool (writer.h).
  */
-#include "clock.h"
 #include "writer.h"
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "xmalloc.h"
