@@ -10,6 +10,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
 #include <time.h>
 
 volatile sig_atomic_t gen_stop;
@@ -213,4 +215,91 @@ gen_send(PGconn *c, const char *sql)
 		return false;
 	}
 	return true;
+}
+
+/* Until the server sends something (or 1 s); false on a select error. */
+static bool
+wait_socket(PGconn *c)
+{
+	fd_set rfds, wfds;
+	int fd = PQsocket(c);
+
+	FD_ZERO(&rfds);
+	FD_ZERO(&wfds);
+	FD_SET(fd, &rfds);
+	if (PQflush(c) == 1)
+		FD_SET(fd, &wfds);
+	struct timeval tv = {1, 0};
+	if (select(fd + 1, &rfds, &wfds, NULL, &tv) < 0 && errno != EINTR) {
+		log_error("select: %s", strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+/* One result: the sync that ends a transaction, rows, or an error. */
+static bool
+take_result(PGconn *c, struct gen_pipe *p, PGresult *r, bool *progressed)
+{
+	switch (PQresultStatus(r)) {
+	case PGRES_PIPELINE_SYNC:
+		p->in_flight--;
+		if (p->in_flight % p->syncs_per_tick == 0) {
+			p->ticks_done++;
+			*progressed = true;
+		}
+		break;
+	case PGRES_TUPLES_OK:
+		if (p->on_tuples)
+			p->on_tuples(r, p->arg);
+		break;
+	case PGRES_COMMAND_OK:
+	case PGRES_PIPELINE_ABORTED:
+		break;
+	default:
+		p->errors++;
+		log_warning("tick failed: %s", PQresultErrorMessage(r));
+		if (PQstatus(c) != CONNECTION_OK)
+			return false;
+		break;
+	}
+	return true;
+}
+
+bool
+gen_read_results(PGconn *c, struct gen_pipe *p, bool wait)
+{
+	bool progressed = false;
+
+	for (;;) {
+		if (p->in_flight == 0)
+			return true;
+		if (PQflush(c) < 0 || !PQconsumeInput(c)) {
+			log_error("connection: %s", PQerrorMessage(c));
+			return false;
+		}
+		while (!PQisBusy(c)) {
+			PGresult *r = PQgetResult(c);
+
+			if (!r) {
+				if (p->in_flight == 0)
+					return true;
+				continue; /* end of one query's results */
+			}
+			bool ok = take_result(c, p, r, &progressed);
+			PQclear(r);
+			if (!ok)
+				return false;
+			if (p->in_flight == 0)
+				return true;
+		}
+		if (PQstatus(c) != CONNECTION_OK) {
+			log_error("connection lost: %s", PQerrorMessage(c));
+			return false;
+		}
+		if (!wait || progressed)
+			return true;
+		if (!wait_socket(c) || gen_stop > 1)
+			return false;
+	}
 }

@@ -55,4 +55,18 @@ PGresult *gen_exec(PGconn *c, const char *sql, ExecStatusType want);
 /* Send one statement into the pipeline; false (logged) on failure. */
 bool gen_send(PGconn *c, const char *sql);
 
+/* The pipeline's bookkeeping: a tick is syncs_per_tick syncs. */
+struct gen_pipe {
+	int in_flight; /* pipeline syncs sent whose results are not all read */
+	int syncs_per_tick;
+	uint64_t ticks_done, errors;
+	/* A statement's rows (PGRES_TUPLES_OK), for the caller's counters. */
+	void (*on_tuples)(PGresult *r, void *arg);
+	void *arg;
+};
+/* Read what results have arrived (with wait, block until a tick completes
+ * or all are read).  A failed statement counts in errors and is logged.
+ * False when the connection is lost or a second signal came. */
+bool gen_read_results(PGconn *c, struct gen_pipe *p, bool wait);
+
 #endif

@@ -171,9 +171,9 @@ struct gen {
 	uint64_t tick;      /* the next tick to send */
 	double auction_acc; /* fractional auctions carried between ticks */
 	double mean_bids;
-	int in_flight; /* pipeline syncs sent whose results are not all read */
+	struct gen_pipe pipe;
 	/* counters */
-	uint64_t auctions, bids, late_bids, closed, ticks_done, errors;
+	uint64_t auctions, bids, late_bids, closed;
 	double max_lag_ms;
 };
 
@@ -244,7 +244,7 @@ connect_db(struct gen *g)
 		g->conn = NULL;
 		return false;
 	}
-	g->in_flight = 0;
+	g->pipe.in_flight = 0;
 	return true;
 }
 
@@ -317,82 +317,14 @@ take_bids(struct gen *g, struct gen_sql *bids_sql, uint64_t tick, size_t *nbids)
 
 /* Read every result that has arrived; with wait set, block until at least
  * one tick completed.  A tick is two pipeline syncs. */
-static bool
-read_results(struct gen *g, bool wait)
+/* close_ended_auctions()'s count. */
+static void
+count_closed(PGresult *r, void *arg)
 {
-	bool progressed = false;
+	struct gen *g = arg;
 
-	for (;;) {
-		if (g->in_flight == 0)
-			return true;
-		if (PQflush(g->conn) < 0) {
-			log_error("flush: %s", PQerrorMessage(g->conn));
-			return false;
-		}
-		if (!PQconsumeInput(g->conn)) {
-			log_error("read: %s", PQerrorMessage(g->conn));
-			return false;
-		}
-		while (!PQisBusy(g->conn)) {
-			PGresult *r = PQgetResult(g->conn);
-
-			if (!r) {
-				if (g->in_flight == 0)
-					return true;
-				continue; /* end of one query's results */
-			}
-			switch (PQresultStatus(r)) {
-			case PGRES_PIPELINE_SYNC:
-				g->in_flight--;
-				if (g->in_flight % 2 == 0) {
-					g->ticks_done++;
-					progressed = true;
-				}
-				break;
-			case PGRES_TUPLES_OK:
-				if (PQntuples(r) == 1 && PQnfields(r) == 1)
-					g->closed += strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-				break;
-			case PGRES_COMMAND_OK:
-				break;
-			case PGRES_PIPELINE_ABORTED:
-				break;
-			default:
-				g->errors++;
-				log_warning("tick failed: %s", PQresultErrorMessage(r));
-				if (PQstatus(g->conn) != CONNECTION_OK) {
-					PQclear(r);
-					return false;
-				}
-				break;
-			}
-			PQclear(r);
-			if (g->in_flight == 0)
-				return true;
-		}
-		if (PQstatus(g->conn) != CONNECTION_OK) {
-			log_error("connection lost: %s", PQerrorMessage(g->conn));
-			return false;
-		}
-		if (!wait || progressed)
-			return true;
-		/* Sleep until the server sends something. */
-		fd_set rfds, wfds;
-		int fd = PQsocket(g->conn);
-
-		FD_ZERO(&rfds);
-		FD_ZERO(&wfds);
-		FD_SET(fd, &rfds);
-		if (PQflush(g->conn) == 1)
-			FD_SET(fd, &wfds);
-		struct timeval tv = {1, 0};
-		if (select(fd + 1, &rfds, &wfds, NULL, &tv) < 0 && errno != EINTR) {
-			log_error("select: %s", strerror(errno));
-			return false;
-		}
-		if (gen_stop > 1)
-			return false;
-	}
+	if (PQntuples(r) == 1 && PQnfields(r) == 1)
+		g->closed += strtoull(PQgetvalue(r, 0, 0), NULL, 10);
 }
 
 /* Send one tick: its auctions and bids in one transaction, then a close. */
@@ -413,7 +345,7 @@ send_tick(struct gen *g, uint64_t tick, bool stopping)
 		goto done;
 	if (!gen_send(g->conn, "SELECT close_ended_auctions()") || PQpipelineSync(g->conn) != 1)
 		goto done;
-	g->in_flight += 2;
+	g->pipe.in_flight += 2;
 	g->bids += nbids;
 	ok = true;
 done:
@@ -435,7 +367,7 @@ report(struct gen *g, double elapsed, double lag_ms)
 	        "tailgate-loadgen: %.0fs auctions=%" PRIu64 " bids=%" PRIu64
 	        " (%.0f/s) closed=%" PRIu64 " lag=%.0fms max_lag=%.0fms errors=%" PRIu64 "\n",
 	        elapsed, g->auctions, g->bids, dt > 0 ? (double)(g->bids - last_bids) / dt : 0.0,
-	        g->closed, lag_ms, g->max_lag_ms, g->errors);
+	        g->closed, lag_ms, g->max_lag_ms, g->pipe.errors);
 	last_t = elapsed;
 	last_bids = g->bids;
 }
@@ -505,20 +437,20 @@ run(struct gen *g)
 
 		if (lag_ms < 0) {
 			/* Early: read what has come back, then sleep till the tick. */
-			if (!read_results(g, false))
+			if (!gen_read_results(g->conn, &g->pipe, false))
 				goto reconnect;
 			gen_sleep_until(due);
 			lag_ms = 0;
 		}
 		if (lag_ms > g->max_lag_ms)
 			g->max_lag_ms = lag_ms;
-		while (g->in_flight >= 2 * g->o.pipeline)
-			if (!read_results(g, true))
+		while (g->pipe.in_flight >= 2 * g->o.pipeline)
+			if (!gen_read_results(g->conn, &g->pipe, true))
 				goto reconnect;
 		if (!send_tick(g, g->tick, stopping))
 			goto reconnect;
 		g->tick++;
-		if (!read_results(g, false))
+		if (!gen_read_results(g->conn, &g->pipe, false))
 			goto reconnect;
 		double elapsed = gen_now_s() - t0;
 		if (g->o.report_s && elapsed >= next_report) {
@@ -535,7 +467,7 @@ run(struct gen *g)
 		PQfinish(g->conn);
 		g->conn = NULL;
 		wheel_clear(&g->wheel);
-		g->errors++;
+		g->pipe.errors++;
 		backoff = 0.25;
 		while (!connect_db(g)) {
 			if (gen_stop)
@@ -546,16 +478,16 @@ run(struct gen *g)
 		/* Resume at the wall clock: do not replay the ticks missed. */
 		g->tick = (uint64_t)((gen_now_s() - t0) / tick_s) + 1;
 	}
-	while (g->conn && g->in_flight > 0)
-		if (!read_results(g, true))
+	while (g->conn && g->pipe.in_flight > 0)
+		if (!gen_read_results(g->conn, &g->pipe, true))
 			break;
 	if (g->o.drain && g->conn && !drain_closes(g))
-		g->errors++;
+		g->pipe.errors++;
 out:
 	report(g, gen_now_s() - t0, 0);
 	if (g->conn)
 		PQfinish(g->conn);
-	return g->errors && g->o.drain ? 1 : 0;
+	return g->pipe.errors && g->o.drain ? 1 : 0;
 }
 
 int
@@ -681,6 +613,7 @@ main(int argc, char **argv)
 	if (!seeded)
 		g.o.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 	gen_rng_seed(g.o.seed);
+	g.pipe = (struct gen_pipe){.syncs_per_tick = 2, .on_tuples = count_closed, .arg = &g};
 	g.wheel.nbuckets = (size_t)(WHEEL_MS / g.o.tick_ms) + 4;
 	g.wheel.b = calloc(g.wheel.nbuckets, sizeof(*g.wheel.b));
 	if (!g.wheel.b)

@@ -149,9 +149,9 @@ struct gen {
 	double *buy_cum;  /* cumulative popularity x conversion per item */
 	uint64_t tick;
 	double purchase_acc, pageview_acc;
-	int in_flight; /* pipeline syncs sent whose results are not all read */
+	struct gen_pipe pipe;
 	/* counters */
-	uint64_t orders, purchases, pageviews, expired, ticks_done, errors;
+	uint64_t orders, purchases, pageviews, expired;
 	double max_lag_ms;
 };
 
@@ -267,7 +267,7 @@ connect_db(struct gen *g)
 		g->conn = NULL;
 		return false;
 	}
-	g->in_flight = 0;
+	g->pipe.in_flight = 0;
 	return true;
 }
 
@@ -350,7 +350,7 @@ send_tick(struct gen *g)
 		goto done;
 	if (PQpipelineSync(g->conn) != 1)
 		goto done;
-	g->in_flight += SYNCS_PER_TICK;
+	g->pipe.in_flight += SYNCS_PER_TICK;
 	ok = true;
 done:
 	free(p.p);
@@ -360,78 +360,15 @@ done:
 
 /* Read every result that has arrived; with wait set, block until at least
  * one tick completed. */
-static bool
-read_results(struct gen *g, bool wait)
+/* buy()'s purchases, expire_orders_per_minute()'s minutes. */
+static void
+count_purchases(PGresult *r, void *arg)
 {
-	bool progressed = false;
+	struct gen *g = arg;
 
-	for (;;) {
-		if (g->in_flight == 0)
-			return true;
-		if (PQflush(g->conn) < 0 || !PQconsumeInput(g->conn)) {
-			log_error("connection: %s", PQerrorMessage(g->conn));
-			return false;
-		}
-		while (!PQisBusy(g->conn)) {
-			PGresult *r = PQgetResult(g->conn);
-
-			if (!r) {
-				if (g->in_flight == 0)
-					return true;
-				continue; /* end of one query's results */
-			}
-			switch (PQresultStatus(r)) {
-			case PGRES_PIPELINE_SYNC:
-				g->in_flight--;
-				if (g->in_flight % SYNCS_PER_TICK == 0) {
-					g->ticks_done++;
-					progressed = true;
-				}
-				break;
-			case PGRES_TUPLES_OK:
-				/* buy()'s purchases, expire_orders_per_minute()'s minutes */
-				if (PQntuples(r) == 1 && PQnfields(r) == 2) {
-					g->purchases += strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-					g->expired += strtoull(PQgetvalue(r, 0, 1), NULL, 10);
-				}
-				break;
-			case PGRES_COMMAND_OK:
-			case PGRES_PIPELINE_ABORTED:
-				break;
-			default:
-				g->errors++;
-				log_warning("tick failed: %s", PQresultErrorMessage(r));
-				if (PQstatus(g->conn) != CONNECTION_OK) {
-					PQclear(r);
-					return false;
-				}
-				break;
-			}
-			PQclear(r);
-			if (g->in_flight == 0)
-				return true;
-		}
-		if (PQstatus(g->conn) != CONNECTION_OK) {
-			log_error("connection lost: %s", PQerrorMessage(g->conn));
-			return false;
-		}
-		if (!wait || progressed)
-			return true;
-		fd_set rfds, wfds;
-		int fd = PQsocket(g->conn);
-
-		FD_ZERO(&rfds);
-		FD_ZERO(&wfds);
-		FD_SET(fd, &rfds);
-		if (PQflush(g->conn) == 1)
-			FD_SET(fd, &wfds);
-		struct timeval tv = {1, 0};
-		if (select(fd + 1, &rfds, &wfds, NULL, &tv) < 0 && errno != EINTR) {
-			log_error("select: %s", strerror(errno));
-			return false;
-		}
-		if (gen_stop > 1)
-			return false;
+	if (PQntuples(r) == 1 && PQnfields(r) == 2) {
+		g->purchases += strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+		g->expired += strtoull(PQgetvalue(r, 0, 1), NULL, 10);
 	}
 }
 
@@ -449,7 +386,7 @@ report(struct gen *g, double elapsed, double lag_ms)
 	        " pageviews=%" PRIu64 " (%.0f/s) lag=%.0fms max_lag=%.0fms errors=%" PRIu64 "\n",
 	        elapsed, g->purchases, dt > 0 ? (double)(g->purchases - last_p) / dt : 0.0,
 	        g->orders, g->pageviews, dt > 0 ? (double)(g->pageviews - last_v) / dt : 0.0,
-	        lag_ms, g->max_lag_ms, g->errors);
+	        lag_ms, g->max_lag_ms, g->pipe.errors);
 	last_t = elapsed;
 	last_p = g->purchases;
 	last_v = g->pageviews;
@@ -475,20 +412,20 @@ run(struct gen *g)
 		double lag_ms = (gen_now_s() - due) * 1000.0;
 
 		if (lag_ms < 0) {
-			if (!read_results(g, false))
+			if (!gen_read_results(g->conn, &g->pipe, false))
 				goto reconnect;
 			gen_sleep_until(due);
 			lag_ms = 0;
 		}
 		if (lag_ms > g->max_lag_ms)
 			g->max_lag_ms = lag_ms;
-		while (g->in_flight >= SYNCS_PER_TICK * g->o.pipeline)
-			if (!read_results(g, true))
+		while (g->pipe.in_flight >= SYNCS_PER_TICK * g->o.pipeline)
+			if (!gen_read_results(g->conn, &g->pipe, true))
 				goto reconnect;
 		if (!send_tick(g))
 			goto reconnect;
 		g->tick++;
-		if (!read_results(g, false))
+		if (!gen_read_results(g->conn, &g->pipe, false))
 			goto reconnect;
 		double elapsed = gen_now_s() - t0;
 		if (g->o.report_s && elapsed >= next_report) {
@@ -502,7 +439,7 @@ run(struct gen *g)
 		log_warning("reconnecting");
 		PQfinish(g->conn);
 		g->conn = NULL;
-		g->errors++;
+		g->pipe.errors++;
 		backoff = 0.25;
 		while (!connect_db(g)) {
 			if (gen_stop)
@@ -513,8 +450,8 @@ run(struct gen *g)
 		/* Resume at the wall clock: do not replay the ticks missed. */
 		g->tick = (uint64_t)((gen_now_s() - t0) / tick_s) + 1;
 	}
-	while (g->conn && g->in_flight > 0)
-		if (!read_results(g, true))
+	while (g->conn && g->pipe.in_flight > 0)
+		if (!gen_read_results(g->conn, &g->pipe, true))
 			break;
 out:
 	report(g, gen_now_s() - t0, 0);
@@ -647,6 +584,8 @@ main(int argc, char **argv)
 	if (!seeded)
 		g.o.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 	gen_rng_seed(g.o.seed);
+	g.pipe = (struct gen_pipe){
+	        .syncs_per_tick = SYNCS_PER_TICK, .on_tuples = count_purchases, .arg = &g};
 
 	gen_catch_signals();
 
