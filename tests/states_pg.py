@@ -122,7 +122,7 @@ def main():
         ok(status == 200 and b'tailgate_feed_state{feed="later",state="error"} 1' in body,
            "/metrics: tailgate_feed_state{feed=\"later\",state=\"error\"} 1")
         tries = d.log_text().count("relation \"later\" does not exist")
-        time.sleep(2.5)
+        time.sleep(2.5)  # the thing measured: no retry within this time
         again = d.log_text().count("relation \"later\" does not exist")
         ok(tries >= 1 and again == tries and "retrying in 300 s or on SIGHUP" in d.log_text(),
            "the permanent error is not retried in a loop (%d tries, then %d)" % (tries, again),

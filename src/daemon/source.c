@@ -70,15 +70,6 @@ source_fini(struct source *src)
 	src->timer_ms = 0;
 }
 
-uint64_t
-source_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 bool
 source_error_permanent(const char *sqlstate, const char *msg)
 {

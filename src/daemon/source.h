@@ -15,7 +15,7 @@
  *   src->fd       the socket to poll, or -1 (PQsocket() may change while
  *                 connecting: set it again after every PQconnectPoll)
  *   src->events   POLLIN and/or POLLOUT wanted on fd
- *   src->timer_ms CLOCK_MONOTONIC milliseconds at which on_tick is due
+ *   src->timer_ms clock_mono_ms() milliseconds at which on_tick is due
  *                 (keepalives, status messages, connect timeouts); 0: none
  *
  * Life cycle:
@@ -95,9 +95,6 @@ int source_init(struct source *src, const struct conf *conf, const struct conf_f
 
 /* Stop and fini; src may be reused with source_init afterwards. */
 void source_fini(struct source *src);
-
-/* CLOCK_MONOTONIC in milliseconds, the clock of timer_ms. */
-uint64_t source_now_ms(void);
 
 /* Does an upstream error need a fix (configuration, grants, the database's
  * settings) rather than time?  sqlstate may be NULL (a failed connection

@@ -65,7 +65,7 @@
  */
 #include "source_pg.h"
 
-#include "batch.h"
+#include "buf.h"
 #include "conf.h"
 #include "encode.h"
 #include "feed.h"
