@@ -141,6 +141,13 @@ int feed_progress(struct feed *f, uint64_t frontier) __attribute__((warn_unused_
 void feed_upstream_live(struct feed *f);
 void feed_upstream_lost(struct feed *f);
 
+/* The upstream history the source is connected to, as text that names it
+ * exactly ("pg:SYSTEM_ID:TIMELINE", "mz:ENVIRONMENT_ID"); cursors carry a
+ * hash of it.  Returns true when the ring holds another history: the
+ * source must not resume but take a snapshot (feed_can_resume is false
+ * until then), which starts a new history; clients resync. */
+bool feed_set_upstream(struct feed *f, const char *upstream);
+
 /* The upstream failed with msg (one line, SQLSTATE included where there is
  * one).  Shown to readers (/feeds, the 503 body) until the feed is live
  * again.  A permanent error (the configuration or the database must

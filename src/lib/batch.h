@@ -80,6 +80,17 @@ int batch_format_cursor(uint64_t cursor, char *out, size_t outlen);
 /* Parse a decimal cursor; false on anything but 1-20 digits in range. */
 bool batch_parse_cursor(const char *s, uint64_t *cursor);
 
+/* The cursor clients hold: an upstream position and the identity of the
+ * history it belongs to, "POSITION.IIIIIIII" (decimal, a dot, 8 lowercase
+ * hex digits; docs/API.md calls it opaque).  BATCH_POSITION_MAX bytes
+ * with the NUL. */
+#define BATCH_POSITION_MAX 32
+int batch_format_position(uint64_t pos, uint32_t ident, char *out, size_t outlen);
+/* Parse a cursor: 1-20 decimal digits, then '.' and 8 hex digits (either
+ * case).  A bare decimal position (an older release's cursor) parses with
+ * *has_ident false.  false: malformed. */
+bool batch_parse_position(const char *s, uint64_t *pos, uint32_t *ident, bool *has_ident);
+
 /* The length (1-4) of the well-formed UTF-8 character at s[0..n), or 0
  * when it is not one (a stray continuation byte, an overlong form, a
  * surrogate, above U+10FFFF, or cut short by n).  For text that came from

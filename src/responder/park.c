@@ -40,6 +40,7 @@ struct group {
 	struct seg *seg;  /* referenced */
 	struct fspec *fs; /* referenced */
 	uint64_t seq_after, cursor;
+	uint32_t ident;
 	bool sse;
 	struct waiter *head; /* linked by gnext/gprev */
 	size_t n;
@@ -150,7 +151,8 @@ group_for(struct park *p, const struct waiter *w)
 
 	for (g = *list; g != NULL; g = g->next)
 		if (g->seg == w->seg && g->seq_after == w->seq_after && g->sse == w->sse &&
-		    g->cursor == w->cursor && strcmp(g->fs->key, w->fs->key) == 0)
+		    g->cursor == w->cursor && g->ident == w->ident &&
+		    strcmp(g->fs->key, w->fs->key) == 0)
 			return g;
 	g = xcalloc(1, sizeof(*g));
 	g->feed = w->feed;
@@ -158,6 +160,7 @@ group_for(struct park *p, const struct waiter *w)
 	g->fs = fspec_ref(w->fs);
 	g->seq_after = w->seq_after;
 	g->cursor = w->cursor;
+	g->ident = w->ident;
 	g->sse = w->sse;
 	g->next = *list;
 	if (*list != NULL)
@@ -421,16 +424,19 @@ arm_word(struct round *rd, struct seg *s)
 }
 
 /* The status of group g against its feed's current segment s: 0 ready
- * to render (or nothing new: *behind false), 410 its cursor is not in
+ * to render (or nothing new: *behind false), 410 its position is not in
  * s's history, 503 the feed is not live.  A group of a replaced segment
- * (the daemon restarted) moves to s when its cursor is found there. */
+ * (the daemon restarted) moves to s when its position is held there.
+ * A group whose position is past the frontier (a client that came from
+ * a host further ahead) is not behind until batches come: the wake word
+ * moves with the frontier too, and render skips batches it holds. */
 static int
 group_status(struct group *g, struct seg *s, const struct ring_info *info, bool live, bool *behind)
 {
 	*behind = true;
 	if (g->seg != s) {
 		uint64_t seq;
-		if (ring_lookup(s->ring, g->cursor, &seq) != RING_OK)
+		if (ring_seek(s->ring, g->ident, g->cursor, &seq) != RING_OK)
 			return 410;
 		seg_release(g->seg);
 		g->seg = seg_ref(s);
@@ -558,6 +564,7 @@ take_position(struct waiter *w, const struct group *g)
 	w->group = NULL;
 	w->seq_after = g->seq_after;
 	w->cursor = g->cursor;
+	w->ident = g->ident;
 	if (w->seg != g->seg) {
 		seg_release(w->seg);
 		w->seg = seg_ref(g->seg);
@@ -615,11 +622,13 @@ render_group(struct park *p, struct group *g, struct thread_ctx *t)
 	proto.fs = g->fs;
 	proto.seq_after = g->seq_after;
 	proto.cursor = g->cursor;
+	proto.ident = g->ident;
 	proto.sse = g->sse;
 	ring_info(g->seg->ring, &info);
 	r = render_next(p->render, &proto, info.head_seq, &t->scratch);
 	g->seq_after = proto.seq_after;
 	g->cursor = proto.cursor;
+	g->ident = proto.ident;
 	return r;
 }
 
@@ -635,7 +644,7 @@ answer_ready(struct park *p, struct round *rd, struct thread_ctx *t, int64_t wak
 		if (ready->status == 410 && g->sse) {
 			repark_group(p, g, t); /* park_serve resyncs in-band */
 		} else if (ready->status == 410) {
-			r = render_gone_reply(g->cursor);
+			r = render_gone_reply(g->cursor, g->ident);
 			answer_group(p, g, r, 0);
 		} else if (ready->status != 0) {
 			r = render_error_reply(ready->status, "feed_not_live", ready->why);
