@@ -143,17 +143,26 @@ group_free(struct group *g)
 }
 
 /* The group w belongs in (same segment, position, format and filter),
- * made when there is none. */
+ * made when there is none.  Parked waiters all wait at the head (park_insert
+ * checks), so every position up to where the ring is complete there (c:
+ * the frontier) is the same position: clients whose cursors differ only
+ * because they were answered at different frontiers share one group, and
+ * one render, at the highest of them.  A position past c (a client from a
+ * host further ahead) keeps its own: the batches it holds are skipped. */
 static struct group *
 group_for(struct park *p, const struct waiter *w)
 {
 	struct group **list = &p->groups[w->feed->idx], *g;
+	uint64_t c = ring_complete(w->seg->ring, w->seq_after, 0);
 
 	for (g = *list; g != NULL; g = g->next)
 		if (g->seg == w->seg && g->seq_after == w->seq_after && g->sse == w->sse &&
-		    g->cursor == w->cursor && g->ident == w->ident &&
-		    strcmp(g->fs->key, w->fs->key) == 0)
+		    g->ident == w->ident && strcmp(g->fs->key, w->fs->key) == 0 &&
+		    (g->cursor == w->cursor || (g->cursor <= c && w->cursor <= c))) {
+			if (g->cursor != w->cursor)
+				g->cursor = c;
 			return g;
+		}
 	g = xcalloc(1, sizeof(*g));
 	g->feed = w->feed;
 	g->seg = seg_ref(w->seg);
