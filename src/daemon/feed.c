@@ -76,6 +76,7 @@ struct feed {
 	char *ring_dir;
 	char *source;
 	char *definition;
+	char *rows_def; /* feed_params.rows */
 	uint64_t ring_size;
 	bool unique_rows;
 
@@ -177,6 +178,7 @@ adopt_segment(struct feed *f)
 	rc.source = f->source;
 	rc.data_size = f->ring_size;
 	rc.definition = f->definition;
+	rc.rows = f->rows_def;
 	rc.columns_json = NULL; /* not known yet: feed_set_columns compares */
 	st = ring_adopt(&rc, &r, err, sizeof(err));
 	if (st == RING_GONE)
@@ -247,6 +249,7 @@ feed_new(const struct feed_params *p)
 	f->ring_dir = xstrdup(p->ring_dir ? p->ring_dir : RING_DEFAULT_DIR);
 	f->source = xstrdup(p->source);
 	f->definition = xstrdup(p->definition);
+	f->rows_def = p->rows ? xstrdup(p->rows) : NULL;
 	f->ring_size = p->ring_size;
 	f->stall_ms = p->stall_ms;
 	f->unique_rows = p->unique_rows;
@@ -274,6 +277,7 @@ feed_free(struct feed *f, bool remove)
 	free(f->ring_dir);
 	free(f->source);
 	free(f->definition);
+	free(f->rows_def);
 	free(f->upstream);
 	free(f->error);
 	free(f);
@@ -366,6 +370,7 @@ feed_set_columns(struct feed *f, const struct feed_column *cols, size_t ncols)
 	rc.columns_json = j.p;
 	rc.data_size = f->ring_size;
 	rc.definition = f->definition;
+	rc.rows = f->rows_def;
 	rc.upstream = f->upstream;
 	if (ring_create(&rc, &r, err, sizeof(err)) != RING_OK) {
 		log_error("feed=%s: %s", f->name, err);
@@ -992,6 +997,7 @@ error_segment(struct feed *f)
 	rc.columns_json = "[]";
 	rc.data_size = f->ring_size;
 	rc.definition = f->definition;
+	rc.rows = f->rows_def;
 	if (ring_create(&rc, &r, err, sizeof(err)) != RING_OK) {
 		log_error("feed=%s: %s", f->name, err);
 		return;

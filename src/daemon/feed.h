@@ -85,6 +85,9 @@ struct feed_params {
 	const char *definition; /* what the feed streams (the source's settings
 	                         * for it), recorded in the segment: a restart
 	                         * adopts only a segment of the same one */
+	const char *rows;       /* what determines the rows (the definition
+	                         * without this host's slot settings): cursors
+	                         * name it, so every host agrees; NULL: definition */
 	bool fresh;             /* do not adopt an existing segment */
 	uint32_t stall_ms;      /* readers call the feed stalled after this long
 	                         * without feed_confirmed (0: never) */

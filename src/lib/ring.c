@@ -103,6 +103,8 @@ struct ring_hdr {
 	uint32_t columns_len;
 	int32_t writer_pid; /* rewritten by ring_adopt (see there) */
 	uint32_t def_hash;  /* def_hash(ring_config.definition); 0 before it existed */
+	uint32_t rows_hash; /* def_hash(ring_config.rows): the identity's part */
+	uint32_t pad_;
 	char feed[RING_FEED_NAME_MAX + 1];
 	char source[32];
 
@@ -243,8 +245,10 @@ def_hash(const char *def)
 	return h ? h : 1;
 }
 
-/* The identity of a history: the definition's hash and the upstream's
- * identity text, hashed on (FNV-1a); never 0. */
+/* The identity of a history: the hash of what determines the feed's rows
+ * (ring_config.rows) and the upstream's identity text, hashed on (FNV-1a);
+ * never 0.  Two hosts with the same feed on the same upstream agree on it,
+ * whatever their slots. */
 static uint32_t
 ident_of(uint32_t def, const char *upstream)
 {
@@ -396,6 +400,7 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	h->columns_len = (uint32_t)columns_len;
 	h->writer_pid = (int32_t)getpid();
 	h->def_hash = def_hash(cfg->definition);
+	h->rows_hash = def_hash(cfg->rows ? cfg->rows : cfg->definition);
 	snprintf(h->feed, sizeof(h->feed), "%s", cfg->feed);
 	snprintf(h->source, sizeof(h->source), "%s", cfg->source ? cfg->source : "");
 	memcpy((char *)base + columns_off, columns, columns_len + 1);
@@ -403,7 +408,7 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	store_relaxed(&h->frontier, cfg->base_cursor);
 	store_relaxed(&h->base_cursor, cfg->base_cursor);
 	snprintf(h->upstream, sizeof(h->upstream), "%s", cfg->upstream ? cfg->upstream : "");
-	store_relaxed(&h->base_ident, ident_of(h->def_hash, h->upstream));
+	store_relaxed(&h->base_ident, ident_of(h->rows_hash, h->upstream));
 	store_relaxed(&h->heartbeat_ms, now_ms());
 	store_relaxed(&h->state, RING_STATE_STARTING);
 
@@ -576,7 +581,7 @@ ring_set_upstream(struct ring *r, const char *upstream)
 		store_relaxed(&h->base_gen, gen + 1);
 		fence_release();
 		memcpy(h->upstream, r->w_upstream, sizeof(h->upstream));
-		store_relaxed(&h->base_ident, ident_of(h->def_hash, h->upstream));
+		store_relaxed(&h->base_ident, ident_of(h->rows_hash, h->upstream));
 		store_release(&h->base_gen, gen + 2);
 		return false;
 	}
@@ -689,7 +694,7 @@ ring_reset(struct ring *r, uint64_t cursor)
 	store_relaxed(&h->base_seq, head);
 	store_relaxed(&h->base_cursor, cursor);
 	memcpy(h->upstream, r->w_upstream, sizeof(h->upstream));
-	store_relaxed(&h->base_ident, ident_of(h->def_hash, h->upstream));
+	store_relaxed(&h->base_ident, ident_of(h->rows_hash, h->upstream));
 	store_relaxed(&h->head_cursor, cursor);
 	/* The new history is complete through its base: a frontier of the
 	 * old one promised positions the new one may still have batches at

@@ -95,6 +95,10 @@ struct ring_config {
 	const char *definition;   /* what the feed is (source settings), kept as
 	                           * a hash: ring_adopt takes over only a segment
 	                           * of the same definition; NULL: "" */
+	const char *rows;         /* what determines the rows (the definition
+	                           * without settings of this host alone, such
+	                           * as its replication slot), hashed into the
+	                           * identity; NULL: definition */
 	const char *upstream;     /* the upstream history the cursors are
 	                           * positions of ("pg:SYSID:TLI", "mz:ENV");
 	                           * NULL: "" (not known yet: ring_set_upstream) */
