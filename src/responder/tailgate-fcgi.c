@@ -245,7 +245,8 @@ open_stream(struct responder *r, struct waiter *w)
 
 	metrics_request(MK_SSE, 200);
 	metrics_sse(1);
-	if (!conn_write(w->req, head, sizeof(head) - 1) || FCGX_FFlush(w->req->out) != 0) {
+	/* Detached: the stream keeps no libfcgi buffer while it lives. */
+	if (!conn_write(w->req, head, sizeof(head) - 1) || !conn_detach(w->req)) {
 		writer_end(&r->writers, w, 0);
 		return false;
 	}

@@ -201,7 +201,7 @@ write_one(struct writers *wp, struct waiter *w, struct reply *r, const struct re
 	*sent = reply_for(r, w->gzip);
 	ok = conn_write(w->req, (*sent)->data, (*sent)->len);
 	if (ok && w->sse)
-		ok = FCGX_FFlush(w->req->out) == 0;
+		ok = conn_flush(w->req);
 	if (guard) {
 		if (ok)
 			send_timeout(w->req, 0);
