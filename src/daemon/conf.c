@@ -291,7 +291,7 @@ global_key(struct parser *p, const char *key, char *val)
 	struct conf *c = p->c;
 	static const char *const keys[] = {"source",           "conninfo",       "ring_dir",
 	                                   "ring_size",        "backoff_min_ms", "backoff_max_ms",
-	                                   "stall_timeout_ms", "error_retry_ms"};
+	                                   "stall_timeout_ms", "error_retry_ms", "slot_check_ms"};
 	size_t k;
 
 	for (k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
@@ -359,7 +359,8 @@ global_key(struct parser *p, const char *key, char *val)
 		return 0;
 	}
 	case 6:
-	case 7: {
+	case 7:
+	case 8: {
 		unsigned v;
 		if (!parse_uint(val, 24 * 3600 * 1000, &v) || (k == 7 && v == 0)) {
 			perr(p, p->line, "bad %s \"%s\": milliseconds, %d to 86400000", key, val,
@@ -368,8 +369,10 @@ global_key(struct parser *p, const char *key, char *val)
 		}
 		if (k == 6)
 			c->stall_timeout_ms = v;
-		else
+		else if (k == 7)
 			c->error_retry_ms = v;
+		else
+			c->slot_check_ms = v;
 		return 0;
 	}
 	}
@@ -571,6 +574,7 @@ conf_parse(const char *name, const char *text, size_t len, char *err, size_t err
 	c->backoff_max_ms = CONF_DEFAULT_BACKOFF_MAX_MS;
 	c->stall_timeout_ms = CONF_DEFAULT_STALL_TIMEOUT_MS;
 	c->error_retry_ms = CONF_DEFAULT_ERROR_RETRY_MS;
+	c->slot_check_ms = CONF_DEFAULT_SLOT_CHECK_MS;
 
 	if (memchr(text, '\0', len) != NULL) {
 		perr(&p, 0, "NUL byte in the file");

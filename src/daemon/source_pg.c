@@ -961,14 +961,21 @@ on_message(struct pgsrc *s, const struct pgo_msg *m)
 	}
 }
 
-static enum source_status
-send_status(struct pgsrc *s, uint64_t now, bool reply)
+/* Queue a standby status update confirming s->confirmed; false: libpq
+ * refused it (its message says why). */
+static bool
+put_status(struct pgsrc *s, bool reply)
 {
 	uint8_t st[PGO_STATUS_LEN];
 
 	pgo_build_status(st, s->confirmed, s->confirmed, s->confirmed, pgo_now_pg_us(), reply);
-	int r = PQputCopyData(s->repl, (const char *)st, PGO_STATUS_LEN);
-	if (r != 1)
+	return PQputCopyData(s->repl, (const char *)st, PGO_STATUS_LEN) == 1;
+}
+
+static enum source_status
+send_status(struct pgsrc *s, uint64_t now, bool reply)
+{
+	if (!put_status(s, reply))
 		return fail_result(s, "status update", s->repl, NULL);
 	s->last_status_ms = now;
 	if (reply)
@@ -1265,9 +1272,13 @@ pg_stop(struct source *src)
 	if (s == NULL)
 		return;
 	if (s->repl && s->st == ST_STREAM && PQstatus(s->repl) == CONNECTION_OK) {
-		/* Confirm what we have before going; best effort, no waiting. */
-		(void)send_status(s, source_now_ms(), false);
-		(void)PQflush(s->repl);
+		/* Confirm what we have before going; best effort, no waiting,
+		 * and silent: after the stream ended (the retry that follows a
+		 * failure comes here) it fails with "no COPY in progress", which
+		 * must not replace the failure's own message (its SQLSTATE) in
+		 * the log and the ring. */
+		if (put_status(s, false))
+			(void)PQflush(s->repl);
 	}
 	PQfinish(s->sql);
 	PQfinish(s->repl);

@@ -626,6 +626,21 @@ conn_write(FCGX_Request *req, const char *data, size_t len)
 	return true;
 }
 
+bool
+conn_write_head(FCGX_Request *req, const char *data, size_t len, const char *extra,
+                size_t extra_len)
+{
+	const char *eol;
+	size_t first;
+
+	if (extra_len == 0 || len < 7 || memcmp(data, "Status:", 7) != 0 ||
+	    (eol = memchr(data, '\n', len)) == NULL)
+		return conn_write(req, data, len);
+	first = (size_t)(eol - data) + 1;
+	return conn_write(req, data, first) && conn_write(req, extra, extra_len) &&
+	       conn_write(req, data + first, len - first);
+}
+
 /* ---- start and stop ---- */
 
 static void

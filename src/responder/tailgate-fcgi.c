@@ -242,11 +242,14 @@ open_stream(struct responder *r, struct waiter *w)
 	                           "Cache-Control: no-store\r\n"
 	                           "X-Accel-Buffering: no\r\n\r\n"
 	                           "retry: 2000\n\n";
+	char extra[RENDER_STATE_HEADERS_MAX];
+	size_t n = render_state_headers(w->seg, extra, sizeof(extra));
 
 	metrics_request(MK_SSE, 200);
 	metrics_sse(1);
-	/* Detached: the stream keeps no libfcgi buffer while it lives. */
-	if (!conn_write(w->req, head, sizeof(head) - 1) || !conn_detach(w->req)) {
+	/* Detached after the head: the stream keeps no libfcgi buffer while
+	 * it lives. */
+	if (!conn_write_head(w->req, head, sizeof(head) - 1, extra, n) || !conn_detach(w->req)) {
 		writer_end(&r->writers, w, 0);
 		return false;
 	}
@@ -272,9 +275,12 @@ serve_snapshot(struct responder *r, struct waiter *w, struct thread_ctx *t)
 		writer_enqueue(&r->writers, w, rep, 0); /* the writer continues the stream */
 	} else {
 		const struct reply *s = reply_for(rep, w->gzip);
-		struct bbuf b = {(char *)s->data, s->len, 0};
-		metrics_served(rep->batches, 0);
-		send_now(r, w->req, MK_SNAPSHOT, 200, &b);
+		char extra[RENDER_STATE_HEADERS_MAX];
+		size_t n = render_state_headers(w->seg, extra, sizeof(extra));
+		if (conn_write_head(w->req, s->data, s->len, extra, n))
+			metrics_served(s->batches, s->len + n);
+		metrics_request(MK_SNAPSHOT, 200);
+		conn_finish(&r->conns, w->req);
 		reply_release(rep);
 		w->req = NULL;
 		waiter_free(w);
@@ -360,6 +366,7 @@ handle(void *arg, FCGX_Request *req, struct thread_ctx *t)
 	} else if (strcmp(route, "/metrics") == 0) {
 		metrics_render_text(&b);
 		render_feed_metrics(&r->feeds, &b);
+		render_slot_metrics(r->feeds.ring_dir, &b);
 		send_text(r, req, MK_METRICS, "text/plain; version=0.0.4", &b);
 	} else if (strcmp(route, "/feeds") == 0 || strcmp(route, "/feeds/") == 0) {
 		render_feed_list(&r->feeds, &b);

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "mono.h"
+#include "render.h"
 #include "xmalloc.h"
 
 #include <linux/sockios.h>
@@ -70,6 +71,20 @@ share_append(struct thread_ctx *t, struct waiter *w, struct reply *r)
 	t->share_tail = w;
 }
 
+/* Write r to w: a long-poll's reply with its feed's state header as the
+ * ring says now (the reply itself is shared and cached, so it cannot
+ * hold it); an SSE stream's events as they are (its head said it). */
+static bool
+write_reply(const struct waiter *w, const struct reply *r)
+{
+	char extra[RENDER_STATE_HEADERS_MAX];
+	size_t n = 0;
+
+	if (!w->sse && w->seg != NULL)
+		n = render_state_headers(w->seg, extra, sizeof(extra));
+	return conn_write_head(w->req, r->data, r->len, extra, n);
+}
+
 void
 writer_deliver(struct writers *wp, struct thread_ctx *t, struct waiter *w, struct reply *r)
 {
@@ -94,7 +109,7 @@ writer_deliver(struct writers *wp, struct thread_ctx *t, struct waiter *w, struc
 		return;
 	}
 	const struct reply *s = reply_for(r, w->gzip);
-	ok = conn_write(w->req, s->data, s->len);
+	ok = write_reply(w, s);
 	if (ok)
 		metrics_served(s->batches, s->len);
 	reply_release(r);
@@ -199,7 +214,7 @@ write_one(struct writers *wp, struct waiter *w, struct reply *r, const struct re
 	if (guard)
 		send_timeout(w->req, SSE_STALL_S);
 	*sent = reply_for(r, w->gzip);
-	ok = conn_write(w->req, (*sent)->data, (*sent)->len);
+	ok = write_reply(w, *sent);
 	if (ok && w->sse)
 		ok = conn_flush(w->req);
 	if (guard) {
