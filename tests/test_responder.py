@@ -840,6 +840,10 @@ class TestValgrind(unittest.TestCase):
             f.batch(2, inserted=[[1, "a", 1, True]])
             self.assertEqual(st.get_json("/feeds/vg")[0], 200)
             self.assertEqual(st.get_json("/feeds/vg?cursor=1&amount=gt.0")[0], 200)
+            # the gzip forms (a snapshot, a long-poll reply), made and freed
+            for path in ("/feeds/vg", "/feeds/vg?cursor=1"):
+                s, h, _ = st.get(path, headers={"Accept-Encoding": "gzip"})
+                self.assertEqual((s, h.get("content-encoding")), (200, "gzip"), path)
             p = Poll(st, "/feeds/vg?cursor=2")
             time.sleep(1.0)
             f.batch(3, inserted=[[2, "b", 1, True]])
