@@ -7,6 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "reply.h"
+#include "text.h"
 #include "waiter.h"
 
 #include <inttypes.h>

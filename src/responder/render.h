@@ -6,7 +6,7 @@
  * (batch_view: no JSON parse, no re-encode).  A filtered batch is rebuilt
  * from the rows its row index delimits that pass the filter; a batch with
  * no passing row is skipped.  The byte functions append to a struct bbuf
- * (batch.h, dies on allocation failure) and are safe from any thread.
+ * (buf.h, dies on allocation failure) and are safe from any thread.
  *
  * Replies for waiters.  render_next reads a waiter's batches from its
  * position (seq_after, cursor) up to a head and advances the waiter past

@@ -16,11 +16,11 @@
  */
 #include <config.h> /* autoconf's (build dir); src/config.h is the daemon's */
 
-#include "batch.h"
+#include "buf.h"
+#include "clock.h"
 #include "http_params.h"
 #include "log.h"
 #include "metrics.h"
-#include "mono.h"
 #include "reply.h"
 #include "responder.h"
 
@@ -207,7 +207,7 @@ feed_waiter(struct responder *r, FCGX_Request *req, const char *name, struct hp_
 		return NULL;
 	}
 	w = waiter_new(req, feed, seg, fspec_new(filter, hp->filter_key), hp->sse,
-	               mono_ms() + (int64_t)hp->timeout_s * 1000);
+	               clock_mono_ms() + (int64_t)hp->timeout_s * 1000);
 	hp->filter_key = NULL; /* the fspec's now */
 	w->gzip = !hp->sse && reply_accepts_gzip(param(req, "HTTP_ACCEPT_ENCODING"));
 	*from_snapshot = !hp->has_cursor;
@@ -253,7 +253,7 @@ open_stream(struct responder *r, struct waiter *w)
 		writer_end(&r->writers, w, 0);
 		return false;
 	}
-	w->deadline_ms = mono_ms() + (int64_t)r->opt.sse_keepalive_s * 1000;
+	w->deadline_ms = clock_mono_ms() + (int64_t)r->opt.sse_keepalive_s * 1000;
 	return true;
 }
 

@@ -3,9 +3,9 @@
  */
 #include "writer.h"
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
-#include "mono.h"
 #include "render.h"
 #include "xmalloc.h"
 
@@ -281,12 +281,12 @@ serve_one(struct writers *wp, struct waiter *w, struct waiter **repark)
 	if (ok) {
 		metrics_served(sent->batches, sent->len);
 		if (w->wake_ns != 0)
-			metrics_wake_latency((double)(mono_ns() - w->wake_ns) / 1e9);
+			metrics_wake_latency((double)(clock_mono_ns() - w->wake_ns) / 1e9);
 	}
 	reply_release(r);
 	w->keepalive = false;
 	if (w->sse && ok && status == 200) {
-		w->deadline_ms = mono_ms() + (int64_t)wp->sse_keepalive_s * 1000;
+		w->deadline_ms = clock_mono_ms() + (int64_t)wp->sse_keepalive_s * 1000;
 		w->qnext = *repark;
 		*repark = w;
 		return;
