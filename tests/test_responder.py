@@ -14,6 +14,7 @@ long-pollers, and a valgrind run.  The feeds are written by tests/ringfeed
 
 import asyncio
 import gzip
+import http.client
 import json
 import os
 import re
@@ -306,6 +307,65 @@ class TestEndpoints(StackCase):
             self.assertNotIn("content-encoding", head)
         finally:
             sock.close()
+
+    def raw_get(self, path, headers):
+        """(status, [(name lower-case, value)...] with repeats, body as sent)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.st.port, timeout=20)
+        try:
+            c.request("GET", path, headers=headers)
+            r = c.getresponse()
+            return r.status, [(k.lower(), v) for k, v in r.getheaders()], r.read()
+        finally:
+            c.close()
+
+    def test_gzip_made_by_responder(self):
+        """Long-poll replies and snapshots are gzipped by the responder (once
+        per reply), with one Content-Encoding and one Vary; q=0 and "*" as
+        RFC 9110 says; the inflated body is the plain one."""
+        f = self.feed("gzr")
+        f.batch(2, inserted=[[i, "row %d" % i, i, True] for i in range(400)])
+        for path in ("/feeds/gzr", "/feeds/gzr?cursor=1"):
+            s, h, plain = self.raw_get(path, {})
+            self.assertEqual(s, 200)
+            self.assertNotIn("content-encoding", dict(h), path)
+            self.assertEqual(json.loads(plain)["cursor"], "2")
+            # nginx's gzip does not take "*": a gzip reply to it is the
+            # responder's own.
+            for ae, coded in (("gzip, deflate, br", True), ("*", True),
+                              ("br, gzip;q=0.5", True), ("gzip;q=0", False),
+                              ("gzip;q=0, *", False), ("*;q=0", False),
+                              ("identity", False)):
+                s, h, body = self.raw_get(path, {"Accept-Encoding": ae})
+                self.assertEqual(s, 200)
+                names = [k for k, _ in h]
+                what = "%s, Accept-Encoding %r" % (path, ae)
+                if coded:
+                    self.assertEqual(names.count("content-encoding"), 1, what)
+                    self.assertEqual(dict(h)["content-encoding"], "gzip", what)
+                    self.assertEqual([v for k, v in h if k == "vary"],
+                                     ["Accept-Encoding"], what)
+                    self.assertEqual(gzip.decompress(body), plain, what)
+                else:
+                    self.assertNotIn("content-encoding", names, what)
+                    self.assertEqual(body, plain, what)
+            # What the responder wrote: the gzip form, not the plain reply
+            # for nginx to compress (bytes served fall by the difference;
+            # a /metrics reply of a few hundred bytes rides along each).
+            before = metric(self.st, "tailgate_bytes_served_total")
+            self.raw_get(path, {})
+            mid = metric(self.st, "tailgate_bytes_served_total")
+            _, _, gz = self.raw_get(path, {"Accept-Encoding": "gzip, deflate, br"})
+            after = metric(self.st, "tailgate_bytes_served_total")
+            self.assertLess(after - mid, (mid - before) - (len(plain) - len(gz)) / 2,
+                            "%s: the responder sent the gzip form" % path)
+            # curl as a client would use it.
+            out = subprocess.run(
+                ["curl", "-sS", "--compressed", "-D", "-", "-o", "-",
+                 "http://127.0.0.1:%d%s" % (self.st.port, path)],
+                capture_output=True, timeout=20, check=True).stdout
+            head, _, body = out.partition(b"\r\n\r\n")
+            self.assertIn(b"\r\ncontent-encoding: gzip", head.lower(), path)
+            self.assertEqual(body, plain, path)
 
     def test_long_poll_wakes_on_publish(self):
         f = self.feed("wake")
@@ -783,6 +843,10 @@ class TestValgrind(unittest.TestCase):
             f.batch(2, inserted=[[1, "a", 1, True]])
             self.assertEqual(st.get_json("/feeds/vg")[0], 200)
             self.assertEqual(st.get_json("/feeds/vg?cursor=1&amount=gt.0")[0], 200)
+            # the gzip forms (a snapshot, a long-poll reply), made and freed
+            for path in ("/feeds/vg", "/feeds/vg?cursor=1"):
+                s, h, _ = st.get(path, headers={"Accept-Encoding": "gzip"})
+                self.assertEqual((s, h.get("content-encoding")), (200, "gzip"), path)
             parked = metric(st, "tailgate_parked_requests")
             p = Poll(st, "/feeds/vg?cursor=2")
             wait_for(lambda: metric(st, "tailgate_parked_requests") > parked, timeout=20,
