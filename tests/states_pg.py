@@ -109,8 +109,10 @@ def main():
 
         info = wait_for(lambda: feed_info(st, "later").get("state") == "error"
                         and feed_info(st, "later"))
-        ok(info and 'relation "later" does not exist' in info.get("error", ""),
-           "a missing table: /feeds says state error, with the server's message",
+        ok(info and 'reading the catalog failed (SQLSTATE 42P01): relation "later" does '
+           'not exist' in info.get("error", ""),
+           "a missing table: /feeds says state error, with what failed, the SQLSTATE and "
+           "the server's message",
            json.dumps(info))
         status, _, body = st.get("/feeds/later", timeout=10)
         obj = json.loads(body or b"{}")
@@ -120,7 +122,7 @@ def main():
         ok(status == 200 and b'tailgate_feed_state{feed="later",state="error"} 1' in body,
            "/metrics: tailgate_feed_state{feed=\"later\",state=\"error\"} 1")
         tries = d.log_text().count("relation \"later\" does not exist")
-        time.sleep(2.5)
+        time.sleep(2.5)  # the thing measured: no retry within this time
         again = d.log_text().count("relation \"later\" does not exist")
         ok(tries >= 1 and again == tries and "retrying in 300 s or on SIGHUP" in d.log_text(),
            "the permanent error is not retried in a loop (%d tries, then %d)" % (tries, again),
@@ -204,10 +206,11 @@ def main():
         info = wait_for(lambda: "refused" in feed_info(st, "orders").get("error", "")
                         and feed_info(st, "orders"), 20)
         err = (info or {}).get("error", "")
-        ok(info and err.startswith("connecting failed: ") and "Connection refused" in err,
+        ok(info and err.startswith("connecting failed (connection): ")
+           and "Connection refused" in err,
            "server down: /feeds names the refused connection: %s" % err[:120], json.dumps(info))
-        m = re.search(r"feed=orders: (connecting failed: [^\n]*Connection refused[^\n]*)",
-                      d.log_text())
+        m = re.search(r"feed=orders: (connecting failed \(connection\): "
+                      r"[^\n]*Connection refused[^\n]*)", d.log_text())
         ok(m,
            "and so does the log line: %s" % (m.group(1)[:120] if m else None),
            d.log_text()[-1500:])

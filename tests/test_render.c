@@ -1,7 +1,8 @@
 /*
  * test_render.c - the responder's replies without nginx: SSE framing,
  * filtered and unfiltered batches, ranges read from a ring the test
- * writes, and the replies a waiter gets from its cursor (render.h).
+ * writes, the replies a waiter gets from its cursor (render.h), and
+ * their gzip form and Accept-Encoding (reply.h).
  */
 #include "feeds.h"
 #include "http_params.h"
@@ -14,6 +15,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 static const char *const snap_rows[] = {"[1,\"apple\"]", "[2,\"pear\"]", NULL};
 static const char *const b2[] = {"[3,\"plum\"]", NULL};
@@ -268,6 +270,149 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 	free(scratch.data);
 }
 
+/* ---- gzip ---- */
+
+/* Inflate the body of a gzip reply (after its head's blank line) into a
+ * new NUL-terminated string; NULL when it is not a whole gzip stream. */
+static char *
+inflate_body(const struct reply *g)
+{
+	const char *body = strstr(g->data, "\r\n\r\n");
+	size_t cap = 1 << 16;
+	char *out = calloc(1, cap + 1);
+	z_stream z = {0};
+	int rc;
+
+	if (body == NULL || out == NULL || inflateInit2(&z, 15 + 16) != Z_OK) {
+		free(out);
+		return NULL;
+	}
+	body += 4;
+	z.next_in = (Bytef *)body;
+	z.avail_in = (uInt)(g->len - (size_t)(body - g->data));
+	z.next_out = (Bytef *)out;
+	z.avail_out = (uInt)cap;
+	rc = inflate(&z, Z_FINISH);
+	inflateEnd(&z);
+	if (rc != Z_STREAM_END || z.avail_in != 0) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
+/* g is r's gzip form: r's head with the two headers, r's body inflated. */
+static void
+check_gzip_form(struct reply *r, const char *what)
+{
+	const struct reply *g = reply_for(r, true);
+	const char *plain_body = strstr(r->data, "\r\n\r\n");
+	char *body;
+
+	ok(g != r, "%s: a gzip form", what);
+	ok(strstr(g->data, "\r\nContent-Encoding: gzip\r\nVary: Accept-Encoding\r\n\r\n") != NULL,
+	   "%s: gzip form says Content-Encoding and Vary", what);
+	ok(strncmp(g->data, r->data, (size_t)(plain_body - r->data)) == 0,
+	   "%s: gzip form keeps the plain head", what);
+	body = inflate_body(g);
+	ok(body != NULL && plain_body != NULL && strcmp(body, plain_body + 4) == 0,
+	   "%s: the gzip body inflates to the plain body", what);
+	ok(g->len < r->len || r->len < 200, "%s: and is smaller (%zu < %zu)", what, g->len, r->len);
+	is_int(g->batches, r->batches, "%s: gzip form counts the same batches", what);
+	ok(reply_for(r, true) == g, "%s: made once, then shared", what);
+	ok(reply_for(r, false) == r, "%s: a client without gzip gets the plain reply", what);
+	ok(strstr(r->data, "Content-Encoding") == NULL, "%s: plain reply has no Content-Encoding",
+	   what);
+	free(body);
+}
+
+static void
+test_accept_encoding(void)
+{
+	static const struct {
+		const char *ae;
+		bool gzip;
+	} cases[] = {
+	        {NULL, false},
+	        {"", false},
+	        {"gzip", true},
+	        {"GZip", true},
+	        {"x-gzip", true},
+	        {"gzip, deflate, br", true},
+	        {"br,gzip;q=0.5", true},
+	        {"deflate, br", false},
+	        {"identity", false},
+	        {"gzip;q=0", false},
+	        {"gzip; q=0.000", false},
+	        {"gzip;q=0.", false},
+	        {"gzip;q=0.001", true},
+	        {"gzip;Q=1.0", true},
+	        {"gzip ;q=0, br", false},
+	        {"*", true},
+	        {"*;q=0", false},
+	        {"*, gzip;q=0", false},
+	        {"gzip;q=0, *", false},
+	        {"gzip;q=0.8, *;q=0", true},
+	        {"gzipx, br", false},
+	        {"br;q=1, *;q=0.1", true},
+	        {"gzip;q=bad", false},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		ok(reply_accepts_gzip(cases[i].ae) == cases[i].gzip, "Accept-Encoding \"%s\": %s",
+		   cases[i].ae ? cases[i].ae : "(none)", cases[i].gzip ? "gzip" : "not gzip");
+}
+
+static void
+test_gzip(struct feed *feed, struct seg *seg)
+{
+	struct render rd;
+	struct ring_buf scratch = {0};
+	struct reply *r;
+	struct waiter *w;
+	uint64_t seq;
+
+	render_init(&rd, 60);
+	w = waiter_new(NULL, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false, 0);
+	ok(ring_lookup(seg->ring, 1, &seq) == RING_OK, "gzip: cursor 1 is held");
+	w->seq_after = seq;
+	w->cursor = 1;
+	r = render_next(&rd, w, 3, &scratch);
+	check_gzip_form(r, "long-poll");
+	reply_release(r);
+
+	r = render_snapshot(w, &scratch);
+	check_gzip_form(r, "snapshot");
+	reply_release(r);
+
+	r = render_timeout_reply(&rd, w);
+	ok(reply_for(r, true) == r, "an empty long-poll reply stays plain");
+	reply_release(r);
+	r = render_gone_reply(1);
+	ok(reply_for(r, true) == r, "an error stays plain");
+	reply_release(r);
+	waiter_free(w);
+
+	w = waiter_new(NULL, feed, seg_ref(seg), fspec_new(NULL, strdup("")), true, 0);
+	r = render_snapshot(w, &scratch);
+	ok(r != NULL && reply_for(r, true) == r, "SSE events stay plain");
+	reply_release(r);
+	waiter_free(w);
+
+	/* --gzip-level 0: nothing is compressed here. */
+	w = waiter_new(NULL, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false, 0);
+	w->seq_after = seq;
+	w->cursor = 1;
+	reply_set_gzip_level(0);
+	r = render_next(&rd, w, 3, &scratch);
+	ok(r != NULL && reply_for(r, true) == r, "gzip level 0: the plain reply");
+	reply_set_gzip_level(REPLY_GZIP_LEVEL);
+	reply_release(r);
+	waiter_free(w);
+	render_free(&rd);
+	free(scratch.data);
+}
+
 int
 main(void)
 {
@@ -292,6 +437,8 @@ main(void)
 	test_sse_framing();
 	test_range(seg->ring, seg);
 	test_waiters(&fs, feed, seg);
+	test_accept_encoding();
+	test_gzip(feed, seg);
 
 	seg_release(seg);
 	feeds_free(&fs);

@@ -14,6 +14,7 @@ long-pollers, and a valgrind run.  The feeds are written by tests/ringfeed
 
 import asyncio
 import gzip
+import http.client
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from stack import Stack, StackError, builddir  # noqa: E402
+import tap  # noqa: E402
 
 
 
@@ -152,12 +154,9 @@ def metric(st, name, labels=""):
 
 
 def wait_for(cond, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
+    """tap.wait_for that fails the test case on a timeout."""
+    if not tap.wait_for(cond, timeout, 0.02):
+        raise AssertionError("timed out waiting for " + what)
 
 
 class StackCase(unittest.TestCase):
@@ -325,6 +324,65 @@ class TestEndpoints(StackCase):
         finally:
             sock.close()
 
+    def raw_get(self, path, headers):
+        """(status, [(name lower-case, value)...] with repeats, body as sent)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.st.port, timeout=20)
+        try:
+            c.request("GET", path, headers=headers)
+            r = c.getresponse()
+            return r.status, [(k.lower(), v) for k, v in r.getheaders()], r.read()
+        finally:
+            c.close()
+
+    def test_gzip_made_by_responder(self):
+        """Long-poll replies and snapshots are gzipped by the responder (once
+        per reply), with one Content-Encoding and one Vary; q=0 and "*" as
+        RFC 9110 says; the inflated body is the plain one."""
+        f = self.feed("gzr")
+        f.batch(2, inserted=[[i, "row %d" % i, i, True] for i in range(400)])
+        for path in ("/feeds/gzr", f"/feeds/gzr?cursor=1.{ID}"):
+            s, h, plain = self.raw_get(path, {})
+            self.assertEqual(s, 200)
+            self.assertNotIn("content-encoding", dict(h), path)
+            self.assertEqual(json.loads(plain)["cursor"], f"2.{ID}")
+            # nginx's gzip does not take "*": a gzip reply to it is the
+            # responder's own.
+            for ae, coded in (("gzip, deflate, br", True), ("*", True),
+                              ("br, gzip;q=0.5", True), ("gzip;q=0", False),
+                              ("gzip;q=0, *", False), ("*;q=0", False),
+                              ("identity", False)):
+                s, h, body = self.raw_get(path, {"Accept-Encoding": ae})
+                self.assertEqual(s, 200)
+                names = [k for k, _ in h]
+                what = "%s, Accept-Encoding %r" % (path, ae)
+                if coded:
+                    self.assertEqual(names.count("content-encoding"), 1, what)
+                    self.assertEqual(dict(h)["content-encoding"], "gzip", what)
+                    self.assertEqual([v for k, v in h if k == "vary"],
+                                     ["Accept-Encoding"], what)
+                    self.assertEqual(gzip.decompress(body), plain, what)
+                else:
+                    self.assertNotIn("content-encoding", names, what)
+                    self.assertEqual(body, plain, what)
+            # What the responder wrote: the gzip form, not the plain reply
+            # for nginx to compress (bytes served fall by the difference;
+            # a /metrics reply of a few hundred bytes rides along each).
+            before = metric(self.st, "tailgate_bytes_served_total")
+            self.raw_get(path, {})
+            mid = metric(self.st, "tailgate_bytes_served_total")
+            _, _, gz = self.raw_get(path, {"Accept-Encoding": "gzip, deflate, br"})
+            after = metric(self.st, "tailgate_bytes_served_total")
+            self.assertLess(after - mid, (mid - before) - (len(plain) - len(gz)) / 2,
+                            "%s: the responder sent the gzip form" % path)
+            # curl as a client would use it.
+            out = subprocess.run(
+                ["curl", "-sS", "--compressed", "-D", "-", "-o", "-",
+                 "http://127.0.0.1:%d%s" % (self.st.port, path)],
+                capture_output=True, timeout=20, check=True).stdout
+            head, _, body = out.partition(b"\r\n\r\n")
+            self.assertIn(b"\r\ncontent-encoding: gzip", head.lower(), path)
+            self.assertEqual(body, plain, path)
+
     def test_long_poll_wakes_on_publish(self):
         f = self.feed("wake")
         before = self.parked()
@@ -432,7 +490,9 @@ class TestEndpoints(StackCase):
         self.error(f"/feeds/dead?cursor=1.{ID}", 503, "feed_not_live", contains="not running")
         f3 = self.feed("hung")
         f3.cmd("hang")
-        time.sleep(5.3)
+        # Live until its heartbeat is 5 s old, then 503.
+        wait_for(lambda: self.st.get("/feeds/hung")[0] == 503, timeout=15,
+                 what="the hung feed's heartbeat to go stale")
         self.error("/feeds/hung", 503, "feed_not_live", contains="heartbeat")
 
     def test_parked_request_gets_503_when_writer_dies(self):
@@ -480,8 +540,10 @@ class TestEndpoints(StackCase):
         # renamed over the old one; then the old writer dies.  (Killed
         # first, the gap could be seen as a dead writer: a 503.)
         f2 = self.st.ringfeed("restart", COLUMNS, base=20)
-        time.sleep(1.5)  # the watcher notices the replaced segment
+        wait_for(lambda: "feed=restart: segment replaced" in self.st.responder_log(),
+                 what="the watcher to reattach the replaced segment")
         f.kill()
+        # Nothing may happen now: give a wrong 503 the time to arrive.
         time.sleep(0.5)
         self.assertTrue(p.is_alive(), "the parked request survived the restart")
         f2.batch(21, inserted=[[2, "b", 1, True]])
@@ -505,6 +567,7 @@ class TestEndpoints(StackCase):
         wait_for(lambda: self.parked() >= before + 2, what="both to park")
         f.batch(3, inserted=[[3, "c", 10, True]], deleted=[[1, "a", 50, True]])
         self.assertEqual(plain.wait(5)[2]["cursor"], f"3.{ID}")
+        # Nothing may happen now: give a wrong wake the time to arrive.
         time.sleep(0.5)
         self.assertTrue(filtered.is_alive(), "filtered poll woken for a non-matching batch")
         f.batch(4, inserted=[[4, "d", 500, True], [5, "e", 5, True]])
@@ -814,8 +877,14 @@ class TestValgrind(unittest.TestCase):
             f.batch(2, inserted=[[1, "a", 1, True]])
             self.assertEqual(st.get_json("/feeds/vg")[0], 200)
             self.assertEqual(st.get_json(f"/feeds/vg?cursor=1.{ID}&amount=gt.0")[0], 200)
+            # the gzip forms (a snapshot, a long-poll reply), made and freed
+            for path in ("/feeds/vg", f"/feeds/vg?cursor=1.{ID}"):
+                s, h, _ = st.get(path, headers={"Accept-Encoding": "gzip"})
+                self.assertEqual((s, h.get("content-encoding")), (200, "gzip"), path)
+            parked = metric(st, "tailgate_parked_requests")
             p = Poll(st, f"/feeds/vg?cursor=2.{ID}")
-            time.sleep(1.0)
+            wait_for(lambda: metric(st, "tailgate_parked_requests") > parked, timeout=20,
+                     what="park")
             f.batch(3, inserted=[[2, "b", 1, True]])
             self.assertEqual(p.wait(20)[0], 200)
             self.assertEqual(st.get("/feeds/vg?cursor=x")[0], 400)
@@ -824,8 +893,10 @@ class TestValgrind(unittest.TestCase):
             self.assertEqual(st.get("/feeds")[0], 200)
             c = SSE(st, "/feeds/vg")
             c.event()
+            parked = metric(st, "tailgate_parked_requests")
             Poll(st, f"/feeds/vg?cursor=3.{ID}")  # parked at shutdown
-            time.sleep(0.5)
+            wait_for(lambda: metric(st, "tailgate_parked_requests") > parked, timeout=20,
+                     what="park")
             c.close()
             st.stop_responders()
             logs = [os.path.join(st.dir, x) for x in os.listdir(st.dir) if x.startswith("valgrind.")]

@@ -40,13 +40,13 @@
 #include "cleanup.h"
 
 #include "log.h"
+#include "pgconn.h"
 
 #include "xmalloc.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libpq-fe.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,17 +123,6 @@ slot_of_publication(const char *slot, const char *pub)
 	return true;
 }
 
-static const char *
-one_line(char *msg)
-{
-	for (char *p = msg; *p; p++)
-		if (*p == '\n' || *p == '\t')
-			*p = ' ';
-	for (size_t n = strlen(msg); n > 0 && msg[n - 1] == ' '; n--)
-		msg[n - 1] = '\0';
-	return msg;
-}
-
 static int
 drop(PGconn *c, FILE *out, const char *what, const char *name, const char *sql)
 {
@@ -143,9 +132,10 @@ drop(PGconn *c, FILE *out, const char *what, const char *name, const char *sql)
 	int rc = 0;
 
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-		fprintf(out, "cannot drop %s %s (SQLSTATE %s): %s\n", what, name,
-		        state ? state : "none", one_line(PQresultErrorMessage(r)));
+		struct pgconn_error e;
+		char doing[PG_NAME_MAX + 32];
+		snprintf(doing, sizeof(doing), "dropping %s %s", what, name);
+		fprintf(out, "%s\n", pgconn_error(&e, doing, c, r));
 		rc = 1;
 	} else {
 		fprintf(out, "dropped %s %s\n", what, name);
@@ -172,9 +162,11 @@ cleanup_slots(PGconn *c, const struct conf *conf, bool yes, FILE *out, int *foun
 	PGresult *r = PQexec(c, q_slots);
 	int rc = 0;
 
+	struct pgconn_error e;
+
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-		fprintf(out, "%s: cannot list the replication slots: %s\n", conf->path,
-		        one_line(PQresultErrorMessage(r)));
+		fprintf(out, "%s: %s\n", conf->path,
+		        pgconn_error(&e, "listing the replication slots", c, r));
 		PQclear(r);
 		return 1;
 	}
@@ -211,10 +203,12 @@ cleanup_publications(PGconn *c, const struct conf *conf, bool yes, FILE *out, in
 	PGresult *pubs = PQexec(c, q_pubs), *act = PQexec(c, q_active);
 	int rc = 0;
 
+	struct pgconn_error e;
+
 	if (PQresultStatus(pubs) != PGRES_TUPLES_OK || PQresultStatus(act) != PGRES_TUPLES_OK) {
-		fprintf(out, "%s: cannot list the publications: %s\n", conf->path,
-		        one_line(PQresultErrorMessage(
-		                PQresultStatus(pubs) != PGRES_TUPLES_OK ? pubs : act)));
+		fprintf(out, "%s: %s\n", conf->path,
+		        pgconn_error(&e, "listing the publications", c,
+		                     PQresultStatus(pubs) != PGRES_TUPLES_OK ? pubs : act));
 		PQclear(pubs);
 		PQclear(act);
 		return 1;
@@ -254,8 +248,9 @@ cleanup_publications(PGconn *c, const struct conf *conf, bool yes, FILE *out, in
 int
 cleanup_run(const struct conf *conf, bool yes, FILE *out)
 {
-	const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
-	const char *vals[] = {conf->conninfo, "10", "tailgated --cleanup", NULL};
+	const struct pgconn_opts opts = {.app_name = "tailgated --cleanup",
+	                                 .connect_timeout_s = 10};
+	struct pgconn_error e;
 	int found = 0, rc;
 	PGconn *c;
 
@@ -265,9 +260,9 @@ cleanup_run(const struct conf *conf, bool yes, FILE *out)
 		        conf->path, conf->source);
 		return 0;
 	}
-	c = PQconnectdbParams(keys, vals, 1);
+	c = pgconn_open(conf->conninfo, &opts);
 	if (PQstatus(c) != CONNECTION_OK) {
-		fprintf(out, "%s: cannot connect: %s\n", conf->path, one_line(PQerrorMessage(c)));
+		fprintf(out, "%s: %s\n", conf->path, pgconn_error(&e, "connecting", c, NULL));
 		PQfinish(c);
 		return 1;
 	}
@@ -436,19 +431,17 @@ watch_log(struct cleanup_watch *w, const struct watch_conf *wc, const PGresult *
 static void
 watch_check(struct cleanup_watch *w, const struct watch_conf *wc)
 {
-	const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name", "options",
-	                      NULL};
-	const char *vals[] = {wc->conninfo, "5", "tailgated", "-c statement_timeout=5000", NULL};
-	PGconn *c = PQconnectdbParams(keys, vals, 1);
+	const struct pgconn_opts opts = {.connect_timeout_s = 5,
+	                                 .options = "-c statement_timeout=5000"};
+	PGconn *c = pgconn_open(wc->conninfo, &opts);
+	struct pgconn_error e;
 	PGresult *r = NULL;
 
 	if (PQstatus(c) != CONNECTION_OK)
 		goto out; /* the feeds' own sessions say why; the file keeps its time */
 	r = PQexec(c, q_slots);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-		log_warning("cannot list the replication slots (SQLSTATE %s): %s",
-		            state ? state : "none", one_line(PQresultErrorMessage(r)));
+		log_warning("%s", pgconn_error(&e, "listing the replication slots", c, r));
 		goto out;
 	}
 	watch_write(wc, r);

@@ -152,19 +152,6 @@ parse_uint(const char *s, unsigned max, unsigned *out)
 	return true;
 }
 
-static bool
-feed_name_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > RING_FEED_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '-')
-			return false;
-	return true;
-}
-
 /* PostgreSQL replication slot names: lower-case letters, digits, '_'. */
 static bool
 slot_name_ok(const char *s)
@@ -471,7 +458,7 @@ open_feed(struct parser *p, char *hdr)
 		return -1;
 	}
 	name = trim(name + 4);
-	if (!feed_name_ok(name)) {
+	if (!ring_feed_name_ok(name)) {
 		perr(p, p->line, "bad feed name \"%s\": 1-%d of A-Z a-z 0-9 _ -", name,
 		     RING_FEED_NAME_MAX);
 		return -1;

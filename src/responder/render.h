@@ -6,7 +6,7 @@
  * (batch_view: no JSON parse, no re-encode).  A filtered batch is rebuilt
  * from the rows its row index delimits that pass the filter; a batch with
  * no passing row is skipped.  The byte functions append to a struct bbuf
- * (batch.h, dies on allocation failure) and are safe from any thread.
+ * (buf.h, dies on allocation failure) and are safe from any thread.
  *
  * Replies for waiters.  render_next reads a waiter's batches from its
  * position (seq_after, cursor) up to a head and advances the waiter past
@@ -21,8 +21,10 @@
  * render_next_shared keeps the last RENDER_CACHE_N replies by (segment,
  * position, head, format, filter key), so they share one.  A hit still
  * checks the cursor's history; a new head misses, so nobody gets a reply
- * older than a render would give.  struct render is one per process (in
- * struct responder); its functions are safe from any thread.
+ * older than a render would give.  A cached reply keeps its gzip form
+ * with it (reply.h), so a hit shares the compression too.  struct render
+ * is one per process (in struct responder); its functions are safe from
+ * any thread.
  */
 #ifndef TAILGATE_RENDER_H
 #define TAILGATE_RENDER_H

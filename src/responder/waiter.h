@@ -48,7 +48,8 @@ struct waiter {
 	uint32_t ident;     /* the identity of the history it is a position in */
 	uint64_t seq_after; /* first batch not yet examined, in seg */
 	bool sse;
-	int64_t deadline_ms; /* long-poll timeout / next SSE keep-alive (mono_ms) */
+	bool gzip;           /* a long-poll whose Accept-Encoding takes gzip (reply_for) */
+	int64_t deadline_ms; /* long-poll timeout / next SSE keep-alive (clock_mono_ms) */
 
 	/* While parked: its group and place in the deadline heap (park.c,
 	 * under the lot's lock). */

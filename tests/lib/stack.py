@@ -83,6 +83,8 @@ import sys
 import tempfile
 import time
 
+from util import free_port, tail
+
 __all__ = ["Stack", "RingFeed", "StackError", "free_port", "builddir", "srcdir"]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -111,26 +113,11 @@ def builddir():
     raise StackError("tailgate-fcgi not built: run make, or set TAILGATE_BUILDDIR")
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def nginx_bin():
     env = os.environ.get("TAILGATE_NGINX")
     if env:
         return env
     return shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def _tail(path, n=30):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return ""
 
 
 _live = []
@@ -371,7 +358,7 @@ class Stack:
         return [p.pid for p in self.responders]
 
     def responder_log(self, i=0):
-        return _tail(os.path.join(self.dir, "responder.%d.log" % i), 200)
+        return tail(os.path.join(self.dir, "responder.%d.log" % i), 200)
 
     # ---- nginx ----
 
@@ -452,7 +439,7 @@ class Stack:
         self.wait_ready()
 
     def nginx_log(self):
-        return _tail(os.path.join(self.prefix, "nginx.log"), 50)
+        return tail(os.path.join(self.prefix, "nginx.log"), 50)
 
     def wait_ready(self, timeout=None):
         """Poll until nginx answers and (with a responder) /healthz is 200."""
