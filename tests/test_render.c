@@ -53,9 +53,9 @@ compile(const char *query, struct seg *seg, char **key)
 
 static uint32_t ident; /* the ring's history */
 
-/* "{"cursor":"POS.IDENT"" and friends: the text a reply carries. */
+/* pre + "POS.IDENT" + post: the text a reply carries around a cursor. */
 static const char *
-cur(const char *fmt, uint64_t pos)
+cur3(const char *pre, uint64_t pos, const char *post)
 {
 	static char out[4][128];
 	static int n;
@@ -63,7 +63,7 @@ cur(const char *fmt, uint64_t pos)
 
 	batch_format_position(pos, ident, c, sizeof(c));
 	n = (n + 1) % 4;
-	snprintf(out[n], sizeof(out[n]), fmt, c);
+	snprintf(out[n], sizeof(out[n]), "%s%s%s", pre, c, post);
 	return out[n];
 }
 
@@ -115,9 +115,9 @@ test_range(struct ring *r, struct seg *seg)
 	render_range(r, 0, 3, NULL, true, RENDER_MAX_REPLY, &out, &scratch, &rr, 1);
 	bbuf_add(&out, "", 1);
 	is_int(count(out.p, "\n\n"), 3, "SSE: three events");
-	ok(strncmp(out.p, cur("id: %s\ndata: {", 2), 22) == 0,
+	ok(strncmp(out.p, cur3("id: ", 2, "\ndata: {"), 22) == 0,
 	   "SSE: each event's id is its cursor");
-	ok(strstr(out.p, cur("id: %s\ndata: ", 4)) != NULL, "SSE: the last event is cursor 4");
+	ok(strstr(out.p, cur3("id: ", 4, "\ndata: ")) != NULL, "SSE: the last event is cursor 4");
 
 	/* A position at or past a batch skips it: the client holds it. */
 	out.len = 0;
@@ -169,7 +169,7 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 	r = render_next(&rd, w, 3, &scratch);
 	ok(r != NULL && r->status == 200, "render_next: a reply");
 	is_int(r ? r->batches : 0, 2, "render_next: two batches");
-	ok(r && strstr(r->data, cur("{\"cursor\":\"%s\",\"batches\":[{", 4)) != NULL,
+	ok(r && strstr(r->data, cur3("{\"cursor\":\"", 4, "\",\"batches\":[{")) != NULL,
 	   "render_next: the new cursor leads");
 	ok(r && strstr(r->data, "max-age=77, immutable") != NULL,
 	   "render_next: batches are cacheable for the configured max-age");
@@ -191,7 +191,7 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 
 	/* Timeout: an empty batch list at the cursor, not cacheable. */
 	r = render_timeout_reply(&rd, w);
-	ok(strstr(r->data, cur("{\"cursor\":\"%s\",\"batches\":[]}", 4)) != NULL,
+	ok(strstr(r->data, cur3("{\"cursor\":\"", 4, "\",\"batches\":[]}")) != NULL,
 	   "timeout: no batches");
 	ok(strstr(r->data, "no-store") != NULL, "timeout: no-store");
 	reply_release(r);
@@ -210,7 +210,7 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 	w->cursor = 9;
 	ok(render_next(&rd, w, 3, &scratch) == NULL, "past the frontier: nothing to send");
 	r = render_timeout_reply(&rd, w);
-	ok(strstr(r->data, cur("{\"cursor\":\"%s\",", 9)) != NULL,
+	ok(strstr(r->data, cur3("{\"cursor\":\"", 9, "\",")) != NULL,
 	   "past the frontier: the timeout reply keeps the cursor");
 	reply_release(r);
 	is_int(ring_seek(seg->ring, ident, 0, &seq), RING_GONE, "below the floor: gone");
@@ -239,7 +239,7 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 	w = waiter_new(NULL, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false, 0);
 	r = render_snapshot(w, &scratch);
 	ok(r != NULL, "render_snapshot: a reply");
-	ok(r && strstr(r->data, cur("{\"cursor\":\"%s\",\"columns\":[", 4)) != NULL,
+	ok(r && strstr(r->data, cur3("{\"cursor\":\"", 4, "\",\"columns\":[")) != NULL,
 	   "snapshot: cursor and columns");
 	ok(r && strstr(r->data, "[2,\"pear\"]") != NULL && strstr(r->data, "[5,\"kiwi\"]") != NULL,
 	   "snapshot: its rows and the later batches");
@@ -250,9 +250,9 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 	/* SSE snapshot: an "event: snapshot" first. */
 	w = waiter_new(NULL, feed, seg_ref(seg), fspec_new(NULL, strdup("")), true, 0);
 	r = render_snapshot(w, &scratch);
-	ok(r && strncmp(r->data, cur("event: snapshot\nid: %s\ndata: ", 1), 37) == 0,
+	ok(r && strncmp(r->data, cur3("event: snapshot\nid: ", 1, "\ndata: "), 37) == 0,
 	   "SSE snapshot: event snapshot at the snapshot's cursor");
-	ok(r && strstr(r->data, cur("\nid: %s\n", 4)) != NULL,
+	ok(r && strstr(r->data, cur3("\nid: ", 4, "\n")) != NULL,
 	   "SSE snapshot: then the batches as events");
 	reply_release(r);
 	waiter_free(w);
@@ -263,7 +263,7 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 	bbuf_add(&b, "", 1);
 	ok(strstr(b.p, "{\"feeds\":[{\"name\":\"t\",\"source\":\"test\"") != NULL,
 	   "the feed list names the feed");
-	ok(strstr(b.p, cur("\"cursor\":\"%s\"", 4)) != NULL,
+	ok(strstr(b.p, cur3("\"cursor\":\"", 4, "\"")) != NULL,
 	   "the feed list gives the frontier's cursor");
 	bbuf_free(&b);
 	render_free(&rd);
@@ -388,7 +388,7 @@ test_gzip(struct feed *feed, struct seg *seg)
 	r = render_timeout_reply(&rd, w);
 	ok(reply_for(r, true) == r, "an empty long-poll reply stays plain");
 	reply_release(r);
-	r = render_gone_reply(1);
+	r = render_gone_reply(1, ident);
 	ok(reply_for(r, true) == r, "an error stays plain");
 	reply_release(r);
 	waiter_free(w);
