@@ -822,6 +822,27 @@ test_positions(void)
 	ring_close(r, false);
 	ring_close(w, true);
 
+	/* A restarted writer (ring_adopt) keeps the identity and the
+	 * frontier, so clients keep their cursors. */
+	cfg.feed = "pos4";
+	cfg.upstream = "pg:1:1";
+	ok(ring_create(&cfg, &w, err, sizeof(err)) == RING_OK, "a ring to adopt");
+	ring_reset(w, 100);
+	ok(ring_write_snapshot(w, &iov, 1, err, sizeof(err)) == RING_OK, "its snapshot");
+	ok(append(w, 110, 100) == RING_OK && ring_advance(w, 130), "a batch, frontier 130");
+	id = ring_ident(w);
+	ring_close(w, false);
+	ok(ring_adopt(&cfg, &w, err, sizeof(err)) == RING_OK, "adopted: %s", err);
+	ok(ring_open(dir, "pos4", &r, err, sizeof(err)) == RING_OK, "a reader maps it");
+	ring_info(r, &info);
+	ok(ring_ident(r) == id && info.frontier == 130 && info.head_cursor == 110,
+	   "adopted: the same identity and frontier 130");
+	ok(ring_seek(r, id, 120, &after) == RING_OK && after == 2,
+	   "adopted: a client's cursor between the head and the frontier is held");
+	ok(!ring_set_upstream(w, "pg:1:1"), "adopted: the same upstream needs no reset");
+	ring_close(r, false);
+	ring_close(w, true);
+
 	/* A new segment takes an identity at once: it has no history yet. */
 	cfg.feed = "pos3";
 	cfg.upstream = NULL;
