@@ -763,7 +763,8 @@ scan_message(struct conn *c, const char *p, size_t n)
 	c->first_msg = false;
 }
 
-/* tailgate's reply cursor: "cursor": "123" or "cursor":123 */
+/* tailgate's reply cursor, opaque ("123.5c1e09a2"; "cursor":123 from an
+ * older server): copied as it is, to be sent back. */
 static bool
 find_cursor(const char *p, size_t n, char *out, size_t outlen)
 {
@@ -775,7 +776,10 @@ find_cursor(const char *p, size_t n, char *out, size_t outlen)
 	k += 8;
 	while (k < end && (*k == ' ' || *k == ':' || *k == '"'))
 		k++;
-	while (k < end && *k >= '0' && *k <= '9' && len + 1 < outlen)
+	while (k < end &&
+	       ((*k >= '0' && *k <= '9') || (*k >= 'a' && *k <= 'f') || (*k >= 'A' && *k <= 'F') ||
+	        *k == '.') &&
+	       len + 1 < outlen)
 		out[len++] = *k++;
 	out[len] = '\0';
 	return len > 0;

@@ -132,6 +132,7 @@ import socket
 import struct
 import sys
 import time
+import uuid
 
 # ---------------------------------------------------------------------------
 # PostgreSQL type catalog (pg_type.dat OIDs and typlen)
@@ -2656,6 +2657,11 @@ class Session:
                                                  self.vars['mz_version'])
         if fname == 'mz_version':
             return self.vars['mz_version']
+        if fname == 'mz_environment_id':
+            # Materialize: "a string containing a uuid uniquely identifying
+            # the Materialize environment" (functions reference), e.g.
+            # local-az1-<uuid>-0; one per server process unless given.
+            return self.srv.args.environment_id
         if fname in ('current_database', 'current_catalog'):
             return self.vars.get('database')
         if fname in ('current_user', 'session_user', 'current_role', 'user'):
@@ -3458,6 +3464,10 @@ def build_argparser():
                          'old) after CopyOutResponse instead of before it')
     ap.add_argument('--server-version', default='9.5.0')
     ap.add_argument('--mz-version', default='v0.130.0 (mzserver)')
+    ap.add_argument('--environment-id',
+                    default='local-az1-%s-0' % uuid.uuid4(),
+                    help='what mz_environment_id() returns (default: a new '
+                         'uuid per server process)')
     ap.add_argument('--check', action='store_true',
                     help='parse the scenarios, print a summary, exit')
     ap.add_argument('-v', '--verbose', action='store_true')
