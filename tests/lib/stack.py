@@ -83,7 +83,8 @@ import sys
 import tempfile
 import time
 
-__all__ = ["Stack", "RingFeed", "StackError", "free_port", "builddir", "srcdir"]
+__all__ = ["Stack", "RingFeed", "StackError", "free_port", "builddir", "srcdir", "tail",
+           "nginx_bin", "terminate"]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -125,12 +126,24 @@ def nginx_bin():
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-def _tail(path, n=30):
+def tail(path, n=30):
+    """The last n lines of a file ("" when it cannot be read)."""
     try:
         with open(path, errors="replace") as f:
             return "".join(f.readlines()[-n:])
     except OSError:
         return ""
+
+
+def terminate(proc, timeout=10):
+    """SIGTERM a child, wait up to timeout seconds, then SIGKILL it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 _live = []
@@ -304,13 +317,7 @@ class Stack:
 
     @staticmethod
     def _terminate(proc, timeout=10):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, timeout)
 
     # ---- the responder ----
 
@@ -371,7 +378,7 @@ class Stack:
         return [p.pid for p in self.responders]
 
     def responder_log(self, i=0):
-        return _tail(os.path.join(self.dir, "responder.%d.log" % i), 200)
+        return tail(os.path.join(self.dir, "responder.%d.log" % i), 200)
 
     # ---- nginx ----
 
@@ -452,7 +459,7 @@ class Stack:
         self.wait_ready()
 
     def nginx_log(self):
-        return _tail(os.path.join(self.prefix, "nginx.log"), 50)
+        return tail(os.path.join(self.prefix, "nginx.log"), 50)
 
     def wait_ready(self, timeout=None):
         """Poll until nginx answers and (with a responder) /healthz is 200."""
