@@ -54,8 +54,8 @@ import urllib.parse
 
 from stack import free_port, nginx_bin, tail, terminate
 
-__all__ = ["Balancer", "Daemon", "FeedClient", "parse_json", "rows_key", "sum_counts",
-           "wait_tables"]
+__all__ = ["Balancer", "Daemon", "FeedClient", "PgHosts", "parse_json", "rows_key",
+           "sum_counts", "wait_tables", "start_host", "feeds_state", "host_live", "wait_live"]
 
 MAX_VIOLATIONS = 50
 
@@ -539,6 +539,52 @@ def wait_tables(clients, want_of, timeout=60, step=0.25):
         time.sleep(step)
 
 
+# ---- hosts ------------------------------------------------------------------------
+
+def start_host(build, tmp, name, conf_for_ring):
+    """Start a host in tmp/name: its tailgated (configuration
+    conf_for_ring(ring_dir)) and its nginx + responder on that ring
+    directory.  {"daemon": Daemon, "stack": Stack, "target": (host, port)}."""
+    from stack import Stack
+    d = os.path.join(tmp, name)
+    ring = os.path.join(d, "ring")
+    os.makedirs(ring)
+    for p in (tmp, d, ring):
+        os.chmod(p, 0o755)   # nginx's workers and PostgreSQL run as other users
+    daemon = Daemon(conf_for_ring(ring), os.path.join(d, "tailgated.conf"),
+                    os.path.join(d, "tailgated.log"), os.path.join(build, "tailgated"))
+    daemon.start()
+    st = Stack(responders=1, ring_dir=ring, base_dir=os.path.join(d, "stack"), keep=True,
+               responder_args=["--sse-keepalive", "5"])
+    st.start()
+    return {"name": name, "daemon": daemon, "stack": st, "target": ("127.0.0.1", st.port)}
+
+
+def feeds_state(host):
+    """{feed: its /feeds entry} on one host, {} when the host does not answer."""
+    try:
+        status, obj = host["stack"].get_json("/feeds", timeout=10)
+    except (OSError, RuntimeError, ValueError):
+        return {}
+    if status != 200:
+        return {}
+    return {f["name"]: f for f in obj.get("feeds", [])}
+
+
+def host_live(host, feeds):
+    states = feeds_state(host)
+    return all(states.get(f, {}).get("state") == "live" for f in feeds)
+
+
+def wait_live(host, feeds, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if host_live(host, feeds):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 # ---- two hosts on one PostgreSQL ------------------------------------------------
 
 AUCTION_FEEDS = ["winning_bids", "highest_bid_per_auction", "top_buyers", "auction_stats"]
@@ -556,14 +602,12 @@ class PgHosts:
     def __init__(self, build, src, tmp, feeds=AUCTION_FEEDS, permanent=None, rate="200",
                  ring_size=None):
         from pg import PgCluster
-        from stack import Stack
         self.build, self.src, self.tmp = build, src, tmp
         self.feeds = list(feeds)
         self.permanent = permanent or {"a": True, "b": False}
         self.rate = rate
         self.ring_size = ring_size
         self.pg = PgCluster(base_dir=os.path.join(tmp, "pg"), keep=True)
-        self._Stack = Stack
         self.hosts = {}
         self.load = None
         self.balancer = None
@@ -586,20 +630,8 @@ class PgHosts:
         self.pg.psql(file=os.path.join(self.src, "sql", "auction_house.sql"))
         self.start_load()
         for name in sorted(self.permanent):
-            d = os.path.join(self.tmp, name)
-            ring = os.path.join(d, "ring")
-            os.makedirs(ring)
-            for p in (d, ring):
-                os.chmod(p, 0o755)
-            daemon = Daemon(self._conf(name, ring), os.path.join(d, "tailgated.conf"),
-                            os.path.join(d, "tailgated.log"),
-                            os.path.join(self.build, "tailgated"))
-            daemon.start()
-            st = self._Stack(responders=1, ring_dir=ring, base_dir=os.path.join(d, "stack"),
-                             keep=True, responder_args=["--sse-keepalive", "5"])
-            st.start()
-            self.hosts[name] = {"daemon": daemon, "stack": st,
-                                "target": ("127.0.0.1", st.port)}
+            self.hosts[name] = start_host(self.build, self.tmp, name,
+                                          lambda ring, n=name: self._conf(n, ring))
         self.balancer = Balancer([h["stack"].port for _, h in sorted(self.hosts.items())],
                                  os.path.join(self.tmp, "balancer")).start()
         return self
@@ -615,27 +647,11 @@ class PgHosts:
         if self.load is not None:
             terminate(self.load)
 
-    def feeds_state(self, name):
-        """{feed: /feeds entry} of one host, {} when it does not answer."""
-        try:
-            status, obj = self.hosts[name]["stack"].get_json("/feeds", timeout=10)
-        except (OSError, RuntimeError, ValueError):
-            return {}
-        if status != 200:
-            return {}
-        return {f["name"]: f for f in obj.get("feeds", [])}
-
     def live(self, name):
-        states = self.feeds_state(name)
-        return all(states.get(f, {}).get("state") == "live" for f in self.feeds)
+        return host_live(self.hosts[name], self.feeds)
 
     def wait_live(self, name, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.live(name):
-                return True
-            time.sleep(0.1)
-        return False
+        return wait_live(self.hosts[name], self.feeds, timeout)
 
     def db_rows(self, feed):
         if feed not in self._cols:
