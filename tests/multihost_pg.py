@@ -78,8 +78,8 @@ def progressed(clients, since, n=2):
 
 
 def window(clients, seconds):
-    """Let the clients follow for seconds (the load keeps writing);
-    returns early only on the deadline of a stuck client."""
+    """Let the clients follow for seconds while the load writes (a phase's
+    length, not a wait for something to happen)."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         time.sleep(min(0.2, max(0.0, end - time.monotonic())))

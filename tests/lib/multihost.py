@@ -34,6 +34,11 @@ Python (stdlib only):
     c = FeedClient("winning_bids", [a, b])            # alternates on every poll
     c = FeedClient("winning_bids", [a, b], mode="sse", switch_every=3)
     c.start(); c.counts(); c.table(); c.violations; c.gone_log; c.stop()
+    wait_tables(clients, want_of)     # poll until every table is want_of(feed)
+
+    host = start_host(build, tmp, "a", conf_for_ring)   # tailgated + nginx/responder
+    host_live(host, feeds); wait_live(host, feeds)
+    h = PgHosts(build, src, tmp)      # PostgreSQL + load + hosts a, b + balancer
 
 Counts (c.counts(), a Counter): polls (long-polls answered), snapshots,
 batches, bytes (reply bodies, uncompressed), status_NNN per status,
