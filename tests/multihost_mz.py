@@ -45,7 +45,7 @@ from tap import ok, done, wait_for  # noqa: E402
 from stack import builddir, nginx_bin  # noqa: E402
 from mz import MzServer  # noqa: E402
 from multihost import (Balancer, FeedClient, parse_json, rows_key, start_host,  # noqa: E402
-                       sum_counts, wait_live, wait_tables, host_live)
+                       stop_clients, sum_counts, wait_live, wait_tables, host_live)
 
 SECONDS = float(os.environ.get("MULTIHOST_SECONDS", "24"))
 KEEP = os.environ.get("MULTIHOST_KEEP") == "1"
@@ -324,8 +324,7 @@ def main():
                                     for r in RELATIONS),
            "\n".join("%s: %s" % (c.name, why) for c, why in bad[:6]))
         total = sum_counts(clients)
-        for c in clients:
-            c.stop()
+        stop_clients(clients)
         viol = [v for c in clients for v in c.violations]
         ok(total["violations"] == 0, "no client saw a duplicate, a gap or a malformed reply "
            "(%d)" % total["violations"], "\n".join(viol[:15]))
@@ -341,9 +340,7 @@ def main():
         for n, h in hosts.items():
             note("tailgated %s log:\n%s" % (n, h["daemon"].log().replace("\n", "\n# ")))
     finally:
-        for c in clients:
-            if c.is_alive():
-                c.stop()
+        stop_clients(clients)
         if lb:
             lb.stop()
         for h in hosts.values():

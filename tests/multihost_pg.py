@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from tap import ok, done, wait_for  # noqa: E402
 from pg import PgError, pg_bindir  # noqa: E402
 from stack import builddir, nginx_bin  # noqa: E402
-from multihost import FeedClient, PgHosts, sum_counts, wait_tables  # noqa: E402
+from multihost import FeedClient, PgHosts, stop_clients, sum_counts, wait_tables  # noqa: E402
 
 SECONDS = float(os.environ.get("MULTIHOST_SECONDS", "24"))
 KEEP = os.environ.get("MULTIHOST_KEEP") == "1"
@@ -185,13 +185,14 @@ def main():
 
         # ---- the end: every table equals the database ----
         h.stop_load()
+        note("the load stopped; waiting for every client's table to equal the database's")
         bad = wait_tables(clients, h.db_rows, timeout=60)
+        note("compared")
         ok(not bad, "after the load stops, every client's table equals the database's "
            "(%s)" % ", ".join("%s %d rows" % (f, sum(h.db_rows(f).values())) for f in h.feeds),
            "\n".join("%s: %s" % (c.name, why) for c, why in bad[:8]))
         total = sum_counts(clients)
-        for c in clients:
-            c.stop()
+        stop_clients(clients)
         viol = [v for c in clients for v in c.violations]
         ok(total["violations"] == 0, "no client saw a duplicate, a gap or a malformed reply "
            "(%d)" % total["violations"], "\n".join(viol[:15]))
@@ -212,9 +213,7 @@ def main():
             note("tailgated %s log:\n%s" % (n, h.hosts[n]["daemon"].log().replace(
                 "\n", "\n# ")))
     finally:
-        for c in clients:
-            if c.is_alive():
-                c.stop()
+        stop_clients(clients)
         h.stop()
         if KEEP:
             note("kept " + tmp)

@@ -34,6 +34,7 @@ Python (stdlib only):
     c = FeedClient("winning_bids", [a, b])            # alternates on every poll
     c = FeedClient("winning_bids", [a, b], mode="sse", switch_every=3)
     c.start(); c.counts(); c.table(); c.violations; c.gone_log; c.stop()
+    stop_clients(clients)             # all at once
     wait_tables(clients, want_of)     # poll until every table is want_of(feed)
 
     host = start_host(build, tmp, "a", conf_for_ring)   # tailgated + nginx/responder
@@ -60,7 +61,7 @@ import urllib.parse
 from stack import free_port, nginx_bin, tail, terminate
 
 __all__ = ["Balancer", "Daemon", "FeedClient", "PgHosts", "parse_json", "rows_key",
-           "sum_counts", "wait_tables", "start_host", "feeds_state", "host_live", "wait_live"]
+           "stop_clients", "sum_counts", "wait_tables", "start_host", "feeds_state", "host_live", "wait_live"]
 
 MAX_VIOLATIONS = 50
 
@@ -73,6 +74,15 @@ def parse_json(text):
 def rows_key(row):
     """A row as a hashable key; booleans as PostgreSQL's text (t, f)."""
     return tuple("t" if v is True else "f" if v is False else v for v in row)
+
+
+def stop_clients(clients):
+    """Stop every client at once (their requests in flight cut)."""
+    for c in clients:
+        c.halt()
+    for c in clients:
+        if c.is_alive():
+            c.join(c.io_timeout + 5)
 
 
 def sum_counts(clients):
@@ -233,19 +243,23 @@ class FeedClient(threading.Thread):
         self.violations = []
         self.gone_log = []          # (monotonic time, target, cursor, message)
         self.last_error = None
-        self._open = None           # the SSE stream's connection
 
     # ---- control and state (any thread) ----
 
-    def stop(self):
+    def halt(self):
+        """Stop asking: the request or stream in flight is cut."""
         self._halt.set()
-        c = self._open
-        if c is not None and c.sock is not None:
-            try:
-                c.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.join(self.io_timeout + 5)
+        for c in list(self._conns.values()):
+            if c.sock is not None:
+                try:
+                    c.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.halt()
+        if self.is_alive():
+            self.join(self.io_timeout + 5)
 
     def counts(self):
         with self._lock:
@@ -453,7 +467,6 @@ class FeedClient(threading.Thread):
             raise _Retry("%s: HTTP %d: %.200r" % (target, r.status, body))
         with self._lock:
             self._stats["streams"] += 1
-        self._open = self._conns.get(target)
         n = 0
         event, ident, data = None, None, []
         first = True
@@ -515,7 +528,6 @@ class FeedClient(threading.Thread):
         except (OSError, http.client.HTTPException, UnicodeDecodeError) as e:
             raise _Retry("%s: stream: %s: %s" % (target, type(e).__name__, e))
         finally:
-            self._open = None
             self._drop(target)
 
 
