@@ -19,6 +19,7 @@
  */
 #include "config.h"
 
+#include "clock.h"
 #include "conf.h"
 #include "daemon.h"
 #include "feed.h"
@@ -48,10 +49,7 @@ static const char *opt_ring = "64M";
 static double
 now_s(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)clock_mono_ns() / 1e9;
 }
 
 static void

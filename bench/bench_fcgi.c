@@ -20,6 +20,7 @@
 #include <config.h> /* autoconf's: _GNU_SOURCE for memmem */
 
 #include "batch.h"
+#include "clock.h"
 #include "ring.h"
 
 #include <errno.h>
@@ -80,15 +81,6 @@ static int epfd;
 static uint64_t base_cursor = 1000;
 static uint64_t deliveries_bytes;
 
-static int64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void
 add_lat(uint64_t cursor)
 {
@@ -102,7 +94,7 @@ add_lat(uint64_t cursor)
 		if (lat == NULL)
 			abort();
 	}
-	lat[n_lat++] = (double)(now_ns() - pub_ns[k]) / 1e9;
+	lat[n_lat++] = (double)(clock_mono_ns() - pub_ns[k]) / 1e9;
 }
 
 static void
@@ -434,7 +426,7 @@ publish(int k, struct batch_builder *b)
 		fprintf(stderr, "bench_fcgi: ring_append: %s\n", ring_strstatus(rc));
 		exit(1);
 	}
-	pub_ns[k] = now_ns();
+	pub_ns[k] = clock_mono_ns();
 	ring_wake(ring);
 }
 
@@ -570,12 +562,12 @@ main(int argc, char **argv)
 
 	/* Connect and park everyone. */
 	struct epoll_event evs[1024];
-	int64_t start = now_ns(), pub_start = 0, next_pub = 0, last_beat = 0;
+	int64_t start = clock_mono_ns(), pub_start = 0, next_pub = 0, last_beat = 0;
 	int published = 0;
 	long parked = 0;
 	bool publishing = false;
 	for (;;) {
-		int64_t t = now_ns();
+		int64_t t = clock_mono_ns();
 		int timeout = 10;
 		if (t - last_beat > 500000000) {
 			ring_heartbeat(ring);
@@ -599,7 +591,7 @@ main(int argc, char **argv)
 					       opt.n, opt.sse ? "SSE streams" : "long-polls", rss0,
 					       rss1, (double)(rss1 - rss0) / opt.n);
 					publishing = true;
-					pub_start = next_pub = now_ns();
+					pub_start = next_pub = clock_mono_ns();
 					if (opt.nginx_pid > 0)
 						usage_of(&opt.nginx_pid, 1, &ng0, &ngrss);
 					getrusage(RUSAGE_SELF, &ru0);

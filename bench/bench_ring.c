@@ -22,6 +22,7 @@
  *
  *   bench_ring [--quick] [--waiters N] [--wakes N] [--readers N]
  */
+#include "clock.h"
 #include "ring.h"
 
 #include <errno.h>
@@ -57,10 +58,7 @@ static int feed_no;
 static uint64_t
 now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return (uint64_t)clock_mono_ns();
 }
 
 static void

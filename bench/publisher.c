@@ -29,6 +29,7 @@
  */
 #define _GNU_SOURCE
 #include "batch.h"
+#include "clock.h"
 #include "ring.h"
 
 #include <arpa/inet.h>
@@ -74,10 +75,7 @@ on_signal(int sig)
 static uint64_t
 now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return (uint64_t)clock_mono_ns();
 }
 
 static void

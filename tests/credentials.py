@@ -42,24 +42,10 @@ sys.path.insert(0, os.path.join(HERE, "lib"))
 if os.environ.get("top_builddir") and not os.environ.get("TAILGATE_BUILDDIR"):
     os.environ["TAILGATE_BUILDDIR"] = os.path.abspath(os.environ["top_builddir"])
 from stack import Stack, builddir, nginx_bin  # noqa: E402
+from tap import done, failed, ok  # noqa: E402
 
 SCENARIO = os.path.join(HERE, "mzserver", "scenarios", "winning_bids.scn")
 DEADLINE = 30.0
-
-n_tests = 0
-n_failed = 0
-
-
-def ok(cond, what, diag=None):
-    global n_tests, n_failed
-    n_tests += 1
-    print("%s %d - %s" % ("ok" if cond else "not ok", n_tests, what), flush=True)
-    if not cond:
-        n_failed += 1
-        if diag:
-            for line in str(diag).splitlines()[-20:]:
-                print("#   " + line[:300], flush=True)
-    return cond
 
 
 class MzServer:
@@ -290,9 +276,9 @@ def main():
         if mz is not None:
             mz.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print("1..%d" % n_tests)
-    print("# %d failed, %.1fs" % (n_failed, time.monotonic() - t0))
-    return 1 if n_failed else 0
+    status = done()
+    print("# %d failed, %.1fs" % (failed(), time.monotonic() - t0))
+    return status
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ sed "s|^conninfo = .*|conninfo = host=127.0.0.1 port=1 connect_timeout=2|; s|^ri
 out=$("$d" --check -c "$tmp/down.conf" 2>&1); rc=$?
 t "--check connects: no server and no ring_dir are two problems, one line each (exit 1)" \
     sh -c '[ $1 -eq 1 ] && printf "%s" "$2" | grep -q "ring_dir .*nonexistent does not exist" &&
-           printf "%s" "$2" | grep -q "cannot open a connection: .*refused" &&
+           printf "%s" "$2" | grep -q "opening a connection failed (connection): .*refused" &&
            printf "%s" "$2" | grep -q "2 problems"' _ $rc "$out"
 
 printf 'source = materialize\n[feed a]\nview = v\n[feed a]\nview = w\n' >"$tmp/dup.conf"

@@ -38,7 +38,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, 'mzserver'))
+sys.path.insert(0, os.path.join(HERE, 'lib'))
 import mzserver  # noqa: E402
+from tap import count, done, failed, ok  # noqa: E402
 
 BUILD = os.environ.get('top_builddir', '.')
 TAILGATED = os.path.join(BUILD, 'tailgated')
@@ -48,22 +50,6 @@ DEADLINE = float(os.environ.get('TAILGATE_TEST_TIMEOUT', '60'))
 
 NUMBER_TYPES = {'int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'oid'}
 JSON_NUMBER = re.compile(r'-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z')
-
-n_tests = 0
-n_failed = 0
-
-
-def ok(cond, what, diag=None):
-    global n_tests, n_failed
-    n_tests += 1
-    print('%s %d - %s' % ('ok' if cond else 'not ok', n_tests, what))
-    if not cond:
-        n_failed += 1
-        if diag:
-            for line in str(diag).splitlines()[:30]:
-                print('#   ' + line[:400])
-    sys.stdout.flush()
-    return cond
 
 
 # ---------------------------------------------------------------------------
@@ -474,7 +460,7 @@ def since_extra(name, run, model, ring):
     log = run.log()
     ok('cannot resume AS OF' in log,
        '%s: the refused AS OF is logged' % name, log[-2000:])
-    ok(re.search(r'upstream error (XX000|22000): (Timestamp|could not find)', log),
+    ok(re.search(r'resuming failed \(SQLSTATE (XX000|22000)\): (Timestamp|could not find)', log),
        '%s: with its SQLSTATE and message' % name)
     subs = subscribes(run)
     fresh = [s for s in subs[1:] if s.get('requested_as_of') is None]
@@ -505,7 +491,7 @@ def malformed_extra(name, run, model, ring):
 
 def error_extra(name, run, model, ring):
     log = run.log()
-    ok('upstream error XX000: Evaluation error: division by zero' in log,
+    ok('streaming failed (SQLSTATE XX000): Evaluation error: division by zero' in log,
        '%s: the mid-stream error is logged with SQLSTATE and message' % name,
        log[-2000:])
     ok('57P01' in log, '%s: the FATAL 57P01 is logged' % name)
@@ -633,10 +619,10 @@ def main():
     holds_test()
     restart_test()
     reload_test()
-    print('1..%d' % n_tests)
-    if n_failed:
-        print('# %d of %d failed' % (n_failed, n_tests))
-    return 1 if n_failed else 0
+    status = done()
+    if failed():
+        print('# %d of %d failed' % (failed(), count()))
+    return status
 
 
 if __name__ == '__main__':

@@ -36,31 +36,11 @@ top_srcdir = os.environ.get("top_srcdir", ".")
 top_builddir = os.environ.get("top_builddir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from pg import PgCluster, PgError, pg_bindir  # noqa: E402
+from tap import done, ok, wait_for  # noqa: E402
 
 TAILGATED = os.environ.get("TAILGATED", os.path.join(top_builddir, "tailgated"))
 RING = os.environ.get("TAILGATE_RING", os.path.join(top_builddir, "tailgate-ring"))
 LOADGEN = os.environ.get("TAILGATE_LOADGEN", os.path.join(top_builddir, "tailgate-loadgen"))
-
-n = 0
-failed = 0
-
-
-def ok(cond, what, diag=None):
-    global n, failed
-    n += 1
-    print("%s %d - %s" % ("ok" if cond else "not ok", n, what), flush=True)
-    if not cond:
-        failed += 1
-        if diag:
-            for line in str(diag).splitlines()[:30]:
-                print("#   " + line)
-    return cond
-
-
-def skip(what, why):
-    global n
-    n += 1
-    print("ok %d - %s # SKIP %s" % (n, what, why), flush=True)
 
 
 def norm(v):
@@ -140,6 +120,15 @@ def client_catches_up(pg, feed, held_state, held_cursor, cols, table):
                 sum((+state).values()), sum(want.values()), list((+state - want).items())[:5],
                 list((want - +state).items())[:5])
         time.sleep(0.2)
+
+
+def maps_file(pid, prefix):
+    """Whether process pid has a file starting with prefix mapped."""
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            return any(" " + prefix in line for line in f)
+    except OSError:
+        return False
 
 
 def db_rows(pg, cols, table, where=None):
@@ -248,7 +237,8 @@ def main():
         # ---- 1. exactness under concurrent writes -------------------------------
         lg = subprocess.Popen([LOADGEN, "-d", pg.dsn, "-r", "3000", "-t", "8", "--drain", "-q",
                                "--late", "5", "--seed", "7"])
-        time.sleep(2.5)           # the daemon snapshots in the middle of the load
+        # The daemon snapshots in the middle of the load: once bids flow.
+        wait_for(lambda: int(pg.psql("SELECT count(*) FROM bids") or 0) >= 5000, 30, 0.2)
         d.start()
         rc = lg.wait(60)
         ok(rc == 0, "tailgate-loadgen ran 8 s at 3000 bids/s and drained")
@@ -390,7 +380,7 @@ def main():
         held_cursor = json.loads(out.splitlines()[-1])["cursor"]
         waiter = subprocess.Popen([RING, "-d", ring_dir, "wait", "kept", held_cursor, "60000"],
                                   stderr=subprocess.PIPE, text=True)
-        time.sleep(0.3)
+        wait_for(lambda: maps_file(waiter.pid, os.path.join(ring_dir, "kept")), 10, 0.02)
         d.proc.kill()
         d.proc.wait()
         d.proc = None
@@ -441,8 +431,7 @@ def main():
             ok(not reports, "no sanitizer reports in the daemon's log", "\n".join(reports[:20]))
         pg.cleanup()
         subprocess.run(["rm", "-rf", ring_dir])
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

@@ -19,17 +19,8 @@ import urllib.request
 
 top_srcdir = os.path.abspath(os.environ.get("top_srcdir", "."))
 top_builddir = os.path.abspath(os.environ.get("top_builddir", "."))
-n = 0
-failed = 0
-
-
-def ok(cond, what):
-    global n, failed
-    n += 1
-    print("%sok %d - %s" % ("" if cond else "not ", n, what), flush=True)
-    if not cond:
-        failed += 1
-    return cond
+sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
+from tap import done, ok  # noqa: E402
 
 
 def get(url, timeout=10):
@@ -125,8 +116,7 @@ def main():
     left = procs_mentioning(tmp) if tmp else []
     ok(tmp is not None and not left, "no process of the demo is left (%s)" % left)
     ok(tmp is not None and not os.path.exists(tmp), "its directory is removed")
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@
 #include "encode.h"
 #include "filter.h"
 #include "http_params.h"
+#include "text.h"
 
 #include <stdio.h>
 #include <stdlib.h>

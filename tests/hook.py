@@ -38,24 +38,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
+from tap import done, failed, ok, wait_for  # noqa: E402
+from util import free_port  # noqa: E402
 
 BUILD = os.path.abspath(os.environ.get("top_builddir", "."))
 HOOK = os.path.join(BUILD, "tailgate-hook")
 SECRET = "s3cret-for-tests"
-
-n = 0
-failed = 0
-
-
-def ok(cond, name, detail=""):
-    global n, failed
-    n += 1
-    print("%s %d - %s" % ("ok" if cond else "not ok", n, name))
-    if not cond:
-        failed += 1
-        for line in str(detail).splitlines()[-20:]:
-            print("#   " + line)
-    sys.stdout.flush()
 
 
 # ---- the receiver -----------------------------------------------------------
@@ -98,14 +86,6 @@ def receiver(port, log, failrate, refuse):
 
     http.server.HTTPServer.allow_reuse_address = True
     http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Receiver:
@@ -183,15 +163,6 @@ def feed_rows(st, query=""):
     return {k: v for k, v in rows.items() if v > 0}, reply["cursor"]
 
 
-def wait_for(pred, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return pred()
-
-
 def main():
     if shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"):
         print("1..0 # SKIP nginx not installed")
@@ -227,7 +198,7 @@ def main():
                     hook = start_hook(args, hooklog)
                 if step in (25, 50):
                     rx.stop()
-                    time.sleep(0.3)
+                    time.sleep(0.3)  # the scenario: the receiver is down 0.3 s
                     rx.start()
                 time.sleep(0.05)
             want, cur = feed_rows(st, "?qty=lt.15")
@@ -313,12 +284,11 @@ def main():
             rx.stop()
     finally:
         hooklog.close()
-        if failed:
+        if failed():
             print("# hook log: %s" % os.path.join(tmp, "hook.log"))
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

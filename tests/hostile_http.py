@@ -70,24 +70,10 @@ sys.path.insert(0, os.path.join(HERE, "lib"))
 if os.environ.get("top_builddir") and not os.environ.get("TAILGATE_BUILDDIR"):
     os.environ["TAILGATE_BUILDDIR"] = os.path.abspath(os.environ["top_builddir"])
 from stack import Stack, free_port, nginx_bin  # noqa: E402
+from tap import done, failed, ok  # noqa: E402
 
 COLUMNS = [("id", "int8"), ("item", "text"), ("amount", "int4"), ("open", "bool")]
 BUDGET = 10.0  # seconds per request: more is a hang
-
-n_tests = 0
-n_failed = 0
-
-
-def ok(cond, what, diag=None):
-    global n_tests, n_failed
-    n_tests += 1
-    print("%s %d - %s" % ("ok" if cond else "not ok", n_tests, what), flush=True)
-    if not cond:
-        n_failed += 1
-        if diag:
-            for line in str(diag).splitlines()[:20]:
-                print("#   " + line[:300], flush=True)
-    return cond
 
 
 # ---------------------------------------------------------------------------
@@ -884,9 +870,9 @@ def main():
         st.stop_responders()
         code, log = st.responder_exits[-1]
         ok(code == 0, "the responder stops cleanly on SIGTERM (exit %s)" % code, log[-2000:])
-    print("1..%d" % n_tests)
-    print("# %d failed, %.1fs" % (n_failed, time.monotonic() - t0))
-    return 1 if n_failed else 0
+    status = done()
+    print("# %d failed, %.1fs" % (failed(), time.monotonic() - t0))
+    return status
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@
  * RING_NEED_SNAPSHOT a snapshot at the head before retrying.
  */
 #include "batch.h"
+#include "clock.h"
 #include "ring.h"
 
 #include <getopt.h>
@@ -162,15 +163,6 @@ append(uint64_t cursor, json_object *obj, bool wake, char *err, size_t errlen)
 	if (wake)
 		ring_wake(ring);
 	return 0;
-}
-
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void
@@ -342,9 +334,9 @@ main(int argc, char **argv)
 	printf("ready\n");
 	while (!quit) {
 		struct pollfd pfd = {0, POLLIN, 0};
-		if (!hang && now_ms() - last_beat >= 200) {
+		if (!hang && clock_mono_ms() - last_beat >= 200) {
 			ring_heartbeat(ring);
-			last_beat = now_ms();
+			last_beat = clock_mono_ms();
 		}
 		if (poll(&pfd, 1, 200) <= 0)
 			continue;

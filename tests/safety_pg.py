@@ -16,7 +16,8 @@ primary key (events) and one with a key and REPLICA IDENTITY FULL (orders):
   * a permanent feed removed on SIGHUP logs the exact commands that drop
     its slot and publication; tailgated --cleanup lists that slot (with the
     WAL it retains) and publication, --cleanup --yes drops them, and never
-    an active slot;
+    an active slot; while that slot is idle the running daemon logs it and
+    /metrics (through nginx) shows the WAL it retains, growing;
   * tailgated --check (like nginx -t) exits 1 with a line naming each
     misconfiguration: a missing table or column, a table without a replica
     identity, a role without REPLICATION or not owning the table, refused
@@ -25,6 +26,7 @@ primary key (events) and one with a key and REPLICA IDENTITY FULL (orders):
 TAP output.
 """
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +38,7 @@ sys.path.insert(0, os.path.join(top_srcdir, "tests"))
 from pg import PgCluster, PgError, pg_bindir  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
 from daemon_pg import TAILGATED, Daemon, Feed, wait_equal  # noqa: E402
+from stack import Stack  # noqa: E402
 
 
 def ours(pg):
@@ -100,15 +103,24 @@ def check_cases(pg, ring_dir):
         ("a role without REPLICATION", {"f": {"table": "orders"}},
          pg.dsn + " user=norepl", "has no REPLICATION attribute"),
         ("a role that does not own the table", {"f": {"table": "orders"}},
-         pg.dsn + " user=norepl", "cannot create the publication"),
+         pg.dsn + " user=notowner", "cannot create the publication"),
         ("credentials the server refuses", {"f": {"table": "orders"}},
-         pg.dsn + " user=nosuchrole", "cannot open a connection"),
+         pg.dsn + " user=nosuchrole", "opening a connection failed (connection): "),
     ]
-    pg.psql("CREATE ROLE norepl LOGIN; GRANT SELECT ON orders TO norepl")
+    # notowner's one problem is not owning the table (it has REPLICATION
+    # and may create publications in the database); norepl also lacks
+    # REPLICATION.
+    pg.psql("CREATE ROLE norepl LOGIN; GRANT SELECT ON orders TO norepl; "
+            "CREATE ROLE notowner LOGIN REPLICATION; GRANT SELECT ON orders TO notowner; "
+            "DO $$BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO norepl, notowner', "
+            "current_database()); END$$")
     for what, feeds, conninfo, want in cases:
         rc, out = run_check(pg, ring_dir, feeds, conninfo)
-        ok(rc == 1 and want in out, "--check refuses %s: %s" % (
-            what, (out.strip().splitlines() or ["(nothing)"])[0][-110:]), out)
+        lines = [x for x in out.splitlines() if want in x]
+        ok(rc == 1 and lines, "--check refuses %s: %s" % (
+            what, (lines or ["(nothing)"])[0][-110:]), out)
+        if "notowner" in (conninfo or ""):
+            ok(len(out.strip().splitlines()) == 2, "(that is notowner's one problem)", out)
     rc, out = run_check(pg, os.path.join(ring_dir, "nonexistent"), {"f": {"table": "orders"}},
                         conf_dir=ring_dir)
     ok(rc == 1 and "does not exist" in out, "--check refuses a missing ring_dir", out)
@@ -121,6 +133,40 @@ def check_cases(pg, ring_dir):
     finally:
         other.stop()
         other.cleanup()
+
+
+def slot_metrics(pg, d, ring_dir):
+    """The running daemon watches the removed feed's idle slot: the log
+    names it, and /metrics (through nginx) shows the WAL it retains, growing
+    as the database writes."""
+    ok(wait_for(lambda: "slot tailgate_orders is not in" in d.log_text()
+                and "bytes of WAL (wal_status" in d.log_text()),
+       "after the reload, the running daemon logs the idle slot and the WAL it retains",
+       d.log_text()[-1500:])
+    pat = re.compile(rb'tailgate_slot_retained_bytes\{slot="tailgate_orders",configured="false",'
+                     rb'active="false",wal_status="(\w+)"\} (\d+)')
+    os.chmod(ring_dir, 0o755)  # nginx's workers reach the socket below it
+    st = Stack(ring_dir=ring_dir)
+    try:
+        st.start()
+
+        def retained():
+            status, _, body = st.get("/metrics", timeout=10)
+            m = pat.search(body) if status == 200 else None
+            return m and (m.group(1).decode(), int(m.group(2)), body)
+        first = wait_for(retained, 20)
+        ok(first and b"tailgate_slot_checked_timestamp_seconds " in first[2],
+           "/metrics: tailgate_slot_retained_bytes of the idle slot (%s bytes, wal_status %s)"
+           % ((first[1], first[0]) if first else (None, None)),
+           first[2].decode()[-1500:] if first else "")
+        pg.psql("INSERT INTO orders SELECT g, repeat('x', 100) FROM generate_series(100, 2000) g")
+        later = wait_for(lambda: (retained() or (0, 0))[1] > (first or (0, 0))[1] and retained(),
+                         20)
+        ok(later, "and it grows as the database writes (%s -> %s bytes)"
+           % ((first or (0, 0))[1], (later or (0, 0))[1]))
+        pg.psql("DELETE FROM orders WHERE id >= 100")
+    finally:
+        st.stop()
 
 
 def main():
@@ -230,11 +276,15 @@ def main():
            and ours(pg)[1] == "tailgate_orders",
            "--cleanup --yes never drops an active slot", out)
         Daemon(pg, ring_dir, {"events2": {"table": "orders", "where": "id < 0"}})  # rewrites
+        text = open(d.conf).read().replace("backoff_max_ms = 1000\n",
+                                           "backoff_max_ms = 1000\nslot_check_ms = 300\n")
+        open(d.conf, "w").write(text)
         d.proc.send_signal(signal.SIGHUP)
         want = ("SELECT pg_drop_replication_slot('tailgate_orders'); "
                 "DROP PUBLICATION tailgate_orders;")
         ok(wait_for(lambda: want in d.log_text()),
            "removing it on SIGHUP logs the exact commands to drop its slot", d.log_text())
+        slot_metrics(pg, d, ring_dir)
         d.stop()
         # A restart names the idle leftover slot and the WAL it keeps.
         d.start()

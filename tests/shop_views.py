@@ -18,18 +18,7 @@ top_srcdir = os.path.abspath(os.environ.get("top_srcdir", "."))
 top_builddir = os.path.abspath(os.environ.get("top_builddir", "."))
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from pg import PgCluster, pg_bindir  # noqa: E402
-
-n = 0
-failed = 0
-
-
-def ok(cond, what):
-    global n, failed
-    n += 1
-    print("%sok %d - %s" % ("" if cond else "not ", n, what), flush=True)
-    if not cond:
-        failed += 1
-    return cond
+from tap import done, failed, ok, wait_for  # noqa: E402
 
 
 def main():
@@ -66,7 +55,8 @@ def main():
                 time.sleep(0.05)
         th = threading.Thread(target=warehouse)
         th.start()
-        time.sleep(3)
+        # Change the data mid-run: once a few seconds' pageviews are in.
+        wait_for(lambda: int(pg.psql("SELECT count(*) FROM pageviews") or 0) >= 4000, 30, 0.2)
         pg.psql("DELETE FROM pageviews WHERE id % 7 = 0")
         pg.psql("UPDATE shop_config SET low_stock_threshold = 15")
         out = gen.communicate(timeout=60)[0]
@@ -104,10 +94,9 @@ def main():
         rows = dict(line.split("|") for line in pg.psql("SELECT * FROM check_shop()").splitlines())
         ok(set(rows.values()) == {"0"} and pg.psql("SELECT count(*) FROM purchase_summary") == "0",
            "reset_shop() empties the sums and stays exact")
-        if failed:
+        if failed():
             print("# shopgen: " + out.replace("\n", "\n# "))
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

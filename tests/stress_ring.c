@@ -44,6 +44,7 @@
  * Exit status 0 when the writer and every reader found no error and every
  * reader reached the end within --seconds; 1 otherwise; 2 on bad usage.
  */
+#include "clock.h"
 #include "ring.h"
 
 #include <errno.h>
@@ -174,10 +175,7 @@ struct reader {
 static double
 now_s(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)clock_mono_ns() / 1e9;
 }
 
 static void

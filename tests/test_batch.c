@@ -3,6 +3,7 @@
  * reads back, the JSON is valid and the row index points at the rows.
  */
 #include "batch.h"
+#include "text.h"
 
 #include "tap.h"
 

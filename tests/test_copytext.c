@@ -10,6 +10,7 @@
 
 #include "tap.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -5,9 +5,9 @@
  * timeout.  The watcher, the writers and the connection ends are the
  * real ones; the test plays nginx on the other end of a socketpair.
  */
+#include "clock.h"
 #include "conn.h"
 #include "feeds.h"
-#include "mono.h"
 #include "park.h"
 #include "render.h"
 #include "writer.h"
@@ -70,7 +70,7 @@ read_reply(int fd, int timeout_ms, char *out, size_t outlen)
 {
 	static unsigned char buf[1 << 16];
 	size_t have = 0, o = 0;
-	int64_t end = mono_ms() + timeout_ms;
+	int64_t end = clock_mono_ms() + timeout_ms;
 
 	out[0] = '\0';
 	for (;;) {
@@ -78,7 +78,7 @@ read_reply(int fd, int timeout_ms, char *out, size_t outlen)
 		size_t off = 0;
 		ssize_t n;
 
-		if (poll(&pfd, 1, (int)(end - mono_ms())) <= 0)
+		if (poll(&pfd, 1, (int)(end - clock_mono_ms())) <= 0)
 			return false;
 		n = read(fd, buf + have, sizeof(buf) - have);
 		if (n <= 0)
@@ -133,7 +133,7 @@ main(void)
 	FCGX_Request *req = new_request(&peer);
 	ok(req != NULL, "a FastCGI request read from the socketpair");
 	w = waiter_new(req, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false,
-	               mono_ms() + 10000);
+	               clock_mono_ms() + 10000);
 	w->cursor = 1;
 	w->seq_after = 0;
 	park_serve(&park, w, &t);
@@ -144,10 +144,10 @@ main(void)
 	pthread_mutex_unlock(&park.mu);
 
 	/* An append wakes it. */
-	t0 = mono_ms();
+	t0 = clock_mono_ms();
 	rr_append(ring, 2, b2, NULL);
 	ok(read_reply(peer, 5000, out, sizeof(out)), "an append wakes the parked request");
-	ok(mono_ms() - t0 < 2000, "within 2 s (%lld ms)", (long long)(mono_ms() - t0));
+	ok(clock_mono_ms() - t0 < 2000, "within 2 s (%lld ms)", (long long)(clock_mono_ms() - t0));
 	ok(strstr(out, "Status: 200 OK") != NULL, "200");
 	ok(strstr(out, "{\"cursor\":\"2\",\"batches\":[") != NULL,
 	   "the reply moves the cursor to 2");
@@ -160,13 +160,14 @@ main(void)
 	/* No batch before the timeout: an empty reply at the cursor. */
 	req = new_request(&peer);
 	w = waiter_new(req, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false,
-	               mono_ms() + 400);
+	               clock_mono_ms() + 400);
 	w->cursor = 2;
 	w->seq_after = 1;
-	t0 = mono_ms();
+	t0 = clock_mono_ms();
 	park_serve(&park, w, &t);
 	ok(read_reply(peer, 5000, out, sizeof(out)), "a timed-out long-poll is answered");
-	ok(mono_ms() - t0 >= 350, "at its timeout (%lld ms)", (long long)(mono_ms() - t0));
+	ok(clock_mono_ms() - t0 >= 350, "at its timeout (%lld ms)",
+	   (long long)(clock_mono_ms() - t0));
 	ok(strstr(out, "{\"cursor\":\"2\",\"batches\":[]}") != NULL, "with no batches, cursor 2");
 	ok(strstr(out, "no-store") != NULL, "not cacheable");
 	close(peer);
@@ -174,7 +175,7 @@ main(void)
 	/* Behind the head: answered at once, without parking. */
 	req = new_request(&peer);
 	w = waiter_new(req, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false,
-	               mono_ms() + 10000);
+	               clock_mono_ms() + 10000);
 	w->cursor = 1;
 	w->seq_after = 0;
 	park_serve(&park, w, &t);
@@ -185,7 +186,7 @@ main(void)
 	/* Stopping answers a parked long-poll (empty). */
 	req = new_request(&peer);
 	w = waiter_new(req, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false,
-	               mono_ms() + 10000);
+	               clock_mono_ms() + 10000);
 	w->cursor = 2;
 	w->seq_after = 1;
 	park_serve(&park, w, &t);

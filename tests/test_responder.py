@@ -28,6 +28,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from stack import Stack, StackError, builddir  # noqa: E402
+import tap  # noqa: E402
 
 COLUMNS = [("id", "int8"), ("item", "text"), ("amount", "int4"), ("open", "bool")]
 
@@ -136,12 +137,9 @@ def metric(st, name, labels=""):
 
 
 def wait_for(cond, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
+    """tap.wait_for that fails the test case on a timeout."""
+    if not tap.wait_for(cond, timeout, 0.02):
+        raise AssertionError("timed out waiting for " + what)
 
 
 class StackCase(unittest.TestCase):
@@ -408,7 +406,9 @@ class TestEndpoints(StackCase):
         self.error("/feeds/dead?cursor=1", 503, "feed_not_live", contains="not running")
         f3 = self.feed("hung")
         f3.cmd("hang")
-        time.sleep(5.3)
+        # Live until its heartbeat is 5 s old, then 503.
+        wait_for(lambda: self.st.get("/feeds/hung")[0] == 503, timeout=15,
+                 what="the hung feed's heartbeat to go stale")
         self.error("/feeds/hung", 503, "feed_not_live", contains="heartbeat")
 
     def test_parked_request_gets_503_when_writer_dies(self):
@@ -456,8 +456,10 @@ class TestEndpoints(StackCase):
         # renamed over the old one; then the old writer dies.  (Killed
         # first, the gap could be seen as a dead writer: a 503.)
         f2 = self.st.ringfeed("restart", COLUMNS, base=20)
-        time.sleep(1.5)  # the watcher notices the replaced segment
+        wait_for(lambda: "feed=restart: segment replaced" in self.st.responder_log(),
+                 what="the watcher to reattach the replaced segment")
         f.kill()
+        # Nothing may happen now: give a wrong 503 the time to arrive.
         time.sleep(0.5)
         self.assertTrue(p.is_alive(), "the parked request survived the restart")
         f2.batch(21, inserted=[[2, "b", 1, True]])
@@ -481,6 +483,7 @@ class TestEndpoints(StackCase):
         wait_for(lambda: self.parked() >= before + 2, what="both to park")
         f.batch(3, inserted=[[3, "c", 10, True]], deleted=[[1, "a", 50, True]])
         self.assertEqual(plain.wait(5)[2]["cursor"], "3")
+        # Nothing may happen now: give a wrong wake the time to arrive.
         time.sleep(0.5)
         self.assertTrue(filtered.is_alive(), "filtered poll woken for a non-matching batch")
         f.batch(4, inserted=[[4, "d", 500, True], [5, "e", 5, True]])
@@ -780,8 +783,10 @@ class TestValgrind(unittest.TestCase):
             f.batch(2, inserted=[[1, "a", 1, True]])
             self.assertEqual(st.get_json("/feeds/vg")[0], 200)
             self.assertEqual(st.get_json("/feeds/vg?cursor=1&amount=gt.0")[0], 200)
+            parked = metric(st, "tailgate_parked_requests")
             p = Poll(st, "/feeds/vg?cursor=2")
-            time.sleep(1.0)
+            wait_for(lambda: metric(st, "tailgate_parked_requests") > parked, timeout=20,
+                     what="park")
             f.batch(3, inserted=[[2, "b", 1, True]])
             self.assertEqual(p.wait(20)[0], 200)
             self.assertEqual(st.get("/feeds/vg?cursor=x")[0], 400)
@@ -790,8 +795,10 @@ class TestValgrind(unittest.TestCase):
             self.assertEqual(st.get("/feeds")[0], 200)
             c = SSE(st, "/feeds/vg")
             c.event()
+            parked = metric(st, "tailgate_parked_requests")
             Poll(st, "/feeds/vg?cursor=3")  # parked at shutdown
-            time.sleep(0.5)
+            wait_for(lambda: metric(st, "tailgate_parked_requests") > parked, timeout=20,
+                     what="park")
             c.close()
             st.stop_responders()
             logs = [os.path.join(st.dir, x) for x in os.listdir(st.dir) if x.startswith("valgrind.")]

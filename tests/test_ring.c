@@ -3,6 +3,7 @@
  * snapshot replacement, reset, waiting, a writer that died, version mismatch
  * and corrupt or truncated segments, adoption by a restarted writer.
  */
+#include "clock.h"
 #include "ring.h"
 
 #include "tap.h"
@@ -280,10 +281,7 @@ struct waiter {
 static double
 now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+	return (double)clock_mono_ns() / 1e6;
 }
 
 static void *
@@ -315,7 +313,7 @@ test_wait(void)
 
 	wt = (struct waiter){.r = r, .want = 0};
 	pthread_create(&th, NULL, wait_thread, &wt);
-	usleep(50 * 1000);
+	usleep(50 * 1000); /* time to block first; had it not, the checks still hold */
 	append(w, 1, 10);
 	ring_wake(w);
 	pthread_join(th, NULL);
@@ -325,7 +323,7 @@ test_wait(void)
 
 	wt = (struct waiter){.r = r, .want = 1};
 	pthread_create(&th, NULL, wait_thread, &wt);
-	usleep(20 * 1000);
+	usleep(20 * 1000); /* time to block first; had it not, the checks still hold */
 	ring_close(w, true);
 	pthread_join(th, NULL);
 	is_int(wt.rc, RING_TIMEOUT, "closing the segment releases waiters");
@@ -404,6 +402,26 @@ test_bad_segments(void)
 	ok(strstr(err, "No such file") != NULL, "message: %s", err);
 	ok(ring_open(dir, "../etc", &r, err, sizeof(err)) == RING_ERR, "path in feed name refused");
 	ok(strstr(err, "invalid feed name") != NULL, "message: %s", err);
+}
+
+/* Feed names are ASCII whatever the locale: a Latin-1 letter, which
+ * isalnum() accepts in such a locale, is refused. */
+static void
+test_feed_names(void)
+{
+	char name[RING_FEED_NAME_MAX + 2];
+
+	ok(ring_feed_name_ok("Winning_bids-2"), "letters, digits, _ and - are a feed name");
+	ok(!ring_feed_name_ok(""), "the empty name is refused");
+	ok(!ring_feed_name_ok("a b") && !ring_feed_name_ok("a.b") && !ring_feed_name_ok("a/b"),
+	   "space, dot and slash are refused");
+	ok(!ring_feed_name_ok("caf\xe9") && !ring_feed_name_ok("caf\xc3\xa9"),
+	   "non-ASCII letters (Latin-1, UTF-8) are refused");
+	memset(name, 'a', RING_FEED_NAME_MAX);
+	name[RING_FEED_NAME_MAX] = '\0';
+	ok(ring_feed_name_ok(name), "%d characters are allowed", RING_FEED_NAME_MAX);
+	strcat(name, "a");
+	ok(!ring_feed_name_ok(name), "%d are not", RING_FEED_NAME_MAX + 1);
 }
 
 /* ring_info reuses its kill(writer_pid, 0) for 100 ms: a writer that dies
@@ -753,7 +771,7 @@ test_error_and_stall(void)
 	ring_info(r, &info);
 	ok(info.stall_ms == 50 && info.confirmed_ms != 0 && !info.stalled,
 	   "just confirmed: not stalled");
-	usleep(120 * 1000);
+	usleep(120 * 1000); /* the thing measured: 120 ms without a confirmation */
 	ring_heartbeat(w);
 	ring_info(r, &info);
 	ok(info.stalled && info.lag_ms >= 100,
@@ -786,6 +804,7 @@ main(void)
 	test_replaced();
 	test_writer_gone();
 	test_bad_segments();
+	test_feed_names();
 	test_adopt();
 	test_error_and_stall();
 

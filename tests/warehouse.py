@@ -20,19 +20,9 @@ import urllib.request
 top_srcdir = os.path.abspath(os.environ.get("top_srcdir", "."))
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from pg import PgCluster, pg_bindir  # noqa: E402
+from tap import done, ok  # noqa: E402
 
-n = 0
-failed = 0
 SECRET = b"s3cret-for-the-test"
-
-
-def ok(cond, what):
-    global n, failed
-    n += 1
-    print("%sok %d - %s" % ("" if cond else "not ", n, what), flush=True)
-    if not cond:
-        failed += 1
-    return cond
 
 
 COLS = [{"name": "item_id", "type": "int8"}, {"name": "name", "type": "text"},
@@ -105,8 +95,7 @@ def main():
         finally:
             wh.terminate()
             wh.wait(10)
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

@@ -35,24 +35,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 from stack import Stack  # noqa: E402
+from tap import done, ok  # noqa: E402
 
 BUILD = os.path.abspath(os.environ.get("top_builddir", "."))
 WATCH = os.path.join(BUILD, "tailgate-watch")
-
-n = 0
-failed = 0
-
-
-def ok(cond, name, detail=""):
-    global n, failed
-    n += 1
-    print("%s %d - %s" % ("ok" if cond else "not ok", n, name))
-    if not cond:
-        failed += 1
-        if detail:
-            for line in str(detail).splitlines()[-20:]:
-                print("#   " + line)
-    sys.stdout.flush()
 
 
 def read_until(fd, pred, timeout=15.0):
@@ -221,8 +207,7 @@ def main():
         ok(text.endswith("\x1b[?25h\x1b[?1049l"),
            "SIGINT leaves the alternate screen and shows the cursor again", repr(text[-200:]))
         os.close(fd)
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

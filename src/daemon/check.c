@@ -18,16 +18,16 @@
  *   materialize    the connection, and per feed that the view or query can
  *                  be described (SELECT ... LIMIT 0)
  *
- * One line per problem on out, "path: feed=NAME: what; fix".  Blocking
- * libpq calls with a 10 s connect timeout: this is a command, not the
- * daemon's loop.
+ * One line per problem on out, "path: feed=NAME: what; fix", upstream
+ * failures in pgconn.h's format.  Blocking libpq calls with a 10 s
+ * connect timeout: this is a command, not the daemon's loop.
  */
 #include "config.h"
 
 #include "check.h"
+#include "pgconn.h"
 #include "source_pg.h"
 
-#include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,24 +77,18 @@ check_ring_dir(struct checker *k)
 static PGconn *
 connect_upstream(struct checker *k, bool replication)
 {
-	const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name",
-	                      "replication", NULL};
-	const char *vals[] = {k->conf->conninfo, "10", "tailgated --check", "database", NULL};
-	PGconn *c;
+	const struct pgconn_opts opts = {.app_name = "tailgated --check",
+	                                 .replication = replication,
+	                                 .connect_timeout_s = 10};
+	PGconn *c = pgconn_open(k->conf->conninfo, &opts);
+	struct pgconn_error e;
 
-	if (!replication)
-		keys[3] = vals[3] = NULL;
-	c = PQconnectdbParams(keys, vals, 1);
 	if (PQstatus(c) != CONNECTION_OK) {
-		char *msg = PQerrorMessage(c);
-		/* libpq's message spans lines: one line per problem here. */
-		for (char *p = msg; *p; p++)
-			if (*p == '\n' || *p == '\t')
-				*p = ' ';
-		for (size_t n = strlen(msg); n > 0 && msg[n - 1] == ' '; n--)
-			msg[n - 1] = '\0';
-		problem(k, NULL, "cannot open a %sconnection: %s",
-		        replication ? "replication " : "", msg);
+		problem(k, NULL, "%s",
+		        pgconn_error(&e,
+		                     replication ? "opening a replication connection"
+		                                 : "opening a connection",
+		                     c, NULL));
 		PQfinish(c);
 		return NULL;
 	}
@@ -107,9 +101,11 @@ static const char *
 query1(struct checker *k, const struct conf_feed *cf, PGconn *c, const char *sql, int nparams,
        const char *const *params, PGresult **res)
 {
+	struct pgconn_error e;
+
 	*res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(*res) != PGRES_TUPLES_OK) {
-		problem(k, cf, "query failed: %s", PQresultErrorMessage(*res));
+		problem(k, cf, "%s", pgconn_error(&e, "a catalog query", c, *res));
 		return NULL;
 	}
 	if (PQntuples(*res) < 1 || PQgetisnull(*res, 0, 0))
@@ -264,8 +260,9 @@ check_materialize(struct checker *k)
 			continue;
 		}
 		PGresult *r = PQexec(c, sql);
+		struct pgconn_error e;
 		if (PQresultStatus(r) != PGRES_TUPLES_OK)
-			problem(k, cf, "%s: %s", sql, PQresultErrorMessage(r));
+			problem(k, cf, "%s", pgconn_error(&e, sql, c, r));
 		PQclear(r);
 		free(sql);
 	}

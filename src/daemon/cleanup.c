@@ -26,22 +26,33 @@
  * naming every feed of all of them, or it lists the others' (their active
  * slots stay, but an idle permanent one would be dropped with --yes).
  *
- * The daemon calls cleanup_warn_retained once at start, so an idle
- * leftover slot and the WAL it holds show in the log too.
+ * The daemon runs a watch (cleanup_watch_start): a thread of its own that
+ * every slot_check_ms, and at once after a start or a reload, asks the
+ * upstream for tailgated's permanent slots and writes the WAL each retains
+ * to RING_DIR/tailgated.slots, which tailgate-fcgi adds to /metrics; an
+ * inactive leftover slot is also logged, with the command that drops it,
+ * when first seen.
  *
- * Blocking libpq calls: a command, or the daemon before its loop.
+ * Blocking libpq calls: a command, or the watch's own thread.
  */
 #include "config.h"
 
 #include "cleanup.h"
 
 #include "log.h"
+#include "pgconn.h"
+
+#include "xmalloc.h"
 
 #include <ctype.h>
-#include <libpq-fe.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define PG_NAME_MAX 64 /* NAMEDATALEN */
 
@@ -112,17 +123,6 @@ slot_of_publication(const char *slot, const char *pub)
 	return true;
 }
 
-static const char *
-one_line(char *msg)
-{
-	for (char *p = msg; *p; p++)
-		if (*p == '\n' || *p == '\t')
-			*p = ' ';
-	for (size_t n = strlen(msg); n > 0 && msg[n - 1] == ' '; n--)
-		msg[n - 1] = '\0';
-	return msg;
-}
-
 static int
 drop(PGconn *c, FILE *out, const char *what, const char *name, const char *sql)
 {
@@ -132,9 +132,10 @@ drop(PGconn *c, FILE *out, const char *what, const char *name, const char *sql)
 	int rc = 0;
 
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-		fprintf(out, "cannot drop %s %s (SQLSTATE %s): %s\n", what, name,
-		        state ? state : "none", one_line(PQresultErrorMessage(r)));
+		struct pgconn_error e;
+		char doing[PG_NAME_MAX + 32];
+		snprintf(doing, sizeof(doing), "dropping %s %s", what, name);
+		fprintf(out, "%s\n", pgconn_error(&e, doing, c, r));
 		rc = 1;
 	} else {
 		fprintf(out, "dropped %s %s\n", what, name);
@@ -161,9 +162,11 @@ cleanup_slots(PGconn *c, const struct conf *conf, bool yes, FILE *out, int *foun
 	PGresult *r = PQexec(c, q_slots);
 	int rc = 0;
 
+	struct pgconn_error e;
+
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-		fprintf(out, "%s: cannot list the replication slots: %s\n", conf->path,
-		        one_line(PQresultErrorMessage(r)));
+		fprintf(out, "%s: %s\n", conf->path,
+		        pgconn_error(&e, "listing the replication slots", c, r));
 		PQclear(r);
 		return 1;
 	}
@@ -200,10 +203,12 @@ cleanup_publications(PGconn *c, const struct conf *conf, bool yes, FILE *out, in
 	PGresult *pubs = PQexec(c, q_pubs), *act = PQexec(c, q_active);
 	int rc = 0;
 
+	struct pgconn_error e;
+
 	if (PQresultStatus(pubs) != PGRES_TUPLES_OK || PQresultStatus(act) != PGRES_TUPLES_OK) {
-		fprintf(out, "%s: cannot list the publications: %s\n", conf->path,
-		        one_line(PQresultErrorMessage(
-		                PQresultStatus(pubs) != PGRES_TUPLES_OK ? pubs : act)));
+		fprintf(out, "%s: %s\n", conf->path,
+		        pgconn_error(&e, "listing the publications", c,
+		                     PQresultStatus(pubs) != PGRES_TUPLES_OK ? pubs : act));
 		PQclear(pubs);
 		PQclear(act);
 		return 1;
@@ -243,8 +248,9 @@ cleanup_publications(PGconn *c, const struct conf *conf, bool yes, FILE *out, in
 int
 cleanup_run(const struct conf *conf, bool yes, FILE *out)
 {
-	const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
-	const char *vals[] = {conf->conninfo, "10", "tailgated --cleanup", NULL};
+	const struct pgconn_opts opts = {.app_name = "tailgated --cleanup",
+	                                 .connect_timeout_s = 10};
+	struct pgconn_error e;
 	int found = 0, rc;
 	PGconn *c;
 
@@ -254,9 +260,9 @@ cleanup_run(const struct conf *conf, bool yes, FILE *out)
 		        conf->path, conf->source);
 		return 0;
 	}
-	c = PQconnectdbParams(keys, vals, 1);
+	c = pgconn_open(conf->conninfo, &opts);
 	if (PQstatus(c) != CONNECTION_OK) {
-		fprintf(out, "%s: cannot connect: %s\n", conf->path, one_line(PQerrorMessage(c)));
+		fprintf(out, "%s: %s\n", conf->path, pgconn_error(&e, "connecting", c, NULL));
 		PQfinish(c);
 		return 1;
 	}
@@ -271,33 +277,268 @@ cleanup_run(const struct conf *conf, bool yes, FILE *out)
 	return rc;
 }
 
-void
-cleanup_warn_retained(const struct conf *conf)
-{
-	const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
-	const char *vals[] = {conf->conninfo, "3", "tailgated", NULL};
-	PGresult *r;
-	PGconn *c;
+/* ---- the daemon's watch on the slots' WAL ---- */
 
-	if (strcmp(conf->source, "postgresql") != 0)
+/* What the watch needs of a configuration: copies, the thread's own. */
+struct watch_conf {
+	char *conninfo, *path, *file; /* file: RING_DIR/tailgated.slots */
+	char **wanted;                /* the configured feeds' slot names */
+	size_t nwanted;
+	unsigned interval_ms;
+};
+
+struct cleanup_watch {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop;               /* under mu */
+	struct watch_conf *next; /* under mu: a reload's, not yet taken */
+	char **warned;           /* the thread's: inactive leftovers logged */
+	size_t nwarned;
+};
+
+static struct watch_conf *
+watch_conf_new(const struct conf *conf)
+{
+	struct watch_conf *wc = xcalloc(1, sizeof(*wc));
+	char name[PG_NAME_MAX];
+
+	wc->conninfo = xstrdup(conf->conninfo);
+	wc->path = xstrdup(conf->path);
+	if (asprintf(&wc->file, "%s/tailgated.slots", conf->ring_dir) < 0)
+		fatalx("out of memory");
+	wc->wanted = xcalloc(conf->nfeeds + 1, sizeof(*wc->wanted));
+	for (size_t i = 0; i < conf->nfeeds; i++) {
+		pg_name(conf->feeds[i].name, name);
+		wc->wanted[i] = xstrdup(conf->feeds[i].slot ? conf->feeds[i].slot : name);
+	}
+	wc->nwanted = conf->nfeeds;
+	wc->interval_ms = conf->slot_check_ms;
+	return wc;
+}
+
+static void
+watch_conf_free(struct watch_conf *wc)
+{
+	if (wc == NULL)
 		return;
-	c = PQconnectdbParams(keys, vals, 1);
-	if (PQstatus(c) != CONNECTION_OK) {
-		PQfinish(c); /* the feeds' own sessions say why, with SQLSTATE */
+	for (size_t i = 0; i < wc->nwanted; i++)
+		free(wc->wanted[i]);
+	free(wc->wanted);
+	free(wc->conninfo);
+	free(wc->path);
+	free(wc->file);
+	free(wc);
+}
+
+static bool
+in_list(char *const *list, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i], s) == 0)
+			return true;
+	return false;
+}
+
+/* q_slots lists every permanent logical slot of the database: tailgated's
+ * are named tailgate_..., or configured. */
+static bool
+ours(const struct watch_conf *wc, const char *slot)
+{
+	return strncmp(slot, "tailgate_", 9) == 0 || in_list(wc->wanted, wc->nwanted, slot);
+}
+
+/* The metrics of our slots in r (q_slots' rows), written to wc->file
+ * through a temporary and a rename. */
+static void
+watch_write(const struct watch_conf *wc, const PGresult *r)
+{
+	char tmp[4200];
+	FILE *f;
+	int fd;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", wc->file);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+		log_warning("cannot write %s: %s", tmp, strerror(errno));
+		if (fd >= 0)
+			close(fd);
 		return;
 	}
-	r = PQexec(c, q_slots);
-	for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
+	fprintf(f, "# HELP tailgate_slot_retained_bytes WAL the server keeps for a permanent "
+	           "replication slot of tailgated (current LSN - restart_lsn); an inactive "
+	           "slot's grows until it is dropped or invalidated.\n"
+	           "# TYPE tailgate_slot_retained_bytes gauge\n");
+	for (int i = 0; i < PQntuples(r); i++) {
 		const char *slot = PQgetvalue(r, i, 0);
-		if (strncmp(slot, "tailgate_", 9) != 0 || wanted_slot(conf, slot) ||
+		if (!ours(wc, slot) || strcmp(PQgetvalue(r, i, 3), "?") == 0)
+			continue; /* not ours; no restart_lsn: nothing retained */
+		fprintf(f,
+		        "tailgate_slot_retained_bytes{slot=\"%s\",configured=\"%s\",active=\"%s\","
+		        "wal_status=\"%s\"} %s\n",
+		        slot, in_list(wc->wanted, wc->nwanted, slot) ? "true" : "false",
+		        strcmp(PQgetvalue(r, i, 1), "t") == 0 ? "true" : "false",
+		        PQgetvalue(r, i, 4), PQgetvalue(r, i, 3));
+	}
+	fprintf(f, "# HELP tailgate_slot_safe_wal_size_bytes WAL that can still be written "
+	           "before the slot is invalidated (max_slot_wal_keep_size); absent when "
+	           "unlimited.\n"
+	           "# TYPE tailgate_slot_safe_wal_size_bytes gauge\n");
+	for (int i = 0; i < PQntuples(r); i++)
+		if (ours(wc, PQgetvalue(r, i, 0)) && strcmp(PQgetvalue(r, i, 5), "unlimited") != 0)
+			fprintf(f, "tailgate_slot_safe_wal_size_bytes{slot=\"%s\"} %s\n",
+			        PQgetvalue(r, i, 0), PQgetvalue(r, i, 5));
+	fprintf(f,
+	        "# HELP tailgate_slot_checked_timestamp_seconds When tailgated last read the "
+	        "slots (Unix time).\n"
+	        "# TYPE tailgate_slot_checked_timestamp_seconds gauge\n"
+	        "tailgate_slot_checked_timestamp_seconds %lld\n",
+	        (long long)time(NULL));
+	if (fclose(f) != 0 || rename(tmp, wc->file) != 0) {
+		log_warning("cannot write %s: %s", wc->file, strerror(errno));
+		unlink(tmp);
+	}
+}
+
+/* Log each inactive leftover slot not logged at the previous check. */
+static void
+watch_log(struct cleanup_watch *w, const struct watch_conf *wc, const PGresult *r)
+{
+	char **now = xcalloc((size_t)PQntuples(r) + 1, sizeof(*now));
+	size_t n = 0;
+
+	for (int i = 0; i < PQntuples(r); i++) {
+		const char *slot = PQgetvalue(r, i, 0);
+		if (!ours(wc, slot) || in_list(wc->wanted, wc->nwanted, slot) ||
 		    strcmp(PQgetvalue(r, i, 1), "t") == 0)
+			continue;
+		now[n++] = xstrdup(slot);
+		if (in_list(w->warned, w->nwarned, slot))
 			continue;
 		log_warning("slot %s is not in %s and inactive: it retains %s bytes of WAL "
 		            "(wal_status %s, safe_wal_size %s); tailgated --cleanup --yes -c %s "
 		            "drops it",
-		            slot, conf->path, PQgetvalue(r, i, 3), PQgetvalue(r, i, 4),
-		            PQgetvalue(r, i, 5), conf->path);
+		            slot, wc->path, PQgetvalue(r, i, 3), PQgetvalue(r, i, 4),
+		            PQgetvalue(r, i, 5), wc->path);
 	}
+	for (size_t i = 0; i < w->nwarned; i++)
+		free(w->warned[i]);
+	free(w->warned);
+	w->warned = now;
+	w->nwarned = n;
+}
+
+static void
+watch_check(struct cleanup_watch *w, const struct watch_conf *wc)
+{
+	const struct pgconn_opts opts = {.connect_timeout_s = 5,
+	                                 .options = "-c statement_timeout=5000"};
+	PGconn *c = pgconn_open(wc->conninfo, &opts);
+	struct pgconn_error e;
+	PGresult *r = NULL;
+
+	if (PQstatus(c) != CONNECTION_OK)
+		goto out; /* the feeds' own sessions say why; the file keeps its time */
+	r = PQexec(c, q_slots);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		log_warning("%s", pgconn_error(&e, "listing the replication slots", c, r));
+		goto out;
+	}
+	watch_write(wc, r);
+	watch_log(w, wc, r);
+out:
 	PQclear(r);
 	PQfinish(c);
+}
+
+static void *
+watch_main(void *arg)
+{
+	struct cleanup_watch *w = arg;
+	struct watch_conf *wc = NULL;
+	struct timespec due = {0};
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (!w->stop && w->next == NULL) {
+			if (wc != NULL && wc->interval_ms == 0)
+				pthread_cond_wait(&w->cv, &w->mu);
+			else if (pthread_cond_timedwait(&w->cv, &w->mu, &due) == ETIMEDOUT)
+				break;
+		}
+		if (w->stop)
+			break;
+		if (w->next != NULL) {
+			watch_conf_free(wc);
+			wc = w->next;
+			w->next = NULL;
+		}
+		pthread_mutex_unlock(&w->mu);
+		if (wc->interval_ms != 0)
+			watch_check(w, wc);
+		else
+			unlink(wc->file); /* turned off: no stale numbers */
+		clock_gettime(CLOCK_REALTIME, &due);
+		due.tv_sec += wc->interval_ms / 1000;
+		due.tv_nsec += (long)(wc->interval_ms % 1000) * 1000000;
+		if (due.tv_nsec >= 1000000000) {
+			due.tv_sec++;
+			due.tv_nsec -= 1000000000;
+		}
+		pthread_mutex_lock(&w->mu);
+	}
+	pthread_mutex_unlock(&w->mu);
+	watch_conf_free(wc);
+	return NULL;
+}
+
+struct cleanup_watch *
+cleanup_watch_start(const struct conf *conf)
+{
+	struct cleanup_watch *w;
+
+	if (strcmp(conf->source, "postgresql") != 0)
+		return NULL;
+	w = xcalloc(1, sizeof(*w));
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	w->next = watch_conf_new(conf);
+	if (pthread_create(&w->thread, NULL, watch_main, w) != 0)
+		fatalx("cannot start the slot watch thread");
+	return w;
+}
+
+void
+cleanup_watch_reload(struct cleanup_watch *w, const struct conf *conf)
+{
+	struct watch_conf *wc, *old;
+
+	if (w == NULL)
+		return;
+	wc = watch_conf_new(conf);
+	pthread_mutex_lock(&w->mu);
+	old = w->next;
+	w->next = wc;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	watch_conf_free(old);
+}
+
+void
+cleanup_watch_stop(struct cleanup_watch *w)
+{
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->stop = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(w->thread, NULL);
+	watch_conf_free(w->next);
+	for (size_t i = 0; i < w->nwarned; i++)
+		free(w->warned[i]);
+	free(w->warned);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+	free(w);
 }

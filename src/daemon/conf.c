@@ -152,19 +152,6 @@ parse_uint(const char *s, unsigned max, unsigned *out)
 	return true;
 }
 
-static bool
-feed_name_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > RING_FEED_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '-')
-			return false;
-	return true;
-}
-
 /* PostgreSQL replication slot names: lower-case letters, digits, '_'. */
 static bool
 slot_name_ok(const char *s)
@@ -291,7 +278,7 @@ global_key(struct parser *p, const char *key, char *val)
 	struct conf *c = p->c;
 	static const char *const keys[] = {"source",           "conninfo",       "ring_dir",
 	                                   "ring_size",        "backoff_min_ms", "backoff_max_ms",
-	                                   "stall_timeout_ms", "error_retry_ms"};
+	                                   "stall_timeout_ms", "error_retry_ms", "slot_check_ms"};
 	size_t k;
 
 	for (k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
@@ -359,7 +346,8 @@ global_key(struct parser *p, const char *key, char *val)
 		return 0;
 	}
 	case 6:
-	case 7: {
+	case 7:
+	case 8: {
 		unsigned v;
 		if (!parse_uint(val, 24 * 3600 * 1000, &v) || (k == 7 && v == 0)) {
 			perr(p, p->line, "bad %s \"%s\": milliseconds, %d to 86400000", key, val,
@@ -368,8 +356,10 @@ global_key(struct parser *p, const char *key, char *val)
 		}
 		if (k == 6)
 			c->stall_timeout_ms = v;
-		else
+		else if (k == 7)
 			c->error_retry_ms = v;
+		else
+			c->slot_check_ms = v;
 		return 0;
 	}
 	}
@@ -468,7 +458,7 @@ open_feed(struct parser *p, char *hdr)
 		return -1;
 	}
 	name = trim(name + 4);
-	if (!feed_name_ok(name)) {
+	if (!ring_feed_name_ok(name)) {
 		perr(p, p->line, "bad feed name \"%s\": 1-%d of A-Z a-z 0-9 _ -", name,
 		     RING_FEED_NAME_MAX);
 		return -1;
@@ -571,6 +561,7 @@ conf_parse(const char *name, const char *text, size_t len, char *err, size_t err
 	c->backoff_max_ms = CONF_DEFAULT_BACKOFF_MAX_MS;
 	c->stall_timeout_ms = CONF_DEFAULT_STALL_TIMEOUT_MS;
 	c->error_retry_ms = CONF_DEFAULT_ERROR_RETRY_MS;
+	c->slot_check_ms = CONF_DEFAULT_SLOT_CHECK_MS;
 
 	if (memchr(text, '\0', len) != NULL) {
 		perr(&p, 0, "NUL byte in the file");

@@ -35,6 +35,7 @@
 #define CONF_DEFAULT_BACKOFF_MAX_MS 30000
 #define CONF_DEFAULT_STALL_TIMEOUT_MS 30000 /* no confirmation for this long: stalled */
 #define CONF_DEFAULT_ERROR_RETRY_MS 300000  /* a permanent error is retried this slowly */
+#define CONF_DEFAULT_SLOT_CHECK_MS 60000    /* how often the slots' WAL is looked at */
 
 /* One [feed NAME] section. */
 struct conf_feed {
@@ -67,6 +68,7 @@ struct conf {
 	unsigned backoff_max_ms;   /* reconnect delay cap */
 	unsigned stall_timeout_ms; /* 0: no stall detection */
 	unsigned error_retry_ms;   /* delay after a permanent error (or SIGHUP) */
+	unsigned slot_check_ms;    /* PostgreSQL: the slots' WAL every this long; 0: never */
 	struct conf_feed *feeds;
 	size_t nfeeds;
 };

@@ -12,7 +12,7 @@
 
 #include "copytext.h"
 
-#include "batch.h" /* hex_value */
+#include "text.h"
 
 #include <stdbool.h>
 #include <stdint.h>

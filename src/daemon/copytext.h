@@ -28,7 +28,7 @@
 
 #include <stddef.h>
 
-#include "batch.h"
+#include "buf.h"
 
 struct copytext {
 	struct bbuf buf;   /* decoded bytes of fields with escapes */

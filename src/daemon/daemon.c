@@ -11,6 +11,7 @@
 
 #include "daemon.h"
 
+#include "clock.h"
 #include "conf.h"
 #include "feed.h"
 #include "log.h"
@@ -277,7 +278,7 @@ clamp_wait(int64_t *wait, uint64_t at, uint64_t now)
 bool
 daemon_step(struct daemon *d, int extra_fd, int max_wait_ms)
 {
-	uint64_t now = source_now_ms();
+	uint64_t now = clock_mono_ms();
 	int64_t wait = max_wait_ms;
 	size_t npfd = 0;
 	bool extra = false;
@@ -305,7 +306,7 @@ daemon_step(struct daemon *d, int extra_fd, int max_wait_ms)
 	rc = poll(d->pfd, npfd, (int)wait);
 	if (rc < 0 && errno != EINTR)
 		fatal("poll");
-	now = source_now_ms();
+	now = clock_mono_ms();
 
 	for (size_t i = 0; rc > 0 && i < npfd; i++) {
 		struct dfeed *df = d->pfd_feed[i];

@@ -11,7 +11,7 @@
 
 #include "encode.h"
 
-#include "batch.h" /* utf8_seq_len */
+#include "text.h"
 
 #include <stdint.h>
 #include <string.h>

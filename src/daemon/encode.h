@@ -35,7 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "batch.h"
+#include "buf.h"
 #include "coltype.h"
 
 /* What encode_value/encode_row had to do; 0 when the text was taken as is. */

@@ -10,6 +10,7 @@
 #include "log.h"
 
 #include "feed.h"
+#include "pgconn.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -69,15 +70,6 @@ source_fini(struct source *src)
 	src->timer_ms = 0;
 }
 
-uint64_t
-source_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 bool
 source_error_permanent(const char *sqlstate, const char *msg)
 {
@@ -90,6 +82,11 @@ source_error_permanent(const char *sqlstate, const char *msg)
 	                                    "logical decoding requires",
 	                                    "wal_level"};
 
+	/* 42710 (duplicate_object) is class 42 but passes: a temporary slot of
+	 * a dropped session lingers until its backend notices, and then the
+	 * name is free again. */
+	if (sqlstate != NULL && strcmp(sqlstate, "42710") == 0)
+		return false;
 	if (sqlstate != NULL && *sqlstate != '\0')
 		return strncmp(sqlstate, "28", 2) == 0 || strncmp(sqlstate, "3D", 2) == 0 ||
 		       strncmp(sqlstate, "42", 2) == 0 || strncmp(sqlstate, "0A", 2) == 0 ||
@@ -112,4 +109,13 @@ source_fail(struct source *src, bool permanent, const char *fmt, ...)
 	log_error("feed=%s: %s", src->cfeed->name, msg);
 	feed_upstream_error(src->feed, msg, permanent);
 	return SOURCE_RETRY;
+}
+
+enum source_status
+source_fail_pg(struct source *src, const char *what, const PGconn *c, const PGresult *r)
+{
+	struct pgconn_error e;
+
+	pgconn_error(&e, what, c, r);
+	return source_fail(src, source_error_permanent(e.sqlstate, e.reason), "%s", e.text);
 }

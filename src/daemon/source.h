@@ -15,7 +15,7 @@
  *   src->fd       the socket to poll, or -1 (PQsocket() may change while
  *                 connecting: set it again after every PQconnectPoll)
  *   src->events   POLLIN and/or POLLOUT wanted on fd
- *   src->timer_ms CLOCK_MONOTONIC milliseconds at which on_tick is due
+ *   src->timer_ms clock_mono_ms() milliseconds at which on_tick is due
  *                 (keepalives, status messages, connect timeouts); 0: none
  *
  * Life cycle:
@@ -48,6 +48,8 @@
 struct conf;
 struct conf_feed;
 struct feed;
+struct pg_conn;   /* libpq's PGconn */
+struct pg_result; /* libpq's PGresult */
 
 enum source_status {
 	SOURCE_OK = 0,
@@ -94,9 +96,6 @@ int source_init(struct source *src, const struct conf *conf, const struct conf_f
 /* Stop and fini; src may be reused with source_init afterwards. */
 void source_fini(struct source *src);
 
-/* CLOCK_MONOTONIC in milliseconds, the clock of timer_ms. */
-uint64_t source_now_ms(void);
-
 /* Does an upstream error need a fix (configuration, grants, the database's
  * settings) rather than time?  sqlstate may be NULL (a failed connection
  * attempt, which libpq reports as text only): then msg decides.
@@ -111,5 +110,11 @@ bool source_error_permanent(const char *sqlstate, const char *msg);
  * Returns SOURCE_RETRY. */
 enum source_status source_fail(struct source *src, bool permanent, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
+
+/* source_fail with what failed on the libpq connection c: the result r
+ * when there is one, else c's own message, in pgconn.h's one format, and
+ * permanent as source_error_permanent says.  Returns SOURCE_RETRY. */
+enum source_status source_fail_pg(struct source *src, const char *what, const struct pg_conn *c,
+                                  const struct pg_result *r);
 
 #endif

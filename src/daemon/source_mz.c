@@ -41,6 +41,7 @@
 #include "encode.h"
 #include "feed.h"
 #include "log.h"
+#include "pgconn.h"
 #include "xmalloc.h"
 
 #include <inttypes.h>
@@ -131,44 +132,18 @@ free_cols(struct mz *m)
 	m->ncols = m->nview = 0;
 }
 
-/* "feed=X: what: upstream error SQLSTATE: message" for a failed result. */
+/* Log a failed result (pgconn.h's format, with its SQLSTATE). */
 static void
 log_result(struct source *src, const char *what, const PGresult *res)
 {
-	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
-
-	if (msg == NULL)
-		msg = PQresultErrorMessage(res);
-	source_fail(src, source_error_permanent(state, msg), "%s: upstream error %s: %s%s%s", what,
-	            state ? state : "(no SQLSTATE)", msg, detail ? " DETAIL: " : "",
-	            detail ? detail : "");
+	source_fail_pg(src, what, mzp(src)->conn, res);
 }
 
-/* "feed=X: what: connection message" for a libpq-level failure. */
+/* Log a libpq-level failure: the connection's own message. */
 static void
 log_conn(struct source *src, const char *what)
 {
-	struct mz *m = mzp(src);
-	char msg[512];
-	size_t n;
-
-	snprintf(msg, sizeof(msg), "%s", m->conn ? PQerrorMessage(m->conn) : "no connection");
-	/* libpq's messages span lines ("...\n\tThis probably means..."):
-	 * one line, single spaces. */
-	n = 0;
-	for (char *p = msg; *p; p++) {
-		char c = (*p == '\n' || *p == '\t') ? ' ' : *p;
-		if (c == ' ' && (n == 0 || msg[n - 1] == ' '))
-			continue;
-		msg[n++] = c;
-	}
-	while (n > 0 && msg[n - 1] == ' ')
-		n--;
-	msg[n] = '\0';
-	source_fail(src, source_error_permanent(NULL, msg), "%s: %s", what,
-	            msg[0] ? msg : "connection lost");
+	source_fail_pg(src, what, mzp(src)->conn, NULL);
 }
 
 static void
@@ -184,14 +159,13 @@ want(struct source *src, short events)
 static enum source_status
 flush_out(struct source *src)
 {
-	struct mz *m = mzp(src);
-	int rc = PQflush(m->conn);
+	short events;
 
-	if (rc < 0) {
+	if (pgconn_flush(mzp(src)->conn, &events) < 0) {
 		log_conn(src, "sending to the upstream");
 		return SOURCE_RETRY;
 	}
-	want(src, (short)(POLLIN | (rc == 1 ? POLLOUT : 0)));
+	want(src, events);
 	return SOURCE_OK;
 }
 
@@ -419,6 +393,16 @@ refusal(struct source *src, PGresult *res)
 	return true;
 }
 
+/* Not fatal: unnamed types become "oidN" strings. */
+static void
+warn_types(struct source *src, const PGresult *res)
+{
+	struct pgconn_error e;
+
+	log_warning("feed=%s: %s; encoding those columns as strings", fname(src),
+	            pgconn_error(&e, "looking up type names", mzp(src)->conn, res));
+}
+
 /* Consume every result available during setup; advance the phase when a
  * command's results end (PQgetResult returns NULL). */
 static enum source_status
@@ -476,9 +460,7 @@ setup_results(struct source *src)
 			if (st == PGRES_TUPLES_OK)
 				types_result(src, res);
 			else
-				log_warning("feed=%s: cannot look up type names (%s); "
-				            "encoding those columns as strings",
-				            fname(src), PQresultErrorMessage(res));
+				warn_types(src, res);
 			break;
 		case MZ_COPY_WAIT:
 			if (st == PGRES_COPY_OUT) {
@@ -714,27 +696,9 @@ static enum source_status
 mz_start(struct source *src, uint64_t now)
 {
 	struct mz *m = mzp(src);
-	const char *keys[8], *vals[8];
-	int k = 0;
+	const struct pgconn_opts opts = {0};
 
-	/* Defaults the conninfo may override, the conninfo, then what
-	 * tailgated needs whatever it says. */
-	keys[k] = "fallback_application_name";
-	vals[k++] = "tailgated";
-	keys[k] = "keepalives_idle";
-	vals[k++] = "30";
-	keys[k] = "keepalives_interval";
-	vals[k++] = "10";
-	keys[k] = "dbname";
-	vals[k++] = src->conf->conninfo;
-	keys[k] = "client_encoding";
-	vals[k++] = "UTF8";
-	keys[k] = NULL;
-	vals[k] = NULL;
-
-	m->conn = PQconnectStartParams(keys, vals, 1);
-	if (m->conn == NULL)
-		fatalx("out of memory");
+	m->conn = pgconn_start(src->conf->conninfo, &opts);
 	if (PQstatus(m->conn) == CONNECTION_BAD) {
 		log_conn(src, "connecting");
 		return SOURCE_RETRY;
@@ -751,22 +715,16 @@ static enum source_status
 connect_poll(struct source *src)
 {
 	struct mz *m = mzp(src);
+	short events;
 
-	switch (PQconnectPoll(m->conn)) {
-	case PGRES_POLLING_READING:
-		want(src, POLLIN);
+	switch (pgconn_poll(m->conn, &events)) {
+	case PGCONN_WAIT:
+		want(src, events);
 		return SOURCE_OK;
-	case PGRES_POLLING_WRITING:
-		want(src, POLLOUT);
-		return SOURCE_OK;
-	case PGRES_POLLING_OK:
+	case PGCONN_READY:
 		break;
 	default:
 		log_conn(src, "connecting");
-		return SOURCE_RETRY;
-	}
-	if (PQsetnonblocking(m->conn, 1) != 0) {
-		log_conn(src, "setting non-blocking mode");
 		return SOURCE_RETRY;
 	}
 	log_info("feed=%s: connected to %s:%s (server %d)", fname(src), PQhost(m->conn),

@@ -65,13 +65,14 @@
  */
 #include "source_pg.h"
 
-#include "batch.h"
+#include "buf.h"
 #include "conf.h"
 #include "encode.h"
 #include "feed.h"
 #include "log.h"
-#include "xmalloc.h"
+#include "pgconn.h"
 #include "pgoutput.h"
+#include "xmalloc.h"
 #include "source.h"
 
 #include <ctype.h>
@@ -120,6 +121,7 @@ struct pgsrc {
 	PGconn *sql;
 	PGconn *repl;
 	uint64_t step_deadline;
+	PGresult *pending; /* results of the query in flight so far (collect) */
 
 	/* names */
 	char slot[NAME_MAX_PG + 1];
@@ -210,31 +212,12 @@ free_cols(struct pgsrc *s)
 	s->ncols = 0;
 }
 
-/* Log a failed result with its SQLSTATE; returns SOURCE_RETRY. */
+/* Log a failure on c (pgconn.h's format: r's SQLSTATE and message, or
+ * c's own); returns SOURCE_RETRY. */
 static enum source_status
 fail_result(struct pgsrc *s, const char *what, PGconn *c, const PGresult *r)
 {
-	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-	const char *msg = r ? PQresultErrorMessage(r) : NULL;
-
-	char line[400];
-	size_t n = 0;
-
-	if (msg == NULL || *msg == '\0')
-		msg = c ? PQerrorMessage(c) : "no connection";
-	/* libpq's messages span lines: one line, single spaces. */
-	for (const char *p = msg; *p && n < sizeof(line) - 1; p++) {
-		char ch = (*p == '\n' || *p == '\t') ? ' ' : *p;
-		if (ch == ' ' && (n == 0 || line[n - 1] == ' '))
-			continue;
-		line[n++] = ch;
-	}
-	while (n > 0 && line[n - 1] == ' ')
-		n--;
-	line[n] = '\0';
-	return source_fail(s->src, source_error_permanent(state, line), "%s failed%s%s%s: %s", what,
-	                   state ? " (SQLSTATE " : "", state ? state : "", state ? ")" : "",
-	                   n ? line : "connection lost");
+	return source_fail_pg(s->src, what, c, r);
 }
 
 static void
@@ -248,53 +231,25 @@ want(struct pgsrc *s, PGconn *c, short events)
 static enum source_status
 sent(struct pgsrc *s, PGconn *c, enum pg_state next, uint64_t now)
 {
-	int f = PQflush(c);
+	short events;
 
-	if (f < 0)
+	if (pgconn_flush(c, &events) < 0)
 		return fail_result(s, "sending", c, NULL);
 	s->st = next;
 	s->step_deadline = now + STEP_TIMEOUT_MS;
-	want(s, c, (short)(POLLIN | (f == 1 ? POLLOUT : 0)));
+	want(s, c, events);
 	return SOURCE_OK;
 }
 
-/* Read results of the query in flight on c.  Returns 1 with *res set (the
- * first error, else the last result; the caller clears it) when the query
- * is complete, 0 when more must be read, -1 when the connection broke. */
+/* pgconn_collect, polling for more when the query is not complete. */
 static int
 collect(struct pgsrc *s, PGconn *c, PGresult **res)
 {
-	PGresult *keep = NULL, *r;
+	int n = pgconn_collect(c, &s->pending, res);
 
-	if (PQflush(c) < 0 || !PQconsumeInput(c))
-		return -1;
-	for (;;) {
-		if (PQisBusy(c)) {
-			PQclear(keep);
-			want(s, c, POLLIN);
-			return 0;
-		}
-		r = PQgetResult(c);
-		if (r == NULL)
-			break;
-		ExecStatusType st = PQresultStatus(r);
-		if (st == PGRES_COPY_BOTH || st == PGRES_COPY_OUT) {
-			PQclear(keep);
-			*res = r; /* COPY modes have no terminating NULL result yet */
-			return 1;
-		}
-		bool err = st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE;
-		bool keep_err = keep && (PQresultStatus(keep) == PGRES_FATAL_ERROR ||
-		                         PQresultStatus(keep) == PGRES_BAD_RESPONSE);
-		if (keep_err && !err) {
-			PQclear(r);
-		} else {
-			PQclear(keep);
-			keep = r;
-		}
-	}
-	*res = keep;
-	return 1;
+	if (n == 0)
+		want(s, c, POLLIN);
+	return n;
 }
 
 static bool
@@ -306,16 +261,9 @@ result_ok(const PGresult *r, ExecStatusType want_st)
 static PGconn *
 start_connect(struct pgsrc *s, bool replication)
 {
-	const char *keys[6] = {"dbname", "application_name", "client_encoding", NULL, NULL, NULL};
-	const char *vals[6] = {s->src->conf->conninfo, "tailgated", "UTF8", NULL, NULL, NULL};
+	const struct pgconn_opts opts = {.replication = replication};
+	PGconn *c = pgconn_start(s->src->conf->conninfo, &opts);
 
-	if (replication) {
-		keys[3] = "replication";
-		vals[3] = "database";
-	}
-	PGconn *c = PQconnectStartParams(keys, vals, 1);
-	if (c == NULL)
-		fatalx("out of memory");
 	if (PQstatus(c) == CONNECTION_BAD) {
 		fail_result(s, replication ? "replication connection" : "connection", c, NULL);
 		PQfinish(c);
@@ -325,24 +273,16 @@ start_connect(struct pgsrc *s, bool replication)
 	return c;
 }
 
-/* Drive PQconnectPoll; 1 connected, 0 in progress, -1 failed. */
+/* Drive the connecting c; 1 connected, 0 in progress, -1 failed. */
 static int
 poll_connect(struct pgsrc *s, PGconn *c)
 {
-	switch (PQconnectPoll(c)) {
-	case PGRES_POLLING_READING:
-		want(s, c, POLLIN);
-		return 0;
-	case PGRES_POLLING_WRITING:
-		want(s, c, POLLOUT);
-		return 0;
-	case PGRES_POLLING_OK:
-		if (PQsetnonblocking(c, 1) != 0)
-			return -1;
-		return 1;
-	default:
-		return -1;
-	}
+	short events;
+	enum pgconn_poll p = pgconn_poll(c, &events);
+
+	if (p == PGCONN_WAIT)
+		want(s, c, events);
+	return (int)p;
 }
 
 /* ---- session steps ----------------------------------------------------------------- */
@@ -365,20 +305,19 @@ static enum source_status send_start(struct pgsrc *s, uint64_t start_lsn, uint64
 static void
 pgsrc_drop_publication(struct pgsrc *s)
 {
-	const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name", "options",
-	                      NULL};
-	const char *vals[] = {s->src->conf->conninfo, "5", "tailgated", "-c statement_timeout=5000",
-	                      NULL};
+	const struct pgconn_opts opts = {.connect_timeout_s = 5,
+	                                 .options = "-c statement_timeout=5000"};
 	char pattern[sizeof(s->pub) + 16];
 	const char *params[3] = {s->pub, pattern, s->slot};
-	PGconn *c = PQconnectdbParams(keys, vals, 1);
+	PGconn *c = pgconn_open(s->src->conf->conninfo, &opts);
+	struct pgconn_error e;
 	PGresult *r = NULL;
 
 	snprintf(pattern, sizeof(pattern), "%s\\_%%", s->pub);
 	if (PQstatus(c) != CONNECTION_OK) {
-		log_warning("feed=%s: cannot drop publication %s (%s); drop it by hand or with "
+		log_warning("feed=%s: cannot drop publication %s: %s; drop it by hand or with "
 		            "tailgated --cleanup",
-		            s->feedname, s->pub, PQerrorMessage(c));
+		            s->feedname, s->pub, pgconn_error(&e, "connecting", c, NULL));
 		goto out;
 	}
 	r = PQexecParams(c,
@@ -388,7 +327,7 @@ pgsrc_drop_publication(struct pgsrc *s)
 	                 3, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		log_warning("feed=%s: cannot drop publication %s: %s", s->feedname, s->pub,
-		            PQresultErrorMessage(r));
+		            pgconn_error(&e, "counting the slots that stream from it", c, r));
 		goto out;
 	}
 	if (strcmp(PQgetvalue(r, 0, 0), "0") != 0) {
@@ -405,7 +344,7 @@ pgsrc_drop_publication(struct pgsrc *s)
 	PQfreemem(id);
 	r = PQexec(c, sql);
 	if (PQresultStatus(r) != PGRES_COMMAND_OK)
-		log_warning("feed=%s: %s failed: %s", s->feedname, sql, PQresultErrorMessage(r));
+		log_warning("feed=%s: %s", s->feedname, pgconn_error(&e, sql, c, r));
 	else
 		log_info("feed=%s: dropped publication %s", s->feedname, s->pub);
 out:
@@ -526,18 +465,11 @@ publishable(struct pgsrc *s, bool has_pk)
 	return false;
 }
 
-static enum source_status
-after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
+/* The table's names and identity from the catalog's first row; false
+ * (logged) when it cannot be published. */
+static bool
+meta_table(struct pgsrc *s, const PGresult *r)
 {
-	const struct conf_feed *cf = s->src->cfeed;
-	int nrows;
-
-	if (!result_ok(r, PGRES_TUPLES_OK) || PQnfields(r) != 11)
-		return fail_result(s, "reading the catalog", s->sql, r);
-	nrows = PQntuples(r);
-	if (nrows == 0) {
-		return source_fail(s->src, true, "table %s has no columns", cf->table);
-	}
 	s->replident = PQgetvalue(r, 0, 1)[0];
 	free(s->nspname);
 	free(s->relname);
@@ -546,7 +478,7 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 	s->pub_exists = strcmp(PQgetvalue(r, 0, 7), "t") == 0;
 	s->slot_exists = strcmp(PQgetvalue(r, 0, 8), "t") == 0;
 	if (!publishable(s, strcmp(PQgetvalue(r, 0, 10), "t") == 0))
-		return SOURCE_RETRY;
+		return false;
 	if (strcmp(PQgetvalue(r, 0, 9), "UTF8") != 0 &&
 	    strcmp(PQgetvalue(r, 0, 9), "SQL_ASCII") != 0)
 		log_warning(
@@ -563,8 +495,17 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 	sprintf(s->qualname, "%s.%s", nsp, rel);
 	PQfreemem(nsp);
 	PQfreemem(rel);
+	return true;
+}
 
-	/* The feed's columns: all, or the configured ones in their order. */
+/* The feed's columns: all, or the configured ones in their order; false
+ * (logged) when one is missing. */
+static bool
+meta_columns(struct pgsrc *s, const PGresult *r)
+{
+	const struct conf_feed *cf = s->src->cfeed;
+	int nrows = PQntuples(r);
+
 	free_cols(s);
 	size_t nwant = 0;
 	char **wantcols = cf->columns ? split_columns(cf->columns, &nwant) : NULL;
@@ -585,7 +526,7 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 					free(wantcols[k]);
 				free(wantcols);
 				s->ncols = i;
-				return SOURCE_RETRY;
+				return false;
 			}
 		}
 		s->cols[i].name = xstrdup(PQgetvalue(r, row, 4));
@@ -599,8 +540,16 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 		free(wantcols[k]);
 	free(wantcols);
 	if (s->ncols == 0) {
-		return source_fail(s->src, true, "no columns configured");
+		source_fail(s->src, true, "no columns configured");
+		return false;
 	}
+	return true;
+}
+
+/* Hand the columns to the feed; a new column set needs a new snapshot. */
+static enum source_status
+meta_to_feed(struct pgsrc *s)
+{
 	s->kinds = xcalloc(s->ncols, sizeof(*s->kinds));
 	s->vals = xcalloc(s->ncols, sizeof(*s->vals));
 	s->lens = xcalloc(s->ncols, sizeof(*s->lens));
@@ -623,10 +572,17 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 		            : s->replident == 'n' ? "NOTHING"
 		                                  : "USING INDEX",
 		            s->qualname);
+	return SOURCE_OK;
+}
 
-	/* The publication, created or brought in line with the configuration. */
+/* The publication, created or brought in line with the configuration. */
+static enum source_status
+send_publication(struct pgsrc *s, uint64_t now)
+{
+	const struct conf_feed *cf = s->src->cfeed;
 	struct bbuf q = {0};
 	char *pubid = PQescapeIdentifier(s->sql, s->pub, strlen(s->pub));
+
 	if (!pubid)
 		fatalx("out of memory");
 	if (s->pub_exists)
@@ -650,6 +606,24 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 	if (!ok)
 		return fail_result(s, "publication", s->sql, NULL);
 	return sent(s, s->sql, ST_PUBLICATION, now);
+}
+
+/* The catalog query's answer: the table, its columns to the feed, then
+ * the publication. */
+static enum source_status
+after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
+{
+	enum source_status st;
+
+	if (!result_ok(r, PGRES_TUPLES_OK) || PQnfields(r) != 11)
+		return fail_result(s, "reading the catalog", s->sql, r);
+	if (PQntuples(r) == 0)
+		return source_fail(s->src, true, "table %s has no columns", s->src->cfeed->table);
+	if (!meta_table(s, r) || !meta_columns(s, r))
+		return SOURCE_RETRY;
+	if ((st = meta_to_feed(s)) != SOURCE_OK)
+		return st;
+	return send_publication(s, now);
 }
 
 static enum source_status
@@ -961,14 +935,21 @@ on_message(struct pgsrc *s, const struct pgo_msg *m)
 	}
 }
 
-static enum source_status
-send_status(struct pgsrc *s, uint64_t now, bool reply)
+/* Queue a standby status update confirming s->confirmed; false: libpq
+ * refused it (its message says why). */
+static bool
+put_status(struct pgsrc *s, bool reply)
 {
 	uint8_t st[PGO_STATUS_LEN];
 
 	pgo_build_status(st, s->confirmed, s->confirmed, s->confirmed, pgo_now_pg_us(), reply);
-	int r = PQputCopyData(s->repl, (const char *)st, PGO_STATUS_LEN);
-	if (r != 1)
+	return PQputCopyData(s->repl, (const char *)st, PGO_STATUS_LEN) == 1;
+}
+
+static enum source_status
+send_status(struct pgsrc *s, uint64_t now, bool reply)
+{
+	if (!put_status(s, reply))
 		return fail_result(s, "status update", s->repl, NULL);
 	s->last_status_ms = now;
 	if (reply)
@@ -1029,205 +1010,295 @@ read_stream(struct pgsrc *s, uint64_t now)
 		if (send_status(s, now, false) != SOURCE_OK)
 			return SOURCE_RETRY;
 	}
-	int f = PQflush(s->repl);
-	if (f < 0)
+	short events;
+	if (pgconn_flush(s->repl, &events) < 0)
 		return fail_result(s, "writing to the stream", s->repl, NULL);
-	want(s, s->repl, (short)(POLLIN | (f == 1 ? POLLOUT : 0)));
+	want(s, s->repl, events);
 	return SOURCE_OK;
 }
 
 /* ---- the state machine ---------------------------------------------------------- */
 
+/* What one state's step did: wait for the socket (or the timer), go on
+ * with the state it moved to, or end the session. */
+enum step { STEP_WAIT, STEP_NEXT, STEP_RETRY };
+
+static enum step
+then(enum source_status st)
+{
+	return st == SOURCE_OK ? STEP_NEXT : STEP_RETRY;
+}
+
+static enum step
+step_idle(struct pgsrc *s, uint64_t now)
+{
+	(void)s;
+	(void)now;
+	return STEP_WAIT;
+}
+
+static enum step
+step_sql_connect(struct pgsrc *s, uint64_t now)
+{
+	int c = poll_connect(s, s->sql);
+
+	if (c == 0)
+		return STEP_WAIT;
+	if (c < 0)
+		return then(fail_result(s, "connecting", s->sql, NULL));
+	return then(send_meta(s, now));
+}
+
+/* The regular connection's query is complete: hand its result to after. */
+static enum step
+on_sql_result(struct pgsrc *s, uint64_t now,
+              enum source_status (*after)(struct pgsrc *s, PGresult *r, uint64_t now))
+{
+	PGresult *r = NULL;
+	int c = collect(s, s->sql, &r);
+	enum source_status st;
+
+	if (c == 0)
+		return STEP_WAIT;
+	if (c < 0)
+		return then(fail_result(s, "reading", s->sql, NULL));
+	st = after(s, r, now);
+	PQclear(r);
+	return then(st);
+}
+
+static enum source_status
+after_publication(struct pgsrc *s, PGresult *r, uint64_t now)
+{
+	s->created = s->created || result_ok(r, PGRES_COMMAND_OK);
+	if (!result_ok(r, PGRES_COMMAND_OK))
+		return fail_result(s, "creating the publication", s->sql, r);
+	return next_after_publication(s, now);
+}
+
+static enum source_status
+after_drop_slot(struct pgsrc *s, PGresult *r, uint64_t now)
+{
+	s->slot_exists = false;
+	if (!result_ok(r, PGRES_TUPLES_OK))
+		return fail_result(s, "dropping the slot", s->sql, r);
+	return next_after_publication(s, now);
+}
+
+static enum source_status
+after_snap_begin(struct pgsrc *s, PGresult *r, uint64_t now)
+{
+	if (!result_ok(r, PGRES_COMMAND_OK))
+		return fail_result(s, "SET TRANSACTION SNAPSHOT", s->sql, r);
+	return send_snapshot_select(s, now);
+}
+
+static enum source_status
+after_snap_commit(struct pgsrc *s, PGresult *r, uint64_t now)
+{
+	if (!result_ok(r, PGRES_COMMAND_OK))
+		return fail_result(s, "ending the snapshot", s->sql, r);
+	/* The regular connection is done; the stream takes over. */
+	PQfinish(s->sql);
+	s->sql = NULL;
+	return send_start(s, s->consistent_point, now);
+}
+
+static enum step
+step_meta(struct pgsrc *s, uint64_t now)
+{
+	return on_sql_result(s, now, after_meta);
+}
+
+static enum step
+step_publication(struct pgsrc *s, uint64_t now)
+{
+	return on_sql_result(s, now, after_publication);
+}
+
+static enum step
+step_drop_slot(struct pgsrc *s, uint64_t now)
+{
+	return on_sql_result(s, now, after_drop_slot);
+}
+
+static enum step
+step_snap_begin(struct pgsrc *s, uint64_t now)
+{
+	return on_sql_result(s, now, after_snap_begin);
+}
+
+static enum step
+step_snap_commit(struct pgsrc *s, uint64_t now)
+{
+	return on_sql_result(s, now, after_snap_commit);
+}
+
+static enum step
+step_repl_connect(struct pgsrc *s, uint64_t now)
+{
+	int c = poll_connect(s, s->repl);
+
+	if (c == 0)
+		return STEP_WAIT;
+	if (c < 0)
+		return then(fail_result(s, "replication connection", s->repl, NULL));
+	if (s->need_snapshot || !s->permanent || !s->slot_exists)
+		return then(send_create_slot(s, now));
+	PQfinish(s->sql);
+	s->sql = NULL;
+	return then(send_start(s, feed_frontier(s->src->feed), now));
+}
+
+static enum step
+step_create_slot(struct pgsrc *s, uint64_t now)
+{
+	PGresult *r = NULL;
+	int c = collect(s, s->repl, &r);
+	enum source_status st;
+
+	if (c == 0)
+		return STEP_WAIT;
+	if (c < 0)
+		return then(fail_result(s, "CREATE_REPLICATION_SLOT", s->repl, NULL));
+	if (!result_ok(r, PGRES_TUPLES_OK) || PQntuples(r) != 1 || PQnfields(r) < 3 ||
+	    PQgetisnull(r, 0, 2) || !pgo_lsn_parse(PQgetvalue(r, 0, 1), &s->consistent_point) ||
+	    s->consistent_point == 0 || strlen(PQgetvalue(r, 0, 2)) >= sizeof(s->snapname)) {
+		st = fail_result(s, "CREATE_REPLICATION_SLOT", s->repl, r);
+		PQclear(r);
+		return then(st);
+	}
+	snprintf(s->snapname, sizeof(s->snapname), "%s", PQgetvalue(r, 0, 2));
+	log_info("feed=%s: slot %s%s created at %s, snapshot %s", s->feedname, s->slot,
+	         s->permanent ? "" : " (temporary)", PQgetvalue(r, 0, 1), s->snapname);
+	PQclear(r);
+	s->slot_exists = true;
+	s->need_snapshot = false;
+	/* The exported snapshot lives while the replication connection
+	 * stays idle: read the table now, on the regular one. */
+	return then(send_snapshot_begin(s, now));
+}
+
+/* One row of the snapshot, at the snapshot's cursor. */
+static int
+snap_row(struct pgsrc *s, const PGresult *r)
+{
+	for (size_t i = 0; i < s->ncols; i++) {
+		bool null = PQgetisnull(r, 0, (int)i);
+		s->vals[i] = null ? NULL : PQgetvalue(r, 0, (int)i);
+		s->lens[i] = null ? 0 : (size_t)PQgetlength(r, 0, (int)i);
+	}
+	s->row.len = 0;
+	(void)encode_row(&s->row, s->kinds, s->ncols, s->vals, s->lens);
+	s->snap_rows++;
+	return feed_row(s->src->feed, s->consistent_point - 1, 1, s->row.p, s->row.len);
+}
+
+/* The snapshot SELECT is complete: publish it and end its transaction. */
+static enum source_status
+snap_done(struct pgsrc *s, uint64_t now)
+{
+	log_info("feed=%s: snapshot of %s: %" PRIu64 " rows", s->feedname, s->qualname,
+	         s->snap_rows);
+	if (feed_snapshot_end(s->src->feed) != 0)
+		return SOURCE_RETRY;
+	feed_upstream_live(s->src->feed);
+	if (!PQsendQuery(s->sql, "COMMIT"))
+		return fail_result(s, "COMMIT", s->sql, NULL);
+	return sent(s, s->sql, ST_SNAP_COMMIT, now);
+}
+
+static enum step
+step_snap_rows(struct pgsrc *s, uint64_t now)
+{
+	PGresult *r;
+	enum source_status st;
+
+	if (PQflush(s->sql) < 0 || !PQconsumeInput(s->sql))
+		return then(fail_result(s, "reading the snapshot", s->sql, NULL));
+	while (!PQisBusy(s->sql)) {
+		r = PQgetResult(s->sql);
+		if (r == NULL)
+			return then(snap_done(s, now));
+		ExecStatusType rs = PQresultStatus(r);
+		if (rs == PGRES_SINGLE_TUPLE) {
+			if (snap_row(s, r) != 0) {
+				PQclear(r);
+				return STEP_RETRY;
+			}
+		} else if (rs != PGRES_TUPLES_OK) {
+			st = fail_result(s, "the snapshot SELECT", s->sql, r);
+			PQclear(r);
+			return then(st);
+		}
+		PQclear(r);
+	}
+	want(s, s->sql, POLLIN);
+	return STEP_WAIT;
+}
+
+static enum step
+step_start(struct pgsrc *s, uint64_t now)
+{
+	PGresult *r = NULL;
+	int c = collect(s, s->repl, &r);
+	enum source_status st;
+
+	if (c == 0)
+		return STEP_WAIT;
+	if (c < 0 || !result_ok(r, PGRES_COPY_BOTH)) {
+		st = fail_result(s, "START_REPLICATION", s->repl, r);
+		PQclear(r);
+		/* A permanent slot gone meanwhile: next time, a new one. */
+		s->need_snapshot = true;
+		return then(st);
+	}
+	PQclear(r);
+	log_info("feed=%s: streaming from slot %s", s->feedname, s->slot);
+	s->st = ST_STREAM;
+	s->in_txn = false;
+	s->rel_known = false;
+	s->last_recv_ms = now;
+	s->last_status_ms = 0;
+	s->last_reply_ms = now;
+	feed_upstream_live(s->src->feed);
+	s->src->timer_ms = now + STATUS_INTERVAL_MS;
+	return STEP_NEXT;
+}
+
+static enum step
+step_stream(struct pgsrc *s, uint64_t now)
+{
+	return read_stream(s, now) == SOURCE_OK ? STEP_WAIT : STEP_RETRY;
+}
+
+static enum step (*const steps[])(struct pgsrc *s, uint64_t now) = {
+        [ST_IDLE] = step_idle,
+        [ST_SQL_CONNECT] = step_sql_connect,
+        [ST_META] = step_meta,
+        [ST_PUBLICATION] = step_publication,
+        [ST_DROP_SLOT] = step_drop_slot,
+        [ST_REPL_CONNECT] = step_repl_connect,
+        [ST_CREATE_SLOT] = step_create_slot,
+        [ST_SNAP_BEGIN] = step_snap_begin,
+        [ST_SNAP_ROWS] = step_snap_rows,
+        [ST_SNAP_COMMIT] = step_snap_commit,
+        [ST_START] = step_start,
+        [ST_STREAM] = step_stream,
+};
+
+/* Run the current state's step, and the next one's, until one waits. */
 static enum source_status
 step(struct pgsrc *s, uint64_t now)
 {
-	PGresult *r = NULL;
-	int c;
-	enum source_status st;
-
 	for (;;) {
-		switch (s->st) {
-		case ST_IDLE:
+		switch (steps[s->st](s, now)) {
+		case STEP_WAIT:
 			return SOURCE_OK;
-
-		case ST_SQL_CONNECT:
-			c = poll_connect(s, s->sql);
-			if (c == 0)
-				return SOURCE_OK;
-			if (c < 0)
-				return fail_result(s, "connecting", s->sql, NULL);
-			st = send_meta(s, now);
-			if (st != SOURCE_OK)
-				return st;
-			continue;
-
-		case ST_META:
-		case ST_PUBLICATION:
-		case ST_DROP_SLOT:
-		case ST_SNAP_BEGIN:
-		case ST_SNAP_COMMIT:
-			c = collect(s, s->sql, &r);
-			if (c == 0)
-				return SOURCE_OK;
-			if (c < 0)
-				return fail_result(s, "reading", s->sql, NULL);
-			if (s->st == ST_META) {
-				st = after_meta(s, r, now);
-			} else if (s->st == ST_PUBLICATION) {
-				s->created = s->created || result_ok(r, PGRES_COMMAND_OK);
-				st = result_ok(r, PGRES_COMMAND_OK)
-				             ? next_after_publication(s, now)
-				             : fail_result(s, "creating the publication", s->sql,
-				                           r);
-			} else if (s->st == ST_DROP_SLOT) {
-				s->slot_exists = false;
-				st = result_ok(r, PGRES_TUPLES_OK)
-				             ? next_after_publication(s, now)
-				             : fail_result(s, "dropping the slot", s->sql, r);
-			} else if (s->st == ST_SNAP_BEGIN) {
-				st = result_ok(r, PGRES_COMMAND_OK)
-				             ? send_snapshot_select(s, now)
-				             : fail_result(s, "SET TRANSACTION SNAPSHOT", s->sql,
-				                           r);
-			} else {
-				if (!result_ok(r, PGRES_COMMAND_OK)) {
-					st = fail_result(s, "ending the snapshot", s->sql, r);
-				} else {
-					/* The regular connection is done; the stream takes over. */
-					PQfinish(s->sql);
-					s->sql = NULL;
-					st = send_start(s, s->consistent_point, now);
-				}
-			}
-			PQclear(r);
-			r = NULL;
-			if (st != SOURCE_OK)
-				return st;
-			continue;
-
-		case ST_REPL_CONNECT:
-			c = poll_connect(s, s->repl);
-			if (c == 0)
-				return SOURCE_OK;
-			if (c < 0)
-				return fail_result(s, "replication connection", s->repl, NULL);
-			if (s->need_snapshot || !s->permanent || !s->slot_exists)
-				st = send_create_slot(s, now);
-			else {
-				PQfinish(s->sql);
-				s->sql = NULL;
-				st = send_start(s, feed_frontier(s->src->feed), now);
-			}
-			if (st != SOURCE_OK)
-				return st;
-			continue;
-
-		case ST_CREATE_SLOT:
-			c = collect(s, s->repl, &r);
-			if (c == 0)
-				return SOURCE_OK;
-			if (c < 0)
-				return fail_result(s, "CREATE_REPLICATION_SLOT", s->repl, NULL);
-			if (!result_ok(r, PGRES_TUPLES_OK) || PQntuples(r) != 1 ||
-			    PQnfields(r) < 3 || PQgetisnull(r, 0, 2) ||
-			    !pgo_lsn_parse(PQgetvalue(r, 0, 1), &s->consistent_point) ||
-			    s->consistent_point == 0 ||
-			    strlen(PQgetvalue(r, 0, 2)) >= sizeof(s->snapname)) {
-				st = fail_result(s, "CREATE_REPLICATION_SLOT", s->repl, r);
-				PQclear(r);
-				return st;
-			}
-			snprintf(s->snapname, sizeof(s->snapname), "%s", PQgetvalue(r, 0, 2));
-			log_info("feed=%s: slot %s%s created at %s, snapshot %s", s->feedname,
-			         s->slot, s->permanent ? "" : " (temporary)", PQgetvalue(r, 0, 1),
-			         s->snapname);
-			PQclear(r);
-			r = NULL;
-			s->slot_exists = true;
-			s->need_snapshot = false;
-			/* The exported snapshot lives while the replication connection
-			 * stays idle: read the table now, on the regular one. */
-			st = send_snapshot_begin(s, now);
-			if (st != SOURCE_OK)
-				return st;
-			continue;
-
-		case ST_SNAP_ROWS:
-			if (PQflush(s->sql) < 0 || !PQconsumeInput(s->sql))
-				return fail_result(s, "reading the snapshot", s->sql, NULL);
-			while (!PQisBusy(s->sql)) {
-				r = PQgetResult(s->sql);
-				if (r == NULL) {
-					log_info("feed=%s: snapshot of %s: %" PRIu64 " rows",
-					         s->feedname, s->qualname, s->snap_rows);
-					if (feed_snapshot_end(s->src->feed) != 0)
-						return SOURCE_RETRY;
-					feed_upstream_live(s->src->feed);
-					if (!PQsendQuery(s->sql, "COMMIT"))
-						return fail_result(s, "COMMIT", s->sql, NULL);
-					st = sent(s, s->sql, ST_SNAP_COMMIT, now);
-					if (st != SOURCE_OK)
-						return st;
-					break;
-				}
-				ExecStatusType rs = PQresultStatus(r);
-				if (rs == PGRES_SINGLE_TUPLE) {
-					for (size_t i = 0; i < s->ncols; i++) {
-						bool null = PQgetisnull(r, 0, (int)i);
-						s->vals[i] = null ? NULL : PQgetvalue(r, 0, (int)i);
-						s->lens[i] =
-						        null ? 0
-						             : (size_t)PQgetlength(r, 0, (int)i);
-					}
-					s->row.len = 0;
-					(void)encode_row(&s->row, s->kinds, s->ncols, s->vals,
-					                 s->lens);
-					s->snap_rows++;
-					if (feed_row(s->src->feed, s->consistent_point - 1, 1,
-					             s->row.p, s->row.len) != 0) {
-						PQclear(r);
-						return SOURCE_RETRY;
-					}
-				} else if (rs != PGRES_TUPLES_OK) {
-					st = fail_result(s, "the snapshot SELECT", s->sql, r);
-					PQclear(r);
-					return st;
-				}
-				PQclear(r);
-				r = NULL;
-			}
-			if (s->st == ST_SNAP_ROWS) {
-				want(s, s->sql, POLLIN);
-				return SOURCE_OK;
-			}
-			continue;
-
-		case ST_START:
-			c = collect(s, s->repl, &r);
-			if (c == 0)
-				return SOURCE_OK;
-			if (c < 0 || !result_ok(r, PGRES_COPY_BOTH)) {
-				st = fail_result(s, "START_REPLICATION", s->repl, r);
-				PQclear(r);
-				/* A permanent slot gone meanwhile: next time, a new one. */
-				s->need_snapshot = true;
-				return st;
-			}
-			PQclear(r);
-			r = NULL;
-			log_info("feed=%s: streaming from slot %s", s->feedname, s->slot);
-			s->st = ST_STREAM;
-			s->in_txn = false;
-			s->rel_known = false;
-			s->last_recv_ms = now;
-			s->last_status_ms = 0;
-			s->last_reply_ms = now;
-			feed_upstream_live(s->src->feed);
-			s->src->timer_ms = now + STATUS_INTERVAL_MS;
-			continue;
-
-		case ST_STREAM:
-			return read_stream(s, now);
+		case STEP_RETRY:
+			return SOURCE_RETRY;
+		case STEP_NEXT:
+			break;
 		}
 	}
 }
@@ -1265,10 +1336,16 @@ pg_stop(struct source *src)
 	if (s == NULL)
 		return;
 	if (s->repl && s->st == ST_STREAM && PQstatus(s->repl) == CONNECTION_OK) {
-		/* Confirm what we have before going; best effort, no waiting. */
-		(void)send_status(s, source_now_ms(), false);
-		(void)PQflush(s->repl);
+		/* Confirm what we have before going; best effort, no waiting,
+		 * and silent: after the stream ended (the retry that follows a
+		 * failure comes here) it fails with "no COPY in progress", which
+		 * must not replace the failure's own message (its SQLSTATE) in
+		 * the log and the ring. */
+		if (put_status(s, false))
+			(void)PQflush(s->repl);
 	}
+	PQclear(s->pending);
+	s->pending = NULL;
 	PQfinish(s->sql);
 	PQfinish(s->repl);
 	s->sql = NULL;
@@ -1338,10 +1415,10 @@ pg_on_tick(struct source *src, uint64_t now)
 	bool reply = now - s->last_reply_ms >= REPLY_INTERVAL_MS;
 	if (send_status(s, now, reply) != SOURCE_OK)
 		return SOURCE_RETRY;
-	int f = PQflush(s->repl);
-	if (f < 0)
+	short events;
+	if (pgconn_flush(s->repl, &events) < 0)
 		return fail_result(s, "writing to the stream", s->repl, NULL);
-	want(s, s->repl, (short)(POLLIN | (f == 1 ? POLLOUT : 0)));
+	want(s, s->repl, events);
 	src->timer_ms = now + STATUS_INTERVAL_MS;
 	return SOURCE_OK;
 }

@@ -153,6 +153,7 @@ main(int argc, char **argv)
 	     remove_on_exit = false, stop = false;
 	struct conf *conf;
 	struct daemon *d;
+	struct cleanup_watch *watch;
 	char err[1024];
 	sigset_t mask;
 	int c, sfd;
@@ -240,7 +241,6 @@ main(int argc, char **argv)
 	log_redact(conf->password); /* libpq's messages must never show it */
 	warn_readable_password(conf, path, NULL);
 	lock_ring_dir(conf->ring_dir);
-	cleanup_warn_retained(conf);
 
 	/* Signals come through the poll loop. */
 	sigemptyset(&mask);
@@ -253,6 +253,9 @@ main(int argc, char **argv)
 	if (sfd < 0)
 		fatal("signalfd");
 	signal(SIGPIPE, SIG_IGN);
+	/* After the mask: the watch's thread inherits it, so signals come
+	 * to the loop's signalfd only. */
+	watch = cleanup_watch_start(conf);
 
 	d = daemon_new(conf, remove_on_exit);
 	if (d == NULL)
@@ -277,6 +280,7 @@ main(int argc, char **argv)
 				log_info("reloading %s", path);
 				log_redact(next->password);
 				warn_readable_password(next, path, NULL);
+				cleanup_watch_reload(watch, next);
 				daemon_reload(d, next);
 			} else {
 				log_info("stopping on signal %s", strsignal((int)si.ssi_signo));
@@ -284,6 +288,7 @@ main(int argc, char **argv)
 			}
 		}
 	}
+	cleanup_watch_stop(watch);
 	daemon_free(d);
 	close(sfd);
 	log_info("stopped");

@@ -9,46 +9,6 @@
 #include <string.h>
 
 void
-bbuf_reserve(struct bbuf *b, size_t more)
-{
-	size_t cap;
-
-	if (b->len + more <= b->cap)
-		return;
-	cap = b->cap ? b->cap : 256;
-	while (cap < b->len + more)
-		cap *= 2;
-	b->p = realloc(b->p, cap);
-	if (b->p == NULL) {
-		fprintf(stderr, "tailgate: out of memory growing a buffer to %zu bytes\n", cap);
-		abort();
-	}
-	b->cap = cap;
-}
-
-void
-bbuf_add(struct bbuf *b, const void *data, size_t len)
-{
-	bbuf_reserve(b, len);
-	if (len > 0)
-		memcpy(b->p + b->len, data, len);
-	b->len += len;
-}
-
-void
-bbuf_adds(struct bbuf *b, const char *s)
-{
-	bbuf_add(b, s, strlen(s));
-}
-
-void
-bbuf_free(struct bbuf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof(*b));
-}
-
-void
 batch_builder_reset(struct batch_builder *b)
 {
 	b->ins.len = b->del.len = 0;
@@ -110,53 +70,6 @@ batch_parse_cursor(const char *s, uint64_t *cursor)
 	}
 	*cursor = v;
 	return true;
-}
-
-size_t
-utf8_seq_len(const unsigned char *s, size_t n, size_t *bad)
-{
-	unsigned char c, lo = 0x80, hi = 0xbf;
-	size_t need;
-
-	*bad = 1;
-	if (n == 0)
-		return 0;
-	c = s[0];
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		need = 1;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		need = 2;
-		if (c == 0xe0)
-			lo = 0xa0; /* overlong */
-		else if (c == 0xed)
-			hi = 0x9f; /* surrogates */
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		need = 3;
-		if (c == 0xf0)
-			lo = 0x90; /* overlong */
-		else if (c == 0xf4)
-			hi = 0x8f; /* above U+10FFFF */
-	} else {
-		return 0; /* continuation byte, C0, C1, F5..FF */
-	}
-	for (size_t i = 1; i <= need; i++) {
-		unsigned char min = i == 1 ? lo : 0x80, max = i == 1 ? hi : 0xbf;
-		if (i >= n || s[i] < min || s[i] > max) {
-			*bad = i;
-			return 0;
-		}
-	}
-	return need + 1;
-}
-
-size_t
-utf8_char_len(const unsigned char *s, size_t n)
-{
-	size_t bad;
-
-	return utf8_seq_len(s, n, &bad);
 }
 
 static const char mid_text[] = "],\"deleted\":[";

@@ -19,6 +19,8 @@
 #ifndef TAILGATE_BATCH_H
 #define TAILGATE_BATCH_H
 
+#include "buf.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,18 +42,6 @@ struct batch_row {
 };
 
 /* ---- building (daemon) ---- */
-
-/* Growable byte buffer; dies on allocation failure (the daemon's state is
- * in memory anyway, so there is nothing sensible to continue with). */
-struct bbuf {
-	char *p;
-	size_t len;
-	size_t cap;
-};
-void bbuf_reserve(struct bbuf *b, size_t more);
-void bbuf_add(struct bbuf *b, const void *data, size_t len);
-void bbuf_adds(struct bbuf *b, const char *s);
-void bbuf_free(struct bbuf *b);
 
 /* Collects one batch's rows; reusable after batch_builder_reset. */
 struct batch_builder {
@@ -79,30 +69,6 @@ size_t batch_iov_len(const struct iovec *iov, int n);
 int batch_format_cursor(uint64_t cursor, char *out, size_t outlen);
 /* Parse a decimal cursor; false on anything but 1-20 digits in range. */
 bool batch_parse_cursor(const char *s, uint64_t *cursor);
-
-/* The length (1-4) of the well-formed UTF-8 character at s[0..n), or 0
- * when it is not one (a stray continuation byte, an overlong form, a
- * surrogate, above U+10FFFF, or cut short by n).  For text that came from
- * a client: JSON replies must be valid UTF-8 whatever was asked. */
-size_t utf8_char_len(const unsigned char *s, size_t n);
-/* The same, and when it is not one, *bad = the length (>= 1) of its
- * maximal invalid subpart (Unicode 15, 3.9, "U+FFFD substitution of
- * maximal subparts"), for encoders that replace bad bytes. */
-size_t utf8_seq_len(const unsigned char *s, size_t n, size_t *bad);
-
-/* The value of one hexadecimal digit, or -1: for the parsers' escapes
- * (COPY's \xHH, the query string's %HH, JSON's \uHHHH). */
-static inline int
-hex_value(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /* ---- reading (responder) ---- */
 

@@ -48,6 +48,7 @@
 #include "ring.h"
 
 #include "atomics.h"
+#include "clock.h"
 #include "log.h"
 
 #include <assert.h>
@@ -117,7 +118,7 @@ struct ring_hdr {
 	atomic_u64 snap_gen;
 	atomic_u64 snap_cursor;
 	atomic_u64 snap_seq_after;
-	atomic_u64 confirmed_ms; /* ring_confirmed (now_ms clock) */
+	atomic_u64 confirmed_ms; /* ring_confirmed (clock_mono_ms) */
 	atomic_u32 stall_ms;
 
 	/* The last upstream error (ring_set_error): err_seq is odd while the
@@ -201,15 +202,6 @@ align_up(uint64_t v, uint64_t a)
 	return (v + a - 1) & ~(a - 1);
 }
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* FNV-1a of the feed's definition; never 0, which marks a segment made
  * before definitions were recorded (ring_adopt refuses those). */
 static uint32_t
@@ -231,8 +223,8 @@ config_sizes(const struct ring_config *cfg, uint64_t *data_size, uint64_t *slots
 	*slots = round_pow2(*slots < MIN_INDEX_SLOTS ? MIN_INDEX_SLOTS : *slots);
 }
 
-static bool
-feed_name_ok(const char *feed)
+bool
+ring_feed_name_ok(const char *feed)
 {
 	size_t n = strlen(feed);
 
@@ -252,7 +244,7 @@ make_paths(struct ring *r, const char *dir, const char *feed, char *err, size_t 
 {
 	if (dir == NULL)
 		dir = RING_DEFAULT_DIR;
-	if (!feed_name_ok(feed)) {
+	if (!ring_feed_name_ok(feed)) {
 		log_seterr(err, errlen, "invalid feed name \"%s\": use 1-%d of [A-Za-z0-9_-]", feed,
 		           RING_FEED_NAME_MAX);
 		return RING_ERR;
@@ -352,7 +344,7 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	h->hdr_size = sizeof(struct ring_hdr);
 	h->segment_size = total;
 	if (getrandom(&h->segment_id, sizeof(h->segment_id), 0) != sizeof(h->segment_id))
-		h->segment_id = ((uint64_t)getpid() << 32) ^ now_ms();
+		h->segment_id = ((uint64_t)getpid() << 32) ^ clock_mono_ms();
 	h->columns_off = columns_off;
 	h->index_off = index_off;
 	h->data_off = data_off;
@@ -366,7 +358,7 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	memcpy((char *)base + columns_off, columns, columns_len + 1);
 	store_relaxed(&h->head_cursor, cfg->base_cursor);
 	store_relaxed(&h->base_cursor, cfg->base_cursor);
-	store_relaxed(&h->heartbeat_ms, now_ms());
+	store_relaxed(&h->heartbeat_ms, clock_mono_ms());
 	store_relaxed(&h->state, RING_STATE_STARTING);
 
 	bind_mapping(r, base, total);
@@ -662,7 +654,7 @@ ring_error(struct ring *r, char *buf, size_t len)
 void
 ring_confirmed(struct ring *r)
 {
-	store_relaxed(&r->hdr->confirmed_ms, now_ms());
+	store_relaxed(&r->hdr->confirmed_ms, clock_mono_ms());
 }
 
 void
@@ -680,7 +672,7 @@ ring_set_row_count(struct ring *r, uint64_t rows)
 void
 ring_heartbeat(struct ring *r)
 {
-	store_relaxed(&r->hdr->heartbeat_ms, now_ms());
+	store_relaxed(&r->hdr->heartbeat_ms, clock_mono_ms());
 }
 
 /* ------------------------------------------------------------------ */
@@ -1022,7 +1014,7 @@ ring_adopt(const struct ring_config *cfg, struct ring **out, char *err, size_t e
 	 * writer whichever pid a reader sees; a probe that found the old pid
 	 * dead answers "gone" for at most PID_PROBE_MS more. */
 	h->writer_pid = (int32_t)getpid();
-	store_relaxed(&h->heartbeat_ms, now_ms());
+	store_relaxed(&h->heartbeat_ms, clock_mono_ms());
 	/* DOWN: a snapshot is here to serve, the upstream is not connected.
 	 * Release: a reader that sees the state sees the fixes above. */
 	store_release(&h->state, RING_STATE_DOWN);
@@ -1080,7 +1072,7 @@ void
 ring_info(struct ring *r, struct ring_info *out)
 {
 	struct ring_hdr *h = r->hdr;
-	uint64_t now = now_ms();
+	uint64_t now = clock_mono_ms();
 
 	/* head_seq acquired first: head_cursor is at least as new. */
 	out->head_seq = load_acquire(&h->head_seq);

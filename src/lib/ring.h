@@ -45,6 +45,11 @@
 #define RING_FEED_NAME_MAX 63
 #define RING_COLUMNS_MAX (64 * 1024) /* bytes of column-list JSON */
 
+/* A feed name: 1 to RING_FEED_NAME_MAX of ASCII [A-Za-z0-9_-], whatever the
+ * locale.  It names the segment's files, a configuration section and the
+ * URL; the daemon, the ring and the responder all check it with this. */
+bool ring_feed_name_ok(const char *name);
+
 enum ring_status {
 	RING_OK = 0,
 	RING_GONE = 1,          /* cursor/seq older than what the ring holds */

@@ -10,8 +10,8 @@
 
 #include "conn.h"
 
+#include "clock.h"
 #include "log.h"
-#include "mono.h"
 #include "xmalloc.h"
 
 #include <errno.h>
@@ -222,7 +222,7 @@ watch_pending(struct conns *c, int fd, bool mod)
 	if (++c->gen_counter == 0)
 		c->gen_counter = 1;
 	c->pend_gen[fd] = c->gen_counter;
-	fifo_push(&c->pending, fd, c->gen_counter, mono_ms() + CONN_PARAMS_MS);
+	fifo_push(&c->pending, fd, c->gen_counter, clock_mono_ms() + CONN_PARAMS_MS);
 	ev.events = EPOLLIN | EPOLLRDHUP;
 	ev.data.u64 = (uint64_t)fd;
 	if (epoll_ctl(c->epfd, mod ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -251,9 +251,9 @@ check_kept(struct conns *c, int fd, uint32_t events)
 static void
 accept_exhausted(struct conns *c)
 {
-	if (mono_ms() - c->last_emfile_ms > 5000) {
+	if (clock_mono_ms() - c->last_emfile_ms > 5000) {
 		log_warning("accept: %s (raise ulimit -n)", strerror(errno));
-		c->last_emfile_ms = mono_ms();
+		c->last_emfile_ms = clock_mono_ms();
 	}
 	usleep(20 * 1000); /* the socket stays readable */
 }
@@ -291,7 +291,7 @@ static void
 expire_pending(struct conns *c)
 {
 	struct conn_deadline p;
-	int64_t now = mono_ms();
+	int64_t now = clock_mono_ms();
 
 	while (fifo_pop_due(&c->pending, now, &p))
 		if (p.fd < c->max_fds && c->pend_gen[p.fd] == p.gen) {
@@ -409,7 +409,7 @@ closer_add(struct conns *c, int fd)
 		gen = ++c->close_gen;
 	c->owner[fd] = gen;
 	c->open_closes++;
-	fifo_push(&c->closing, fd, gen, mono_ms() + CONN_CLOSE_WAIT_MS);
+	fifo_push(&c->closing, fd, gen, clock_mono_ms() + CONN_CLOSE_WAIT_MS);
 	ev.events = EPOLLIN | EPOLLRDHUP;
 	ev.data.u64 = (uint64_t)(unsigned)fd | (uint64_t)gen << 32;
 	if (epoll_ctl(c->close_epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -442,7 +442,7 @@ closer_event(struct conns *c, int fd, uint32_t gen)
 static void
 closer_expire(struct conns *c)
 {
-	int64_t now = mono_ms();
+	int64_t now = clock_mono_ms();
 
 	for (;;) {
 		struct conn_deadline pc;
@@ -518,6 +518,21 @@ conn_write(FCGX_Request *req, const char *data, size_t len)
 		len -= (size_t)chunk;
 	}
 	return true;
+}
+
+bool
+conn_write_head(FCGX_Request *req, const char *data, size_t len, const char *extra,
+                size_t extra_len)
+{
+	const char *eol;
+	size_t first;
+
+	if (extra_len == 0 || len < 7 || memcmp(data, "Status:", 7) != 0 ||
+	    (eol = memchr(data, '\n', len)) == NULL)
+		return conn_write(req, data, len);
+	first = (size_t)(eol - data) + 1;
+	return conn_write(req, data, first) && conn_write(req, extra, extra_len) &&
+	       conn_write(req, data + first, len - first);
 }
 
 /* ---- start and stop ---- */

@@ -129,6 +129,11 @@ void conn_stop(struct conns *c);
 void conn_finish(struct conns *c, FCGX_Request *req);
 /* Write data to req now, on this thread; false on a write error. */
 bool conn_write(FCGX_Request *req, const char *data, size_t len);
+/* conn_write of a reply that starts with its head ("Status: ...\r\n"),
+ * with the header lines extra[0..extra_len) after the status line (none:
+ * the reply as it is). */
+bool conn_write_head(FCGX_Request *req, const char *data, size_t len, const char *extra,
+                     size_t extra_len);
 
 /* Is the params block of a FastCGI request complete in buf[0..len)?
  * 1 yes, 0 not yet, -1 malformed. */

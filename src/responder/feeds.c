@@ -3,8 +3,8 @@
  */
 #include "feeds.h"
 
+#include "clock.h"
 #include "log.h"
-#include "mono.h"
 #include "xmalloc.h"
 
 #include <dirent.h>
@@ -37,22 +37,6 @@ feeds_free(struct feeds *fs)
 	}
 	atomic_store(&fs->n, 0);
 	pthread_mutex_destroy(&fs->mu);
-}
-
-static bool
-name_ok(const char *name)
-{
-	size_t n = strlen(name);
-
-	if (n == 0 || n > RING_FEED_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = name[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '_' || c == '-'))
-			return false;
-	}
-	return true;
 }
 
 struct seg *
@@ -117,7 +101,7 @@ refresh_locked(struct feeds *fs, struct feed *f)
 	struct seg *s;
 	char err[256];
 
-	f->checked_ms = mono_ms();
+	f->checked_ms = clock_mono_ms();
 	if (f->seg != NULL && !ring_replaced(f->seg->ring))
 		return;
 	if (open_seg(fs->ring_dir, f->name, &s, err, sizeof(err)) != 200)
@@ -137,7 +121,7 @@ feeds_acquire(struct feeds *fs, const char *name, struct feed **feed, struct seg
 
 	*feed = NULL;
 	*seg = NULL;
-	if (!name_ok(name)) {
+	if (!ring_feed_name_ok(name)) {
 		snprintf(err, errlen, "no feed named \"%.64s\"", name);
 		return 404;
 	}
@@ -164,14 +148,14 @@ feeds_acquire(struct feeds *fs, const char *name, struct feed **feed, struct seg
 		snprintf(f->name, sizeof(f->name), "%s", name);
 		f->idx = n;
 		f->seg = s;
-		f->checked_ms = mono_ms();
+		f->checked_ms = clock_mono_ms();
 		fs->table[n] = f;
 		/* Published after the entry is complete: feeds_at readers
 		 * load n first. */
 		atomic_store_explicit(&fs->n, n + 1, memory_order_release);
 		log_info("feed=%s: attached %s/%s.ring", name, fs->ring_dir, name);
 	} else {
-		int64_t age = mono_ms() - f->checked_ms;
+		int64_t age = clock_mono_ms() - f->checked_ms;
 		bool dead = f->seg == NULL;
 		if (!dead && age >= 50) {
 			const char *why;
@@ -198,7 +182,7 @@ feeds_current(struct feeds *fs, struct feed *f, int64_t max_age_ms)
 	struct seg *s;
 
 	pthread_mutex_lock(&fs->mu);
-	if (mono_ms() - f->checked_ms >= max_age_ms)
+	if (clock_mono_ms() - f->checked_ms >= max_age_ms)
 		refresh_locked(fs, f);
 	s = seg_ref(f->seg);
 	pthread_mutex_unlock(&fs->mu);
@@ -243,7 +227,7 @@ feeds_live(struct seg *s, struct ring_info *info, const char **why)
 		*why = "the feed is starting: no snapshot yet";
 		return false;
 	}
-	atomic_store_explicit(&s->pid_checked_ms, mono_ms(), memory_order_relaxed);
+	atomic_store_explicit(&s->pid_checked_ms, clock_mono_ms(), memory_order_relaxed);
 	/* RING_STATE_DOWN with a snapshot: serve what we hold; long-polls
 	 * park until the daemon reconnects upstream. */
 	return true;
@@ -254,7 +238,7 @@ feeds_live_cached(struct seg *s, const char **why)
 {
 	struct ring_info info;
 
-	if (mono_ms() - atomic_load_explicit(&s->pid_checked_ms, memory_order_relaxed) < 100)
+	if (clock_mono_ms() - atomic_load_explicit(&s->pid_checked_ms, memory_order_relaxed) < 100)
 		return true;
 	return feeds_live(s, &info, why);
 }

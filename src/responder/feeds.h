@@ -13,7 +13,6 @@
 #ifndef TAILGATE_FEEDS_H
 #define TAILGATE_FEEDS_H
 
-#include "batch.h"
 #include "filter.h"
 #include "ring.h"
 

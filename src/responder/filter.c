@@ -3,8 +3,8 @@
  */
 #include "filter.h"
 
-#include "batch.h" /* hex_value */
 #include "log.h"
+#include "text.h"
 
 #include <ctype.h>
 #include <json-c/json.h>

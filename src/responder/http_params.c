@@ -4,6 +4,7 @@
 #include "http_params.h"
 
 #include "batch.h"
+#include "text.h"
 #include "log.h"
 #include "xmalloc.h"
 

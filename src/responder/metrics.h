@@ -10,7 +10,7 @@
 #ifndef TAILGATE_METRICS_H
 #define TAILGATE_METRICS_H
 
-#include "batch.h"
+#include "buf.h"
 
 #include <stdint.h>
 

@@ -16,9 +16,9 @@
 
 #include "park.h"
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
-#include "mono.h"
 #include "reply.h"
 #include "xmalloc.h"
 
@@ -277,7 +277,7 @@ park_serve(struct park *p, struct waiter *w, struct thread_ctx *t)
 			writer_deliver(p->writers, t, w, r);
 			return;
 		}
-		if (!w->sse && w->deadline_ms <= mono_ms()) {
+		if (!w->sse && w->deadline_ms <= clock_mono_ms()) {
 			writer_deliver(p->writers, t, w, render_timeout_reply(p->render, w));
 			return;
 		}
@@ -291,7 +291,7 @@ park_serve_list(struct park *p, struct waiter *list, struct thread_ctx *t)
 {
 	struct waiter *rest = NULL, **rest_tail = &rest;
 	bool need_kick = false;
-	int64_t now = mono_ms();
+	int64_t now = clock_mono_ms();
 
 	/* The usual case (the stream is at the head, live, not stopping)
 	 * parks again at once: all of those with one round of the lock, not
@@ -712,10 +712,10 @@ watch_main(void *arg)
 	struct park *p = arg;
 	struct thread_ctx t = {0}; /* not inline_ok: the watcher never writes */
 	bool have_waitv = true;
-	int64_t wake_ns = mono_ns(), last_sweep = mono_ms();
+	int64_t wake_ns = clock_mono_ns(), last_sweep = clock_mono_ms();
 
 	for (;;) {
-		struct round rd = {.now = mono_ms(), .stop = atomic_load(&p->stopping)};
+		struct round rd = {.now = clock_mono_ms(), .stop = atomic_load(&p->stopping)};
 		bool answered;
 
 		round_segments(p, &rd);
@@ -732,7 +732,7 @@ watch_main(void *arg)
 		if (answered)
 			continue; /* look again before sleeping */
 		round_sleep(&rd, &have_waitv);
-		wake_ns = mono_ns();
+		wake_ns = clock_mono_ns();
 	}
 	thread_ctx_free(&t);
 	return NULL;

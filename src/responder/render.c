@@ -7,6 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "reply.h"
+#include "text.h"
 #include "waiter.h"
 
 #include <inttypes.h>
@@ -543,10 +544,11 @@ render_timeout_reply(const struct render *rd, const struct waiter *w)
 	return json_reply(rd, w->cursor, NULL, 0);
 }
 
-/* ---- the /feeds document and the per-feed gauges ---- */
+/* ---- the feed's state ---- */
 
-/* What /feeds and /metrics say about a feed's state: the ring's, "dead"
- * without a writer, "stalled" when live but unconfirmed too long. */
+/* What /feeds, /metrics and the state header say about a feed's state:
+ * the ring's, "dead" without a writer, "stalled" when live but
+ * unconfirmed too long. */
 static const char *
 state_name(const struct ring_info *info)
 {
@@ -556,6 +558,28 @@ state_name(const struct ring_info *info)
 		return "stalled";
 	return ring_strstate(info->state);
 }
+
+size_t
+render_state_headers(struct seg *s, char *out, size_t cap)
+{
+	struct ring_info info;
+	int n;
+
+	ring_info(s->ring, &info);
+	if (info.state == RING_STATE_LIVE && info.writer_alive && !info.stalled)
+		return 0;
+	/* X-Accel-Expires: 0 keeps the reply out of an nginx cache (which
+	 * would hand the state on long after it changed); nginx does not
+	 * pass the header on. */
+	n = snprintf(out, cap, "Tailgate-Feed-State: %s\r\nX-Accel-Expires: 0\r\n",
+	             state_name(&info));
+	if (info.confirmed_ms != 0 && n > 0 && (size_t)n < cap)
+		n += snprintf(out + n, cap - (size_t)n, "Tailgate-Lag: %.3f\r\n",
+		              (double)info.lag_ms / 1000);
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* ---- the /feeds document and the per-feed gauges ---- */
 
 void
 render_feed_list(struct feeds *fs, struct bbuf *out)
@@ -606,6 +630,28 @@ render_feed_list(struct feeds *fs, struct bbuf *out)
 	}
 	feeds_free_names(names);
 	bbuf_adds(out, "]}\n");
+}
+
+void
+render_slot_metrics(const char *ring_dir, struct bbuf *out)
+{
+	char path[PATH_MAX + 32], line[1024];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/tailgated.slots", ring_dir);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return; /* not PostgreSQL, or the daemon has not looked yet */
+	/* The daemon's lines, whole, and only its metric family. */
+	while (fgets(line, sizeof(line), f) != NULL) {
+		size_t n = strlen(line);
+		if (n > 0 && line[n - 1] == '\n' &&
+		    (strncmp(line, "tailgate_slot_", 14) == 0 ||
+		     strncmp(line, "# HELP tailgate_slot_", 21) == 0 ||
+		     strncmp(line, "# TYPE tailgate_slot_", 21) == 0))
+			bbuf_add(out, line, n);
+	}
+	fclose(f);
 }
 
 void

@@ -6,7 +6,7 @@
  * (batch_view: no JSON parse, no re-encode).  A filtered batch is rebuilt
  * from the rows its row index delimits that pass the filter; a batch with
  * no passing row is skipped.  The byte functions append to a struct bbuf
- * (batch.h, dies on allocation failure) and are safe from any thread.
+ * (buf.h, dies on allocation failure) and are safe from any thread.
  *
  * Replies for waiters.  render_next reads a waiter's batches from its
  * position (seq_after, cursor) up to a head and advances the waiter past
@@ -128,8 +128,23 @@ struct reply *render_error_reply(int status, const char *code, const char *messa
 /* 410 cursor_gone for a long-poll at cursor. */
 struct reply *render_gone_reply(uint64_t cursor);
 
+/* The feed-state header lines for a reply of s's feed, as the ring says
+ * now (replies are rendered once and shared, so the state is added when
+ * each is written, not stored in it): nothing while the feed is live and
+ * confirmed, else "Tailgate-Feed-State: STATE\r\n" (the /feeds state:
+ * stalled, down, ...), "X-Accel-Expires: 0\r\n" (no nginx cache keeps it)
+ * and, once the upstream ever confirmed the feed, "Tailgate-Lag:
+ * SECONDS\r\n".  Returns the length written into out (0: none);
+ * RENDER_STATE_HEADERS_MAX is enough. */
+#define RENDER_STATE_HEADERS_MAX 128
+size_t render_state_headers(struct seg *s, char *out, size_t cap);
+
 /* The /feeds document: every *.ring in the ring directory. */
 void render_feed_list(struct feeds *fs, struct bbuf *out);
+
+/* The daemon's gauges of its replication slots' WAL (RING_DIR/
+ * tailgated.slots, written by tailgated on PostgreSQL), for /metrics. */
+void render_slot_metrics(const char *ring_dir, struct bbuf *out);
 
 /* Per-feed gauges for /metrics: state and freshness lag. */
 void render_feed_metrics(struct feeds *fs, struct bbuf *out);

@@ -10,7 +10,7 @@
 #ifndef TAILGATE_REPLY_H
 #define TAILGATE_REPLY_H
 
-#include "batch.h"
+#include "buf.h"
 
 #include <stdatomic.h>
 #include <stddef.h>

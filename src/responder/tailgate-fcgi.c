@@ -16,11 +16,11 @@
  */
 #include <config.h> /* autoconf's (build dir); src/config.h is the daemon's */
 
-#include "batch.h"
+#include "buf.h"
+#include "clock.h"
 #include "http_params.h"
 #include "log.h"
 #include "metrics.h"
-#include "mono.h"
 #include "responder.h"
 
 #include <errno.h>
@@ -203,7 +203,7 @@ feed_waiter(struct responder *r, FCGX_Request *req, const char *name, struct hp_
 		return NULL;
 	}
 	w = waiter_new(req, feed, seg, fspec_new(filter, hp->filter_key), hp->sse,
-	               mono_ms() + (int64_t)hp->timeout_s * 1000);
+	               clock_mono_ms() + (int64_t)hp->timeout_s * 1000);
 	hp->filter_key = NULL; /* the fspec's now */
 	*from_snapshot = !hp->has_cursor;
 	if (!hp->has_cursor)
@@ -237,14 +237,17 @@ open_stream(struct responder *r, struct waiter *w)
 	                           "Cache-Control: no-store\r\n"
 	                           "X-Accel-Buffering: no\r\n\r\n"
 	                           "retry: 2000\n\n";
+	char extra[RENDER_STATE_HEADERS_MAX];
+	size_t n = render_state_headers(w->seg, extra, sizeof(extra));
 
 	metrics_request(MK_SSE, 200);
 	metrics_sse(1);
-	if (!conn_write(w->req, head, sizeof(head) - 1) || FCGX_FFlush(w->req->out) != 0) {
+	if (!conn_write_head(w->req, head, sizeof(head) - 1, extra, n) ||
+	    FCGX_FFlush(w->req->out) != 0) {
 		writer_end(&r->writers, w, 0);
 		return false;
 	}
-	w->deadline_ms = mono_ms() + (int64_t)r->opt.sse_keepalive_s * 1000;
+	w->deadline_ms = clock_mono_ms() + (int64_t)r->opt.sse_keepalive_s * 1000;
 	return true;
 }
 
@@ -265,9 +268,12 @@ serve_snapshot(struct responder *r, struct waiter *w, struct thread_ctx *t)
 	} else if (w->sse) {
 		writer_enqueue(&r->writers, w, rep, 0); /* the writer continues the stream */
 	} else {
-		struct bbuf b = {rep->data, rep->len, 0};
-		metrics_served(rep->batches, 0);
-		send_now(r, w->req, MK_SNAPSHOT, 200, &b);
+		char extra[RENDER_STATE_HEADERS_MAX];
+		size_t n = render_state_headers(w->seg, extra, sizeof(extra));
+		if (conn_write_head(w->req, rep->data, rep->len, extra, n))
+			metrics_served(rep->batches, rep->len + n);
+		metrics_request(MK_SNAPSHOT, 200);
+		conn_finish(&r->conns, w->req);
 		reply_release(rep);
 		w->req = NULL;
 		waiter_free(w);
@@ -353,6 +359,7 @@ handle(void *arg, FCGX_Request *req, struct thread_ctx *t)
 	} else if (strcmp(route, "/metrics") == 0) {
 		metrics_render_text(&b);
 		render_feed_metrics(&r->feeds, &b);
+		render_slot_metrics(r->feeds.ring_dir, &b);
 		send_text(r, req, MK_METRICS, "text/plain; version=0.0.4", &b);
 	} else if (strcmp(route, "/feeds") == 0 || strcmp(route, "/feeds/") == 0) {
 		render_feed_list(&r->feeds, &b);

@@ -47,7 +47,7 @@ struct waiter {
 	uint64_t cursor;    /* the client's cursor (advanced past skipped batches) */
 	uint64_t seq_after; /* first batch not yet examined, in seg */
 	bool sse;
-	int64_t deadline_ms; /* long-poll timeout / next SSE keep-alive (mono_ms) */
+	int64_t deadline_ms; /* long-poll timeout / next SSE keep-alive (clock_mono_ms) */
 
 	/* While parked: its group and place in the deadline heap (park.c,
 	 * under the lot's lock). */

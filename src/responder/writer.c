@@ -3,9 +3,10 @@
  */
 #include "writer.h"
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
-#include "mono.h"
+#include "render.h"
 #include "xmalloc.h"
 
 #include <linux/sockios.h>
@@ -70,6 +71,20 @@ share_append(struct thread_ctx *t, struct waiter *w, struct reply *r)
 	t->share_tail = w;
 }
 
+/* Write r to w: a long-poll's reply with its feed's state header as the
+ * ring says now (the reply itself is shared and cached, so it cannot
+ * hold it); an SSE stream's events as they are (its head said it). */
+static bool
+write_reply(const struct waiter *w, const struct reply *r)
+{
+	char extra[RENDER_STATE_HEADERS_MAX];
+	size_t n = 0;
+
+	if (!w->sse && w->seg != NULL)
+		n = render_state_headers(w->seg, extra, sizeof(extra));
+	return conn_write_head(w->req, r->data, r->len, extra, n);
+}
+
 void
 writer_deliver(struct writers *wp, struct thread_ctx *t, struct waiter *w, struct reply *r)
 {
@@ -93,7 +108,7 @@ writer_deliver(struct writers *wp, struct thread_ctx *t, struct waiter *w, struc
 		writer_enqueue(wp, w, r, 0);
 		return;
 	}
-	ok = conn_write(w->req, r->data, r->len);
+	ok = write_reply(w, r);
 	if (ok)
 		metrics_served(r->batches, r->len);
 	reply_release(r);
@@ -196,7 +211,7 @@ write_one(struct writers *wp, struct waiter *w, const struct reply *r)
 	}
 	if (guard)
 		send_timeout(w->req, SSE_STALL_S);
-	ok = conn_write(w->req, r->data, r->len);
+	ok = write_reply(w, r);
 	if (ok && w->sse)
 		ok = FCGX_FFlush(w->req->out) == 0;
 	if (guard) {
@@ -262,12 +277,12 @@ serve_one(struct writers *wp, struct waiter *w, struct waiter **repark)
 	if (ok) {
 		metrics_served(r->batches, r->len);
 		if (w->wake_ns != 0)
-			metrics_wake_latency((double)(mono_ns() - w->wake_ns) / 1e9);
+			metrics_wake_latency((double)(clock_mono_ns() - w->wake_ns) / 1e9);
 	}
 	reply_release(r);
 	w->keepalive = false;
 	if (w->sse && ok && status == 200) {
-		w->deadline_ms = mono_ms() + (int64_t)wp->sse_keepalive_s * 1000;
+		w->deadline_ms = clock_mono_ms() + (int64_t)wp->sse_keepalive_s * 1000;
 		w->qnext = *repark;
 		*repark = w;
 		return;

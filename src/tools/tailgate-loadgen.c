@@ -20,6 +20,7 @@
  * and its 2..9 bids (5.5 on average) are 6.5 rows, so at 100 ms it makes
  * about 1.5 auctions and 8.5 bids per second.  That is our default.
  */
+#include "gen.h"
 #include "log.h"
 
 #include <errno.h>
@@ -46,17 +47,6 @@
 #define WHEEL_MS 13000 /* the bid schedule covers this much of the future */
 #define DEFAULT_RATE 8.5
 #define MEAN_BIDS 5.5
-
-static volatile sig_atomic_t stop_requested;
-
-static void
-on_signal(int sig)
-{
-	(void)sig;
-	/* The first signal stops after the ticks in flight (and --drain); a
-	 * second one stops at once. */
-	stop_requested = stop_requested ? 2 : 1;
-}
 
 /* ---- options -------------------------------------------------------------------- */
 
@@ -108,59 +98,7 @@ usage(FILE *f)
 	        DEFAULT_RATE, MEAN_BIDS);
 }
 
-static bool
-parse_double(const char *s, double min, double max, double *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || *end || !(v >= min && v <= max))
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool
-parse_int(const char *s, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
 /* ---- random numbers (xorshift64*) ------------------------------------------------- */
-
-static uint64_t rng_state;
-
-static uint64_t
-rng_next(void)
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545F4914F6CDD1DULL;
-}
-
-/* Uniform in [lo, hi]. */
-static int64_t
-rng_range(int64_t lo, int64_t hi)
-{
-	return lo + (int64_t)(rng_next() % (uint64_t)(hi - lo + 1));
-}
-
-static double
-rng_unit(void)
-{
-	return (double)(rng_next() >> 11) / 9007199254740992.0;
-}
 
 /* ---- the schedule of bids ------------------------------------------------------- */
 
@@ -211,42 +149,6 @@ wheel_clear(struct wheel *w)
 
 /* ---- SQL text ------------------------------------------------------------------------- */
 
-struct sbuf {
-	char *p;
-	size_t len, cap;
-};
-
-static void sb_printf(struct sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void
-sb_printf(struct sbuf *s, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	for (;;) {
-		size_t room = s->cap - s->len;
-
-		va_start(ap, fmt);
-		n = vsnprintf(s->p ? s->p + s->len : NULL, room, fmt, ap);
-		va_end(ap);
-		if (n < 0)
-			fatal("vsnprintf");
-		if ((size_t)n < room) {
-			s->len += (size_t)n;
-			return;
-		}
-		size_t cap = s->cap ? s->cap * 2 : 4096;
-		while (cap - s->len <= (size_t)n)
-			cap *= 2;
-		char *p = realloc(s->p, cap);
-		if (!p)
-			fatal("out of memory");
-		s->p = p;
-		s->cap = cap;
-	}
-}
-
 static const char *const items[] = {
         "Signed Memorabilia", "City Bar Crawl", "Best Pizza in Town", "Gift Basket", "Custom Art",
 };
@@ -259,19 +161,6 @@ static const char *const organizations[] = {
 };
 #define N_ORGS (sizeof(organizations) / sizeof(organizations[0]))
 
-static const char *const first_names[] = {
-        "Ada",   "Bruno", "Chloe", "Dario", "Elena", "Farid", "Greta", "Hugo",  "Ines",
-        "Jonas", "Kira",  "Luca",  "Maya",  "Nils",  "Olga",  "Pablo", "Quinn", "Rosa",
-        "Sami",  "Tara",  "Umar",  "Vera",  "Wim",   "Xenia", "Yusuf",
-};
-static const char *const last_names[] = {
-        "Abbott", "Brandt",  "Costa",    "Dubois", "Eriksen", "Fischer", "Garcia",
-        "Horvat", "Ivanova", "Jensen",   "Kovacs", "Larsen",  "Moreau",  "Novak",
-        "Okafor", "Petrov",  "Quintero", "Rossi",  "Silva",   "Tanaka",
-};
-#define N_FIRST (sizeof(first_names) / sizeof(first_names[0]))
-#define N_LAST (sizeof(last_names) / sizeof(last_names[0]))
-
 /* ---- the connection -------------------------------------------------------------------- */
 
 struct gen {
@@ -282,46 +171,23 @@ struct gen {
 	uint64_t tick;      /* the next tick to send */
 	double auction_acc; /* fractional auctions carried between ticks */
 	double mean_bids;
-	int in_flight; /* pipeline syncs sent whose results are not all read */
+	struct gen_pipe pipe;
 	/* counters */
-	uint64_t auctions, bids, late_bids, closed, ticks_done, errors;
+	uint64_t auctions, bids, late_bids, closed;
 	double max_lag_ms;
 };
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Run one statement outside the pipeline; expect status want. */
-static PGresult *
-exec_expect(PGconn *c, const char *sql, ExecStatusType want)
-{
-	PGresult *r = PQexec(c, sql);
-
-	if (PQresultStatus(r) != want) {
-		log_error("%s: %s", sql, PQerrorMessage(c));
-		PQclear(r);
-		return NULL;
-	}
-	return r;
-}
 
 static bool
 setup_once(struct gen *g)
 {
-	struct sbuf s = {0};
+	struct gen_sql s = {0};
 	PGresult *r;
 	bool ok = false;
 
-	r = exec_expect(g->conn,
-	                "SELECT to_regclass('auctions') IS NOT NULL AND "
-	                "to_regprocedure('close_ended_auctions(int)') IS NOT NULL",
-	                PGRES_TUPLES_OK);
+	r = gen_exec(g->conn,
+	             "SELECT to_regclass('auctions') IS NOT NULL AND "
+	             "to_regprocedure('close_ended_auctions(int)') IS NOT NULL",
+	             PGRES_TUPLES_OK);
 	if (!r)
 		return false;
 	if (PQntuples(r) != 1 || strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
@@ -332,27 +198,31 @@ setup_once(struct gen *g)
 	}
 	PQclear(r);
 
-	sb_printf(&s, "INSERT INTO organizations (id, name) VALUES ");
+	gen_sql_printf(&s, "INSERT INTO organizations (id, name) VALUES ");
 	for (size_t i = 0; i < N_ORGS; i++)
-		sb_printf(&s, "%s(%zu, '%s')", i ? "," : "", i + 1, organizations[i]);
-	sb_printf(&s, " ON CONFLICT DO NOTHING;\nINSERT INTO users (id, org_id, name) VALUES ");
-	for (int i = 0; i < g->o.users; i++)
-		sb_printf(&s, "%s(%d, %zu, '%s %s')", i ? "," : "", i + 1, (size_t)i % N_ORGS + 1,
-		          first_names[(size_t)i % N_FIRST],
-		          last_names[((size_t)i / N_FIRST) % N_LAST]);
-	sb_printf(&s,
-	          " ON CONFLICT DO NOTHING;\nINSERT INTO accounts (id, org_id, balance) VALUES ");
+		gen_sql_printf(&s, "%s(%zu, '%s')", i ? "," : "", i + 1, organizations[i]);
+	gen_sql_printf(&s,
+	               " ON CONFLICT DO NOTHING;\nINSERT INTO users (id, org_id, name) VALUES ");
+	for (int i = 0; i < g->o.users; i++) {
+		const char *f, *l;
+
+		gen_user_name((size_t)i, &f, &l);
+		gen_sql_printf(&s, "%s(%d, %zu, '%s %s')", i ? "," : "", i + 1,
+		               (size_t)i % N_ORGS + 1, f, l);
+	}
+	gen_sql_printf(
+	        &s, " ON CONFLICT DO NOTHING;\nINSERT INTO accounts (id, org_id, balance) VALUES ");
 	for (size_t i = 0; i < N_ORGS; i++)
-		sb_printf(&s, "%s(%zu, %zu, 10000)", i ? "," : "", i + 1, i + 1);
-	sb_printf(&s, " ON CONFLICT DO NOTHING");
-	r = exec_expect(g->conn, s.p, PGRES_COMMAND_OK);
+		gen_sql_printf(&s, "%s(%zu, %zu, 10000)", i ? "," : "", i + 1, i + 1);
+	gen_sql_printf(&s, " ON CONFLICT DO NOTHING");
+	r = gen_exec(g->conn, s.p, PGRES_COMMAND_OK);
 	if (!r)
 		goto done;
 	PQclear(r);
 
 	/* Carry on after what an earlier run wrote.  Bid ids are
 	 * auction id * 10 + i, like Materialize's. */
-	r = exec_expect(g->conn, "SELECT coalesce(max(id), 0) + 1 FROM auctions", PGRES_TUPLES_OK);
+	r = gen_exec(g->conn, "SELECT coalesce(max(id), 0) + 1 FROM auctions", PGRES_TUPLES_OK);
 	if (!r)
 		goto done;
 	g->next_auction = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -366,34 +236,22 @@ done:
 static bool
 connect_db(struct gen *g)
 {
-	const char *keys[] = {"dbname", "application_name", NULL};
-	const char *vals[] = {g->o.dsn, "tailgate-loadgen", NULL};
-
-	g->conn = PQconnectdbParams(keys, vals, 1);
-	if (PQstatus(g->conn) != CONNECTION_OK) {
-		log_error("connect: %s", PQerrorMessage(g->conn));
+	g->conn = gen_connect(g->o.dsn, "tailgate-loadgen");
+	if (g->conn == NULL)
+		return false;
+	if (!setup_once(g) || !gen_pipeline_mode(g->conn)) {
 		PQfinish(g->conn);
 		g->conn = NULL;
 		return false;
 	}
-	if (!setup_once(g)) {
-		PQfinish(g->conn);
-		g->conn = NULL;
-		return false;
-	}
-	if (PQenterPipelineMode(g->conn) != 1 || PQsetnonblocking(g->conn, 1) != 0) {
-		log_error("pipeline mode: %s", PQerrorMessage(g->conn));
-		PQfinish(g->conn);
-		g->conn = NULL;
-		return false;
-	}
-	g->in_flight = 0;
+	g->pipe.in_flight = 0;
 	return true;
 }
 
 /* Make the auctions due in this tick and schedule their bids. */
 static void
-make_auctions(struct gen *g, struct sbuf *auctions_sql, uint64_t tick, double tick_s, bool stopping)
+make_auctions(struct gen *g, struct gen_sql *auctions_sql, uint64_t tick, double tick_s,
+              bool stopping)
 {
 	size_t n = 0;
 
@@ -405,15 +263,16 @@ make_auctions(struct gen *g, struct sbuf *auctions_sql, uint64_t tick, double ti
 		int nbids;
 
 		g->auction_acc -= 1.0;
-		sb_printf(auctions_sql, "%s(%" PRId64 ",%" PRId64 ",'%s',now()+interval '%d s')",
-		          n++ ? "," : "INSERT INTO auctions (id, seller, item, end_time) VALUES ",
-		          id, rng_range(1, g->o.users), items[rng_range(0, N_ITEMS - 1)],
-		          AUCTION_SECONDS);
+		gen_sql_printf(
+		        auctions_sql, "%s(%" PRId64 ",%" PRId64 ",'%s',now()+interval '%d s')",
+		        n++ ? "," : "INSERT INTO auctions (id, seller, item, end_time) VALUES ", id,
+		        gen_rng_range(1, g->o.users), items[gen_rng_range(0, N_ITEMS - 1)],
+		        AUCTION_SECONDS);
 		if (g->mean_bids == MEAN_BIDS) {
-			nbids = (int)rng_range(2, 9);
+			nbids = (int)gen_rng_range(2, 9);
 		} else {
 			nbids = (int)g->mean_bids;
-			if (rng_unit() < g->mean_bids - nbids)
+			if (gen_rng_unit() < g->mean_bids - nbids)
 				nbids++;
 			if (nbids > 9)
 				nbids = 9; /* ids are auction * 10 + i */
@@ -422,15 +281,15 @@ make_auctions(struct gen *g, struct sbuf *auctions_sql, uint64_t tick, double ti
 			struct bid b = {
 			        .id = id * 10 + i,
 			        .auction_id = id,
-			        .buyer = rng_range(1, g->o.users),
-			        .amount = (int)rng_range(1, 99),
+			        .buyer = gen_rng_range(1, g->o.users),
+			        .amount = (int)gen_rng_range(1, 99),
 			};
 			int64_t at_ms;
 
-			if (g->o.late_pct > 0 && rng_unit() * 100.0 < g->o.late_pct)
-				at_ms = rng_range(LATE_MIN_MS, LATE_MAX_MS - 1);
+			if (g->o.late_pct > 0 && gen_rng_unit() * 100.0 < g->o.late_pct)
+				at_ms = gen_rng_range(LATE_MIN_MS, LATE_MAX_MS - 1);
 			else
-				at_ms = rng_range(0, BID_WINDOW_MS - 1);
+				at_ms = gen_rng_range(0, BID_WINDOW_MS - 1);
 			/* From the next tick on: bids arrive in real time. */
 			uint64_t due = tick + 1 + (uint64_t)at_ms / (uint64_t)g->o.tick_ms;
 			wheel_add(&g->wheel, due, &b);
@@ -440,132 +299,53 @@ make_auctions(struct gen *g, struct sbuf *auctions_sql, uint64_t tick, double ti
 }
 
 static void
-take_bids(struct gen *g, struct sbuf *bids_sql, uint64_t tick, size_t *nbids)
+take_bids(struct gen *g, struct gen_sql *bids_sql, uint64_t tick, size_t *nbids)
 {
 	struct bucket *b = &g->wheel.b[tick % g->wheel.nbuckets];
 
 	for (size_t i = 0; i < b->n; i++) {
 		const struct bid *x = &b->bids[i];
 
-		sb_printf(bids_sql, "%s(%" PRId64 ",%" PRId64 ",%" PRId64 ",%d)",
-		          i ? "," : "INSERT INTO bids (id, buyer, auction_id, amount) VALUES ",
-		          x->id, x->buyer, x->auction_id, x->amount);
+		gen_sql_printf(bids_sql, "%s(%" PRId64 ",%" PRId64 ",%" PRId64 ",%d)",
+		               i ? "," : "INSERT INTO bids (id, buyer, auction_id, amount) VALUES ",
+		               x->id, x->buyer, x->auction_id, x->amount);
 	}
 	*nbids = b->n;
 	g->wheel.pending -= b->n;
 	b->n = 0;
 }
 
-/* Queue one query in the pipeline. */
-static bool
-send_query(struct gen *g, const char *sql)
-{
-	if (!PQsendQueryParams(g->conn, sql, 0, NULL, NULL, NULL, NULL, 0)) {
-		log_error("send: %s", PQerrorMessage(g->conn));
-		return false;
-	}
-	return true;
-}
-
 /* Read every result that has arrived; with wait set, block until at least
  * one tick completed.  A tick is two pipeline syncs. */
-static bool
-read_results(struct gen *g, bool wait)
+/* close_ended_auctions()'s count. */
+static void
+count_closed(PGresult *r, void *arg)
 {
-	bool progressed = false;
+	struct gen *g = arg;
 
-	for (;;) {
-		if (g->in_flight == 0)
-			return true;
-		if (PQflush(g->conn) < 0) {
-			log_error("flush: %s", PQerrorMessage(g->conn));
-			return false;
-		}
-		if (!PQconsumeInput(g->conn)) {
-			log_error("read: %s", PQerrorMessage(g->conn));
-			return false;
-		}
-		while (!PQisBusy(g->conn)) {
-			PGresult *r = PQgetResult(g->conn);
-
-			if (!r) {
-				if (g->in_flight == 0)
-					return true;
-				continue; /* end of one query's results */
-			}
-			switch (PQresultStatus(r)) {
-			case PGRES_PIPELINE_SYNC:
-				g->in_flight--;
-				if (g->in_flight % 2 == 0) {
-					g->ticks_done++;
-					progressed = true;
-				}
-				break;
-			case PGRES_TUPLES_OK:
-				if (PQntuples(r) == 1 && PQnfields(r) == 1)
-					g->closed += strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-				break;
-			case PGRES_COMMAND_OK:
-				break;
-			case PGRES_PIPELINE_ABORTED:
-				break;
-			default:
-				g->errors++;
-				log_warning("tick failed: %s", PQresultErrorMessage(r));
-				if (PQstatus(g->conn) != CONNECTION_OK) {
-					PQclear(r);
-					return false;
-				}
-				break;
-			}
-			PQclear(r);
-			if (g->in_flight == 0)
-				return true;
-		}
-		if (PQstatus(g->conn) != CONNECTION_OK) {
-			log_error("connection lost: %s", PQerrorMessage(g->conn));
-			return false;
-		}
-		if (!wait || progressed)
-			return true;
-		/* Sleep until the server sends something. */
-		fd_set rfds, wfds;
-		int fd = PQsocket(g->conn);
-
-		FD_ZERO(&rfds);
-		FD_ZERO(&wfds);
-		FD_SET(fd, &rfds);
-		if (PQflush(g->conn) == 1)
-			FD_SET(fd, &wfds);
-		struct timeval tv = {1, 0};
-		if (select(fd + 1, &rfds, &wfds, NULL, &tv) < 0 && errno != EINTR) {
-			log_error("select: %s", strerror(errno));
-			return false;
-		}
-		if (stop_requested > 1)
-			return false;
-	}
+	if (PQntuples(r) == 1 && PQnfields(r) == 1)
+		g->closed += strtoull(PQgetvalue(r, 0, 0), NULL, 10);
 }
 
 /* Send one tick: its auctions and bids in one transaction, then a close. */
 static bool
 send_tick(struct gen *g, uint64_t tick, bool stopping)
 {
-	struct sbuf a = {0}, b = {0};
+	struct gen_sql a = {0}, b = {0};
 	size_t nbids = 0;
 	bool ok = false;
 
 	make_auctions(g, &a, tick, g->o.tick_ms / 1000.0, stopping);
 	take_bids(g, &b, tick, &nbids);
-	if (a.len && !send_query(g, a.p))
+	if (a.len && !gen_send(g->conn, a.p))
 		goto done;
-	if (b.len && !send_query(g, b.p))
+	if (b.len && !gen_send(g->conn, b.p))
 		goto done;
 	if (PQpipelineSync(g->conn) != 1)
 		goto done;
-	if (!send_query(g, "SELECT close_ended_auctions()") || PQpipelineSync(g->conn) != 1)
+	if (!gen_send(g->conn, "SELECT close_ended_auctions()") || PQpipelineSync(g->conn) != 1)
 		goto done;
-	g->in_flight += 2;
+	g->pipe.in_flight += 2;
 	g->bids += nbids;
 	ok = true;
 done:
@@ -587,20 +367,9 @@ report(struct gen *g, double elapsed, double lag_ms)
 	        "tailgate-loadgen: %.0fs auctions=%" PRIu64 " bids=%" PRIu64
 	        " (%.0f/s) closed=%" PRIu64 " lag=%.0fms max_lag=%.0fms errors=%" PRIu64 "\n",
 	        elapsed, g->auctions, g->bids, dt > 0 ? (double)(g->bids - last_bids) / dt : 0.0,
-	        g->closed, lag_ms, g->max_lag_ms, g->errors);
+	        g->closed, lag_ms, g->max_lag_ms, g->pipe.errors);
 	last_t = elapsed;
 	last_bids = g->bids;
-}
-
-static void
-sleep_until(double t)
-{
-	double d = t - now_s();
-
-	if (d <= 0)
-		return;
-	struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
-	nanosleep(&ts, NULL);
 }
 
 /* Close what is left: keep calling close_ended_auctions() until no auction
@@ -608,17 +377,17 @@ sleep_until(double t)
 static bool
 drain_closes(struct gen *g)
 {
-	double deadline = now_s() + AUCTION_SECONDS + 5;
+	double deadline = gen_now_s() + AUCTION_SECONDS + 5;
 
 	if (PQexitPipelineMode(g->conn) != 1 || PQsetnonblocking(g->conn, 0) != 0) {
 		log_error("leaving pipeline mode: %s", PQerrorMessage(g->conn));
 		return false;
 	}
-	while (now_s() < deadline) {
-		PGresult *r = exec_expect(g->conn,
-		                          "SELECT close_ended_auctions(), "
-		                          "(SELECT count(*) FROM open_auctions)",
-		                          PGRES_TUPLES_OK);
+	while (gen_now_s() < deadline) {
+		PGresult *r = gen_exec(g->conn,
+		                       "SELECT close_ended_auctions(), "
+		                       "(SELECT count(*) FROM open_auctions)",
+		                       PGRES_TUPLES_OK);
 		if (!r)
 			return false;
 		g->closed += strtoull(PQgetvalue(r, 0, 0), NULL, 10);
@@ -626,8 +395,8 @@ drain_closes(struct gen *g)
 		PQclear(r);
 		if (empty)
 			return true;
-		sleep_until(now_s() + 0.2);
-		if (stop_requested > 1)
+		gen_sleep_until(gen_now_s() + 0.2);
+		if (gen_stop > 1)
 			return false;
 	}
 	log_warning("drain: auctions still open after %d s", AUCTION_SECONDS + 5);
@@ -637,7 +406,7 @@ drain_closes(struct gen *g)
 static int
 run(struct gen *g)
 {
-	double t0 = now_s(), tick_s = g->o.tick_ms / 1000.0, next_report;
+	double t0 = gen_now_s(), tick_s = g->o.tick_ms / 1000.0, next_report;
 	double backoff = 0.25;
 	uint64_t last_tick = UINT64_MAX;  /* with --duration: the last tick that makes auctions */
 	uint64_t final_tick = UINT64_MAX; /* with --drain: the last tick that places bids */
@@ -648,13 +417,13 @@ run(struct gen *g)
 	while (!g->conn) {
 		if (connect_db(g))
 			break;
-		if (stop_requested)
+		if (gen_stop)
 			return 1;
-		sleep_until(now_s() + backoff);
+		gen_sleep_until(gen_now_s() + backoff);
 		backoff = backoff * 2 > 5 ? 5 : backoff * 2;
 	}
 	for (;;) {
-		bool stopping = stop_requested || g->tick > last_tick;
+		bool stopping = gen_stop || g->tick > last_tick;
 
 		if (stopping && !g->o.drain)
 			break;
@@ -664,33 +433,33 @@ run(struct gen *g)
 			break;
 
 		double due = t0 + (double)g->tick * tick_s;
-		double lag_ms = (now_s() - due) * 1000.0;
+		double lag_ms = (gen_now_s() - due) * 1000.0;
 
 		if (lag_ms < 0) {
 			/* Early: read what has come back, then sleep till the tick. */
-			if (!read_results(g, false))
+			if (!gen_read_results(g->conn, &g->pipe, false))
 				goto reconnect;
-			sleep_until(due);
+			gen_sleep_until(due);
 			lag_ms = 0;
 		}
 		if (lag_ms > g->max_lag_ms)
 			g->max_lag_ms = lag_ms;
-		while (g->in_flight >= 2 * g->o.pipeline)
-			if (!read_results(g, true))
+		while (g->pipe.in_flight >= 2 * g->o.pipeline)
+			if (!gen_read_results(g->conn, &g->pipe, true))
 				goto reconnect;
 		if (!send_tick(g, g->tick, stopping))
 			goto reconnect;
 		g->tick++;
-		if (!read_results(g, false))
+		if (!gen_read_results(g->conn, &g->pipe, false))
 			goto reconnect;
-		double elapsed = now_s() - t0;
+		double elapsed = gen_now_s() - t0;
 		if (g->o.report_s && elapsed >= next_report) {
 			report(g, elapsed, lag_ms);
 			next_report += g->o.report_s;
 		}
 		continue;
 	reconnect:
-		if (stop_requested > 1)
+		if (gen_stop > 1)
 			break;
 		/* Ticks in flight are lost or committed, we cannot tell which:
 		 * start over after what the database holds. */
@@ -698,27 +467,27 @@ run(struct gen *g)
 		PQfinish(g->conn);
 		g->conn = NULL;
 		wheel_clear(&g->wheel);
-		g->errors++;
+		g->pipe.errors++;
 		backoff = 0.25;
 		while (!connect_db(g)) {
-			if (stop_requested)
+			if (gen_stop)
 				goto out;
-			sleep_until(now_s() + backoff);
+			gen_sleep_until(gen_now_s() + backoff);
 			backoff = backoff * 2 > 5 ? 5 : backoff * 2;
 		}
 		/* Resume at the wall clock: do not replay the ticks missed. */
-		g->tick = (uint64_t)((now_s() - t0) / tick_s) + 1;
+		g->tick = (uint64_t)((gen_now_s() - t0) / tick_s) + 1;
 	}
-	while (g->conn && g->in_flight > 0)
-		if (!read_results(g, true))
+	while (g->conn && g->pipe.in_flight > 0)
+		if (!gen_read_results(g->conn, &g->pipe, true))
 			break;
 	if (g->o.drain && g->conn && !drain_closes(g))
-		g->errors++;
+		g->pipe.errors++;
 out:
-	report(g, now_s() - t0, 0);
+	report(g, gen_now_s() - t0, 0);
 	if (g->conn)
 		PQfinish(g->conn);
-	return g->errors && g->o.drain ? 1 : 0;
+	return g->pipe.errors && g->o.drain ? 1 : 0;
 }
 
 int
@@ -760,47 +529,47 @@ main(int argc, char **argv)
 			g.o.dsn = optarg;
 			break;
 		case 'r':
-			if (!parse_double(optarg, 0, 1e7, &g.o.rate))
+			if (!gen_parse_double(optarg, 0, 1e7, &g.o.rate))
 				goto bad;
 			break;
 		case 'a':
-			if (!parse_double(optarg, 0.001, 1e6, &g.o.auctions_per_s))
+			if (!gen_parse_double(optarg, 0.001, 1e6, &g.o.auctions_per_s))
 				goto bad;
 			break;
 		case 't':
-			if (!parse_double(optarg, 0, 1e9, &g.o.duration))
+			if (!gen_parse_double(optarg, 0, 1e9, &g.o.duration))
 				goto bad;
 			break;
 		case 'D':
 			g.o.drain = true;
 			break;
 		case 'T':
-			if (!parse_int(optarg, 1, 10000, &l))
+			if (!gen_parse_int(optarg, 1, 10000, &l))
 				goto bad;
 			g.o.tick_ms = (int)l;
 			break;
 		case 'P':
-			if (!parse_int(optarg, 1, 1000, &l))
+			if (!gen_parse_int(optarg, 1, 1000, &l))
 				goto bad;
 			g.o.pipeline = (int)l;
 			break;
 		case 'L':
-			if (!parse_double(optarg, 0, 100, &g.o.late_pct))
+			if (!gen_parse_double(optarg, 0, 100, &g.o.late_pct))
 				goto bad;
 			break;
 		case 'U':
-			if (!parse_int(optarg, 1, 10000000, &l))
+			if (!gen_parse_int(optarg, 1, 10000000, &l))
 				goto bad;
 			g.o.users = (int)l;
 			break;
 		case 'S':
-			if (!parse_int(optarg, 0, LONG_MAX, &l))
+			if (!gen_parse_int(optarg, 0, LONG_MAX, &l))
 				goto bad;
 			g.o.seed = (uint64_t)l;
 			seeded = true;
 			break;
 		case 'R':
-			if (!parse_int(optarg, 0, 86400, &l))
+			if (!gen_parse_int(optarg, 0, 86400, &l))
 				goto bad;
 			g.o.report_s = (int)l;
 			break;
@@ -843,17 +612,14 @@ main(int argc, char **argv)
 		g.o.auctions_per_s = 0;
 	if (!seeded)
 		g.o.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-	rng_state = g.o.seed ? g.o.seed : 0x9E3779B97F4A7C15ULL;
+	gen_rng_seed(g.o.seed);
+	g.pipe = (struct gen_pipe){.syncs_per_tick = 2, .on_tuples = count_closed, .arg = &g};
 	g.wheel.nbuckets = (size_t)(WHEEL_MS / g.o.tick_ms) + 4;
 	g.wheel.b = calloc(g.wheel.nbuckets, sizeof(*g.wheel.b));
 	if (!g.wheel.b)
 		fatal("out of memory");
 
-	struct sigaction sa = {.sa_handler = on_signal};
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	gen_catch_signals();
 
 	log_info("%.1f bids/s, %.2f auctions/s, tick %d ms, seed %" PRIu64, g.o.rate,
 	         g.o.auctions_per_s, g.o.tick_ms, g.o.seed);

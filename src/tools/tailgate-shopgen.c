@@ -21,6 +21,7 @@
  * before derived rows).  At most --pipeline ticks are in flight; when the
  * server falls behind, ticks are caught up, never skipped.
  */
+#include "gen.h"
 #include "log.h"
 
 #include <errno.h>
@@ -42,15 +43,6 @@
 
 #define SHOPGEN_VERSION "0.1.0"
 #define SYNCS_PER_TICK 2
-
-static volatile sig_atomic_t stop_requested;
-
-static void
-on_signal(int sig)
-{
-	(void)sig;
-	stop_requested = stop_requested ? 2 : 1;
-}
 
 /* ---- options -------------------------------------------------------------------- */
 
@@ -97,65 +89,14 @@ usage(FILE *f)
 	        "  -V, --version             print the version\n");
 }
 
-static bool
-parse_double(const char *s, double min, double max, double *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || *end || !(v >= min && v <= max))
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool
-parse_int(const char *s, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
 /* ---- random numbers (xorshift64*) ------------------------------------------------- */
-
-static uint64_t rng_state;
-
-static uint64_t
-rng_next(void)
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545F4914F6CDD1DULL;
-}
-
-static int64_t
-rng_range(int64_t lo, int64_t hi)
-{
-	return lo + (int64_t)(rng_next() % (uint64_t)(hi - lo + 1));
-}
-
-static double
-rng_unit(void)
-{
-	return (double)(rng_next() >> 11) / 9007199254740992.0;
-}
 
 /* A weighted choice: index i with probability w[i] / total, by binary
  * search over the cumulative weights cum[0..n-1] (cum[n-1] == total). */
 static int
 pick(const double *cum, int n)
 {
-	double x = rng_unit() * cum[n - 1];
+	double x = gen_rng_unit() * cum[n - 1];
 	int lo = 0, hi = n - 1;
 
 	while (lo < hi) {
@@ -170,42 +111,6 @@ pick(const double *cum, int n)
 }
 
 /* ---- SQL text ------------------------------------------------------------------------- */
-
-struct sbuf {
-	char *p;
-	size_t len, cap;
-};
-
-static void sb_printf(struct sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void
-sb_printf(struct sbuf *s, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	for (;;) {
-		size_t room = s->cap - s->len;
-
-		va_start(ap, fmt);
-		n = vsnprintf(s->p ? s->p + s->len : NULL, room, fmt, ap);
-		va_end(ap);
-		if (n < 0)
-			fatal("vsnprintf");
-		if ((size_t)n < room) {
-			s->len += (size_t)n;
-			return;
-		}
-		size_t cap = s->cap ? s->cap * 2 : 4096;
-		while (cap - s->len <= (size_t)n)
-			cap *= 2;
-		char *p = realloc(s->p, cap);
-		if (!p)
-			fatal("out of memory");
-		s->p = p;
-		s->cap = cap;
-	}
-}
 
 /* Item names: an adjective and a product of a category. */
 static const char *const adjectives[] = {
@@ -226,19 +131,6 @@ static const struct {
 };
 #define N_CAT (sizeof(catalog) / sizeof(catalog[0]))
 
-static const char *const first_names[] = {
-        "Ada",   "Bruno", "Chloe", "Dario", "Elena", "Farid", "Greta", "Hugo",  "Ines",
-        "Jonas", "Kira",  "Luca",  "Maya",  "Nils",  "Olga",  "Pablo", "Quinn", "Rosa",
-        "Sami",  "Tara",  "Umar",  "Vera",  "Wim",   "Xenia", "Yusuf",
-};
-static const char *const last_names[] = {
-        "Abbott", "Brandt",  "Costa",    "Dubois", "Eriksen", "Fischer", "Garcia",
-        "Horvat", "Ivanova", "Jensen",   "Kovacs", "Larsen",  "Moreau",  "Novak",
-        "Okafor", "Petrov",  "Quintero", "Rossi",  "Silva",   "Tanaka",
-};
-#define N_FIRST (sizeof(first_names) / sizeof(first_names[0]))
-#define N_LAST (sizeof(last_names) / sizeof(last_names[0]))
-
 static const char *const channels[] = {"direct", "search", "social", "email", "ads"};
 static const double channel_cum[] = {0.30, 0.65, 0.82, 0.92, 1.00};
 #define N_CHANNELS (sizeof(channels) / sizeof(channels[0]))
@@ -257,64 +149,43 @@ struct gen {
 	double *buy_cum;  /* cumulative popularity x conversion per item */
 	uint64_t tick;
 	double purchase_acc, pageview_acc;
-	int in_flight; /* pipeline syncs sent whose results are not all read */
+	struct gen_pipe pipe;
 	/* counters */
-	uint64_t orders, purchases, pageviews, expired, ticks_done, errors;
+	uint64_t orders, purchases, pageviews, expired;
 	double max_lag_ms;
 };
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static PGresult *
-exec_expect(PGconn *c, const char *sql, ExecStatusType want)
-{
-	PGresult *r = PQexec(c, sql);
-
-	if (PQresultStatus(r) != want) {
-		log_error("%.120s: %s", sql, PQerrorMessage(c));
-		PQclear(r);
-		return NULL;
-	}
-	return r;
-}
 
 /* Items 1..n and users 1..n when missing (an earlier run's stay as they
  * are, inventory included). */
 static bool
 create_catalog(struct gen *g)
 {
-	struct sbuf s = {0};
+	struct gen_sql s = {0};
 	PGresult *r;
 
-	sb_printf(&s, "INSERT INTO items (id, name, category, price, inventory) VALUES ");
+	gen_sql_printf(&s, "INSERT INTO items (id, name, category, price, inventory) VALUES ");
 	for (int i = 0; i < g->o.items; i++) {
 		size_t c = (size_t)i % N_CAT;
 		size_t p = ((size_t)i / N_CAT) % 5;
 		size_t a = ((size_t)i / (N_CAT * 5)) % N_ADJ;
-		int64_t cents = rng_range(catalog[c].price_lo * 100, catalog[c].price_hi * 100);
+		int64_t cents = gen_rng_range(catalog[c].price_lo * 100, catalog[c].price_hi * 100);
 
-		sb_printf(&s, "%s(%d,'%s %s','%s',%" PRId64 ".%02d,%" PRId64 ")", i ? "," : "",
-		          i + 1, adjectives[a], catalog[c].products[p], catalog[c].category,
-		          cents / 100, (int)(cents % 100),
-		          rng_range(g->o.inventory / 2, g->o.inventory));
+		gen_sql_printf(&s, "%s(%d,'%s %s','%s',%" PRId64 ".%02d,%" PRId64 ")", i ? "," : "",
+		               i + 1, adjectives[a], catalog[c].products[p], catalog[c].category,
+		               cents / 100, (int)(cents % 100),
+		               gen_rng_range(g->o.inventory / 2, g->o.inventory));
 	}
-	sb_printf(&s, " ON CONFLICT DO NOTHING;\nINSERT INTO users (id, name, email) VALUES ");
+	gen_sql_printf(&s, " ON CONFLICT DO NOTHING;\nINSERT INTO users (id, name, email) VALUES ");
 	for (int i = 0; i < g->o.users; i++) {
-		const char *f = first_names[(size_t)i % N_FIRST];
-		const char *l = last_names[((size_t)i / N_FIRST) % N_LAST];
+		const char *f, *l;
 
-		sb_printf(&s, "%s(%d,'%s %s','%s.%s%d@example.com')", i ? "," : "", i + 1, f, l, f,
-		          l, i + 1);
+		gen_user_name((size_t)i, &f, &l);
+
+		gen_sql_printf(&s, "%s(%d,'%s %s','%s.%s%d@example.com')", i ? "," : "", i + 1, f,
+		               l, f, l, i + 1);
 	}
-	sb_printf(&s, " ON CONFLICT DO NOTHING");
-	r = exec_expect(g->conn, s.p, PGRES_COMMAND_OK);
+	gen_sql_printf(&s, " ON CONFLICT DO NOTHING");
+	r = gen_exec(g->conn, s.p, PGRES_COMMAND_OK);
 	free(s.p);
 	if (!r)
 		return false;
@@ -327,7 +198,7 @@ create_catalog(struct gen *g)
 static bool
 load_items(struct gen *g)
 {
-	PGresult *r = exec_expect(g->conn, "SELECT id FROM items ORDER BY id", PGRES_TUPLES_OK);
+	PGresult *r = gen_exec(g->conn, "SELECT id FROM items ORDER BY id", PGRES_TUPLES_OK);
 	int n;
 
 	if (!r)
@@ -351,9 +222,9 @@ load_items(struct gen *g)
 	 * shop. */
 	double vsum = 0, bsum = 0;
 	for (int i = 0; i < n; i++) {
-		int rank = (int)rng_range(1, n);
+		int rank = (int)gen_rng_range(1, n);
 		double view = 1.0 / pow(rank, 0.8);
-		double conv = 0.01 + 0.07 * rng_unit();
+		double conv = 0.01 + 0.07 * gen_rng_unit();
 
 		g->item_ids[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
 		vsum += view;
@@ -369,10 +240,10 @@ load_items(struct gen *g)
 static bool
 setup_once(struct gen *g)
 {
-	PGresult *r = exec_expect(g->conn,
-	                          "SELECT to_regclass('pageviews') IS NOT NULL AND "
-	                          "to_regprocedure('buy(int8[],int8[],int4[])') IS NOT NULL",
-	                          PGRES_TUPLES_OK);
+	PGresult *r = gen_exec(g->conn,
+	                       "SELECT to_regclass('pageviews') IS NOT NULL AND "
+	                       "to_regprocedure('buy(int8[],int8[],int4[])') IS NOT NULL",
+	                       PGRES_TUPLES_OK);
 
 	if (!r)
 		return false;
@@ -388,51 +259,41 @@ setup_once(struct gen *g)
 static bool
 connect_db(struct gen *g)
 {
-	const char *keys[] = {"dbname", "application_name", NULL};
-	const char *vals[] = {g->o.dsn, "tailgate-shopgen", NULL};
-
-	g->conn = PQconnectdbParams(keys, vals, 1);
-	if (PQstatus(g->conn) != CONNECTION_OK) {
-		log_error("connect: %s", PQerrorMessage(g->conn));
-		goto fail;
+	g->conn = gen_connect(g->o.dsn, "tailgate-shopgen");
+	if (g->conn == NULL)
+		return false;
+	if (!setup_once(g) || !gen_pipeline_mode(g->conn)) {
+		PQfinish(g->conn);
+		g->conn = NULL;
+		return false;
 	}
-	if (!setup_once(g))
-		goto fail;
-	if (PQenterPipelineMode(g->conn) != 1 || PQsetnonblocking(g->conn, 1) != 0) {
-		log_error("pipeline mode: %s", PQerrorMessage(g->conn));
-		goto fail;
-	}
-	g->in_flight = 0;
+	g->pipe.in_flight = 0;
 	return true;
-fail:
-	PQfinish(g->conn);
-	g->conn = NULL;
-	return false;
 }
 
 /* This tick's orders as one SELECT buy(users, items, quantities). */
 static size_t
-make_purchases(struct gen *g, struct sbuf *s, double tick_s)
+make_purchases(struct gen *g, struct gen_sql *s, double tick_s)
 {
-	struct sbuf u = {0}, it = {0}, q = {0};
+	struct gen_sql u = {0}, it = {0}, q = {0};
 	size_t n = 0;
 
 	g->purchase_acc += g->o.purchases * tick_s;
 	while (g->purchase_acc >= 1.0) {
 		g->purchase_acc -= 1.0;
-		sb_printf(&u, "%s%" PRId64, n ? "," : "", rng_range(1, g->o.users));
-		sb_printf(&it, "%s%" PRId64, n ? "," : "",
-		          g->item_ids[pick(g->buy_cum, g->nitems)]);
-		sb_printf(&q, "%s%" PRId64, n ? "," : "", rng_range(1, g->o.max_quantity));
+		gen_sql_printf(&u, "%s%" PRId64, n ? "," : "", gen_rng_range(1, g->o.users));
+		gen_sql_printf(&it, "%s%" PRId64, n ? "," : "",
+		               g->item_ids[pick(g->buy_cum, g->nitems)]);
+		gen_sql_printf(&q, "%s%" PRId64, n ? "," : "", gen_rng_range(1, g->o.max_quantity));
 		n++;
 	}
 	if (n)
-		sb_printf(s,
-		          "SELECT buy('{%s}'::int8[], '{%s}'::int8[], '{%s}'::int4[]), "
-		          "expire_orders_per_minute()",
-		          u.p, it.p, q.p);
+		gen_sql_printf(s,
+		               "SELECT buy('{%s}'::int8[], '{%s}'::int8[], '{%s}'::int4[]), "
+		               "expire_orders_per_minute()",
+		               u.p, it.p, q.p);
 	else
-		sb_printf(s, "SELECT 0::int8, expire_orders_per_minute()");
+		gen_sql_printf(s, "SELECT 0::int8, expire_orders_per_minute()");
 	free(u.p);
 	free(it.p);
 	free(q.p);
@@ -441,14 +302,14 @@ make_purchases(struct gen *g, struct sbuf *s, double tick_s)
 
 /* This tick's pageviews as one multi-row INSERT (empty when none). */
 static size_t
-make_pageviews(struct gen *g, struct sbuf *s, double tick_s)
+make_pageviews(struct gen *g, struct gen_sql *s, double tick_s)
 {
 	size_t n = 0;
 
 	g->pageview_acc += g->o.pageviews * tick_s;
 	while (g->pageview_acc >= 1.0) {
 		char url[64];
-		double x = rng_unit();
+		double x = gen_rng_unit();
 		int c = 0;
 
 		g->pageview_acc -= 1.0;
@@ -461,25 +322,15 @@ make_pageviews(struct gen *g, struct sbuf *s, double tick_s)
 			snprintf(url, sizeof(url), "/cart");
 		else
 			snprintf(url, sizeof(url), "/search?q=%s",
-			         searches[rng_range(0, N_SEARCHES - 1)]);
-		double y = rng_unit();
+			         searches[gen_rng_range(0, N_SEARCHES - 1)]);
+		double y = gen_rng_unit();
 		while (c < (int)N_CHANNELS - 1 && y >= channel_cum[c])
 			c++;
-		sb_printf(s, "%s(%" PRId64 ",'%s','%s')",
-		          n++ ? "," : "INSERT INTO pageviews (user_id, url, channel) VALUES ",
-		          rng_range(1, g->o.users), url, channels[c]);
+		gen_sql_printf(s, "%s(%" PRId64 ",'%s','%s')",
+		               n++ ? "," : "INSERT INTO pageviews (user_id, url, channel) VALUES ",
+		               gen_rng_range(1, g->o.users), url, channels[c]);
 	}
 	return n;
-}
-
-static bool
-send_query(struct gen *g, const char *sql)
-{
-	if (!PQsendQueryParams(g->conn, sql, 0, NULL, NULL, NULL, NULL, 0)) {
-		log_error("send: %s", PQerrorMessage(g->conn));
-		return false;
-	}
-	return true;
 }
 
 /* Send one tick: the purchases (and the expiry) in one transaction, the
@@ -487,19 +338,19 @@ send_query(struct gen *g, const char *sql)
 static bool
 send_tick(struct gen *g)
 {
-	struct sbuf p = {0}, v = {0};
+	struct gen_sql p = {0}, v = {0};
 	double tick_s = g->o.tick_ms / 1000.0;
 	bool ok = false;
 
 	g->orders += make_purchases(g, &p, tick_s);
 	g->pageviews += make_pageviews(g, &v, tick_s);
-	if (!send_query(g, p.p) || PQpipelineSync(g->conn) != 1)
+	if (!gen_send(g->conn, p.p) || PQpipelineSync(g->conn) != 1)
 		goto done;
-	if (v.len && !send_query(g, v.p))
+	if (v.len && !gen_send(g->conn, v.p))
 		goto done;
 	if (PQpipelineSync(g->conn) != 1)
 		goto done;
-	g->in_flight += SYNCS_PER_TICK;
+	g->pipe.in_flight += SYNCS_PER_TICK;
 	ok = true;
 done:
 	free(p.p);
@@ -509,78 +360,15 @@ done:
 
 /* Read every result that has arrived; with wait set, block until at least
  * one tick completed. */
-static bool
-read_results(struct gen *g, bool wait)
+/* buy()'s purchases, expire_orders_per_minute()'s minutes. */
+static void
+count_purchases(PGresult *r, void *arg)
 {
-	bool progressed = false;
+	struct gen *g = arg;
 
-	for (;;) {
-		if (g->in_flight == 0)
-			return true;
-		if (PQflush(g->conn) < 0 || !PQconsumeInput(g->conn)) {
-			log_error("connection: %s", PQerrorMessage(g->conn));
-			return false;
-		}
-		while (!PQisBusy(g->conn)) {
-			PGresult *r = PQgetResult(g->conn);
-
-			if (!r) {
-				if (g->in_flight == 0)
-					return true;
-				continue; /* end of one query's results */
-			}
-			switch (PQresultStatus(r)) {
-			case PGRES_PIPELINE_SYNC:
-				g->in_flight--;
-				if (g->in_flight % SYNCS_PER_TICK == 0) {
-					g->ticks_done++;
-					progressed = true;
-				}
-				break;
-			case PGRES_TUPLES_OK:
-				/* buy()'s purchases, expire_orders_per_minute()'s minutes */
-				if (PQntuples(r) == 1 && PQnfields(r) == 2) {
-					g->purchases += strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-					g->expired += strtoull(PQgetvalue(r, 0, 1), NULL, 10);
-				}
-				break;
-			case PGRES_COMMAND_OK:
-			case PGRES_PIPELINE_ABORTED:
-				break;
-			default:
-				g->errors++;
-				log_warning("tick failed: %s", PQresultErrorMessage(r));
-				if (PQstatus(g->conn) != CONNECTION_OK) {
-					PQclear(r);
-					return false;
-				}
-				break;
-			}
-			PQclear(r);
-			if (g->in_flight == 0)
-				return true;
-		}
-		if (PQstatus(g->conn) != CONNECTION_OK) {
-			log_error("connection lost: %s", PQerrorMessage(g->conn));
-			return false;
-		}
-		if (!wait || progressed)
-			return true;
-		fd_set rfds, wfds;
-		int fd = PQsocket(g->conn);
-
-		FD_ZERO(&rfds);
-		FD_ZERO(&wfds);
-		FD_SET(fd, &rfds);
-		if (PQflush(g->conn) == 1)
-			FD_SET(fd, &wfds);
-		struct timeval tv = {1, 0};
-		if (select(fd + 1, &rfds, &wfds, NULL, &tv) < 0 && errno != EINTR) {
-			log_error("select: %s", strerror(errno));
-			return false;
-		}
-		if (stop_requested > 1)
-			return false;
+	if (PQntuples(r) == 1 && PQnfields(r) == 2) {
+		g->purchases += strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+		g->expired += strtoull(PQgetvalue(r, 0, 1), NULL, 10);
 	}
 }
 
@@ -598,86 +386,75 @@ report(struct gen *g, double elapsed, double lag_ms)
 	        " pageviews=%" PRIu64 " (%.0f/s) lag=%.0fms max_lag=%.0fms errors=%" PRIu64 "\n",
 	        elapsed, g->purchases, dt > 0 ? (double)(g->purchases - last_p) / dt : 0.0,
 	        g->orders, g->pageviews, dt > 0 ? (double)(g->pageviews - last_v) / dt : 0.0,
-	        lag_ms, g->max_lag_ms, g->errors);
+	        lag_ms, g->max_lag_ms, g->pipe.errors);
 	last_t = elapsed;
 	last_p = g->purchases;
 	last_v = g->pageviews;
 }
 
-static void
-sleep_until(double t)
-{
-	double d = t - now_s();
-
-	if (d <= 0)
-		return;
-	struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
-	nanosleep(&ts, NULL);
-}
-
 static int
 run(struct gen *g)
 {
-	double t0 = now_s(), tick_s = g->o.tick_ms / 1000.0, next_report = g->o.report_s;
+	double t0 = gen_now_s(), tick_s = g->o.tick_ms / 1000.0, next_report = g->o.report_s;
 	double backoff = 0.25;
 	uint64_t last_tick = UINT64_MAX;
 
 	if (g->o.duration > 0)
 		last_tick = (uint64_t)(g->o.duration / tick_s);
 	while (!connect_db(g)) {
-		if (stop_requested)
+		if (gen_stop)
 			return 1;
-		sleep_until(now_s() + backoff);
+		gen_sleep_until(gen_now_s() + backoff);
 		backoff = backoff * 2 > 5 ? 5 : backoff * 2;
 	}
-	while (!stop_requested && g->tick < last_tick) {
+	while (!gen_stop && g->tick < last_tick) {
 		double due = t0 + (double)g->tick * tick_s;
-		double lag_ms = (now_s() - due) * 1000.0;
+		double lag_ms = (gen_now_s() - due) * 1000.0;
 
 		if (lag_ms < 0) {
-			if (!read_results(g, false))
+			if (!gen_read_results(g->conn, &g->pipe, false))
 				goto reconnect;
-			sleep_until(due);
+			gen_sleep_until(due);
 			lag_ms = 0;
 		}
 		if (lag_ms > g->max_lag_ms)
 			g->max_lag_ms = lag_ms;
-		while (g->in_flight >= SYNCS_PER_TICK * g->o.pipeline)
-			if (!read_results(g, true))
+		while (g->pipe.in_flight >= SYNCS_PER_TICK * g->o.pipeline)
+			if (!gen_read_results(g->conn, &g->pipe, true))
 				goto reconnect;
 		if (!send_tick(g))
 			goto reconnect;
 		g->tick++;
-		if (!read_results(g, false))
+		if (!gen_read_results(g->conn, &g->pipe, false))
 			goto reconnect;
-		double elapsed = now_s() - t0;
+		double elapsed = gen_now_s() - t0;
 		if (g->o.report_s && elapsed >= next_report) {
 			report(g, elapsed, lag_ms);
 			next_report += g->o.report_s;
 		}
 		continue;
 	reconnect:
-		if (stop_requested > 1)
+		if (gen_stop > 1)
 			break;
 		log_warning("reconnecting");
 		PQfinish(g->conn);
 		g->conn = NULL;
-		g->errors++;
+		g->pipe.errors++;
 		backoff = 0.25;
 		while (!connect_db(g)) {
-			if (stop_requested)
+			if (gen_stop)
 				goto out;
-			sleep_until(now_s() + backoff);
+			gen_sleep_until(gen_now_s() + backoff);
 			backoff = backoff * 2 > 5 ? 5 : backoff * 2;
 		}
 		/* Resume at the wall clock: do not replay the ticks missed. */
-		g->tick = (uint64_t)((now_s() - t0) / tick_s) + 1;
+		g->tick = (uint64_t)((gen_now_s() - t0) / tick_s) + 1;
 	}
-	while (g->conn && g->in_flight > 0)
-		if (!read_results(g, true))
+	while (g->conn && g->pipe.in_flight > 0)
+		if (!gen_read_results(g->conn, &g->pipe, true))
 			break;
 out:
-	report(g, now_s() - t0, 0);
+	report(g, gen_now_s() - t0, 0);
 	if (g->conn)
 		PQfinish(g->conn);
 	return 0;
@@ -727,55 +504,55 @@ main(int argc, char **argv)
 			g.o.dsn = optarg;
 			break;
 		case 'p':
-			if (!parse_double(optarg, 0, 1e6, &g.o.purchases))
+			if (!gen_parse_double(optarg, 0, 1e6, &g.o.purchases))
 				goto bad;
 			break;
 		case 'v':
-			if (!parse_double(optarg, 0, 1e7, &g.o.pageviews))
+			if (!gen_parse_double(optarg, 0, 1e7, &g.o.pageviews))
 				goto bad;
 			break;
 		case 't':
-			if (!parse_double(optarg, 0, 1e9, &g.o.duration))
+			if (!gen_parse_double(optarg, 0, 1e9, &g.o.duration))
 				goto bad;
 			break;
 		case 'I':
-			if (!parse_int(optarg, 1, 1000000, &l))
+			if (!gen_parse_int(optarg, 1, 1000000, &l))
 				goto bad;
 			g.o.items = (int)l;
 			break;
 		case 'U':
-			if (!parse_int(optarg, 1, 10000000, &l))
+			if (!gen_parse_int(optarg, 1, 10000000, &l))
 				goto bad;
 			g.o.users = (int)l;
 			break;
 		case 'N':
-			if (!parse_int(optarg, 0, 1000000000, &l))
+			if (!gen_parse_int(optarg, 0, 1000000000, &l))
 				goto bad;
 			g.o.inventory = (int)l;
 			break;
 		case 'Q':
-			if (!parse_int(optarg, 1, 1000, &l))
+			if (!gen_parse_int(optarg, 1, 1000, &l))
 				goto bad;
 			g.o.max_quantity = (int)l;
 			break;
 		case 'T':
-			if (!parse_int(optarg, 1, 10000, &l))
+			if (!gen_parse_int(optarg, 1, 10000, &l))
 				goto bad;
 			g.o.tick_ms = (int)l;
 			break;
 		case 'P':
-			if (!parse_int(optarg, 1, 1000, &l))
+			if (!gen_parse_int(optarg, 1, 1000, &l))
 				goto bad;
 			g.o.pipeline = (int)l;
 			break;
 		case 'S':
-			if (!parse_int(optarg, 0, LONG_MAX, &l))
+			if (!gen_parse_int(optarg, 0, LONG_MAX, &l))
 				goto bad;
 			g.o.seed = (uint64_t)l;
 			seeded = true;
 			break;
 		case 'R':
-			if (!parse_int(optarg, 0, 86400, &l))
+			if (!gen_parse_int(optarg, 0, 86400, &l))
 				goto bad;
 			g.o.report_s = (int)l;
 			break;
@@ -806,13 +583,11 @@ main(int argc, char **argv)
 	}
 	if (!seeded)
 		g.o.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-	rng_state = g.o.seed ? g.o.seed : 0x9E3779B97F4A7C15ULL;
+	gen_rng_seed(g.o.seed);
+	g.pipe = (struct gen_pipe){
+	        .syncs_per_tick = SYNCS_PER_TICK, .on_tuples = count_purchases, .arg = &g};
 
-	struct sigaction sa = {.sa_handler = on_signal};
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	gen_catch_signals();
 
 	log_info("%.1f purchases/s, %.0f pageviews/s, %d items, tick %d ms, seed %" PRIu64,
 	         g.o.purchases, g.o.pageviews, g.o.items, g.o.tick_ms, g.o.seed);

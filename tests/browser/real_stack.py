@@ -33,6 +33,7 @@ TOP = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 from pg import PgCluster  # noqa: E402
 from stack import Stack, builddir  # noqa: E402
+from util import tail  # noqa: E402
 
 FEEDS = ("winning_bids", "top_buyers", "auction_stats")
 # db-rows: each feed's rows as JSON arrays in column order, encoded as the
@@ -100,14 +101,6 @@ def stop(p):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-
-
-def tail(path, n=20):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return ""
 
 
 def reply(obj):

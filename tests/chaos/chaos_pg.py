@@ -61,6 +61,8 @@ sys.path.insert(0, os.path.join(top_srcdir, "tests", "chaos"))
 from pg import PgCluster, PgError, pg_bindir  # noqa: E402
 from stack import Stack, StackError, builddir, nginx_bin  # noqa: E402
 from follower import Follower, parse_json, rows_key, verify_with_ring  # noqa: E402
+from tap import done, ok, wait_for  # noqa: E402
+from util import tail  # noqa: E402
 
 RATE = os.environ.get("TAILGATE_CHAOS_RATE", "200")
 PARKED = int(os.environ.get("TAILGATE_CHAOS_PARKED", "10000"))
@@ -78,21 +80,7 @@ SSE_KEEPALIVE = 5
 # (feed, long-poll followers, SSE followers)
 LAYOUT = [("winning_bids", 12, 6), (SMALL, 8, 4)]
 
-n = 0
-failed = 0
 T0 = time.monotonic()
-
-
-def ok(cond, what, diag=None):
-    global n, failed
-    n += 1
-    print("%s %d - %s" % ("ok" if cond else "not ok", n, what), flush=True)
-    if not cond:
-        failed += 1
-        if diag:
-            for line in str(diag).splitlines()[:40]:
-                print("#   " + line, flush=True)
-    return cond
 
 
 def sanitized():
@@ -106,14 +94,6 @@ def sanitized():
 
 def note(msg):
     print("# [%5.1fs] %s" % (time.monotonic() - T0, msg), flush=True)
-
-
-def tail(path, lines=25):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def proc_stats(pid):
@@ -483,7 +463,9 @@ class Chaos:
         gone = self.total("gone")
         pid = self.kill_daemon()
         note("tailgated (pid %d) killed with SIGKILL mid-stream" % pid)
-        time.sleep(1.5)   # followers see the feed not live (503) meanwhile
+        # The outage lasts 1.5 s (the scenario): followers see the feed
+        # not live (503) meanwhile.
+        time.sleep(1.5)
         feeds = self.feeds()
         ok(all(not feeds[f]["live"] for f in FEEDS),
            "with the daemon dead, /feeds shows its feeds not live",
@@ -646,7 +628,15 @@ class Chaos:
         if soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(want, soft)), hard))
         pids = self.st.responder_pids
-        time.sleep(1)
+        # The baseline once the previous phase's descriptors are closed:
+        # two looks in a row that agree.
+        last = [None]
+
+        def settled():
+            now = {p: proc_stats(p)[0] for p in pids}
+            same, last[0] = now == last[0], now
+            return same
+        wait_for(settled, 10, 0.25)
         base = {p: proc_stats(p) for p in pids}
         head = self.feeds()["winning_bids"]["cursor"]
         # A filter no row matches (amount is 1..99) keeps them parked while
@@ -834,8 +824,7 @@ def main():
               c.total("batches"), c.verified, c.unverifiable, c.total("unverified_resync"),
               c.total("snapshots"), c.total("gone"), c.total("errors")))
     print("# wall time %.0f s" % (time.monotonic() - T0))
-    print("1..%d" % n)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@
  * fuzz-sources: src/responder/http_params.c src/responder/filter.c src/responder/numcmp.c
  * fuzz-sources: src/lib/batch.c src/lib/coltype.c src/lib/log.c src/lib/xmalloc.c
  */
-#include "batch.h"
+#include "text.h"
 #include "filter.h"
 #include "http_params.h"
 

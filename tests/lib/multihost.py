@@ -58,7 +58,8 @@ import threading
 import time
 import urllib.parse
 
-from stack import free_port, nginx_bin, tail, terminate
+from stack import nginx_bin
+from util import free_port, tail, terminate
 
 __all__ = ["Balancer", "Daemon", "FeedClient", "PgHosts", "parse_json", "rows_key",
            "stop_clients", "sum_counts", "wait_tables", "start_host", "feeds_state", "host_live", "wait_live"]

@@ -51,11 +51,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from util import free_port
 
 __all__ = ["PgCluster", "PgError", "pg_bindir", "free_port"]
 
@@ -80,13 +81,6 @@ def pg_bindir():
         return os.path.dirname(initdb)
     raise PgError("PostgreSQL server binaries not found: install postgresql-15 "
                   "or set TAILGATE_PG_BIN")
-
-
-def free_port():
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 DEFAULT_SETTINGS = {

@@ -83,8 +83,9 @@ import sys
 import tempfile
 import time
 
-__all__ = ["Stack", "RingFeed", "StackError", "free_port", "builddir", "srcdir", "tail",
-           "nginx_bin", "terminate"]
+from util import free_port, tail
+
+__all__ = ["Stack", "RingFeed", "StackError", "free_port", "builddir", "srcdir"]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -112,38 +113,11 @@ def builddir():
     raise StackError("tailgate-fcgi not built: run make, or set TAILGATE_BUILDDIR")
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def nginx_bin():
     env = os.environ.get("TAILGATE_NGINX")
     if env:
         return env
     return shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def tail(path, n=30):
-    """The last n lines of a file ("" when it cannot be read)."""
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return ""
-
-
-def terminate(proc, timeout=10):
-    """SIGTERM a child, wait up to timeout seconds, then SIGKILL it."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 _live = []
@@ -317,7 +291,13 @@ class Stack:
 
     @staticmethod
     def _terminate(proc, timeout=10):
-        terminate(proc, timeout)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     # ---- the responder ----
 

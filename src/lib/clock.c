@@ -1,12 +1,12 @@
 /*
- * mono.c - the monotonic clock (mono.h).
+ * clock.c - the monotonic clock (clock.h).
  */
-#include "mono.h"
+#include "clock.h"
 
 #include <time.h>
 
 int64_t
-mono_ns(void)
+clock_mono_ns(void)
 {
 	struct timespec ts;
 
@@ -15,7 +15,7 @@ mono_ns(void)
 }
 
 int64_t
-mono_ms(void)
+clock_mono_ms(void)
 {
-	return mono_ns() / 1000000;
+	return clock_mono_ns() / 1000000;
 }
