@@ -162,7 +162,7 @@ function renderLow(sub, change) {
     li.dataset.inventory = String(o.inventory);
     li.innerHTML = `<span>${esc(o.name)} <span class="muted small">${esc(o.category)}</span></span><span class="inv">${fmtNumber(o.inventory)} left</span>`;
     list.appendChild(li); // in order
-    if (isNew && change.kind === 'delta') {
+    if (isNew && change.live) {
       li.classList.add('alert-new');
       li.dataset.alert = 'new';
       setTimeout(() => {
@@ -181,7 +181,7 @@ function renderLow(sub, change) {
     if (!seen.has(id)) {
       li.remove();
       lowItems.delete(id);
-      if (change.kind === 'delta') {
+      if (change.live) {
         const a = document.createElement('li');
         a.innerHTML = `<span class="muted mono">${fmtTime(new Date().toISOString())}</span> <span class="ins">▲</span> item ${esc(id)} restocked`;
         $('alerts').prepend(a);

@@ -29,6 +29,10 @@
 // passed in `remove` is the very object passed earlier in `insert`, which is
 // what Vega's changeset().remove(tuples) and keyed D3 joins need.
 
+// SSE catch-up detection (see Subscription._startCatchUp).
+const CATCHUP_GAP_MS = 150;
+const CATCHUP_MAX_MS = 3000;
+
 export const DEFAULT_TIMEOUT = 25; // seconds; the server's default long-poll timeout
 export const FILTER_OPS = Object.freeze(['eq', 'neq', 'gt', 'gte', 'lt', 'lte', 'in']);
 export const STATES = Object.freeze({
@@ -633,6 +637,8 @@ class Subscription {
     this._wake = null;
     this._stallTimer = null;
     this._es = null;
+    this._catchUp = null; // SSE: {last, until} while a (re)connection's burst is delivered
+    this._afterFailure = false; // long-poll: the next reply brings what was missed
   }
 
   get state() {
@@ -754,11 +760,18 @@ class Subscription {
     this._armStall();
   }
 
-  _emit(batch, change, kind) {
+  _emit(batch, change, kind, live = false) {
     this.stats.batches++;
     this.stats.lastBatchAt = Date.now();
     if (!this._onBatch) return;
-    const ch = { kind, insert: change.insert, remove: change.remove, cursor: this._cursor, columns: this._rows.columns };
+    const ch = {
+      kind,
+      insert: change.insert,
+      remove: change.remove,
+      cursor: this._cursor,
+      columns: this._rows.columns,
+      live: kind === 'delta' && live,
+    };
     try {
       this._onBatch(batch, ch, this);
     } catch (e) {
@@ -846,6 +859,7 @@ class Subscription {
 
   // Backoff, the state to show while waiting, then back to the loop.
   async _fail(err) {
+    this._afterFailure = true;
     if (err && err.status === 400) {
       this._closed = true; // stopped until setFilter() or resync()
       this._failed = true;
@@ -910,6 +924,7 @@ class Subscription {
   _installSnapshot(batches, cursor, columns) {
     if (columns) this.columns = columns;
     this._needSnapshot = false;
+    this._afterFailure = false; // the snapshot holds what was missed
     const next = new RowCounts();
     for (const b of batches) next.apply(b);
     const last = batches[batches.length - 1];
@@ -927,7 +942,9 @@ class Subscription {
     this._emit({ timestamp, inserted: d.inserted, deleted: d.deleted }, d, 'resync');
   }
 
-  _applyDeltas(batches) {
+  // live: false for catch-up, batches published before this connection
+  // delivered them (what a reconnection brings at once).
+  _applyDeltas(batches, live = true) {
     if (this._coalesce && batches.length > 1) {
       // One change for the whole reply (catching up after a pause): pages
       // that redraw per batch do it once.
@@ -941,7 +958,7 @@ class Subscription {
     for (const b of batches) {
       if (this._closed) return;
       const ch = this._rows.apply(b);
-      this._emit(b, ch, 'delta');
+      this._emit(b, ch, 'delta', live);
       if (ch.missing > 0 && !this._needSnapshot) {
         // The server deleted rows we do not hold: we disagree.  Start over.
         this._needSnapshot = true;
@@ -966,7 +983,10 @@ class Subscription {
     this._ok();
     if (this._state !== STATES.LIVE && !this._needSnapshot) this._setState(STATES.LIVE, {});
     if (body.cursor != null) this._cursor = body.cursor;
-    this._applyDeltas(body.batches);
+    // The first reply after a failure holds what was missed meanwhile.
+    const live = !this._afterFailure;
+    this._afterFailure = false;
+    this._applyDeltas(body.batches, live);
     if (this._needSnapshot && this._state !== STATES.RESYNCING) this._setState(STATES.RESYNCING, { reason: 'diverged' });
     // An empty reply long before the timeout, again and again, means
     // something answers for the server (a cache): do not spin.
@@ -1018,6 +1038,28 @@ class Subscription {
     if (es._tgDone) es._tgDone(why);
   }
 
+  // A stream's catch-up: the server writes the snapshot event and every
+  // batch after it (or, resumed, every batch missed) at once, and they are
+  // dispatched back to back.  A gap of CATCHUP_GAP_MS ends the burst (as
+  // does CATCHUP_MAX_MS): later events are batches published as they
+  // arrive.  A live batch right at the end of a burst may be taken for
+  // catch-up, never the other way round but for a burst longer than the cap.
+  _startCatchUp() {
+    const now = Date.now();
+    this._catchUp = { last: now, until: now + CATCHUP_MAX_MS };
+  }
+
+  _inCatchUp() {
+    const c = this._catchUp;
+    const now = Date.now();
+    if (c && now - c.last <= CATCHUP_GAP_MS && now <= c.until) {
+      c.last = now;
+      return true;
+    }
+    this._catchUp = null;
+    return false;
+  }
+
   _sseSession() {
     return new Promise((resolve) => {
       const url = buildUrl(this.url, { filter: this._filter, stream: 'sse' });
@@ -1044,9 +1086,10 @@ class Subscription {
           expectSnapshot = false;
           this._installSnapshot(batches, cursor, msg.columns);
           this._gone = 0;
+          this._startCatchUp();
         } else {
           this._cursor = cursor;
-          this._applyDeltas(batches);
+          this._applyDeltas(batches, !this._inCatchUp());
         }
         this._ok();
         if (this._state !== STATES.LIVE && !this._needSnapshot) this._setState(STATES.LIVE, {});
@@ -1060,8 +1103,10 @@ class Subscription {
         this._failures = 0;
         clearTimeout(this._stallTimer);
         this._stallTimer = null;
-        // Resumed (Last-Event-ID): live again.  Fresh: live once the snapshot is in.
+        // Resumed (Last-Event-ID): live again, after the burst of what was
+        // missed.  Fresh: live once the snapshot is in.
         if (!expectSnapshot) {
+          this._startCatchUp();
           this._ok();
           this._setState(STATES.LIVE, {});
         }
@@ -1092,7 +1137,12 @@ class Subscription {
  *       resync, one synthetic batch with the difference (kind "resync").  And
  *       the change:
  *       {kind: "snapshot"|"delta"|"resync", insert: [objects], remove: [objects],
- *        cursor, columns}.  `insert`/`remove` form a Vega changeset.
+ *        cursor, columns, live}.  `insert`/`remove` form a Vega changeset.
+ *       live: true for a delta that arrived as it happened; false for the
+ *       snapshot, a resync, and catch-up: the batches a reconnection brings
+ *       at once (the first long-poll reply after a failure; an SSE stream's
+ *       batches after its snapshot event, or a resumed stream's first
+ *       burst).  A change list shows live deltas only.
  *   onState(state, detail, sub)  connecting | live | reconnecting | resyncing |
  *       stalled | failed | closed; detail: {failures, delay, status, error, reason}
  *   filter       row filter (see normalizeFilter), evaluated by the server

@@ -31,6 +31,8 @@ const chart = new BarChart($('chart'), {
 expose('chart', chart);
 
 // The ticker: a batch's deleted and inserted rows of one buyer are one change.
+// Each entry is stamped with when its batch arrived (a batch carries no
+// commit time: its timestamp is the upstream's opaque cursor).
 const ticker = $('ticker');
 function tick(batch, columns) {
   const idx = (n) => columns.findIndex((c) => c.name === n);
@@ -50,8 +52,10 @@ function tick(batch, columns) {
   }
   for (const r of old.values()) lines.push(`<span class="del">-</span> ${esc(who(r))} drops out`);
   if (!lines.length) return;
+  const now = new Date();
   const li = document.createElement('li');
-  li.innerHTML = `<span class="muted mono">${fmtTime(new Date().toISOString())}</span> ` + lines.join('; ');
+  li.dataset.at = String(now.getTime());
+  li.innerHTML = `<span class="muted mono">${fmtTime(now.toISOString())}</span> ` + lines.join('; ');
   ticker.prepend(li);
   while (ticker.children.length > 8) ticker.lastElementChild.remove();
 }
@@ -63,7 +67,9 @@ const top = subscribe(feedUrl(TOP), {
   coalesce: true,
   onBatch(batch, change) {
     chart.apply(change);
-    if (change.kind === 'delta') tick(batch, change.columns);
+    // Only what happens while the page watches: the snapshot and the
+    // catch-up a (re)connection brings go into the chart, not the list.
+    if (change.live) tick(batch, change.columns);
     if (change.kind !== 'delta') isReady(TOP);
   },
   onState(s, d) {

@@ -145,6 +145,17 @@ async function expectTableEqualsDatabase(page, feed) {
   }
 }
 
+/** With the load paused: wait until the feed's cursor stays put for 1.5 s; returns it. */
+async function quiet(feed) {
+  let last = null, since = Date.now();
+  for (const end = Date.now() + 30_000; Date.now() < end; await sleep(250)) {
+    const c = (await feedState(feed)).cursor;
+    if (c !== last) [last, since] = [c, Date.now()];
+    else if (Date.now() - since >= 1500) return c;
+  }
+  throw new Error(`${feed} never stopped moving with the load paused`);
+}
+
 function waitFor(page, fn, arg, timeout = 60_000) {
   return page.waitForFunction(fn, arg, { timeout, polling: 100 });
 }
@@ -391,6 +402,80 @@ describe(`demo pages ${tag}`, () => {
     await page.closeAll();
   });
 
+  // The Changes panel of top10.html lists what happens while the page is
+  // open: the snapshot, and the history the server sends with it (an SSE
+  // stream's snapshot event is followed by every batch the ring holds
+  // after it), go into the chart only; so does what a reconnection
+  // catches up.  Entries are stamped with their arrival.
+  for (const transport of ['sse', 'longpoll']) {
+    test(
+      `${tag} Changes panel (${transport}): history and catch-up in the chart, only live changes listed`,
+      { ...T, skip: !stack.pauseLoad && 'the stack has no pauseLoad hook' },
+      async () => {
+        // The ring must hold batches after the snapshot, or there is no history to leak.
+        const end = Date.now() + 60_000;
+        for (;;) {
+          const r = await fetch(apiUrl('top_buyers'), { headers: { accept: 'application/json' }, cache: 'no-store' });
+          const n = parseReply(await r.text()).batches.length;
+          if (n > 3) break;
+          assert.ok(Date.now() < end, `top_buyers holds only ${n} batches: no history to test with`);
+          await sleep(500);
+        }
+        const page = await chrome.newPage();
+        await page.addInitScript(() => {
+          window.__ticks = [];
+          new MutationObserver((ms) => {
+            for (const m of ms) for (const n of m.addedNodes) if (n.nodeName === 'LI' && m.target.id === 'ticker') window.__ticks.push(Number(n.dataset.at));
+          }).observe(document, { subtree: true, childList: true });
+        });
+        const ticks = () => page.evaluate(() => window.__ticks.length);
+        await stack.pauseLoad();
+        let paused = true;
+        try {
+          await quiet('top_buyers');
+          await page.goto(pageUrl(`top10.html?transport=${transport}`));
+          await waitFor(page, () => document.documentElement.dataset.ready === '1');
+          await waitFor(page, () => document.querySelectorAll('#chart .bar').length > 0);
+          await sleep(1500);
+          assert.equal(await ticks(), 0, 'nothing happened since the page opened, yet the Changes panel lists entries (replayed history)');
+          // Live changes are listed, stamped with their arrival.
+          const t0 = Date.now();
+          await stack.resumeLoad();
+          paused = false;
+          await waitFor(page, () => window.__ticks.length >= 2);
+          const at = await page.evaluate(() => window.__ticks);
+          assert.ok(at.every((t) => t >= t0 - 1000 && t <= Date.now() + 1000), `entries stamped with their arrival: ${at.map((t) => t - t0)} ms after the load resumed`);
+          if (transport === 'longpoll') {
+            // Polls fail for a while the load runs; then the load stops
+            // and the polls succeed: what they catch up is not listed.
+            let blocked = true;
+            await page.route(
+              (u) => u.pathname.endsWith('/top_buyers') && u.searchParams.has('cursor'),
+              (route) => (blocked ? route.abort('connectionreset') : route.continue()),
+            );
+            await waitFor(page, () => window.tailgatePage.subs.top_buyers.stats.failures >= 1);
+            const before = await page.evaluate(() => window.tailgatePage.subs.top_buyers.cursor);
+            await sleep(2500);
+            await stack.pauseLoad();
+            paused = true;
+            const head = await quiet('top_buyers');
+            assert.notEqual(head, before, 'top_buyers moved while the polls failed');
+            const n0 = await ticks();
+            blocked = false;
+            await waitFor(page, (c) => window.tailgatePage.subs.top_buyers.cursor === c && window.tailgatePage.subs.top_buyers.state === 'live', head);
+            await sleep(1000);
+            assert.equal(await ticks(), n0, 'the batches caught up after the failures were listed as changes');
+            await page.unroute(() => true).catch(() => {});
+          }
+          assertNoErrors(page, { faults: transport === 'longpoll' });
+        } finally {
+          if (paused) await stack.resumeLoad();
+          await page.closeAll();
+        }
+      },
+    );
+  }
+
   test(`${tag} a 410 is survived: rows kept while resyncing, then exact`, T, async () => {
     const page = await openTable('auction.html', 'winning_bids', { batches: 2, badge: true });
     const before = (await pageTable(page, 'winning_bids')).size;
@@ -476,68 +561,122 @@ describe(`demo pages ${tag}`, () => {
     );
   }
 
-  test(`${tag} page polish: 404 and bad filters shown, bars and ticker inside their cards, nav labels, feeds list`, T, async () => {
-    // feed.html?feed=nope: the 404's message, not "Stalled" forever.
-    let page = await chrome.newPage();
+  // Page polish: one test per fix, each seen to fail without it.
+  test(`${tag} polish: feed.html?feed=nope shows the 404's message`, T, async () => {
+    const page = await chrome.newPage();
     await page.goto(pageUrl('feed.html?feed=nope'));
     await waitFor(page, () => !document.getElementById('problem').hidden && /no feed named "nope"/.test(document.getElementById('problem').textContent), undefined, 20_000);
     await page.closeAll();
-    // An invalid filter in the URL is reported, and the box is marked.
-    page = await chrome.newPage();
+  });
+
+  test(`${tag} polish: an invalid filter in the URL is reported and the box marked`, T, async () => {
+    const page = await chrome.newPage();
     await page.goto(pageUrl('feed.html?feed=winning_bids&filter=foo'));
     await waitFor(page, () => document.documentElement.dataset.ready === '1');
     assert.match(await page.textContent('#problem'), /not valid/);
     assert.equal(await page.getAttribute('#filter', 'aria-invalid'), 'true');
-    // Apply with "foo": a message, the subscription unchanged.
+    assert.equal((await page.evaluate(() => window.tailgatePage.subs.winning_bids.filter)).length, 0, 'every row shown');
+    await page.closeAll();
+  });
+
+  test(`${tag} polish: Apply with "foo" gives a message and keeps the filter`, T, async () => {
+    const page = await chrome.newPage();
+    await page.goto(pageUrl('feed.html?feed=winning_bids'));
+    await waitFor(page, () => document.documentElement.dataset.ready === '1');
     await page.fill('#filter', 'amount=gte.10');
     await page.click('#filter-form button[type="submit"]');
     await waitFor(page, () => window.tailgatePage.subs.winning_bids.filter.length === 1);
     await page.fill('#filter', 'foo');
     await page.click('#filter-form button[type="submit"]');
     assert.match(await page.textContent('#problem'), /Not applied: "foo" is not a filter term/);
+    assert.equal(await page.getAttribute('#filter', 'aria-invalid'), 'true');
     assert.equal((await page.evaluate(() => window.tailgatePage.subs.winning_bids.filter)).length, 1);
     assertNoErrors(page);
     await page.closeAll();
-    // Top-10: the bars never leave their card, from the first frame on.
-    page = await chrome.newPage();
-    await page.goto(pageUrl('top10.html'));
-    let worst = -Infinity;
-    for (let end = Date.now() + 2500; Date.now() < end; ) {
-      const over = await page.evaluate(() => {
-        const card = document.getElementById('chart').closest('.card').getBoundingClientRect();
-        const chart = document.getElementById('chart').getBoundingClientRect();
-        let m = chart.bottom - card.bottom;
-        for (const b of document.querySelectorAll('#chart .bar')) {
-          const r = b.getBoundingClientRect();
-          if (r.bottom <= chart.bottom) m = Math.max(m, r.bottom - card.bottom);
+  });
+
+  test(`${tag} polish: the top-10 bars never leave their card, from the first frame on`, T, async () => {
+    const page = await chrome.newPage();
+    // Every frame from the start: how far the lowest visible part of a bar
+    // reaches below the card (a chart that clips hides what passes it).
+    await page.addInitScript(() => {
+      window.__barWorst = { px: -Infinity, frames: 0, bars: 0 };
+      const t0 = performance.now();
+      const frame = () => {
+        const chart = document.getElementById('chart');
+        const card = chart && chart.closest('.card');
+        if (card) {
+          const c = card.getBoundingClientRect();
+          const ch = chart.getBoundingClientRect();
+          const clips = getComputedStyle(chart).overflowY !== 'visible';
+          const w = window.__barWorst;
+          w.frames++;
+          w.px = Math.max(w.px, ch.bottom - c.bottom);
+          for (const b of chart.querySelectorAll('.bar')) {
+            if (Number(getComputedStyle(b).opacity) < 0.05) continue;
+            const r = b.getBoundingClientRect();
+            const bottom = clips ? Math.min(r.bottom, ch.bottom) : r.bottom;
+            if (clips && r.top >= ch.bottom) continue;
+            w.bars = Math.max(w.bars, chart.querySelectorAll('.bar').length);
+            w.px = Math.max(w.px, bottom - c.bottom);
+          }
         }
-        return m;
-      });
-      worst = Math.max(worst, over);
-      await sleep(40);
-    }
-    assert.ok(worst <= 0, `the top-10 chart overflows its card by ${worst}px`);
-    // The Changes panel shows whole entries only.
-    await waitFor(page, () => document.querySelectorAll('#ticker li').length >= 1, undefined, 60_000);
+        if (performance.now() - t0 < 6000) requestAnimationFrame(frame);
+      };
+      requestAnimationFrame(frame);
+    });
+    await page.goto(pageUrl('top10.html'));
+    await waitFor(page, () => document.documentElement.dataset.ready === '1');
+    await sleep(3000);
+    const w = await page.evaluate(() => window.__barWorst);
+    assert.ok(w.frames > 10 && w.bars >= 2, `bars seen in frames: ${JSON.stringify(w)}`);
+    assert.ok(w.px <= 0, `the top-10 chart overflows its card by ${w.px}px (${w.frames} frames)`);
+    await page.closeAll();
+  });
+
+  test(`${tag} polish: the Changes panel, full, shows whole entries only`, T, async () => {
+    const page = await chrome.newPage();
+    await page.goto(pageUrl('top10.html'));
+    await waitFor(page, () => document.documentElement.dataset.ready === '1');
+    // Full: as many entries as the page keeps (the cut shows once they pass the panel).
+    await waitFor(page, () => document.querySelectorAll('#ticker li').length >= 8, undefined, 120_000);
     const cut = await page.evaluate(() => {
       const ul = document.getElementById('ticker');
       const last = ul.lastElementChild.getBoundingClientRect();
-      return Math.max(last.bottom - ul.getBoundingClientRect().bottom, last.bottom - ul.closest('.card').getBoundingClientRect().bottom);
+      return {
+        px: Math.max(last.bottom - ul.getBoundingClientRect().bottom, last.bottom - ul.closest('.card').getBoundingClientRect().bottom),
+        hidden: ul.scrollHeight - ul.clientHeight,
+      };
     });
-    assert.ok(cut <= 0.5, `the last Changes entry is cut by ${cut}px`);
+    assert.ok(cut.px <= 0.5, `the last Changes entry is cut by ${cut.px}px`);
+    assert.ok(cut.hidden <= 1, `the Changes panel hides ${cut.hidden}px of its entries`);
     await page.closeAll();
-    // Nav labels are the headings of the pages they open.
-    page = await chrome.newPage();
-    await page.goto(pageUrl('./'));
-    const links = await page.$$eval('.topbar nav a', (as) => as.map((a) => [a.textContent.trim(), a.getAttribute('href')]));
-    for (const [label, href] of links) {
-      if (href === './') continue;
-      const p = await chrome.newPage();
-      await p.goto(pageUrl(href));
-      assert.equal((await p.textContent('h1')).trim(), label, `nav "${label}" opens a page headed the same`);
-      await p.closeAll();
+  });
+
+  test(`${tag} polish: nav labels are the headings of the pages they open, on every page`, T, async () => {
+    const heading = new Map();
+    for (const href of ['./', 'auction.html', 'top10.html', 'shop.html', 'feed.html?feed=winning_bids']) {
+      const page = await chrome.newPage();
+      await page.goto(pageUrl(href));
+      const links = await page.$$eval('.topbar nav a', (as) => as.map((a) => [a.textContent.trim(), a.getAttribute('href')]));
+      assert.ok(links.length >= 3, `${href}: a nav`);
+      for (const [label, to] of links) {
+        if (to === './') continue;
+        if (!heading.has(to)) {
+          const p = await chrome.newPage();
+          await p.goto(pageUrl(to));
+          heading.set(to, (await p.textContent('h1')).trim());
+          await p.closeAll();
+        }
+        assert.equal(label, heading.get(to), `${href}: nav "${label}" opens ${to}, headed "${heading.get(to)}"`);
+      }
+      await page.closeAll();
     }
-    // The feeds list at 1280 px: no cell clips its content.
+  });
+
+  test(`${tag} polish: the feeds list at 1280 px clips no cell`, T, async () => {
+    const page = await chrome.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(pageUrl('./'));
     await waitFor(page, () => document.documentElement.dataset.ready === '1');
     const clipped = await page.evaluate(() =>
       [...document.querySelectorAll('#feeds td')].filter((td) => td.scrollWidth > td.clientWidth + 1).map((td) => td.dataset.col || td.textContent.slice(0, 20)),

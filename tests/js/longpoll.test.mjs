@@ -501,3 +501,26 @@ test('rows(), objects(), size and toObject() agree', async (t) => {
   assert.deepEqual(sub.toObject([1, 2, 3]), { auction_id: 1, buyer: 2, amount: 3 });
   assert.equal(new Set(sub.rows().map(rowKey)).size, 2);
 });
+
+test('change.live: deltas as they happen; not the snapshot, nor what the first reply after a failure catches up', async (t) => {
+  const { m, fetch, sub, events } = setup();
+  t.after(() => sub.unsubscribe());
+  await until(() => events.length === 1 && polls(fetch).length >= 1, 2000, 'snapshot, first poll');
+  assert.equal(events[0].change.live, false, 'the snapshot is not a live change');
+  m.publish({ inserted: [[4, 13, 99]] });
+  await until(() => events.length === 2, 2000, 'delta');
+  assert.equal(events[1].change.live, true);
+  // The next poll fails; meanwhile two batches are published: the retry
+  // brings them at once, as catch-up.
+  fetch.script.push(() => {
+    m.publish({ inserted: [[5, 14, 1]] });
+    m.publish({ inserted: [[6, 15, 2]] });
+    return json(503, { error: 'feed_not_live', message: 'upstream down' });
+  });
+  await until(() => events.length === 4, 2000, 'catch-up');
+  assert.deepEqual(events.slice(2).map((e) => [e.change.kind, e.change.live]), [['delta', false], ['delta', false]]);
+  await until(() => sub.state === STATES.LIVE);
+  m.publish({ inserted: [[7, 16, 3]] });
+  await until(() => events.length === 5, 2000, 'live again');
+  assert.equal(events[4].change.live, true);
+});

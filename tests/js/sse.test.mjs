@@ -231,6 +231,31 @@ test('sse: columns from the feeds list, the first event is the snapshot, then de
   );
 });
 
+test('sse: change.live is false for the burst after the snapshot event and after a resume, true later', async (t) => {
+  const { ES, sub, events } = sseSetup({ columns: COLS });
+  t.after(() => sub.unsubscribe());
+  await until(() => ES.instances.length === 1);
+  const es = ES.instances[0];
+  es.open();
+  // The server writes the snapshot and every batch after it at once.
+  es.send({ timestamp: '10', inserted: [[1, 5], [2, 3]], deleted: [] }, '10', 'snapshot');
+  es.send({ timestamp: '11', inserted: [[2, 4]], deleted: [[2, 3]] }, '11');
+  es.send({ timestamp: '12', inserted: [[3, 1]], deleted: [] }, '12');
+  assert.deepEqual(events.map((e) => [e.ch.kind, e.ch.live]), [['snapshot', false], ['delta', false], ['delta', false]]);
+  await sleep(250);
+  es.send({ timestamp: '13', inserted: [[4, 1]], deleted: [] }, '13');
+  assert.equal(events.at(-1).ch.live, true, 'a batch after the burst is live');
+  // Resumed with Last-Event-ID: what was missed comes at once.
+  es.drop();
+  es.open();
+  es.send({ timestamp: '14', inserted: [[5, 1]], deleted: [] }, '14');
+  assert.equal(events.at(-1).ch.live, false, 'the catch-up of a resumed stream');
+  await sleep(250);
+  es.send({ timestamp: '15', inserted: [[6, 1]], deleted: [] }, '15');
+  assert.equal(events.at(-1).ch.live, true);
+  assert.equal(sub.size, 6);
+});
+
 test('sse: when EventSource gives up (410, 503), a fresh stream resyncs with a diff', async (t) => {
   const { ES, sub, events } = sseSetup({ columns: COLS });
   t.after(() => sub.unsubscribe());
