@@ -69,10 +69,10 @@ sys.path.insert(0, os.path.join(TESTS, 'lib'))
 sys.path.insert(0, os.path.join(TESTS, 'mzserver'))
 sys.path.insert(0, TESTS)
 from stack import Stack, builddir  # noqa: E402
-from daemon_mz import Model, canon, num, read_events  # noqa: E402
+from mz import MzServer  # noqa: E402
+from daemon_mz import Model, canon, num  # noqa: E402
 from tap import done, ok, skip, wait_for  # noqa: E402
 
-MZSERVER = os.path.join(TESTS, 'mzserver', 'mzserver.py')
 SEED = int(os.environ.get('CHAOS_SEED', '8'))
 BIG_ROW_MB = float(os.environ.get('CHAOS_BIG_ROW_MB', '100'))
 POLL_TIMEOUT = 1          # long-poll timeout= (seconds) the followers use
@@ -544,52 +544,6 @@ def tally(fs):
 # ---------------------------------------------------------------------------
 # Processes
 # ---------------------------------------------------------------------------
-
-class MzServer:
-    def __init__(self, d, scenarios, tick_ms, extra_args=()):
-        self.events_path = os.path.join(d, 'mzserver.events')
-        self.err_path = os.path.join(d, 'mzserver.err')
-        self.proc = subprocess.Popen(
-            [sys.executable, MZSERVER, '--port', '0', '--control-port', '0',
-             '--tick-ms', str(tick_ms), '--events', self.events_path]
-            + list(extra_args) + [a for s in scenarios for a in ('--scenario', s)],
-            stdout=subprocess.PIPE, stderr=open(self.err_path, 'w'), text=True)
-        self.port = self.control = None
-        while self.port is None or self.control is None:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError('mzserver did not start: %s' % open(self.err_path).read())
-            m = re.match(r'(PORT|CONTROL_PORT)=(\d+)', line)
-            if m and m.group(1) == 'PORT':
-                self.port = int(m.group(2))
-            elif m:
-                self.control = int(m.group(2))
-
-    def ctl(self, cmd, timeout=60):
-        with socket.create_connection(('127.0.0.1', self.control), timeout=timeout) as s:
-            s.sendall((cmd + '\n').encode())
-            f = s.makefile('rb')
-            return json.loads(f.readline())
-
-    def wait_hold(self, name, timeout=40):
-        return self.ctl('wait-hold %s %d' % (name, timeout), timeout + 5).get('ok')
-
-    def release(self, name):
-        return self.ctl('release %s' % name)
-
-    def events(self, kind=None):
-        return read_events(self.events_path, kind)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-
 
 class Daemon:
     def __init__(self, d, port, ring_dir, feeds, ring_size='1M', backoff=(20, 200)):
