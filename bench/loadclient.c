@@ -31,6 +31,12 @@
  * + 30 s.  Only loopback: the URL's host must be 127.x.y.z or localhost,
  * anything else is refused; source addresses are 127.0.0.1..K.
  *
+ * --mark STR takes the time from the digits after the literal STR instead of
+ * after a JSON key: bench/e2e's rows carry a text column "commit_ns=T".
+ * --dump FILE writes every delivery of the window, "T ARRIVAL_NS" a line,
+ * so that the caller can measure from another start than T (bench/e2e: the
+ * moment the writer's COMMIT returned).
+ *
  * Output: one line
  *   RESULT key=value ...
  * with the --label pairs first (server=, mode=, N=, rate= ...), then
@@ -167,7 +173,8 @@ static struct {
 	const char *labels[LABELS_MAX];
 	int nlabels;
 	bool verbose;
-	bool gzip; /* send Accept-Encoding as browsers do */
+	bool gzip;        /* send Accept-Encoding as browsers do */
+	const char *dump; /* --dump FILE: every delivery, "T ARRIVAL" */
 } opt = {
         .mode = M_LONGPOLL,
         .clients = 100,
@@ -203,6 +210,9 @@ usage(FILE *f)
 	        "                         (default: one per 4000 clients)\n"
 	        "  --stall-timeout S      reconnect a client silent for S seconds (default 40)\n"
 	        "  --key NAME             JSON key carrying the publish time (default timestamp)\n"
+	        "  --mark STR             the publish time follows the literal STR instead\n"
+	        "  --dump FILE            write every delivery in the window to FILE,\n"
+	        "                         \"PUBLISH_T ARRIVAL_NS\" a line\n"
 	        "  --pids P[,P...]        report CPU seconds and PSS of these processes and\n"
 	        "                         their descendants over the window\n"
 	        "  --label K=V            put K=V in the RESULT line (repeatable)\n"
@@ -214,8 +224,9 @@ usage(FILE *f)
 	        "Prints one line: RESULT <labels> connected= p50_ms= p99_ms= max_ms= delivered=\n"
 	        "delivered_per_s= errors= timeouts= resyncs= silent= cpu_s= cpu_per_1k= pss_mb=\n"
 	        "client_cpu_s= machine_cpu_s= other_cpu_s= wire_bytes= wire_per_delivery=\n"
-	        "body_bytes= coded= (CPU seconds in the window: this\n"
-	        "client, the whole machine, and what neither it nor the --pids used: noise)\n",
+	        "body_bytes= coded= gzip= pss_by= (CPU seconds in the window: this\n"
+	        "client, the whole machine, and what neither it nor the --pids used: noise;\n"
+	        "pss_by: the PSS in MB by process name, e.g. nginx:33.1,tailgate-fcgi:2.3)\n",
 	        CLIENTS_MAX, DURATION_MAX);
 }
 
@@ -471,6 +482,44 @@ tree_pss_mb(const struct tree *t)
 	return (double)kb / 1024.0;
 }
 
+/* PSS by process name (/proc/PID/comm) into out: "nginx:33.1,tailgate-fcgi:2.3"
+ * (MB), so that a figure can be split between nginx and the server behind it. */
+static void
+tree_pss_by(const struct tree *t, char *out, size_t cap)
+{
+	char names[16][32];
+	long kb[16] = {0};
+	int n = 0;
+	size_t len = 0;
+
+	for (int i = 0; i < t->n; i++) {
+		char path[64], comm[32] = "?";
+		FILE *f;
+		int k;
+
+		snprintf(path, sizeof(path), "/proc/%d/comm", (int)t->pid[i]);
+		if ((f = fopen(path, "r")) != NULL) {
+			if (fgets(comm, sizeof(comm), f) != NULL)
+				comm[strcspn(comm, "\n ,:")] = '\0';
+			fclose(f);
+		}
+		for (k = 0; k < n && strcmp(names[k], comm) != 0; k++)
+			;
+		if (k == n) {
+			if (n == 16)
+				continue;
+			snprintf(names[n++], sizeof(names[0]), "%s", comm);
+		}
+		kb[k] += proc_pss_kb(t->pid[i]);
+	}
+	out[0] = '\0';
+	for (int k = 0; k < n && len < cap; k++)
+		len += (size_t)snprintf(out + len, cap - len, "%s%s:%.1f", k ? "," : "", names[k],
+		                        (double)kb[k] / 1024.0);
+	if (n == 0)
+		snprintf(out, cap, "-");
+}
+
 /* Busy CPU seconds of the whole machine (all CPUs) since boot. */
 static double
 machine_busy_s(void)
@@ -626,6 +675,49 @@ ep_set(struct conn *c, bool out)
 		die("epoll_ctl MOD failed");
 }
 
+/* --dump: the window's deliveries (publish time, arrival), kept in memory
+ * and written when the run ends. */
+static uint64_t (*dump_buf)[2];
+static size_t dump_len, dump_cap;
+
+static void
+dump_add(uint64_t t, uint64_t now)
+{
+	if (opt.dump == NULL)
+		return;
+	if (dump_len == dump_cap) {
+		size_t cap = dump_cap ? dump_cap * 2 : 65536;
+		void *p = realloc(dump_buf, cap * sizeof(*dump_buf));
+		if (p == NULL)
+			die("out of memory for --dump");
+		dump_buf = p;
+		dump_cap = cap;
+	}
+	dump_buf[dump_len][0] = t;
+	dump_buf[dump_len][1] = now;
+	dump_len++;
+}
+
+static void
+dump_write(void)
+{
+	FILE *f;
+
+	if (opt.dump == NULL)
+		return;
+	f = fopen(opt.dump, "w");
+	if (f == NULL) {
+		fprintf(stderr, "loadclient: cannot write --dump %s: %s\n", opt.dump,
+		        strerror(errno));
+		return;
+	}
+	for (size_t i = 0; i < dump_len; i++)
+		fprintf(f, "%" PRIu64 " %" PRIu64 "\n", dump_buf[i][0], dump_buf[i][1]);
+	if (fclose(f) != 0)
+		fprintf(stderr, "loadclient: writing --dump %s failed: %s\n", opt.dump,
+		        strerror(errno));
+}
+
 /* Count every publish time in a complete message. */
 static void
 scan_message(struct conn *c, const char *p, size_t n)
@@ -663,6 +755,7 @@ scan_message(struct conn *c, const char *p, size_t n)
 			now = now_ns();
 		if (measuring && now >= window_start && now <= window_end) {
 			hist_add(now > t ? (now - t) / 1000 : 0);
+			dump_add(t, now);
 			deliveries++;
 			c->window_deliveries++;
 		}
@@ -670,7 +763,8 @@ scan_message(struct conn *c, const char *p, size_t n)
 	c->first_msg = false;
 }
 
-/* tailgate's reply cursor: "cursor": "123" or "cursor":123 */
+/* tailgate's reply cursor, opaque ("123.5c1e09a2"; "cursor":123 from an
+ * older server): copied as it is, to be sent back. */
 static bool
 find_cursor(const char *p, size_t n, char *out, size_t outlen)
 {
@@ -682,7 +776,10 @@ find_cursor(const char *p, size_t n, char *out, size_t outlen)
 	k += 8;
 	while (k < end && (*k == ' ' || *k == ':' || *k == '"'))
 		k++;
-	while (k < end && *k >= '0' && *k <= '9' && len + 1 < outlen)
+	while (k < end &&
+	       ((*k >= '0' && *k <= '9') || (*k >= 'a' && *k <= 'f') || (*k >= 'A' && *k <= 'F') ||
+	        *k == '.') &&
+	       len + 1 < outlen)
 		out[len++] = *k++;
 	out[len] = '\0';
 	return len > 0;
@@ -1433,6 +1530,7 @@ run(void)
 	uint64_t stall_ns = (uint64_t)(opt.stall_timeout * 1e9);
 	static struct tree before, after;
 	double cpu = 0, pss = 0, client_cpu = 0, client0 = 0, machine = 0, machine0 = 0;
+	char pss_by[512] = "-";
 	bool sampled = false;
 	bool ramp_done = false;
 	int silent = 0;
@@ -1516,6 +1614,7 @@ run(void)
 		tree_sample(&after);
 		cpu = tree_cpu(&before, &after);
 		pss = tree_pss_mb(&after);
+		tree_pss_by(&after, pss_by, sizeof(pss_by));
 		machine = machine_busy_s() - machine0;
 		client_cpu = self_cpu_s() - client0;
 	}
@@ -1537,14 +1636,14 @@ run(void)
 		       " silent=%d window_s=%.2f cpu_s=%.3f cpu_per_1k=%.5f pss_mb=%.1f"
 		       " client_cpu_s=%.3f machine_cpu_s=%.3f other_cpu_s=%.3f"
 		       " wire_bytes=%" PRIu64 " wire_per_delivery=%.1f body_bytes=%" PRIu64
-		       " coded=%" PRIu64 " gzip=%d\n",
+		       " coded=%" PRIu64 " gzip=%d pss_by=%s\n",
 		       mode_names[opt.mode], opt.clients, n_subscribed, hist_quantile_ms(0.50),
 		       hist_quantile_ms(0.99), (double)hist_max_us / 1000.0, deliveries,
 		       win > 0 ? (double)deliveries / win : 0.0, errors, timeouts, empties, resyncs,
 		       silent, win, cpu, deliveries ? cpu / ((double)deliveries / 1000.0) : 0.0,
 		       pss, client_cpu, machine, machine - cpu - client_cpu, wire_bytes,
 		       deliveries ? (double)wire_bytes / (double)deliveries : 0.0, body_bytes,
-		       coded, opt.gzip ? 1 : 0);
+		       coded, opt.gzip ? 1 : 0, pss_by);
 		fflush(stdout);
 	}
 }
@@ -1566,6 +1665,8 @@ main(int argc, char **argv)
 	        {"pids", required_argument, NULL, 'p'},
 	        {"label", required_argument, NULL, 'l'},
 	        {"gzip", no_argument, NULL, 'g'},
+	        {"mark", required_argument, NULL, 'M'},
+	        {"dump", required_argument, NULL, 'D'},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
@@ -1634,6 +1735,14 @@ main(int argc, char **argv)
 		case 'g':
 			opt.gzip = true;
 			break;
+		case 'M':
+			if (strlen(optarg) + 1 > sizeof(opt.key) || optarg[0] == '\0')
+				die("--mark: 1..63 characters");
+			snprintf(opt.key, sizeof(opt.key), "%s", optarg);
+			break;
+		case 'D':
+			opt.dump = optarg;
+			break;
 		case 'v':
 			opt.verbose = true;
 			break;
@@ -1680,5 +1789,6 @@ main(int argc, char **argv)
 		conns[i].retry_at = 0;
 	}
 	run();
+	dump_write();
 	return 0;
 }

@@ -152,7 +152,8 @@ parse_uint(const char *s, unsigned max, unsigned *out)
 	return true;
 }
 
-/* PostgreSQL replication slot names: lower-case letters, digits, '_'. */
+/* PostgreSQL replication slot names: ASCII lower-case letters, digits and
+ * '_', whatever the locale. */
 static bool
 slot_name_ok(const char *s)
 {
@@ -161,7 +162,7 @@ slot_name_ok(const char *s)
 	if (n == 0 || n > 63)
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '_'))
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
 			return false;
 	return true;
 }

@@ -21,10 +21,14 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define FCGI_HEADER_LEN 8
+#define FCGI_TYPE_END_REQUEST 3
 #define FCGI_TYPE_PARAMS 4
+#define FCGI_TYPE_STDOUT 6
+#define FCGI_MAX_CONTENT 65535
 #define CONN_PEEK_MAX (64 * 1024) /* a params block larger than this is read blocking */
 /* epoll data of a kept connection (conn_finish): fd | KEPT_TAG.  Others
  * carry their bare fd (the listening socket, stop_fd, a pending one). */
@@ -480,6 +484,104 @@ closer_main(void *arg)
 	return NULL;
 }
 
+/* ---- detached streams (conn.h) ---- */
+
+static void
+record_header(unsigned char h[FCGI_HEADER_LEN], int type, int id, size_t clen)
+{
+	h[0] = 1; /* FCGI_VERSION_1 */
+	h[1] = (unsigned char)type;
+	h[2] = (unsigned char)(id >> 8);
+	h[3] = (unsigned char)id;
+	h[4] = (unsigned char)(clen >> 8);
+	h[5] = (unsigned char)clen;
+	h[6] = 0; /* no padding */
+	h[7] = 0;
+}
+
+/* Write all of iov[0..n) to fd (blocking, as libfcgi's writes are);
+ * false on an error or a send timeout. */
+static bool
+writev_all(int fd, struct iovec *iov, int n)
+{
+	while (n > 0) {
+		ssize_t w = writev(fd, iov, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return true;
+}
+
+bool
+conn_detach(FCGX_Request *req)
+{
+	if (req->out == NULL)
+		return true;
+	if (FCGX_FFlush(req->out) != 0)
+		return false;
+	/* Not FCGX_Finish_r: no FCGI_END_REQUEST yet, and the descriptor
+	 * stays; only the streams and the params go. */
+	FCGX_Free(req, 0);
+	req->envp = NULL;
+	return true;
+}
+
+/* data as FCGI_STDOUT records straight from the caller's bytes. */
+static bool
+detached_write(FCGX_Request *req, const char *data, size_t len)
+{
+	while (len > 0) {
+		size_t n = len > FCGI_MAX_CONTENT ? FCGI_MAX_CONTENT : len;
+		unsigned char h[FCGI_HEADER_LEN];
+		struct iovec iov[2] = {{h, sizeof(h)}, {(char *)data, n}};
+
+		record_header(h, FCGI_TYPE_STDOUT, req->requestId, n);
+		if (req->ipcFd < 0 || !writev_all(req->ipcFd, iov, 2)) {
+			/* As libfcgi does on a failed write: the connection
+			 * is closed, and conn_finish has nothing left to do. */
+			if (req->ipcFd >= 0)
+				close(req->ipcFd);
+			req->ipcFd = -1;
+			return false;
+		}
+		data += n;
+		len -= n;
+	}
+	return true;
+}
+
+/* End a detached request: the empty FCGI_STDOUT record and
+ * FCGI_END_REQUEST, without blocking; false: not written (the connection
+ * must then be closed, not kept). */
+static bool
+detached_end(FCGX_Request *req)
+{
+	unsigned char rec[3 * FCGI_HEADER_LEN] = {0};
+
+	record_header(rec, FCGI_TYPE_STDOUT, req->requestId, 0);
+	record_header(rec + FCGI_HEADER_LEN, FCGI_TYPE_END_REQUEST, req->requestId, 8);
+	/* body: appStatus 0 (4 bytes), FCGI_REQUEST_COMPLETE (0), reserved */
+	return send(req->ipcFd, rec, sizeof(rec), MSG_DONTWAIT | MSG_NOSIGNAL) ==
+	       (ssize_t)sizeof(rec);
+}
+
+bool
+conn_flush(FCGX_Request *req)
+{
+	return req->out == NULL || FCGX_FFlush(req->out) == 0;
+}
+
 void
 conn_finish(struct conns *c, FCGX_Request *req)
 {
@@ -491,6 +593,8 @@ conn_finish(struct conns *c, FCGX_Request *req)
 	/* What nginx asked for in FCGI_BEGIN_REQUEST (libfcgi copies its
 	 * FCGI_KEEP_CONN flag here): fastcgi_keep_conn on. */
 	keep_conn = req->keepConnection != 0;
+	if (req->out == NULL && req->ipcFd >= 0 && !detached_end(req))
+		keep_conn = false; /* a stream whose end did not fit: close */
 	/* keepConnection: FCGX_Finish_r flushes, writes FCGI_END_REQUEST and
 	 * frees the streams but leaves the descriptor to us (unless a stream
 	 * failed, when it closes it itself). */
@@ -510,6 +614,8 @@ conn_finish(struct conns *c, FCGX_Request *req)
 bool
 conn_write(FCGX_Request *req, const char *data, size_t len)
 {
+	if (req->out == NULL)
+		return detached_write(req, data, len);
 	while (len > 0) {
 		int chunk = len > (1u << 30) ? (1 << 30) : (int)len;
 		if (FCGX_PutStr(data, chunk, req->out) != chunk)

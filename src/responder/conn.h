@@ -31,6 +31,14 @@
  * CONN_CLOSE_WAIT_MS, then closes.  No thread ever waits on one
  * connection's close.
  *
+ * Detached streams.  libfcgi gives each request an 8 kB input and an
+ * 8 kB output buffer (and a 512-byte error one) for its whole life; an
+ * SSE stream lives for hours and writes whole events, so conn_detach
+ * frees them (and the params) once its head is written: conn_write then
+ * sends each event as FCGI_STDOUT records straight from the reply's
+ * bytes (writev: a header and the data, no copy), and conn_finish writes
+ * the end records itself.
+ *
  * What a request is for is not known here: the handler (and whether a
  * request is quick) is passed in to conn_start.
  */
@@ -127,8 +135,16 @@ void conn_stop(struct conns *c);
  * next request (when nginx asked to keep it) or close it without waiting.
  * Frees req.  Any thread. */
 void conn_finish(struct conns *c, FCGX_Request *req);
-/* Write data to req now, on this thread; false on a write error. */
+/* Write data to req now, on this thread; false on a write error (a
+ * detached request's connection is then closed). */
 bool conn_write(FCGX_Request *req, const char *data, size_t len);
+/* Send what req's output buffer holds (nothing to do once detached). */
+bool conn_flush(FCGX_Request *req);
+/* Flush req and free libfcgi's buffers and params for the rest of its
+ * life (an SSE stream, once its head is written): req's params are gone,
+ * and later writes go out as FastCGI records unbuffered.  false: the
+ * flush failed. */
+bool conn_detach(FCGX_Request *req);
 /* conn_write of a reply that starts with its head ("Status: ...\r\n"),
  * with the header lines extra[0..extra_len) after the status line (none:
  * the reply as it is). */

@@ -21,6 +21,7 @@
 #include "http_params.h"
 #include "log.h"
 #include "metrics.h"
+#include "reply.h"
 #include "responder.h"
 
 #include <errno.h>
@@ -86,6 +87,9 @@ usage(FILE *out)
 	        "  -k, --sse-keepalive S      seconds between SSE keep-alive comments (default "
 	        "15)\n"
 	        "  -c, --cache-max-age S      max-age of replies holding batches (default 60)\n"
+	        "  -z, --gzip-level N         deflate level (1-9) of the gzip form of long-poll\n"
+	        "                             replies and snapshots, made once per reply for\n"
+	        "                             clients that accept gzip; 0: never (default 1)\n"
 	        "  -v, --verbose              log debug messages\n"
 	        "  -q, --quiet                log warnings and errors only\n"
 	        "      --syslog               log to syslog instead of stderr\n"
@@ -205,23 +209,35 @@ feed_waiter(struct responder *r, FCGX_Request *req, const char *name, struct hp_
 	w = waiter_new(req, feed, seg, fspec_new(filter, hp->filter_key), hp->sse,
 	               clock_mono_ms() + (int64_t)hp->timeout_s * 1000);
 	hp->filter_key = NULL; /* the fspec's now */
+	w->gzip = !hp->sse && reply_accepts_gzip(param(req, "HTTP_ACCEPT_ENCODING"));
 	*from_snapshot = !hp->has_cursor;
 	if (!hp->has_cursor)
 		return w;
-	rc = ring_lookup(seg->ring, hp->cursor, &seq);
+	/* A bare position (an older release's cursor) names no history:
+	 * it cannot be checked, so it is not resumed (docs/API.md). */
+	rc = hp->has_ident ? ring_seek(seg->ring, hp->cursor_ident, hp->cursor, &seq)
+	                   : RING_UNKNOWN;
 	if (rc == RING_OK) {
 		w->seq_after = seq;
 		w->cursor = hp->cursor;
+		w->ident = hp->cursor_ident;
 	} else if (hp->sse) {
 		*from_snapshot = true; /* EventSource cannot follow a 410 */
 	} else {
+		char cur[BATCH_POSITION_MAX];
 		w->req = NULL; /* the caller answers req */
 		waiter_free(w);
+		if (hp->has_ident)
+			batch_format_position(hp->cursor, hp->cursor_ident, cur, sizeof(cur));
+		else
+			batch_format_cursor(hp->cursor, cur, sizeof(cur));
 		snprintf(e->message, sizeof(e->message),
-		         "cursor %" PRIu64
-		         " is not held here (%s): take a new snapshot (request the "
-		         "feed without a cursor)",
-		         hp->cursor, ring_strstatus(rc));
+		         "cursor %s cannot be resumed here (%s): take a new snapshot (request "
+		         "the feed without a cursor)",
+		         cur,
+		         !hp->has_ident    ? "it names no upstream history"
+		         : rc == RING_GONE ? "older than the oldest batch held"
+		                           : "another upstream history, or inside a merged batch");
 		feed_error(e, 410, "cursor_gone", e->message);
 		return NULL;
 	}
@@ -242,8 +258,9 @@ open_stream(struct responder *r, struct waiter *w)
 
 	metrics_request(MK_SSE, 200);
 	metrics_sse(1);
-	if (!conn_write_head(w->req, head, sizeof(head) - 1, extra, n) ||
-	    FCGX_FFlush(w->req->out) != 0) {
+	/* Detached after the head: the stream keeps no libfcgi buffer while
+	 * it lives. */
+	if (!conn_write_head(w->req, head, sizeof(head) - 1, extra, n) || !conn_detach(w->req)) {
 		writer_end(&r->writers, w, 0);
 		return false;
 	}
@@ -268,10 +285,11 @@ serve_snapshot(struct responder *r, struct waiter *w, struct thread_ctx *t)
 	} else if (w->sse) {
 		writer_enqueue(&r->writers, w, rep, 0); /* the writer continues the stream */
 	} else {
+		const struct reply *s = reply_for(rep, w->gzip);
 		char extra[RENDER_STATE_HEADERS_MAX];
 		size_t n = render_state_headers(w->seg, extra, sizeof(extra));
-		if (conn_write_head(w->req, rep->data, rep->len, extra, n))
-			metrics_served(rep->batches, rep->len + n);
+		if (conn_write_head(w->req, s->data, s->len, extra, n))
+			metrics_served(s->batches, s->len + n);
 		metrics_request(MK_SNAPSHOT, 200);
 		conn_finish(&r->conns, w->req);
 		reply_release(rep);
@@ -615,6 +633,7 @@ main(int argc, char **argv)
 	                                         {"max-timeout", required_argument, NULL, 'T'},
 	                                         {"sse-keepalive", required_argument, NULL, 'k'},
 	                                         {"cache-max-age", required_argument, NULL, 'c'},
+	                                         {"gzip-level", required_argument, NULL, 'z'},
 	                                         {"verbose", no_argument, NULL, 'v'},
 	                                         {"quiet", no_argument, NULL, 'q'},
 	                                         {"syslog", no_argument, NULL, 'S'},
@@ -624,7 +643,8 @@ main(int argc, char **argv)
 	bool use_syslog = false;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "s:m:b:d:u:w:a:W:T:k:c:vqVh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:m:b:d:u:w:a:W:T:k:c:z:vqVh", longopts, NULL)) !=
+	       -1) {
 		switch (c) {
 		case 's':
 			opt.socket_path = optarg;
@@ -666,6 +686,9 @@ main(int argc, char **argv)
 			break;
 		case 'c':
 			opt.cache_max_age_s = parse_int(optarg, 0, 86400 * 365, "--cache-max-age");
+			break;
+		case 'z':
+			reply_set_gzip_level(parse_int(optarg, 0, 9, "--gzip-level"));
 			break;
 		case 'v':
 			log_max_level = LOG_LEVEL_DEBUG;

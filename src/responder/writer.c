@@ -108,9 +108,10 @@ writer_deliver(struct writers *wp, struct thread_ctx *t, struct waiter *w, struc
 		writer_enqueue(wp, w, r, 0);
 		return;
 	}
-	ok = write_reply(w, r);
+	const struct reply *s = reply_for(r, w->gzip);
+	ok = write_reply(w, s);
 	if (ok)
-		metrics_served(r->batches, r->len);
+		metrics_served(s->batches, s->len);
 	reply_release(r);
 	writer_end(wp, w, status);
 }
@@ -188,10 +189,11 @@ send_timeout(FCGX_Request *req, int s)
 
 /* ---- one write ---- */
 
-/* Write w its pending reply r; false: the connection is to be ended
- * (a write error, or an SSE stream dropped as too slow). */
+/* Write w its pending reply r (r's gzip form when w takes gzip: *sent is
+ * what was written); false: the connection is to be ended (a write
+ * error, or an SSE stream dropped as too slow). */
 static bool
-write_one(struct writers *wp, struct waiter *w, const struct reply *r)
+write_one(struct writers *wp, struct waiter *w, struct reply *r, const struct reply **sent)
 {
 	bool ok, guard = false;
 
@@ -211,9 +213,10 @@ write_one(struct writers *wp, struct waiter *w, const struct reply *r)
 	}
 	if (guard)
 		send_timeout(w->req, SSE_STALL_S);
-	ok = write_reply(w, r);
+	*sent = reply_for(r, w->gzip);
+	ok = write_reply(w, *sent);
 	if (ok && w->sse)
-		ok = FCGX_FFlush(w->req->out) == 0;
+		ok = conn_flush(w->req);
 	if (guard) {
 		if (ok)
 			send_timeout(w->req, 0);
@@ -269,13 +272,14 @@ static void
 serve_one(struct writers *wp, struct waiter *w, struct waiter **repark)
 {
 	struct reply *r = w->pending;
+	const struct reply *sent = r;
 	int status = r->status;
 	bool ok;
 
 	w->pending = NULL;
-	ok = write_one(wp, w, r);
+	ok = write_one(wp, w, r, &sent);
 	if (ok) {
-		metrics_served(r->batches, r->len);
+		metrics_served(sent->batches, sent->len);
 		if (w->wake_ns != 0)
 			metrics_wake_latency((double)(clock_mono_ns() - w->wake_ns) / 1e9);
 	}
