@@ -60,6 +60,9 @@ class Client:
                     st[json.dumps(row)] = st.get(json.dumps(row), 0) + 1
                 for row in b["deleted"]:
                     k = json.dumps(row)
+                    if k not in st:  # a batch missed or applied twice
+                        self.bad.append(("deleted a row not held", name, k))
+                        continue
                     st[k] -= 1
                     if st[k] == 0:
                         del st[k]
