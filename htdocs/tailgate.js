@@ -1273,7 +1273,7 @@ class MultiSubscription {
         const next = new RowCounts();
         for (const b of f.batches) next.apply(b);
         const d = set.replace(next, f.columns || undefined);
-        changes[n] = { insert: d.insert, remove: d.remove, columns: set.columns };
+        changes[n] = { insert: d.insert, remove: d.remove, columns: set.columns, batches: [] };
       } else {
         const insert = [], remove = [];
         for (const b of f.batches) {
@@ -1282,7 +1282,7 @@ class MultiSubscription {
           remove.push(...ch.remove);
           if (ch.missing > 0) this._cursor = null; // we disagree with the server: start over
         }
-        changes[n] = { insert, remove, columns: set.columns };
+        changes[n] = { insert, remove, columns: set.columns, batches: f.batches };
       }
     }
     const kind = snapshot ? (this._hasState ? 'resync' : 'snapshot') : 'delta';
@@ -1388,7 +1388,8 @@ class MultiSubscription {
  *   base     the feeds' prefix, "/feeds"
  *   feeds    ["a", "b"] or {a: {filter}, b: {filter: {amount: 'gte.5'}}}
  *   options  onUpdate(changes, {kind, cursor}, sub): changes[name] =
- *            {insert, remove, columns} (objects, as subscribe's onBatch),
+ *            {insert, remove, columns, batches} (objects, as subscribe's
+ *            onBatch; batches: a delta's raw batches, none for a snapshot),
  *            kind "snapshot" | "resync" | "delta"; onState(state, detail);
  *            transport "longpoll" (default) or "sse"; timeout; fetch,
  *            EventSource, backoff, random, onError as for subscribe.
