@@ -10,8 +10,9 @@ the rows.  Under a steady load of transactions:
 
   * GET /feeds/items,counts and its long-polls: at EVERY reply the
     client's count equals its number of rows;
-  * the same request as Server-Sent Events: at every event, and after a
-    reconnect with Last-Event-ID (which resumes, no new snapshot);
+  * the same request as Server-Sent Events: at every event, after a
+    reconnect with Last-Event-ID (which resumes, no new snapshot), and on
+    a stream open while the daemon restarts;
   * per-feed filters (FEED.COLUMN=OP.VALUE), and the errors: an unknown
     feed 404, an unprefixed or foreign filter 400, a feed named twice 400,
     a cursor of another history 410.
@@ -107,7 +108,7 @@ class Load(threading.Thread):
         self.p.wait(30)
 
 
-def sse_events(st, path, headers, want, client, deadline):
+def sse_events(st, path, headers, want, client, deadline, more=None):
     """Read events of an SSE stream until want events with batches (or the
     deadline); apply each to client.  Returns (events, snapshots, last id)."""
     c = http.client.HTTPConnection("127.0.0.1", st.port, timeout=10)
@@ -118,7 +119,8 @@ def sse_events(st, path, headers, want, client, deadline):
     events = snaps = 0
     last_id, name, data = None, None, []
     try:
-        while time.time() < deadline and client.with_batches < want:
+        while time.time() < deadline and (client.with_batches < want or
+                                          (more is not None and more())):
             line = r.readline()
             if not line:
                 break
@@ -250,6 +252,28 @@ def main():
         ok(status == 200 and snaps == 0 and sc.with_batches >= before + 20 and sc.bad == [],
            "SSE resumed with Last-Event-ID: %d events, no snapshot, still in agreement"
            % events, repr(sc.bad[:5]))
+
+        # The daemon restarts under an open stream: it follows the feeds'
+        # new segments (or starts again with a snapshot), still in agreement.
+        restarted = {}
+
+        def restart():
+            time.sleep(1.5)
+            d.stop()
+            d.start()
+            wait_for(lambda: all(f["live"] for f in st.get_json("/feeds", timeout=10)[1]
+                                 .get("feeds", [])), 30)
+            restarted["at"] = sc.with_batches
+        r = threading.Thread(target=restart, daemon=True)
+        r.start()
+        status, events, snaps, last = sse_events(
+            st, URL, {"Last-Event-ID": last}, 0, sc, time.time() + 90,
+            more=lambda: "at" not in restarted or sc.with_batches < restarted["at"] + 20)
+        r.join()
+        ok(status == 200 and "at" in restarted and sc.with_batches >= restarted["at"] + 20
+           and sc.bad == [],
+           "SSE across a daemon restart: %d events (%d snapshots), 20 after it, still in "
+           "agreement" % (events, snaps), repr(sc.bad[:5]))
         load.finish()
         load = None
 

@@ -346,6 +346,26 @@ arm(struct wordset *ws, struct seg *s)
 	        .uaddr = (uint64_t)(uintptr_t)word, .val = val, .flags = FUTEX_32};
 }
 
+/* Move q to its feeds' current segments when the daemon replaced one
+ * (a restart): its position is sought there at the next render. */
+static void
+follow_segments(struct multi *m, struct multi_req *q)
+{
+	for (int i = 0; i < q->n; i++) {
+		struct seg *s = feeds_current(m->feeds, q->f[i].feed, 1000);
+		if (s == NULL || s == q->f[i].seg) {
+			seg_release(s);
+			continue;
+		}
+		seg_release(q->f[i].seg);
+		q->f[i].seg = s;
+		if (i == 0) { /* the waiter's, for the state header */
+			seg_release(q->w->seg);
+			q->w->seg = seg_ref(s);
+		}
+	}
+}
+
 /* One round over list: answer what is ready or due; return the rest and
  * set *deadline_ms to the earliest deadline left. */
 static struct multi_req *
@@ -389,9 +409,11 @@ watcher_main(void *arg)
 		m->parked = NULL;
 		pthread_mutex_unlock(&m->mu);
 		uint32_t kick = atomic_load_explicit(&m->kick, memory_order_acquire);
-		for (struct multi_req *q = list; q != NULL; q = q->next)
+		for (struct multi_req *q = list; q != NULL; q = q->next) {
+			follow_segments(m, q);
 			for (int i = 0; i < q->n; i++)
 				arm(&ws, q->f[i].seg);
+		}
 		keep = round_serve(m, list, &deadline_ms);
 		if (keep != NULL) {
 			for (tail = keep; tail->next != NULL; tail = tail->next)
