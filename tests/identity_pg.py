@@ -23,6 +23,8 @@ with Y's rows.  This test runs, on each cluster, a host (tailgated, nginx
 The cursors of 1-3 at a position Y holds are built from a position and an
 identity taken from real cursors: the server is under test, not a client.
 With the identity check removed from ring_seek, checks 2 and 3 fail.
+Also: `tailgate-ring dump` takes Y's cursor as the responder hands it out
+and as a bare position, and refuses X's identity.
 
 Environment: top_builddir, top_srcdir (automake), IDENTITY_KEEP=1 (keep
 the directory).  Skips (77) without PostgreSQL or nginx.
@@ -30,6 +32,7 @@ the directory).  Skips (77) without PostgreSQL or nginx.
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -201,6 +204,26 @@ def main():
            % ev)
         status, obj, body = poll(x, cx)
         ok(status == 200, "X's cursor is resumed on X's own host (%d)" % status, body[:300])
+
+        # ---- tailgate-ring dump takes the responder's cursors ----
+        ring = os.path.join(build, "tailgate-ring")
+        ydir = os.path.join(tmp, "y", "ring")
+
+        def dump(cursor):
+            p = subprocess.run([ring, "-d", ydir, "dump", FEED, cursor], capture_output=True,
+                               text=True, timeout=30)
+            return p.returncode, p.stdout, p.stderr
+        rc1, out1, err1 = dump(cy0)
+        rc2, out2, err2 = dump(str(py0))
+        ok(rc1 == 0 and out1.count("\n") >= 6, "tailgate-ring dump takes Y's cursor as the "
+           "responder hands it out (%d, %d batches)" % (rc1, out1.count("\n")), err1)
+        ok(rc2 == 0 and out2 == out1, "and the bare position, with the same batches (%d)"
+           % rc2, err2)
+        rc3, out3, err3 = dump("%d.%s" % (mid, ix))
+        ok(rc3 == 3 and not out3 and "another upstream history" in err3,
+           "tailgate-ring dump refuses X's identity: exit 3 (%d), %s" % (rc3, err3.strip()))
+        rc4, _, err4 = dump("%d.xyz" % mid)
+        ok(rc4 == 2, "tailgate-ring dump: a malformed cursor is exit 2 (%d)" % rc4, err4)
 
         # ---- 3. a changed feed definition ----
         dy = y["daemon"]
