@@ -79,6 +79,7 @@ static double *lat;
 static size_t n_lat, cap_lat;
 static int epfd;
 static uint64_t base_cursor = 1000;
+static uint32_t ident; /* the ring's history: cursors are POSITION.IDENT */
 static uint64_t deliveries_bytes;
 
 static void
@@ -139,13 +140,15 @@ send_request(struct client *c)
 
 	if (opt.sse)
 		n = snprintf(req, sizeof(req),
-		             "GET /feeds/%s?cursor=%" PRIu64 " HTTP/1.1\r\nHost: localhost\r\n"
+		             "GET /feeds/%s?cursor=%" PRIu64 ".%08" PRIx32
+		             " HTTP/1.1\r\nHost: localhost\r\n"
 		             "Accept: text/event-stream\r\n\r\n",
-		             opt.feed, c->cursor);
+		             opt.feed, c->cursor, ident);
 	else
 		n = snprintf(req, sizeof(req),
-		             "GET /feeds/%s?cursor=%" PRIu64 " HTTP/1.1\r\nHost: localhost\r\n\r\n",
-		             opt.feed, c->cursor);
+		             "GET /feeds/%s?cursor=%" PRIu64 ".%08" PRIx32
+		             " HTTP/1.1\r\nHost: localhost\r\n\r\n",
+		             opt.feed, c->cursor, ident);
 	if (write(c->fd, req, (size_t)n) != n) {
 		fprintf(stderr, "bench_fcgi: client %d: short write\n", c->idx);
 		return;
@@ -528,6 +531,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "bench_fcgi: %s\n", err);
 		return 1;
 	}
+	ident = ring_ident(ring);
 	{
 		struct iovec iov[BATCH_IOV_MAX];
 		int n = batch_finish(&b, base_cursor, iov);

@@ -31,6 +31,12 @@
  * + 30 s.  Only loopback: the URL's host must be 127.x.y.z or localhost,
  * anything else is refused; source addresses are 127.0.0.1..K.
  *
+ * --mark STR takes the time from the digits after the literal STR instead of
+ * after a JSON key: bench/e2e's rows carry a text column "commit_ns=T".
+ * --dump FILE writes every delivery of the window, "T ARRIVAL_NS" a line,
+ * so that the caller can measure from another start than T (bench/e2e: the
+ * moment the writer's COMMIT returned).
+ *
  * Output: one line
  *   RESULT key=value ...
  * with the --label pairs first (server=, mode=, N=, rate= ...), then
@@ -167,7 +173,8 @@ static struct {
 	const char *labels[LABELS_MAX];
 	int nlabels;
 	bool verbose;
-	bool gzip; /* send Accept-Encoding as browsers do */
+	bool gzip;        /* send Accept-Encoding as browsers do */
+	const char *dump; /* --dump FILE: every delivery, "T ARRIVAL" */
 } opt = {
         .mode = M_LONGPOLL,
         .clients = 100,
@@ -203,6 +210,9 @@ usage(FILE *f)
 	        "                         (default: one per 4000 clients)\n"
 	        "  --stall-timeout S      reconnect a client silent for S seconds (default 40)\n"
 	        "  --key NAME             JSON key carrying the publish time (default timestamp)\n"
+	        "  --mark STR             the publish time follows the literal STR instead\n"
+	        "  --dump FILE            write every delivery in the window to FILE,\n"
+	        "                         \"PUBLISH_T ARRIVAL_NS\" a line\n"
 	        "  --pids P[,P...]        report CPU seconds and PSS of these processes and\n"
 	        "                         their descendants over the window\n"
 	        "  --label K=V            put K=V in the RESULT line (repeatable)\n"
@@ -665,6 +675,49 @@ ep_set(struct conn *c, bool out)
 		die("epoll_ctl MOD failed");
 }
 
+/* --dump: the window's deliveries (publish time, arrival), kept in memory
+ * and written when the run ends. */
+static uint64_t (*dump_buf)[2];
+static size_t dump_len, dump_cap;
+
+static void
+dump_add(uint64_t t, uint64_t now)
+{
+	if (opt.dump == NULL)
+		return;
+	if (dump_len == dump_cap) {
+		size_t cap = dump_cap ? dump_cap * 2 : 65536;
+		void *p = realloc(dump_buf, cap * sizeof(*dump_buf));
+		if (p == NULL)
+			die("out of memory for --dump");
+		dump_buf = p;
+		dump_cap = cap;
+	}
+	dump_buf[dump_len][0] = t;
+	dump_buf[dump_len][1] = now;
+	dump_len++;
+}
+
+static void
+dump_write(void)
+{
+	FILE *f;
+
+	if (opt.dump == NULL)
+		return;
+	f = fopen(opt.dump, "w");
+	if (f == NULL) {
+		fprintf(stderr, "loadclient: cannot write --dump %s: %s\n", opt.dump,
+		        strerror(errno));
+		return;
+	}
+	for (size_t i = 0; i < dump_len; i++)
+		fprintf(f, "%" PRIu64 " %" PRIu64 "\n", dump_buf[i][0], dump_buf[i][1]);
+	if (fclose(f) != 0)
+		fprintf(stderr, "loadclient: writing --dump %s failed: %s\n", opt.dump,
+		        strerror(errno));
+}
+
 /* Count every publish time in a complete message. */
 static void
 scan_message(struct conn *c, const char *p, size_t n)
@@ -702,6 +755,7 @@ scan_message(struct conn *c, const char *p, size_t n)
 			now = now_ns();
 		if (measuring && now >= window_start && now <= window_end) {
 			hist_add(now > t ? (now - t) / 1000 : 0);
+			dump_add(t, now);
 			deliveries++;
 			c->window_deliveries++;
 		}
@@ -709,7 +763,8 @@ scan_message(struct conn *c, const char *p, size_t n)
 	c->first_msg = false;
 }
 
-/* tailgate's reply cursor: "cursor": "123" or "cursor":123 */
+/* tailgate's reply cursor, opaque ("123.5c1e09a2"; "cursor":123 from an
+ * older server): copied as it is, to be sent back. */
 static bool
 find_cursor(const char *p, size_t n, char *out, size_t outlen)
 {
@@ -721,7 +776,10 @@ find_cursor(const char *p, size_t n, char *out, size_t outlen)
 	k += 8;
 	while (k < end && (*k == ' ' || *k == ':' || *k == '"'))
 		k++;
-	while (k < end && *k >= '0' && *k <= '9' && len + 1 < outlen)
+	while (k < end &&
+	       ((*k >= '0' && *k <= '9') || (*k >= 'a' && *k <= 'f') || (*k >= 'A' && *k <= 'F') ||
+	        *k == '.') &&
+	       len + 1 < outlen)
 		out[len++] = *k++;
 	out[len] = '\0';
 	return len > 0;
@@ -1607,6 +1665,8 @@ main(int argc, char **argv)
 	        {"pids", required_argument, NULL, 'p'},
 	        {"label", required_argument, NULL, 'l'},
 	        {"gzip", no_argument, NULL, 'g'},
+	        {"mark", required_argument, NULL, 'M'},
+	        {"dump", required_argument, NULL, 'D'},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
@@ -1675,6 +1735,14 @@ main(int argc, char **argv)
 		case 'g':
 			opt.gzip = true;
 			break;
+		case 'M':
+			if (strlen(optarg) + 1 > sizeof(opt.key) || optarg[0] == '\0')
+				die("--mark: 1..63 characters");
+			snprintf(opt.key, sizeof(opt.key), "%s", optarg);
+			break;
+		case 'D':
+			opt.dump = optarg;
+			break;
 		case 'v':
 			opt.verbose = true;
 			break;
@@ -1721,5 +1789,6 @@ main(int argc, char **argv)
 		conns[i].retry_at = 0;
 	}
 	run();
+	dump_write();
 	return 0;
 }

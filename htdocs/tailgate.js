@@ -417,8 +417,10 @@ function httpError(status, text) {
   return e;
 }
 
-// A reply's JSON.  A cursor sent as a number beyond 2^53 would lose digits
-// in JSON.parse: take its text from the reply instead.
+// A reply's JSON.  The cursor is opaque text ("POSITION.IDENTITY" today):
+// kept as the string the server sent, never parsed or compared.  (A server
+// that sent it as a JSON number beyond 2^53 would lose digits in
+// JSON.parse: its text is taken from the reply instead.)
 export function parseReply(text) {
   const body = JSON.parse(text);
   if (!body || typeof body !== 'object' || Array.isArray(body)) throw new Error('tailgate: reply is not an object');
@@ -1080,8 +1082,9 @@ class Subscription {
         }
         // An event may carry an envelope like the long-poll reply, or one batch.
         const batches = Array.isArray(msg.batches) ? msg.batches : [msg];
-        const cursor =
-          ev.lastEventId || msg.cursor || (batches.length ? String(batches[batches.length - 1].timestamp ?? '') : '') || this._cursor;
+        // The cursor is opaque: the event's id (or an envelope's cursor),
+        // never made from a batch's timestamp.
+        const cursor = ev.lastEventId || msg.cursor || this._cursor;
         if (expectSnapshot || named === 'snapshot') {
           expectSnapshot = false;
           this._installSnapshot(batches, cursor, msg.columns);

@@ -123,7 +123,7 @@ def wait_live(st, feed, deadline=DEADLINE):
             s, obj = st.get_json("/feeds")
             last = obj
             for f in obj.get("feeds", []):
-                if f["name"] == feed and f["live"] and int(f["cursor"]) > 0:
+                if f["name"] == feed and f["live"] and int(f["cursor"].split(".")[0]) > 0:
                     return True
         except Exception as e:  # nginx up, responder busy: retry
             last = e

@@ -138,9 +138,10 @@ def rebuild(recs):
         bodies.append(json.loads(r["body"]))
     rows, last = {}, -1
     for b in bodies:
-        if int(b["cursor"]) <= last:
+        pos = int(b["cursor"].split(".")[0])  # POSITION.IDENTITY
+        if pos <= last:
             problems.append("cursor %s after %d" % (b["cursor"], last))
-        last = int(b["cursor"])
+        last = pos
         for row in b["deleted"]:
             k = json.dumps(row)
             if rows.get(k, 0) <= 0:

@@ -394,6 +394,12 @@ run_writer(struct ring *w, uint64_t base_cursor, struct writer_stats *ws)
 		seq++;
 		prev = cursor;
 		ws->appended++;
+		/* Now and then the upstream confirms a position past the batch
+		 * without a change (ring_advance); the next batch comes after. */
+		if (rnd(&rng, 32) == 0) {
+			cursor += 1 + rnd(&rng, 8);
+			ring_advance(w, cursor);
+		}
 		ws->bytes += len;
 		if (kind == KIND_BIG) {
 			ws->big++;
@@ -807,6 +813,17 @@ restart_lookup(struct reader *rd)
 		if (after != rd->next)
 			fail(rd, "lookup of the last cursor %" PRIu64 " gives seq %" PRIu64,
 			     rd->last_cursor, after);
+		/* As a position (ring_seek), racing the writer: it is held (or
+		 * gone by now), never inside a range: every batch here is its
+		 * own (cursor - 1, cursor].  The reply cursor there is never
+		 * below it. */
+		uint64_t pos_after;
+		int prc = ring_seek(rd->r, ring_ident(rd->r), rd->last_cursor + 1, &pos_after);
+		if (prc != RING_OK && prc != RING_GONE)
+			fail(rd, "seek of position %" PRIu64 ": %s", rd->last_cursor + 1,
+			     ring_strstatus(prc));
+		if (ring_complete(rd->r, rd->next, rd->last_cursor) < rd->last_cursor)
+			fail(rd, "complete below the reader's position %" PRIu64, rd->last_cursor);
 		return;
 	}
 	if (rc == RING_GONE) {

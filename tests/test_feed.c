@@ -704,6 +704,73 @@ test_restart(void)
 	f = NULL;
 }
 
+/* The frontier, merged ranges and the upstream identity (feed.c, top). */
+static void
+test_positions(void)
+{
+	struct feed_params p = {"pf", dir, "test", 64 * 1024, false, "view=pf", false, 0};
+	struct feed_column cols[] = {{"k", "int8", COLTYPE_NUMBER}};
+	struct ring_info info;
+	struct ring_buf buf = {0};
+	struct ring_rec rec;
+	struct ring *r;
+	uint64_t seq;
+	uint32_t id;
+
+	f = feed_new(&p);
+	feed_set_columns(f, cols, 1);
+	ok(!feed_set_upstream(f, "pg:1:1"), "positions: a new segment takes its upstream at once");
+	ok(ring_open(dir, "pf", &r, err_buf, sizeof(err_buf)) == RING_OK, "positions: mapped");
+	id = ring_ident(r);
+	ok(feed_snapshot_begin(f, 10) == 0, "positions: snapshot at 10");
+	row(10, 1, "[1]");
+	ok(feed_progress(f, 11) == 0, "positions: closed");
+	ring_info(r, &info);
+	is_int(info.frontier, 10, "positions: complete through the snapshot");
+	ok(feed_progress(f, 50) == 0, "positions: a keepalive at 50, no rows");
+	feed_flush(f);
+	ring_info(r, &info);
+	ok(info.frontier == 49 && info.head_cursor == 10,
+	   "positions: the frontier moved to 49 without a batch");
+	row(60, 1, "[2]");
+	ok(feed_progress(f, 61) == 0, "positions: a batch at 60");
+	ok(ring_read(r, info.head_seq, &buf, &rec) == RING_OK && rec.lo == 59 && rec.cursor == 60,
+	   "positions: an ordinary batch stands for (59, 60]");
+
+	/* A gap (the session was lost), then a fresh snapshot: one batch
+	 * standing for everything since the frontier. */
+	feed_upstream_lost(f);
+	ok(feed_snapshot_begin(f, 100) == 0, "positions: a new session's snapshot at 100");
+	row(100, 1, "[2]");
+	row(100, 1, "[3]");
+	ok(feed_progress(f, 101) == 0, "positions: closed");
+	ring_info(r, &info);
+	ok(ring_read(r, info.head_seq - 1, &buf, &rec) == RING_OK && rec.lo == 60 &&
+	           rec.cursor == 100,
+	   "positions: the difference after a gap stands for (60, 100]");
+	is_int(ring_seek(r, id, 80, &seq), RING_UNKNOWN, "positions: a cursor inside it: 410");
+	ok(ring_seek(r, id, 60, &seq) == RING_OK && seq == info.head_seq - 1,
+	   "positions: a cursor at its lo: the batch");
+
+	/* Another upstream: no resuming; the next snapshot starts a new
+	 * history under the new identity. */
+	ok(feed_can_resume(f), "positions: resumable before");
+	ok(feed_set_upstream(f, "pg:2:1"), "positions: another database is news");
+	ok(!feed_can_resume(f), "positions: not resumable: a snapshot must come");
+	is_int(ring_ident(r), id, "positions: the old identity until then");
+	ok(feed_snapshot_begin(f, 30) == 0, "positions: the other database's snapshot at 30");
+	row(30, 1, "[7]");
+	ok(feed_progress(f, 31) == 0, "positions: closed");
+	ring_info(r, &info);
+	ok(ring_ident(r) != id && info.head_cursor == 30 && info.frontier == 30,
+	   "positions: a new history at 30, under a new identity");
+	is_int(ring_seek(r, id, 60, &seq), RING_UNKNOWN, "positions: an old cursor: 410");
+	free(buf.data);
+	ring_close(r, false);
+	feed_free(f, true);
+	f = NULL;
+}
+
 int
 main(void)
 {
@@ -717,6 +784,7 @@ main(void)
 	test_unique();
 	f = NULL;
 	test_restart();
+	test_positions();
 	rmdir(dir);
 	return tap_done();
 }

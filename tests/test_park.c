@@ -120,9 +120,17 @@ main(void)
 	char err[256], out[4096];
 	int peer = -1;
 	int64_t t0;
+	uint32_t ident = ring_ident(ring);
+	char c2[64], c7[64], c9[64], cur[BATCH_POSITION_MAX];
 
 	if (FCGX_Init() != 0)
 		return 99;
+	batch_format_position(2, ident, cur, sizeof(cur));
+	snprintf(c2, sizeof(c2), "{\"cursor\":\"%s\",\"batches\":[", cur);
+	batch_format_position(7, ident, cur, sizeof(cur));
+	snprintf(c7, sizeof(c7), "{\"cursor\":\"%s\",\"batches\":[]}", cur);
+	batch_format_position(9, ident, cur, sizeof(cur));
+	snprintf(c9, sizeof(c9), "{\"cursor\":\"%s\",\"batches\":[", cur);
 	feeds_init(&fs, dir);
 	render_init(&rd, 60);
 	writer_start(&wp, 2, &conns, 15, park_repark, &park);
@@ -135,6 +143,7 @@ main(void)
 	w = waiter_new(req, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false,
 	               clock_mono_ms() + 10000);
 	w->cursor = 1;
+	w->ident = ident;
 	w->seq_after = 0;
 	park_serve(&park, w, &t);
 	ok(!read_reply(peer, 300, out, sizeof(out)),
@@ -149,8 +158,7 @@ main(void)
 	ok(read_reply(peer, 5000, out, sizeof(out)), "an append wakes the parked request");
 	ok(clock_mono_ms() - t0 < 2000, "within 2 s (%lld ms)", (long long)(clock_mono_ms() - t0));
 	ok(strstr(out, "Status: 200 OK") != NULL, "200");
-	ok(strstr(out, "{\"cursor\":\"2\",\"batches\":[") != NULL,
-	   "the reply moves the cursor to 2");
+	ok(strstr(out, c2) != NULL, "the reply moves the cursor to 2");
 	ok(strstr(out, "[2,\"plum\"]") != NULL, "and holds the new row");
 	close(peer);
 	pthread_mutex_lock(&park.mu);
@@ -162,13 +170,14 @@ main(void)
 	w = waiter_new(req, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false,
 	               clock_mono_ms() + 400);
 	w->cursor = 2;
+	w->ident = ident;
 	w->seq_after = 1;
 	t0 = clock_mono_ms();
 	park_serve(&park, w, &t);
 	ok(read_reply(peer, 5000, out, sizeof(out)), "a timed-out long-poll is answered");
 	ok(clock_mono_ms() - t0 >= 350, "at its timeout (%lld ms)",
 	   (long long)(clock_mono_ms() - t0));
-	ok(strstr(out, "{\"cursor\":\"2\",\"batches\":[]}") != NULL, "with no batches, cursor 2");
+	ok(strstr(out, c2) != NULL && strstr(out, "[]}") != NULL, "with no batches, cursor 2");
 	ok(strstr(out, "no-store") != NULL, "not cacheable");
 	close(peer);
 
@@ -177,22 +186,56 @@ main(void)
 	w = waiter_new(req, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false,
 	               clock_mono_ms() + 10000);
 	w->cursor = 1;
+	w->ident = ident;
 	w->seq_after = 0;
 	park_serve(&park, w, &t);
 	ok(read_reply(peer, 2000, out, sizeof(out)) && strstr(out, "[2,\"plum\"]") != NULL,
 	   "behind the head: the batch at once");
 	close(peer);
 
+	/* A quiet feed: the frontier moves without a batch; the timeout
+	 * reply carries it, so the client moves forward. */
+	ring_advance(ring, 7);
+	ring_wake(ring);
+	req = new_request(&peer);
+	w = waiter_new(req, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false,
+	               clock_mono_ms() + 300);
+	w->cursor = 2;
+	w->ident = ident;
+	w->seq_after = 1;
+	park_serve(&park, w, &t);
+	ok(read_reply(peer, 5000, out, sizeof(out)) && strstr(out, c7) != NULL,
+	   "a timeout reply carries the frontier (7), not the last batch");
+	close(peer);
+
+	/* A position past the frontier (from a host further ahead): parked,
+	 * batches at or below it are skipped, the first above it answers. */
+	req = new_request(&peer);
+	w = waiter_new(req, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false,
+	               clock_mono_ms() + 10000);
+	w->cursor = 8;
+	w->ident = ident;
+	ok(ring_seek(seg->ring, ident, 8, &w->seq_after) == RING_OK, "position 8 is sought");
+	park_serve(&park, w, &t);
+	ok(!read_reply(peer, 300, out, sizeof(out)), "past the frontier: parked, no 410");
+	rr_append(ring, 8, b2, NULL);
+	ok(!read_reply(peer, 500, out, sizeof(out)), "a batch at its position: still parked");
+	rr_append(ring, 9, b2, NULL);
+	ok(read_reply(peer, 5000, out, sizeof(out)) && strstr(out, c9) != NULL,
+	   "the batch above it answers, at cursor 9");
+	ok(strstr(out, "\"timestamp\":\"8\"") == NULL, "without the batch it held");
+	close(peer);
+
 	/* Stopping answers a parked long-poll (empty). */
 	req = new_request(&peer);
 	w = waiter_new(req, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false,
 	               clock_mono_ms() + 10000);
-	w->cursor = 2;
-	w->seq_after = 1;
+	w->cursor = 9;
+	w->ident = ident;
+	ring_seek(seg->ring, ident, 9, &w->seq_after);
 	park_serve(&park, w, &t);
 	park_stop(&park);
-	ok(read_reply(peer, 5000, out, sizeof(out)) &&
-	           strstr(out, "{\"cursor\":\"2\",\"batches\":[]}") != NULL,
+	ok(read_reply(peer, 5000, out, sizeof(out)) && strstr(out, "\"batches\":[]}") != NULL,
 	   "park_stop answers a parked long-poll, empty");
 	close(peer);
 

@@ -51,18 +51,35 @@ compile(const char *query, struct seg *seg, char **key)
 	return f;
 }
 
+static uint32_t ident; /* the ring's history */
+
+/* pre + "POS.IDENT" + post: the text a reply carries around a cursor. */
+static const char *
+cur3(const char *pre, uint64_t pos, const char *post)
+{
+	static char out[4][128];
+	static int n;
+	char c[BATCH_POSITION_MAX];
+
+	batch_format_position(pos, ident, c, sizeof(c));
+	n = (n + 1) % 4;
+	snprintf(out[n], sizeof(out[n]), "%s%s%s", pre, c, post);
+	return out[n];
+}
+
 static void
 test_sse_framing(void)
 {
 	struct bbuf b = {0};
 
-	render_sse_event(&b, "snapshot", 7, "{\"a\":1}", 7);
+	render_sse_event(&b, "snapshot", 7, 0xabcdef01u, "{\"a\":1}", 7);
 	bbuf_add(&b, "", 1);
-	is_str(b.p, "event: snapshot\nid: 7\ndata: {\"a\":1}\n\n", "an SSE event: name, id, data");
+	is_str(b.p, "event: snapshot\nid: 7.abcdef01\ndata: {\"a\":1}\n\n",
+	       "an SSE event: name, id (position.identity), data");
 	b.len = 0;
-	render_sse_event(&b, NULL, 8, "[\"x\ny\"]", 7);
+	render_sse_event(&b, NULL, 8, 1, "[\"x\ny\"]", 7);
 	bbuf_add(&b, "", 1);
-	is_str(b.p, "id: 8\ndata: [\"x\ndata: y\"]\n\n",
+	is_str(b.p, "id: 8.00000001\ndata: [\"x\ndata: y\"]\n\n",
 	       "a newline in the JSON starts a data: line");
 	b.len = 0;
 	render_error(&b, 410, "cursor_gone", "bad \xff byte");
@@ -98,8 +115,16 @@ test_range(struct ring *r, struct seg *seg)
 	render_range(r, 0, 3, NULL, true, RENDER_MAX_REPLY, &out, &scratch, &rr, 1);
 	bbuf_add(&out, "", 1);
 	is_int(count(out.p, "\n\n"), 3, "SSE: three events");
-	ok(strncmp(out.p, "id: 2\ndata: {", 13) == 0, "SSE: each event's id is its cursor");
-	ok(strstr(out.p, "id: 4\ndata: ") != NULL, "SSE: the last event is cursor 4");
+	ok(strncmp(out.p, cur3("id: ", 2, "\ndata: {"), 22) == 0,
+	   "SSE: each event's id is its cursor");
+	ok(strstr(out.p, cur3("id: ", 4, "\ndata: ")) != NULL, "SSE: the last event is cursor 4");
+
+	/* A position at or past a batch skips it: the client holds it. */
+	out.len = 0;
+	rc = render_range(r, 0, 3, NULL, false, RENDER_MAX_REPLY, &out, &scratch, &rr, 3);
+	is_int(rc, RING_OK, "from position 3: reads");
+	is_int(rr.n_batches, 1, "from position 3: only the batch at 4");
+	is_int(rr.next_seq, 3, "from position 3: all three examined");
 
 	f = compile("item=eq.fig", seg, &key);
 	ok(f != NULL, "filter item=eq.fig compiles");
@@ -140,10 +165,11 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 	ok(ring_lookup(seg->ring, 2, &seq) == RING_OK, "cursor 2 is held");
 	w->seq_after = seq;
 	w->cursor = 2;
+	w->ident = ident;
 	r = render_next(&rd, w, 3, &scratch);
 	ok(r != NULL && r->status == 200, "render_next: a reply");
 	is_int(r ? r->batches : 0, 2, "render_next: two batches");
-	ok(r && strstr(r->data, "{\"cursor\":\"4\",\"batches\":[{") != NULL,
+	ok(r && strstr(r->data, cur3("{\"cursor\":\"", 4, "\",\"batches\":[{")) != NULL,
 	   "render_next: the new cursor leads");
 	ok(r && strstr(r->data, "max-age=77, immutable") != NULL,
 	   "render_next: batches are cacheable for the configured max-age");
@@ -165,15 +191,36 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 
 	/* Timeout: an empty batch list at the cursor, not cacheable. */
 	r = render_timeout_reply(&rd, w);
-	ok(strstr(r->data, "{\"cursor\":\"4\",\"batches\":[]}") != NULL, "timeout: no batches");
+	ok(strstr(r->data, cur3("{\"cursor\":\"", 4, "\",\"batches\":[]}")) != NULL,
+	   "timeout: no batches");
 	ok(strstr(r->data, "no-store") != NULL, "timeout: no-store");
 	reply_release(r);
 
-	/* A cursor that is not the batch before seq_after: 410. */
+	/* A position between batches: the batches above it. */
+	ok(ring_seek(seg->ring, ident, 3, &seq) == RING_OK && seq == 2, "position 3: seq 2");
 	w->seq_after = 0;
 	w->cursor = 3;
 	r = render_next(&rd, w, 3, &scratch);
-	is_int(r ? r->status : 0, 410, "a cursor out of the history: 410");
+	is_int(r ? r->batches : 0, 1, "from an earlier seq, batches at or below 3 are skipped");
+	reply_release(r);
+	/* A position past the frontier: nothing yet, the same cursor back. */
+	ok(ring_seek(seg->ring, ident, 9, &seq) == RING_OK && seq == 3,
+	   "position 9 (past the frontier): the head");
+	w->seq_after = 3;
+	w->cursor = 9;
+	ok(render_next(&rd, w, 3, &scratch) == NULL, "past the frontier: nothing to send");
+	r = render_timeout_reply(&rd, w);
+	ok(strstr(r->data, cur3("{\"cursor\":\"", 9, "\",")) != NULL,
+	   "past the frontier: the timeout reply keeps the cursor");
+	reply_release(r);
+	is_int(ring_seek(seg->ring, ident, 0, &seq), RING_GONE, "below the floor: gone");
+	is_int(ring_seek(seg->ring, ident ^ 1, 2, &seq), RING_UNKNOWN, "another history: unknown");
+	/* A waiter whose batches were dropped, at a position below the floor. */
+	w->seq_after = 0;
+	w->cursor = 0;
+	w->ident = ident ^ 1;
+	r = render_gone_reply(w->cursor, w->ident);
+	is_int(r ? r->status : 0, 410, "a position out of the history: 410");
 	ok(r && strstr(r->data, "cursor_gone") != NULL, "410 says cursor_gone");
 	reply_release(r);
 	waiter_free(w);
@@ -183,6 +230,7 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 	w = waiter_new(NULL, feed, seg_ref(seg), fspec_new(f, key), false, 0);
 	w->seq_after = 0;
 	w->cursor = 1;
+	w->ident = ident;
 	ok(render_next(&rd, w, 3, &scratch) == NULL, "nothing matches: no reply");
 	is_int(w->cursor, 4, "nothing matches: the waiter still moves to cursor 4");
 	waiter_free(w);
@@ -191,7 +239,7 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 	w = waiter_new(NULL, feed, seg_ref(seg), fspec_new(NULL, strdup("")), false, 0);
 	r = render_snapshot(w, &scratch);
 	ok(r != NULL, "render_snapshot: a reply");
-	ok(r && strstr(r->data, "{\"cursor\":\"4\",\"columns\":[") != NULL,
+	ok(r && strstr(r->data, cur3("{\"cursor\":\"", 4, "\",\"columns\":[")) != NULL,
 	   "snapshot: cursor and columns");
 	ok(r && strstr(r->data, "[2,\"pear\"]") != NULL && strstr(r->data, "[5,\"kiwi\"]") != NULL,
 	   "snapshot: its rows and the later batches");
@@ -202,9 +250,10 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 	/* SSE snapshot: an "event: snapshot" first. */
 	w = waiter_new(NULL, feed, seg_ref(seg), fspec_new(NULL, strdup("")), true, 0);
 	r = render_snapshot(w, &scratch);
-	ok(r && strncmp(r->data, "event: snapshot\nid: 1\ndata: ", 28) == 0,
+	ok(r && strncmp(r->data, cur3("event: snapshot\nid: ", 1, "\ndata: "), 37) == 0,
 	   "SSE snapshot: event snapshot at the snapshot's cursor");
-	ok(r && strstr(r->data, "\nid: 4\n") != NULL, "SSE snapshot: then the batches as events");
+	ok(r && strstr(r->data, cur3("\nid: ", 4, "\n")) != NULL,
+	   "SSE snapshot: then the batches as events");
 	reply_release(r);
 	waiter_free(w);
 
@@ -214,7 +263,8 @@ test_waiters(struct feeds *fs, struct feed *feed, struct seg *seg)
 	bbuf_add(&b, "", 1);
 	ok(strstr(b.p, "{\"feeds\":[{\"name\":\"t\",\"source\":\"test\"") != NULL,
 	   "the feed list names the feed");
-	ok(strstr(b.p, "\"cursor\":\"4\"") != NULL, "the feed list gives the head cursor");
+	ok(strstr(b.p, cur3("\"cursor\":\"", 4, "\"")) != NULL,
+	   "the feed list gives the frontier's cursor");
 	bbuf_free(&b);
 	render_free(&rd);
 	free(scratch.data);
@@ -338,7 +388,7 @@ test_gzip(struct feed *feed, struct seg *seg)
 	r = render_timeout_reply(&rd, w);
 	ok(reply_for(r, true) == r, "an empty long-poll reply stays plain");
 	reply_release(r);
-	r = render_gone_reply(1);
+	r = render_gone_reply(1, ident);
 	ok(reply_for(r, true) == r, "an error stays plain");
 	reply_release(r);
 	waiter_free(w);
@@ -376,6 +426,7 @@ main(void)
 	rr_append(r, 2, b2, NULL);
 	rr_append(r, 3, b3, NULL);
 	rr_append(r, 4, NULL, b4_del);
+	ident = ring_ident(r);
 	feeds_init(&fs, dir);
 	is_int(feeds_acquire(&fs, "t", &feed, &seg, err, sizeof(err)), 200, "the feed attaches");
 	struct feed *no_feed;

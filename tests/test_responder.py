@@ -31,6 +31,22 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 from stack import Stack, StackError, builddir  # noqa: E402
 import tap  # noqa: E402
 
+
+
+def history_ident(definition="", upstream=""):
+    """The identity a cursor carries (ring.c's ident_of): FNV-1a over the
+    definition's FNV-1a hash (4 bytes, little-endian) and the upstream's
+    identity text.  tests/ringfeed makes rings of neither."""
+    def fnv(data, h=2166136261):
+        for b in data:
+            h = ((h ^ b) * 16777619) & 0xffffffff
+        return h
+    d = fnv(definition.encode()) or 1
+    return "%08x" % (fnv(d.to_bytes(4, "little") + upstream.encode()) or 1)
+
+
+ID = history_ident()  # every ring of these tests: "POSITION.ID" cursors
+
 COLUMNS = [("id", "int8"), ("item", "text"), ("amount", "int4"), ("open", "bool")]
 
 
@@ -227,7 +243,7 @@ class TestEndpoints(StackCase):
         feeds = {x["name"]: x for x in json.loads(body)["feeds"]}
         x = feeds["listed"]
         self.assertEqual(x["columns"], [{"name": n, "type": t} for n, t in COLUMNS])
-        self.assertEqual(x["cursor"], "7")
+        self.assertEqual(x["cursor"], f"7.{ID}")
         self.assertEqual(x["rows"], 2)
         self.assertIs(x["live"], True)
         f.cmd("state down")
@@ -250,7 +266,7 @@ class TestEndpoints(StackCase):
         self.assertEqual(s, 200)
         self.assertEqual(h["cache-control"], "no-store")
         obj = json.loads(body)
-        self.assertEqual(obj["cursor"], "11")
+        self.assertEqual(obj["cursor"], f"11.{ID}")
         self.assertEqual(obj["columns"][0], {"name": "id", "type": "int8"})
         self.assertEqual(obj["batches"][0],
                          {"timestamp": "10", "inserted": [[1, "a", 5, True], [2, "b", 6, False]],
@@ -266,30 +282,30 @@ class TestEndpoints(StackCase):
         f = self.feed("imm")
         f.batch(2, inserted=[[1, "a", 1, True]])
         f.batch(3, inserted=[[2, "b", 2, True]])
-        s, h, body = self.st.get("/feeds/imm?cursor=1")
+        s, h, body = self.st.get(f"/feeds/imm?cursor=1.{ID}")
         self.assertEqual(s, 200)
         self.assertIn("immutable", h["cache-control"])
         self.assertIn("max-age=", h["cache-control"])
         obj = json.loads(body)
-        self.assertEqual(obj["cursor"], "3")
+        self.assertEqual(obj["cursor"], f"3.{ID}")
         self.assertEqual([b["timestamp"] for b in obj["batches"]], ["2", "3"])
-        obj = self.st.get_json("/feeds/imm?cursor=2")[1]
+        obj = self.st.get_json(f"/feeds/imm?cursor=2.{ID}")[1]
         self.assertEqual([b["timestamp"] for b in obj["batches"]], ["3"])
 
     def test_gzip_json_not_sse(self):
         """What browsers send: JSON replies come gzipped with Vary, SSE plain."""
         f = self.feed("gz")
         f.batch(2, inserted=[[i, "row %d" % i, i, True] for i in range(40)])
-        for path in ("/feeds/gz", "/feeds/gz?cursor=1"):
+        for path in ("/feeds/gz", f"/feeds/gz?cursor=1.{ID}"):
             s, h, body = self.st.get(path, headers={"Accept-Encoding": "gzip, deflate, br"})
             self.assertEqual(s, 200)
             self.assertEqual(h.get("content-encoding"), "gzip", path)
             self.assertIn("Accept-Encoding", h.get("vary", ""), path)
             obj = json.loads(gzip.decompress(body))
-            self.assertEqual(obj["cursor"], "2")
+            self.assertEqual(obj["cursor"], f"2.{ID}")
             s, h, body = self.st.get(path)  # no Accept-Encoding: plain
             self.assertNotIn("content-encoding", h)
-            self.assertEqual(json.loads(body)["cursor"], "2")
+            self.assertEqual(json.loads(body)["cursor"], f"2.{ID}")
         # SSE over HTTP/1.1 with Accept-Encoding: still not compressed
         # (a deflate state per stream costs far more than it saves).
         sock = socket.create_connection(("127.0.0.1", self.st.port), timeout=10)
@@ -324,11 +340,11 @@ class TestEndpoints(StackCase):
         RFC 9110 says; the inflated body is the plain one."""
         f = self.feed("gzr")
         f.batch(2, inserted=[[i, "row %d" % i, i, True] for i in range(400)])
-        for path in ("/feeds/gzr", "/feeds/gzr?cursor=1"):
+        for path in ("/feeds/gzr", f"/feeds/gzr?cursor=1.{ID}"):
             s, h, plain = self.raw_get(path, {})
             self.assertEqual(s, 200)
             self.assertNotIn("content-encoding", dict(h), path)
-            self.assertEqual(json.loads(plain)["cursor"], "2")
+            self.assertEqual(json.loads(plain)["cursor"], f"2.{ID}")
             # nginx's gzip does not take "*": a gzip reply to it is the
             # responder's own.
             for ae, coded in (("gzip, deflate, br", True), ("*", True),
@@ -370,37 +386,37 @@ class TestEndpoints(StackCase):
     def test_long_poll_wakes_on_publish(self):
         f = self.feed("wake")
         before = self.parked()
-        p = Poll(self.st, "/feeds/wake?cursor=1")
+        p = Poll(self.st, f"/feeds/wake?cursor=1.{ID}")
         wait_for(lambda: self.parked() >= before + 1, what="the poll to park")
         t0 = time.monotonic()
         f.batch(5, inserted=[[9, "z", 1, True]])
         s, h, obj = p.wait(10)
         self.assertLess(p.done_at - t0, 1.0)
         self.assertEqual(s, 200)
-        self.assertEqual(obj, {"cursor": "5", "batches": [
+        self.assertEqual(obj, {"cursor": f"5.{ID}", "batches": [
             {"timestamp": "5", "inserted": [[9, "z", 1, True]], "deleted": []}]})
         self.assertIn("immutable", h["cache-control"])
 
     def test_timeout_reply(self):
         self.feed("tmo")
         t0 = time.monotonic()
-        s, h, body = self.st.get("/feeds/tmo?cursor=1&timeout=1")
+        s, h, body = self.st.get(f"/feeds/tmo?cursor=1.{ID}&timeout=1")
         dt = time.monotonic() - t0
         self.assertEqual(s, 200)
-        self.assertEqual(json.loads(body), {"cursor": "1", "batches": []})
+        self.assertEqual(json.loads(body), {"cursor": f"1.{ID}", "batches": []})
         self.assertEqual(h["cache-control"], "no-store")
         self.assertGreater(dt, 0.9)
         self.assertLess(dt, 2.5)
         t0 = time.monotonic()
-        s, _, body = self.st.get("/feeds/tmo?cursor=1&timeout=0")
+        s, _, body = self.st.get(f"/feeds/tmo?cursor=1.{ID}&timeout=0")
         self.assertLess(time.monotonic() - t0, 0.5)
-        self.assertEqual(json.loads(body), {"cursor": "1", "batches": []})
+        self.assertEqual(json.loads(body), {"cursor": f"1.{ID}", "batches": []})
 
     def test_bad_parameters(self):
         self.feed("badp")
         cases = [
             ("cursor=abc", "malformed cursor"), ("cursor=", "malformed cursor"),
-            ("cursor=-3", "malformed cursor"), ("cursor=123456789012345678901", "cursor"),
+            ("cursor=-3", "malformed cursor"), (f"cursor=123456789012345678901.{ID}", "cursor"),
             ("timeout=26", "timeout"), ("timeout=x", "timeout"), ("timeout=-1", "timeout"),
             ("bogus=1", "unknown parameter"), ("stream=ws", "stream"),
             ("amount=like.3", "bad filter operator"), ("nosuch=eq.1", "nosuch"),
@@ -414,36 +430,44 @@ class TestEndpoints(StackCase):
     def test_unknown_feed(self):
         self.error("/feeds/nosuchfeed", 404, "unknown_feed", contains="nosuchfeed")
         self.error("/feeds/bad%20name", 404, "unknown_feed")
-        self.error("/feeds/nosuchfeed?cursor=1", 404, "unknown_feed")
+        self.error(f"/feeds/nosuchfeed?cursor=1.{ID}", 404, "unknown_feed")
 
     def test_cursor_410(self):
         f = self.feed("gone", size=64 * 1024)
         f.batch(2, inserted=[[1, "a", 1, True]])
         f.batch(4, inserted=[[2, "b", 1, True]])
-        # Between two held batches, or past the head: another history.
-        for c in ("3", "5", "99999999999"):
+        # A cursor is a position: between two held batches, the batches
+        # above it; past the frontier (a host further ahead), the same
+        # cursor back at the timeout, never a 410.
+        s, obj = self.st.get_json(f"/feeds/gone?cursor=3.{ID}")
+        self.assertEqual((s, obj["cursor"], len(obj["batches"])), (200, f"4.{ID}", 1))
+        s, obj = self.st.get_json(f"/feeds/gone?cursor=99999999999.{ID}&timeout=0")
+        self.assertEqual((s, obj["cursor"], obj["batches"]), (200, f"99999999999.{ID}", []))
+        # Another history, or no history named (a bare position): 410.
+        other = "%08x" % (int(ID, 16) ^ 1)
+        for c in ("3", "3." + other, "2." + other):
             obj = self.error("/feeds/gone?cursor=" + c, 410, "cursor_gone")
             self.assertIn("snapshot", obj["message"])
         # Older than the floor: the ring dropped it.
         f.fill(3000, 100)
         info = f.info()
         self.assertGreater(info["tail"], 2)
-        self.error("/feeds/gone?cursor=2", 410, "cursor_gone")
+        self.error(f"/feeds/gone?cursor=2.{ID}", 410, "cursor_gone")
         # Resync: a new snapshot, then long-poll from its cursor.
         s, snap = self.st.get_json("/feeds/gone")
         self.assertEqual(s, 200)
-        self.assertEqual(snap["cursor"], str(100 + 3000 - 1))
+        self.assertEqual(snap["cursor"], "%d.%s" % (100 + 3000 - 1, ID))
         rows = [r for b in snap["batches"] for r in b["inserted"]]
         self.assertGreaterEqual(len(rows), 3000)
         f.batch(5000, inserted=[[7, "new", 1, True]])
         s, obj = self.st.get_json("/feeds/gone?cursor=" + snap["cursor"])
-        self.assertEqual((s, obj["cursor"]), (200, "5000"))
+        self.assertEqual((s, obj["cursor"]), (200, f"5000.{ID}"))
 
     def test_reset_history_410(self):
         f = self.feed("reset")
         f.batch(10, inserted=[[1, "a", 1, True]])
         before = self.parked()
-        p = Poll(self.st, "/feeds/reset?cursor=10")
+        p = Poll(self.st, f"/feeds/reset?cursor=10.{ID}")
         wait_for(lambda: self.parked() >= before + 1, what="park")
         f.cmd("reset 500")
         f.batch(501, inserted=[[2, "b", 1, True]])
@@ -451,8 +475,8 @@ class TestEndpoints(StackCase):
         s, _, obj = p.wait(10)
         self.assertEqual(s, 410)
         self.assertEqual(obj["error"], "cursor_gone")
-        self.error("/feeds/reset?cursor=10", 410, "cursor_gone")
-        self.assertEqual(self.st.get_json("/feeds/reset?cursor=500")[1]["cursor"], "501")
+        self.error(f"/feeds/reset?cursor=10.{ID}", 410, "cursor_gone")
+        self.assertEqual(self.st.get_json(f"/feeds/reset?cursor=500.{ID}")[1]["cursor"], f"501.{ID}")
 
     def test_503(self):
         self.feed("starting", starting=True)
@@ -463,7 +487,7 @@ class TestEndpoints(StackCase):
         self.error("/feeds/dying", 503, "feed_not_live", contains="closed")
         f2 = self.feed("dead")
         f2.kill()  # the segment stays, its writer is gone
-        self.error("/feeds/dead?cursor=1", 503, "feed_not_live", contains="not running")
+        self.error(f"/feeds/dead?cursor=1.{ID}", 503, "feed_not_live", contains="not running")
         f3 = self.feed("hung")
         f3.cmd("hang")
         # Live until its heartbeat is 5 s old, then 503.
@@ -474,7 +498,7 @@ class TestEndpoints(StackCase):
     def test_parked_request_gets_503_when_writer_dies(self):
         f = self.feed("dies")
         before = self.parked()
-        p = Poll(self.st, "/feeds/dies?cursor=1")
+        p = Poll(self.st, f"/feeds/dies?cursor=1.{ID}")
         wait_for(lambda: self.parked() >= before + 1, what="park")
         f.cmd("state closed")
         s, _, obj = p.wait(5)
@@ -485,7 +509,7 @@ class TestEndpoints(StackCase):
         self.feed("gone_client")
         before = self.parked()
         s = socket.create_connection(("127.0.0.1", self.st.port))
-        s.sendall(b"GET /feeds/gone_client?cursor=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(("GET /feeds/gone_client?cursor=1.%s HTTP/1.1\r\nHost: x\r\n\r\n" % ID).encode())
         wait_for(lambda: self.parked() >= before + 1, what="park")
         s.close()  # the browser goes away; nginx closes the FastCGI connection
         # The watcher's hangup sweep (every 5 s) releases it before its 25 s timeout.
@@ -498,19 +522,19 @@ class TestEndpoints(StackCase):
         f.batch(3, inserted=[[1, "a", 1, True]])
         f.cmd("state down")
         s, obj = self.st.get_json("/feeds/down")
-        self.assertEqual((s, obj["cursor"]), (200, "3"))
+        self.assertEqual((s, obj["cursor"]), (200, f"3.{ID}"))
         before = self.parked()
-        p = Poll(self.st, "/feeds/down?cursor=3")
+        p = Poll(self.st, f"/feeds/down?cursor=3.{ID}")
         wait_for(lambda: self.parked() >= before + 1, what="park")
         f.cmd("state live")
         f.batch(4, inserted=[[2, "b", 1, True]])
-        self.assertEqual(p.wait(5)[2]["cursor"], "4")
+        self.assertEqual(p.wait(5)[2]["cursor"], f"4.{ID}")
 
     def test_daemon_restart_keeps_parked_requests(self):
         f = self.feed("restart")
         f.batch(20, inserted=[[1, "a", 1, True]])
         before = self.parked()
-        p = Poll(self.st, "/feeds/restart?cursor=20")
+        p = Poll(self.st, f"/feeds/restart?cursor=20.{ID}")
         wait_for(lambda: self.parked() >= before + 1, what="park")
         # A new daemon resumes the same history at 20 in a new segment,
         # renamed over the old one; then the old writer dies.  (Killed
@@ -524,39 +548,39 @@ class TestEndpoints(StackCase):
         self.assertTrue(p.is_alive(), "the parked request survived the restart")
         f2.batch(21, inserted=[[2, "b", 1, True]])
         s, _, obj = p.wait(5)
-        self.assertEqual((s, obj["cursor"]), (200, "21"))
+        self.assertEqual((s, obj["cursor"]), (200, f"21.{ID}"))
 
     def test_filters(self):
         f = self.feed("filt")
         f.batch(2, inserted=[[1, "a", 50, True], [2, "b", 150, False]])
         s, obj = self.st.get_json("/feeds/filt?amount=gt.100")
         self.assertEqual(obj["batches"][-1]["inserted"], [[2, "b", 150, False]])
-        s, obj = self.st.get_json("/feeds/filt?cursor=1&item=in.(a,c)")
+        s, obj = self.st.get_json(f"/feeds/filt?cursor=1.{ID}&item=in.(a,c)")
         self.assertEqual(obj["batches"][0]["inserted"], [[1, "a", 50, True]])
-        s, obj = self.st.get_json("/feeds/filt?cursor=1&open=eq.false&amount=gte.150")
+        s, obj = self.st.get_json(f"/feeds/filt?cursor=1.{ID}&open=eq.false&amount=gte.150")
         self.assertEqual(obj["batches"][0]["inserted"], [[2, "b", 150, False]])
 
         # A filtered client is not woken for rows it does not match.
         before = self.parked()
-        filtered = Poll(self.st, "/feeds/filt?cursor=2&amount=gt.100")
-        plain = Poll(self.st, "/feeds/filt?cursor=2")
+        filtered = Poll(self.st, f"/feeds/filt?cursor=2.{ID}&amount=gt.100")
+        plain = Poll(self.st, f"/feeds/filt?cursor=2.{ID}")
         wait_for(lambda: self.parked() >= before + 2, what="both to park")
         f.batch(3, inserted=[[3, "c", 10, True]], deleted=[[1, "a", 50, True]])
-        self.assertEqual(plain.wait(5)[2]["cursor"], "3")
+        self.assertEqual(plain.wait(5)[2]["cursor"], f"3.{ID}")
         # Nothing may happen now: give a wrong wake the time to arrive.
         time.sleep(0.5)
         self.assertTrue(filtered.is_alive(), "filtered poll woken for a non-matching batch")
         f.batch(4, inserted=[[4, "d", 500, True], [5, "e", 5, True]])
         s, h, obj = filtered.wait(5)
-        self.assertEqual(obj, {"cursor": "4", "batches": [
+        self.assertEqual(obj, {"cursor": f"4.{ID}", "batches": [
             {"timestamp": "4", "inserted": [[4, "d", 500, True]], "deleted": []}]})
         # The cursor advances past skipped batches, also on timeout.
         f.batch(5, inserted=[[6, "f", 1, True]])
-        s, obj = self.st.get_json("/feeds/filt?cursor=4&amount=gt.100&timeout=1")
-        self.assertEqual(obj, {"cursor": "5", "batches": []})
+        s, obj = self.st.get_json(f"/feeds/filt?cursor=4.{ID}&amount=gt.100&timeout=1")
+        self.assertEqual(obj, {"cursor": f"5.{ID}", "batches": []})
         # Deleted rows are filtered too.
         f.batch(6, deleted=[[4, "d", 500, True], [5, "e", 5, True]])
-        s, obj = self.st.get_json("/feeds/filt?cursor=5&amount=gt.100")
+        s, obj = self.st.get_json(f"/feeds/filt?cursor=5.{ID}&amount=gt.100")
         self.assertEqual(obj["batches"], [{"timestamp": "6", "inserted": [],
                                            "deleted": [[4, "d", 500, True]]}])
 
@@ -564,7 +588,7 @@ class TestEndpoints(StackCase):
         f = self.feed("groups")
         renders0 = metric(self.st, "tailgate_renders_total")
         before = self.parked()
-        polls = [Poll(self.st, "/feeds/groups?cursor=1&amount=gt.%d" % (i % 2)) for i in range(20)]
+        polls = [Poll(self.st, f"/feeds/groups?cursor=1.{ID}&amount=gt.%d" % (i % 2)) for i in range(20)]
         wait_for(lambda: self.parked() >= before + 20, what="20 to park")
         f.batch(2, inserted=[[1, "a", 5, True]])
         for p in polls:
@@ -581,33 +605,42 @@ class TestEndpoints(StackCase):
         self.assertEqual(c.headers["cache-control"], "no-store")
         ev = c.event()
         self.assertEqual(ev["event"], "snapshot")
-        self.assertEqual(ev["id"], "1")
+        self.assertEqual(ev["id"], f"1.{ID}")
         ev = c.event()
-        self.assertEqual(ev["id"], "2")
+        self.assertEqual(ev["id"], f"2.{ID}")
         self.assertEqual(ev["data"]["inserted"], [[1, "a", 1, True]])
         f.batch(3, inserted=[[2, "b", 2, True]])
         ev = c.event()
-        self.assertEqual((ev["id"], ev["data"]["timestamp"]), ("3", "3"))
+        self.assertEqual((ev["id"], ev["data"]["timestamp"]), (f"3.{ID}", "3"))
         c.close()
         # Resume: only what came after Last-Event-ID.
         f.batch(4, inserted=[[3, "c", 3, True]])
-        c = SSE(self.st, "/feeds/sse", last_event_id="3")
+        c = SSE(self.st, "/feeds/sse", last_event_id=f"3.{ID}")
         ev = c.event()
         self.assertNotIn("event", ev)
-        self.assertEqual(ev["id"], "4")
+        self.assertEqual(ev["id"], f"4.{ID}")
         c.close()
         # ?stream=sse without the Accept header, and a filter.
-        c = SSE(self.st, "/feeds/sse?stream=sse&cursor=4&amount=gt.10", accept=False)
+        c = SSE(self.st, f"/feeds/sse?stream=sse&cursor=4.{ID}&amount=gt.10", accept=False)
         f.batch(5, inserted=[[4, "d", 1, True]])
         f.batch(6, inserted=[[5, "e", 20, True]])
         ev = c.event()
-        self.assertEqual((ev["id"], ev["data"]["inserted"]), ("6", [[5, "e", 20, True]]))
+        self.assertEqual((ev["id"], ev["data"]["inserted"]), (f"6.{ID}", [[5, "e", 20, True]]))
         c.close()
-        # A Last-Event-ID the ring no longer holds: resync in-band.
-        c = SSE(self.st, "/feeds/sse", last_event_id="999999")
+        # A Last-Event-ID past the frontier (another host further ahead):
+        # the stream waits for the batches above it.
+        c = SSE(self.st, "/feeds/sse", last_event_id=f"7.{ID}")
+        f.batch(7, inserted=[[6, "f", 1, True]])
+        f.batch(8, inserted=[[7, "g", 1, True]])
         ev = c.event()
-        self.assertEqual(ev["event"], "snapshot")
+        self.assertEqual((ev.get("event"), ev["id"]), (None, f"8.{ID}"))
         c.close()
+        # One of another history, or a bare position: resync in-band.
+        for last in ("999999", "3.%08x" % (int(ID, 16) ^ 1)):
+            c = SSE(self.st, "/feeds/sse", last_event_id=last)
+            ev = c.event()
+            self.assertEqual(ev["event"], "snapshot")
+            c.close()
         # A malformed one is a 400 before the stream starts.
         c = SSE(self.st, "/feeds/sse", last_event_id="12x")
         self.assertEqual(c.status, 400)
@@ -673,7 +706,7 @@ class TestTwoResponders(StackCase):
                 wait_for(lambda: stopped(busy), what="%d to stop" % busy)
                 base = sockets(idle)
                 kept = base + sockets(busy) - len(polls)
-                polls += [Poll(self.st, "/feeds/two?cursor=1") for _ in range(15)]
+                polls += [Poll(self.st, f"/feeds/two?cursor=1.{ID}") for _ in range(15)]
                 wait_for(lambda: sockets(idle) >= base + 15 - kept, timeout=30,
                          what="%d parked in %d" % (15 - kept, idle))
             finally:
@@ -681,7 +714,7 @@ class TestTwoResponders(StackCase):
         f.batch(2, inserted=[[1, "a", 1, True]])
         for p in polls:
             s, _, obj = p.wait(30)
-            self.assertEqual((s, obj["cursor"]), (200, "2"))
+            self.assertEqual((s, obj["cursor"]), (200, f"2.{ID}"))
 
 
 class TestWorkers(StackCase):
@@ -689,12 +722,12 @@ class TestWorkers(StackCase):
 
     def test_workers_share_counters(self):
         f = self.feed("wk")
-        polls = [Poll(self.st, "/feeds/wk?cursor=1") for _ in range(20)]
+        polls = [Poll(self.st, f"/feeds/wk?cursor=1.{ID}") for _ in range(20)]
         # --workers shares one counter block: the gauge is the group's.
         wait_for(lambda: self.parked() >= 20, what="20 parked in the group")
         f.batch(2, inserted=[[1, "a", 1, True]])
         for p in polls:
-            self.assertEqual(p.wait(10)[2]["cursor"], "2")
+            self.assertEqual(p.wait(10)[2]["cursor"], f"2.{ID}")
         wait_for(lambda: self.parked() == 0, what="gauge back to 0")
 
 
@@ -757,23 +790,23 @@ class TestCache(StackCase):
     def test_catch_up_cached_live_not(self):
         f = self.feed("cached")
         f.batch(2, inserted=[[1, "a", 1, True]])
-        s, h1, b1 = self.st.get("/feeds/cached?cursor=1")
-        s, h2, b2 = self.st.get("/feeds/cached?cursor=1")
+        s, h1, b1 = self.st.get(f"/feeds/cached?cursor=1.{ID}")
+        s, h2, b2 = self.st.get(f"/feeds/cached?cursor=1.{ID}")
         self.assertEqual(h1.get("x-cache-status"), "MISS")
         self.assertEqual(h2.get("x-cache-status"), "HIT")
         self.assertEqual(b1, b2)
         # Empty replies, snapshots and 410s are never stored.
-        for path in ("/feeds/cached?cursor=2&timeout=0", "/feeds/cached",
+        for path in (f"/feeds/cached?cursor=2.{ID}&timeout=0", "/feeds/cached",
                      "/feeds/cached?cursor=77"):
             self.st.get(path)
             s, h, _ = self.st.get(path)
             self.assertNotEqual(h.get("x-cache-status"), "HIT", path)
         # A live long-poll behind the cache is still woken at once.
-        p = Poll(self.st, "/feeds/cached?cursor=2")
+        p = Poll(self.st, f"/feeds/cached?cursor=2.{ID}")
         wait_for(lambda: self.parked() >= 1, what="park")
         t0 = time.monotonic()
         f.batch(3, inserted=[[2, "b", 1, True]])
-        self.assertEqual(p.wait(5)[2]["cursor"], "3")
+        self.assertEqual(p.wait(5)[2]["cursor"], f"3.{ID}")
         self.assertLess(p.done_at - t0, 1.0)  # no lock: no 500 ms re-check
 
 
@@ -794,7 +827,8 @@ class TestManyPollers(StackCase):
 
         async def one(i, results):
             r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.write(b"GET /feeds/many?cursor=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            w.write(("GET /feeds/many?cursor=1.%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    % ID).encode())
             await w.drain()
             data = await r.read()
             results[i] = (time.monotonic(), data)
@@ -820,7 +854,7 @@ class TestManyPollers(StackCase):
 
         t0, results = asyncio.new_event_loop().run_until_complete(main())
         lat = sorted(t - t0 for t, _ in results)
-        ok = sum(1 for _, d in results if b'"cursor":"2"' in d and d.startswith(b"HTTP/1.1 200"))
+        ok = sum(1 for _, d in results if ('"cursor":"2.%s"' % ID).encode() in d and d.startswith(b"HTTP/1.1 200"))
         print("\n# %d long-pollers: all answered, latency p50 %.3f s, max %.3f s" %
               (n, lat[n // 2], lat[-1]), file=sys.stderr)
         self.assertEqual(ok, n)
@@ -842,13 +876,13 @@ class TestValgrind(unittest.TestCase):
             f = st.ringfeed("vg", COLUMNS)
             f.batch(2, inserted=[[1, "a", 1, True]])
             self.assertEqual(st.get_json("/feeds/vg")[0], 200)
-            self.assertEqual(st.get_json("/feeds/vg?cursor=1&amount=gt.0")[0], 200)
+            self.assertEqual(st.get_json(f"/feeds/vg?cursor=1.{ID}&amount=gt.0")[0], 200)
             # the gzip forms (a snapshot, a long-poll reply), made and freed
-            for path in ("/feeds/vg", "/feeds/vg?cursor=1"):
+            for path in ("/feeds/vg", f"/feeds/vg?cursor=1.{ID}"):
                 s, h, _ = st.get(path, headers={"Accept-Encoding": "gzip"})
                 self.assertEqual((s, h.get("content-encoding")), (200, "gzip"), path)
             parked = metric(st, "tailgate_parked_requests")
-            p = Poll(st, "/feeds/vg?cursor=2")
+            p = Poll(st, f"/feeds/vg?cursor=2.{ID}")
             wait_for(lambda: metric(st, "tailgate_parked_requests") > parked, timeout=20,
                      what="park")
             f.batch(3, inserted=[[2, "b", 1, True]])
@@ -860,7 +894,7 @@ class TestValgrind(unittest.TestCase):
             c = SSE(st, "/feeds/vg")
             c.event()
             parked = metric(st, "tailgate_parked_requests")
-            Poll(st, "/feeds/vg?cursor=3")  # parked at shutdown
+            Poll(st, f"/feeds/vg?cursor=3.{ID}")  # parked at shutdown
             wait_for(lambda: metric(st, "tailgate_parked_requests") > parked, timeout=20,
                      what="park")
             c.close()

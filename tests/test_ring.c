@@ -735,6 +735,124 @@ test_adopt(void)
 }
 
 /* The error message and the stall fields the daemon sets for readers. */
+/* Positions (ring_seek), the frontier (ring_advance, ring_complete),
+ * merged ranges and the upstream identity. */
+static void
+test_positions(void)
+{
+	struct ring_config cfg = {.dir = dir,
+	                          .feed = "pos",
+	                          .source = "test",
+	                          .columns_json = "[]",
+	                          .data_size = 1 << 16,
+	                          .base_cursor = 100,
+	                          .definition = "def",
+	                          .upstream = "pg:1:1"};
+	struct ring *w, *r;
+	struct ring_info info;
+	struct ring_buf buf = {0};
+	struct ring_rec rec;
+	uint64_t after;
+	uint32_t id;
+	char one = 'x';
+	struct iovec iov = {&one, 1};
+
+	ok(ring_create(&cfg, &w, err, sizeof(err)) == RING_OK, "a ring with an upstream identity");
+	ok(ring_open(dir, "pos", &r, err, sizeof(err)) == RING_OK, "reader maps it");
+	id = ring_ident(r);
+	ok(id != 0, "the identity is known");
+	cfg.feed = "pos2";
+	cfg.upstream = "pg:2:1";
+	struct ring *other;
+	ok(ring_create(&cfg, &other, err, sizeof(err)) == RING_OK, "a ring of another database");
+	ok(ring_ident(other) != id, "another database: another identity");
+	ring_close(other, true);
+
+	ok(append(w, 110, 100) == RING_OK && append(w, 120, 100) == RING_OK, "batches 110, 120");
+	is_int(ring_seek(r, id, 99, &after), RING_GONE, "below the floor: gone");
+	ok(ring_seek(r, id, 100, &after) == RING_OK && after == 0, "the floor: seq 0");
+	ok(ring_seek(r, id, 115, &after) == RING_OK && after == 1,
+	   "between batches: the first batch above it");
+	ok(ring_seek(r, id, 120, &after) == RING_OK && after == 2, "the head: nothing yet");
+	ok(ring_seek(r, id, 5000, &after) == RING_OK && after == 2,
+	   "past the frontier: the head (the host is only behind)");
+	is_int(ring_seek(r, id ^ 1, 115, &after), RING_UNKNOWN, "another history: unknown");
+
+	/* The frontier moves without batches; replies are complete there. */
+	ring_info(r, &info);
+	is_int(info.frontier, 120, "the frontier starts at the head");
+	ok(ring_advance(w, 150), "advance to 150");
+	ok(!ring_advance(w, 140), "the frontier never moves back");
+	ring_info(r, &info);
+	is_int(info.frontier, 150, "readers see frontier 150");
+	is_int(info.head_cursor, 120, "the head did not move");
+	is_int(ring_complete(r, 2, 120), 150, "a reader past every batch: complete at 150");
+	is_int(ring_complete(r, 1, 110), 119, "a reader before batch 120: complete at 119");
+	is_int(ring_complete(r, 2, 5000), 5000, "never below the reader's own position");
+	is_int(append(w, 150, 100), RING_ERR, "a batch at or below the frontier is refused");
+
+	/* A merged batch stands for (lo, cursor]. */
+	is_int(ring_append_range(w, 140, 200, &iov, 1), RING_ERR, "a range below the frontier");
+	ok(ring_append_range(w, 150, 200, &iov, 1) == RING_OK, "a merged batch (150, 200]");
+	ok(ring_read(r, 2, &buf, &rec) == RING_OK && rec.lo == 150 && rec.cursor == 200,
+	   "the record carries its range");
+	ok(ring_seek(r, id, 150, &after) == RING_OK && after == 2, "at lo: the merged batch");
+	ok(ring_seek(r, id, 130, &after) == RING_OK && after == 2, "below lo: the merged batch");
+	is_int(ring_seek(r, id, 151, &after), RING_UNKNOWN, "strictly inside: unknown");
+	is_int(ring_seek(r, id, 199, &after), RING_UNKNOWN, "just below its cursor: unknown");
+	ok(ring_seek(r, id, 200, &after) == RING_OK && after == 3, "at its cursor: after it");
+	is_int(ring_complete(r, 2, 120), 150, "before the merged batch: complete at its lo");
+	ring_info(r, &info);
+	is_int(info.frontier, 200, "an append moves the frontier to its cursor");
+
+	/* Identity: the same upstream changes nothing; another one takes
+	 * effect with the new history (ring_reset). */
+	ok(!ring_set_upstream(w, "pg:1:1"), "the same upstream: nothing to do");
+	ok(ring_set_upstream(w, "pg:1:2"), "another timeline: the caller must reset");
+	is_int(ring_ident(r), id, "not before the reset");
+	ring_reset(w, 300);
+	ok(ring_ident(r) != id, "the reset publishes the new identity");
+	is_int(ring_seek(r, id, 300, &after), RING_UNKNOWN, "an old history's cursor: unknown");
+	ok(ring_seek(r, ring_ident(r), 300, &after) == RING_OK, "the new one's floor: held");
+	is_str(ring_upstream(w), "pg:1:2", "the writer knows the text");
+	ring_info(r, &info);
+	is_int(info.frontier, 300, "a reset starts the frontier at its cursor");
+
+	free(buf.data);
+	ring_close(r, false);
+	ring_close(w, true);
+
+	/* A restarted writer (ring_adopt) keeps the identity and the
+	 * frontier, so clients keep their cursors. */
+	cfg.feed = "pos4";
+	cfg.upstream = "pg:1:1";
+	ok(ring_create(&cfg, &w, err, sizeof(err)) == RING_OK, "a ring to adopt");
+	ring_reset(w, 100);
+	ok(ring_write_snapshot(w, &iov, 1, err, sizeof(err)) == RING_OK, "its snapshot");
+	ok(append(w, 110, 100) == RING_OK && ring_advance(w, 130), "a batch, frontier 130");
+	id = ring_ident(w);
+	ring_close(w, false);
+	ok(ring_adopt(&cfg, &w, err, sizeof(err)) == RING_OK, "adopted: %s", err);
+	ok(ring_open(dir, "pos4", &r, err, sizeof(err)) == RING_OK, "a reader maps it");
+	ring_info(r, &info);
+	ok(ring_ident(r) == id && info.frontier == 130 && info.head_cursor == 110,
+	   "adopted: the same identity and frontier 130");
+	ok(ring_seek(r, id, 120, &after) == RING_OK && after == 2,
+	   "adopted: a client's cursor between the head and the frontier is held");
+	ok(!ring_set_upstream(w, "pg:1:1"), "adopted: the same upstream needs no reset");
+	ring_close(r, false);
+	ring_close(w, true);
+
+	/* A new segment takes an identity at once: it has no history yet. */
+	cfg.feed = "pos3";
+	cfg.upstream = NULL;
+	ok(ring_create(&cfg, &w, err, sizeof(err)) == RING_OK, "a ring without an upstream yet");
+	id = ring_ident(w);
+	ok(!ring_set_upstream(w, "mz:env"), "no history: no reset needed");
+	ok(ring_ident(w) != id, "and the identity is the new one");
+	ring_close(w, true);
+}
+
 static void
 test_error_and_stall(void)
 {
@@ -807,6 +925,7 @@ main(void)
 	test_feed_names();
 	test_adopt();
 	test_error_and_stall();
+	test_positions();
 
 	if (chdir("/") != 0 || rmdir(dir) != 0)
 		printf("# leftover files in %s\n", dir);

@@ -69,6 +69,22 @@ feed_definition(const struct conf *c, const struct conf_feed *cf)
 	return s;
 }
 
+/* What determines the feed's rows: feed_definition without this host's
+ * slot settings, so that every host serving the feed from one upstream
+ * names the same history in its cursors. */
+static char *
+feed_rows(const struct conf *c, const struct conf_feed *cf)
+{
+	char *s;
+
+	if (asprintf(&s, "source=%s\nview=%s\nquery=%s\ntable=%s\ncolumns=%s\nwhere=%s\n",
+	             c->source ? c->source : "", cf->view ? cf->view : "\x01",
+	             cf->query ? cf->query : "\x01", cf->table ? cf->table : "\x01",
+	             cf->columns ? cf->columns : "\x01", cf->where ? cf->where : "\x01") < 0)
+		fatalx("out of memory");
+	return s;
+}
+
 /* adopt: the feed may take over a segment an earlier daemon left (a
  * restart); not when its definition just changed on reload. */
 static struct dfeed *
@@ -77,7 +93,7 @@ dfeed_new(struct daemon *d, const struct conf_feed *cf, bool adopt)
 	struct dfeed *df = calloc(1, sizeof(*df));
 	const struct source_ops *ops;
 	struct feed_params fp;
-	char *def;
+	char *def, *rows;
 
 	if (df == NULL)
 		fatalx("out of memory");
@@ -89,11 +105,13 @@ dfeed_new(struct daemon *d, const struct conf_feed *cf, bool adopt)
 	ops = source_find(d->conf->source);
 	fp.unique_rows = ops != NULL && ops->consolidated;
 	fp.definition = def = feed_definition(d->conf, cf);
+	fp.rows = rows = feed_rows(d->conf, cf);
 	fp.fresh = !adopt;
 	fp.stall_ms = d->conf->stall_timeout_ms;
 	df->cf = cf;
 	df->feed = feed_new(&fp);
 	free(def);
+	free(rows);
 	if (source_init(&df->src, d->conf, cf, df->feed) != 0) {
 		feed_free(df->feed, false);
 		free(df);

@@ -23,6 +23,18 @@
  * that timestamp (ring_reset and a snapshot file): readers resync with a
  * 410, but never see a state the upstream did not have.
  *
+ * The frontier.  feed_progress(F) says every change below F is here: the
+ * ring's frontier (the position through which readers are complete)
+ * becomes F - 1, also when no batch changed, so a quiet feed's clients
+ * move forward.  A snapshot that follows a gap in the stream (a new
+ * session that could not resume) is a batch standing for every commit
+ * since the frontier: it is appended as the range (frontier, ts].
+ *
+ * Identity.  The ring's positions are positions of one upstream history
+ * (feed_set_upstream); when the upstream turns out to be another one, the
+ * held state cannot be diffed into it: the next snapshot starts a new
+ * history (ring_reset with the new identity) and clients resync.
+ *
  * A restarted daemon's feed_new adopts the segment the last one left
  * (ring_adopt) and replays its snapshot and batches into the state, so
  * the source resumes after the ring's head and the next batch follows
@@ -64,6 +76,7 @@ struct feed {
 	char *ring_dir;
 	char *source;
 	char *definition;
+	char *rows_def; /* feed_params.rows */
 	uint64_t ring_size;
 	bool unique_rows;
 
@@ -77,6 +90,9 @@ struct feed {
 
 	bool snap_active;
 	uint64_t snap_ts;
+	bool gap;         /* the upstream was lost since the last rows closed */
+	bool new_history; /* another upstream: the next snapshot resets */
+	char *upstream;   /* its identity text (feed_set_upstream) */
 
 	struct bbuf pend_text;
 	struct pend *pend;
@@ -162,6 +178,7 @@ adopt_segment(struct feed *f)
 	rc.source = f->source;
 	rc.data_size = f->ring_size;
 	rc.definition = f->definition;
+	rc.rows = f->rows_def;
 	rc.columns_json = NULL; /* not known yet: feed_set_columns compares */
 	st = ring_adopt(&rc, &r, err, sizeof(err));
 	if (st == RING_GONE)
@@ -200,7 +217,9 @@ adopt_segment(struct feed *f)
 	f->columns_json = xstrdup(ring_columns(r));
 	f->have_state = true;
 	f->head = info.head_cursor;
-	f->frontier = info.head_cursor + 1;
+	f->frontier = info.frontier + 1; /* complete through the ring's frontier */
+	f->upstream = xstrdup(ring_upstream(r));
+	f->gap = true; /* a snapshot, unless the source resumes, follows a gap */
 	f->since_snapshot = since;
 	f->snapshot_len = snap_len;
 	f->shown = RING_STATE_DOWN; /* as ring_adopt left it */
@@ -230,6 +249,7 @@ feed_new(const struct feed_params *p)
 	f->ring_dir = xstrdup(p->ring_dir ? p->ring_dir : RING_DEFAULT_DIR);
 	f->source = xstrdup(p->source);
 	f->definition = xstrdup(p->definition);
+	f->rows_def = p->rows ? xstrdup(p->rows) : NULL;
 	f->ring_size = p->ring_size;
 	f->stall_ms = p->stall_ms;
 	f->unique_rows = p->unique_rows;
@@ -257,6 +277,8 @@ feed_free(struct feed *f, bool remove)
 	free(f->ring_dir);
 	free(f->source);
 	free(f->definition);
+	free(f->rows_def);
+	free(f->upstream);
 	free(f->error);
 	free(f);
 }
@@ -270,7 +292,7 @@ feed_name(const struct feed *f)
 bool
 feed_can_resume(const struct feed *f)
 {
-	return f->have_state && f->ring != NULL;
+	return f->have_state && f->ring != NULL && !f->new_history;
 }
 
 uint64_t
@@ -348,6 +370,8 @@ feed_set_columns(struct feed *f, const struct feed_column *cols, size_t ncols)
 	rc.columns_json = j.p;
 	rc.data_size = f->ring_size;
 	rc.definition = f->definition;
+	rc.rows = f->rows_def;
+	rc.upstream = f->upstream;
 	if (ring_create(&rc, &r, err, sizeof(err)) != RING_OK) {
 		log_error("feed=%s: %s", f->name, err);
 		bbuf_free(&j);
@@ -368,6 +392,7 @@ feed_set_columns(struct feed *f, const struct feed_column *cols, size_t ncols)
 	f->columns_json = j.p;
 	rowset_clear(&f->state);
 	f->have_state = false;
+	f->new_history = false;
 	f->ring_stale = false;
 	f->snapshot_failed = false;
 	f->frontier = 0;
@@ -535,6 +560,7 @@ restart_ring(struct feed *f, uint64_t ts)
 {
 	f->snapshot_failed = false;
 	ring_reset(f->ring, ts);
+	f->new_history = false;
 	f->head = ts;
 	f->stats.resets++;
 	f->ring_stale = write_snapshot(f) != 0;
@@ -546,7 +572,7 @@ restart_ring(struct feed *f, uint64_t ts)
 /* Append the builder's batch at ts.  Returns false when it could not be
  * appended; the caller restarts the ring once the state is applied. */
 static bool
-append_batch(struct feed *f, uint64_t ts)
+append_batch(struct feed *f, uint64_t lo, uint64_t ts)
 {
 	struct iovec iov[BATCH_IOV_MAX];
 	size_t len;
@@ -556,11 +582,11 @@ append_batch(struct feed *f, uint64_t ts)
 		return false;
 	n = batch_finish(&f->bb, ts, iov);
 	len = batch_iov_len(iov, n);
-	rc = ring_append(f->ring, ts, iov, n);
+	rc = ring_append_range(f->ring, lo, ts, iov, n);
 	if (rc == RING_NEED_SNAPSHOT) {
 		if (write_snapshot(f) != 0)
 			return false;
-		rc = ring_append(f->ring, ts, iov, n);
+		rc = ring_append_range(f->ring, lo, ts, iov, n);
 	}
 	if (rc == RING_OK) {
 		f->head = ts;
@@ -717,7 +743,7 @@ close_ts(struct feed *f, uint64_t ts, const size_t *items, size_t nitems)
 		touch_release(f); /* consolidated to nothing */
 		return 0;
 	}
-	published = append_batch(f, ts);
+	published = append_batch(f, ts - 1, ts);
 	commit_touched(f, ts, published);
 	return 0;
 }
@@ -792,18 +818,30 @@ close_snapshot(struct feed *f, uint64_t ts, const size_t *items, size_t nitems)
 	         " by %" PRIu64 " inserted, %" PRIu64 " deleted rows",
 	         f->name, ts, f->head, f->bb.n_ins, f->bb.n_del);
 
-	if (f->bb.n_ins + f->bb.n_del == 0) {
+	if (f->bb.n_ins + f->bb.n_del == 0 && !f->new_history) {
 		touch_release(f);
 		return 0;
 	}
-	if (ts > f->head) {
-		published = append_batch(f, ts);
+	if (f->new_history) {
+		log_warning("feed=%s: the snapshot at %" PRIu64 " is of another upstream history "
+		            "(%s); restarting the ring, clients resync",
+		            f->name, ts, f->upstream ? f->upstream : "");
+		published = false;
+	} else if (ts > f->head) {
+		/* After a gap the batch stands for every commit since the
+		 * frontier; in a continuous stream (a TRUNCATE) for ts alone. */
+		struct ring_info info;
+		ring_info(f->ring, &info);
+		published =
+		        append_batch(f, f->gap && info.frontier < ts ? info.frontier : ts - 1, ts);
 	} else {
 		log_warning("feed=%s: the snapshot at %" PRIu64 " is not after the last published "
 		            "cursor %" PRIu64 "; restarting the ring, clients resync",
 		            f->name, ts, f->head);
 		published = false;
 	}
+	if (!published && f->new_history)
+		f->ring_stale = false; /* restart now, with the new identity */
 	commit_touched(f, ts, published);
 	return 0;
 }
@@ -887,6 +925,12 @@ feed_progress(struct feed *f, uint64_t frontier)
 		i = j;
 	}
 	f->frontier = frontier;
+	f->gap = false;
+	/* Complete through frontier - 1 (the top of the file); not while
+	 * the ring lags the state (its batches are not all there). */
+	if (f->ring != NULL && f->have_state && !f->ring_stale &&
+	    ring_advance(f->ring, frontier - 1))
+		f->appended = true; /* feed_flush wakes parked readers */
 	if (nclosed == f->npend) {
 		f->npend = 0;
 		f->pend_text.len = 0;
@@ -953,6 +997,7 @@ error_segment(struct feed *f)
 	rc.columns_json = "[]";
 	rc.data_size = f->ring_size;
 	rc.definition = f->definition;
+	rc.rows = f->rows_def;
 	if (ring_create(&rc, &r, err, sizeof(err)) != RING_OK) {
 		log_error("feed=%s: %s", f->name, err);
 		return;
@@ -977,6 +1022,24 @@ feed_upstream_error(struct feed *f, const char *msg, bool permanent)
 }
 
 bool
+feed_set_upstream(struct feed *f, const char *upstream)
+{
+	if (f->upstream == NULL || strcmp(f->upstream, upstream) != 0) {
+		free(f->upstream);
+		f->upstream = xstrdup(upstream);
+	}
+	if (f->ring == NULL || !ring_set_upstream(f->ring, upstream))
+		return false;
+	if (!f->new_history)
+		log_warning("feed=%s: the upstream is %s, the ring holds the history of %s: "
+		            "a new history begins with the next snapshot, clients resync",
+		            f->name, upstream,
+		            ring_upstream(f->ring)[0] ? ring_upstream(f->ring) : "(unknown)");
+	f->new_history = true;
+	return true;
+}
+
+bool
 feed_error_permanent(const struct feed *f)
 {
 	return f->error_permanent;
@@ -986,6 +1049,7 @@ void
 feed_upstream_lost(struct feed *f)
 {
 	drop_pending(f);
+	f->gap = true;
 	if (f->live) {
 		f->live = false;
 		show_state(f);
@@ -1009,6 +1073,9 @@ feed_heartbeat(struct feed *f)
 	ring_heartbeat(f->ring);
 	if (f->ring_stale && f->have_state) {
 		restart_ring(f, f->head); /* retry the snapshot file, once a second */
+		/* The state is complete through the frontier, past the head. */
+		if (!f->ring_stale && f->frontier > f->head + 1)
+			ring_advance(f->ring, f->frontier - 1);
 		ring_wake(f->ring);
 		f->appended = false;
 	} else if (f->snapshot_failed && f->have_state) {

@@ -85,6 +85,9 @@ struct feed_params {
 	const char *definition; /* what the feed streams (the source's settings
 	                         * for it), recorded in the segment: a restart
 	                         * adopts only a segment of the same one */
+	const char *rows;       /* what determines the rows (the definition
+	                         * without this host's slot settings): cursors
+	                         * name it, so every host agrees; NULL: definition */
 	bool fresh;             /* do not adopt an existing segment */
 	uint32_t stall_ms;      /* readers call the feed stalled after this long
 	                         * without feed_confirmed (0: never) */
@@ -140,6 +143,13 @@ int feed_progress(struct feed *f, uint64_t frontier) __attribute__((warn_unused_
 
 void feed_upstream_live(struct feed *f);
 void feed_upstream_lost(struct feed *f);
+
+/* The upstream history the source is connected to, as text that names it
+ * exactly ("pg:SYSTEM_ID:TIMELINE", "mz:ENVIRONMENT_ID"); cursors carry a
+ * hash of it.  Returns true when the ring holds another history: the
+ * source must not resume but take a snapshot (feed_can_resume is false
+ * until then), which starts a new history; clients resync. */
+bool feed_set_upstream(struct feed *f, const char *upstream);
 
 /* The upstream failed with msg (one line, SQLSTATE included where there is
  * one).  Shown to readers (/feeds, the 503 body) until the feed is live

@@ -10,6 +10,8 @@
  *               and mz_diff are found by name, the rest are the view's
  *   TYPES       (only for OIDs coltype.c does not know) their names from
  *               pg_catalog.pg_type
+ *   ENVIRONMENT SELECT mz_environment_id(): the history the timestamps
+ *               belong to (feed_set_upstream; another one: no resuming)
  *   COPY_WAIT   PQsendQuery("COPY (SUBSCRIBE ... WITH (PROGRESS ...)
  *               [AS OF t]) TO STDOUT"), waiting for PGRES_COPY_OUT
  *   STREAMING   PQgetCopyData(conn, &buf, 1): one CopyData per row
@@ -61,6 +63,7 @@ enum mz_phase {
 	MZ_PREPARING,
 	MZ_DESCRIBING,
 	MZ_TYPES,
+	MZ_ENVIRONMENT,
 	MZ_COPY_WAIT,
 	MZ_STREAMING,
 	MZ_COPY_END
@@ -359,7 +362,31 @@ columns_known(struct source *src)
 	free(fc);
 	if (st == FEED_COLUMNS_ERR)
 		return SOURCE_RETRY;
-	return send_copy(src);
+	m->phase = MZ_ENVIRONMENT;
+	if (!PQsendQuery(m->conn, "SELECT mz_environment_id()")) {
+		log_conn(src, "asking for the environment id");
+		return SOURCE_RETRY;
+	}
+	return flush_out(src);
+}
+
+/* Timestamps are positions in one environment's history: cursors carry
+ * its id (feed_set_upstream), so another environment's are refused. */
+static void
+environment_result(struct source *src, PGresult *res)
+{
+	char ident[160];
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) != 1 ||
+	    PQgetisnull(res, 0, 0)) {
+		log_warning("feed=%s: cannot read mz_environment_id() (%s); cursors name only the "
+		            "feed's definition",
+		            fname(src), PQresultErrorMessage(res));
+		snprintf(ident, sizeof(ident), "mz:");
+	} else {
+		snprintf(ident, sizeof(ident), "mz:%s", PQgetvalue(res, 0, 0));
+	}
+	(void)feed_set_upstream(src->feed, ident); /* send_copy asks feed_can_resume */
 }
 
 static bool
@@ -431,6 +458,8 @@ setup_results(struct source *src)
 				return columns_known(src);
 			case MZ_TYPES:
 				return columns_known(src);
+			case MZ_ENVIRONMENT:
+				return send_copy(src);
 			case MZ_COPY_END:
 				log_error("feed=%s: the SUBSCRIBE ended", fname(src));
 				return SOURCE_RETRY;
@@ -461,6 +490,9 @@ setup_results(struct source *src)
 				types_result(src, res);
 			else
 				warn_types(src, res);
+			break;
+		case MZ_ENVIRONMENT:
+			environment_result(src, res);
 			break;
 		case MZ_COPY_WAIT:
 			if (st == PGRES_COPY_OUT) {

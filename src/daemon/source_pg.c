@@ -99,6 +99,7 @@ enum pg_state {
 	ST_PUBLICATION,  /* CREATE or ALTER PUBLICATION */
 	ST_DROP_SLOT,    /* a permanent slot we cannot resume from */
 	ST_REPL_CONNECT, /* replication connection */
+	ST_IDENTIFY,     /* IDENTIFY_SYSTEM: which history the LSNs belong to */
 	ST_CREATE_SLOT,
 	ST_SNAP_BEGIN, /* BEGIN ... SET TRANSACTION SNAPSHOT */
 	ST_SNAP_ROWS,  /* SELECT, single-row mode */
@@ -991,9 +992,31 @@ read_stream(struct pgsrc *s, uint64_t now)
 		} else if (cp.kind == PGO_COPY_KEEPALIVE) {
 			feed_confirmed(s->src->feed); /* the server is there and sending */
 			/* Between transactions everything before the server's WAL end
-			 * has been sent: confirm it so the slot does not hold WAL. */
+			 * has been sent: confirm it so the slot does not hold WAL, and
+			 * advance the feed's frontier to it (feed_progress), so that
+			 * a quiet feed's readers move forward.
+			 *
+			 * Why that is safe (walsender.c): WalSndKeepalive sends
+			 * sentPtr, or, for a transaction skipped as empty under
+			 * synchronous replication (WalSndUpdateProgress), that
+			 * transaction's end LSN.  A logical walsender sets sentPtr to
+			 * the EndRecPtr of each WAL record after decoding it
+			 * (XLogSendLogical), and decoding reads WAL in LSN order and
+			 * hands a transaction to the output plugin when its commit
+			 * record is decoded, so transactions reach us in commit-LSN
+			 * order.  Every commit record starting below sentPtr was
+			 * therefore decoded and its transaction written to this
+			 * stream before the keepalive; any later transaction's
+			 * commit record starts at or after sentPtr, and a Begin's
+			 * final_lsn (our cursor) is that start.  So no commit at an
+			 * LSN below wal_end can still come: the feed is complete
+			 * through wal_end - 1.  (Inside a transaction's messages
+			 * sentPtr is still below its commit; we only use it
+			 * between transactions anyway.) */
 			if (!s->in_txn && cp.wal_end > s->confirmed)
 				s->confirmed = cp.wal_end;
+			if (!s->in_txn && feed_progress(s->src->feed, cp.wal_end) != 0)
+				st = SOURCE_RETRY;
 			if (cp.reply_requested)
 				s->status_due = true;
 		} else if (pgo_decode(&s->dec, cp.data, cp.len, &m, err, sizeof(err)) < 0) {
@@ -1143,6 +1166,38 @@ step_repl_connect(struct pgsrc *s, uint64_t now)
 		return STEP_WAIT;
 	if (c < 0)
 		return then(fail_result(s, "replication connection", s->repl, NULL));
+	if (!PQsendQuery(s->repl, "IDENTIFY_SYSTEM"))
+		return then(fail_result(s, "IDENTIFY_SYSTEM", s->repl, NULL));
+	return then(sent(s, s->repl, ST_IDENTIFY, now));
+}
+
+/* LSNs are positions in one WAL history: the cluster's system identifier
+ * and the timeline name it (feed_set_upstream).  Another one than the
+ * ring holds: no resuming, the next session takes a snapshot. */
+static enum step
+step_identify(struct pgsrc *s, uint64_t now)
+{
+	PGresult *r = NULL;
+	int c = collect(s, s->repl, &r);
+	enum source_status st;
+	char ident[96];
+
+	if (c == 0)
+		return STEP_WAIT;
+	if (c < 0 || !result_ok(r, PGRES_TUPLES_OK) || PQntuples(r) != 1 || PQnfields(r) < 2) {
+		st = fail_result(s, "IDENTIFY_SYSTEM", s->repl, r);
+		PQclear(r);
+		return then(st);
+	}
+	snprintf(ident, sizeof(ident), "pg:%s:%s", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+	PQclear(r);
+	if (feed_set_upstream(s->src->feed, ident) && !s->need_snapshot && s->permanent &&
+	    s->slot_exists) {
+		log_warning("feed=%s: another database (%s); taking a new snapshot", s->feedname,
+		            ident);
+		s->need_snapshot = true;
+		return STEP_RETRY;
+	}
 	if (s->need_snapshot || !s->permanent || !s->slot_exists)
 		return then(send_create_slot(s, now));
 	PQfinish(s->sql);
@@ -1279,6 +1334,7 @@ static enum step (*const steps[])(struct pgsrc *s, uint64_t now) = {
         [ST_PUBLICATION] = step_publication,
         [ST_DROP_SLOT] = step_drop_slot,
         [ST_REPL_CONNECT] = step_repl_connect,
+        [ST_IDENTIFY] = step_identify,
         [ST_CREATE_SLOT] = step_create_slot,
         [ST_SNAP_BEGIN] = step_snap_begin,
         [ST_SNAP_ROWS] = step_snap_rows,

@@ -124,6 +124,52 @@ batch_finish(struct batch_builder *b, uint64_t cursor, struct iovec *iov)
 	return n;
 }
 
+int
+batch_format_position(uint64_t pos, uint32_t ident, char *out, size_t outlen)
+{
+	return snprintf(out, outlen, "%" PRIu64 ".%08" PRIx32, pos, ident);
+}
+
+bool
+batch_parse_position(const char *s, uint64_t *pos, uint32_t *ident, bool *has_ident)
+{
+	char digits[21];
+	const char *dot;
+	size_t n;
+	uint32_t v = 0;
+
+	if (s == NULL)
+		return false;
+	dot = strchr(s, '.');
+	if (dot == NULL) {
+		*has_ident = false;
+		*ident = 0;
+		return batch_parse_cursor(s, pos);
+	}
+	n = (size_t)(dot - s);
+	if (n == 0 || n >= sizeof(digits) || strlen(dot + 1) != 8)
+		return false;
+	memcpy(digits, s, n);
+	digits[n] = '\0';
+	if (!batch_parse_cursor(digits, pos))
+		return false;
+	for (const char *p = dot + 1; *p; p++) {
+		unsigned d;
+		if (*p >= '0' && *p <= '9')
+			d = (unsigned)(*p - '0');
+		else if (*p >= 'a' && *p <= 'f')
+			d = (unsigned)(*p - 'a' + 10);
+		else if (*p >= 'A' && *p <= 'F')
+			d = (unsigned)(*p - 'A' + 10);
+		else
+			return false;
+		v = v << 4 | d;
+	}
+	*ident = v;
+	*has_ident = true;
+	return true;
+}
+
 size_t
 batch_iov_len(const struct iovec *iov, int n)
 {

@@ -70,6 +70,17 @@ int batch_format_cursor(uint64_t cursor, char *out, size_t outlen);
 /* Parse a decimal cursor; false on anything but 1-20 digits in range. */
 bool batch_parse_cursor(const char *s, uint64_t *cursor);
 
+/* The cursor clients hold: an upstream position and the identity of the
+ * history it belongs to, "POSITION.IIIIIIII" (decimal, a dot, 8 lowercase
+ * hex digits; docs/API.md calls it opaque).  BATCH_POSITION_MAX bytes
+ * with the NUL. */
+#define BATCH_POSITION_MAX 32
+int batch_format_position(uint64_t pos, uint32_t ident, char *out, size_t outlen);
+/* Parse a cursor: 1-20 decimal digits, then '.' and 8 hex digits (either
+ * case).  A bare decimal position (an older release's cursor) parses with
+ * *has_ident false.  false: malformed. */
+bool batch_parse_position(const char *s, uint64_t *pos, uint32_t *ident, bool *has_ident);
+
 /* ---- reading (responder) ---- */
 
 struct batch_view {

@@ -21,8 +21,11 @@
  *       overwritten while tail_seq is unchanged;
  *   I3  the bytes of every held record lie in [tail_off, head_off) and
  *       head_off - tail_off <= data_size;
- *   I4  cursors strictly increase with seq;
- *   I5  while a snapshot is current, tail_seq <= snap_seq_after.
+ *   I4  cursors strictly increase with seq, and each record's lo is at
+ *       least the cursor before it (ranges (lo, cursor] never overlap);
+ *   I5  while a snapshot is current, tail_seq <= snap_seq_after;
+ *   I6  head_cursor <= frontier, and every record appended from now on
+ *       has lo >= frontier (the frontier only promises what is held).
  *
  * Memory ordering.  The writer publishes a record in this order:
  *     1. drop old records: tail_seq = new tail            (store, relaxed)
@@ -38,6 +41,15 @@
  * it also sees the tail_seq stored before the writer's release fence, so it
  * reports RING_GONE and discards the copy.  The copy itself races with the
  * writer by design; it is excluded from TSan (see copy_racy).
+ *
+ * The frontier.  The writer stores it with a release store after the
+ * head_seq of every record at or below it (ring_append stores head_seq,
+ * then the frontier; ring_advance stores only the frontier, for a position
+ * with no batch).  A reader that acquires the frontier F and only then
+ * head_seq therefore sees every record with cursor <= F below that head:
+ * a reply built from the records below it is complete through F
+ * (ring_complete).  Reading them the other way round could pair an old
+ * head with a new frontier and skip a batch.
  *
  * Restart.  A restarted writer takes its segment back with ring_adopt: the
  * writer's private offsets (w_*) are recovered from the index, and what a
@@ -92,12 +104,15 @@ struct ring_hdr {
 	uint32_t columns_len;
 	int32_t writer_pid; /* rewritten by ring_adopt (see there) */
 	uint32_t def_hash;  /* def_hash(ring_config.definition); 0 before it existed */
+	uint32_t rows_hash; /* def_hash(ring_config.rows): the identity's part */
+	uint32_t pad_;
 	char feed[RING_FEED_NAME_MAX + 1];
 	char source[32];
 
 	/* Head: written by the writer on every append. */
 	alignas(CACHELINE) atomic_u64 head_seq;
 	atomic_u64 head_cursor;
+	atomic_u64 frontier; /* complete through here (see the top of the file) */
 
 	/* Tail: advanced by the writer when it drops records. */
 	alignas(CACHELINE) atomic_u64 tail_seq;
@@ -107,6 +122,9 @@ struct ring_hdr {
 	alignas(CACHELINE) atomic_u64 base_gen;
 	atomic_u64 base_seq;
 	atomic_u64 base_cursor;
+	atomic_u32 base_ident; /* the history's identity (ring_ident) */
+	/* The identity's text: read and written by the writer only. */
+	char upstream[RING_UPSTREAM_MAX + 1];
 
 	/* The futex word readers sleep on; bumped by ring_wake. */
 	alignas(CACHELINE) atomic_u32 wake;
@@ -132,6 +150,7 @@ struct ring_hdr {
  * may read a slot the writer is rewriting (they then fail validation). */
 struct ring_ent {
 	atomic_u64 seq;
+	atomic_u64 lo; /* the record stands for (lo, cursor] */
 	atomic_u64 cursor;
 	atomic_u64 off; /* free-running offset of the record header */
 	atomic_u64 len; /* record bytes including header, 8-aligned */
@@ -153,6 +172,8 @@ struct snap_hdr {
 	uint64_t cursor;
 	uint64_t seq_after;
 	uint64_t payload_len;
+	uint32_t ident; /* base_ident when written */
+	uint32_t pad;
 };
 
 struct ring {
@@ -174,6 +195,8 @@ struct ring {
 	uint64_t w_head_off;
 	uint64_t w_tail_off;
 	bool w_has_snap;
+	/* The identity the next ring_reset publishes (ring_set_upstream). */
+	char w_upstream[RING_UPSTREAM_MAX + 1];
 	/* The segment's fd, held open with flock(LOCK_EX) for as long as we
 	 * are its writer: ring_adopt in another process sees the lock and
 	 * refuses; the kernel drops it when the writer dies, even by kill -9. */
@@ -210,6 +233,22 @@ def_hash(const char *def)
 	uint32_t h = 2166136261u;
 
 	for (const unsigned char *p = (const unsigned char *)(def ? def : ""); *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h ? h : 1;
+}
+
+/* The identity of a history: the hash of what determines the feed's rows
+ * (ring_config.rows) and the upstream's identity text, hashed on (FNV-1a);
+ * never 0.  Two hosts with the same feed on the same upstream agree on it,
+ * whatever their slots. */
+static uint32_t
+ident_of(uint32_t def, const char *upstream)
+{
+	uint32_t h = 2166136261u;
+
+	for (int i = 0; i < 4; i++)
+		h = (h ^ ((def >> (8 * i)) & 0xff)) * 16777619u;
+	for (const unsigned char *p = (const unsigned char *)upstream; *p; p++)
 		h = (h ^ *p) * 16777619u;
 	return h ? h : 1;
 }
@@ -353,11 +392,15 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	h->columns_len = (uint32_t)columns_len;
 	h->writer_pid = (int32_t)getpid();
 	h->def_hash = def_hash(cfg->definition);
+	h->rows_hash = def_hash(cfg->rows ? cfg->rows : cfg->definition);
 	snprintf(h->feed, sizeof(h->feed), "%s", cfg->feed);
 	snprintf(h->source, sizeof(h->source), "%s", cfg->source ? cfg->source : "");
 	memcpy((char *)base + columns_off, columns, columns_len + 1);
 	store_relaxed(&h->head_cursor, cfg->base_cursor);
+	store_relaxed(&h->frontier, cfg->base_cursor);
 	store_relaxed(&h->base_cursor, cfg->base_cursor);
+	snprintf(h->upstream, sizeof(h->upstream), "%s", cfg->upstream ? cfg->upstream : "");
+	store_relaxed(&h->base_ident, ident_of(h->rows_hash, h->upstream));
 	store_relaxed(&h->heartbeat_ms, clock_mono_ms());
 	store_relaxed(&h->state, RING_STATE_STARTING);
 
@@ -366,6 +409,7 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	r->w_lock_fd = fd;
 	r->dev = st.st_dev;
 	r->ino = st.st_ino;
+	memcpy(r->w_upstream, h->upstream, sizeof(r->w_upstream));
 
 	/* Readers open the segment by name; rename(2) makes it appear whole,
 	 * and replaces a previous daemon's segment atomically.  A stale
@@ -394,10 +438,11 @@ check_invariants(struct ring *r)
 	struct ring_hdr *h = r->hdr;
 	uint64_t head = load_relaxed(&h->head_seq), tail = load_relaxed(&h->tail_seq);
 
-	assert(load_relaxed(&h->base_seq) <= tail && tail <= head);         /* I1 */
-	assert(head - tail <= (uint64_t)h->index_slots - 2);                /* I2 */
-	assert(r->w_head_off - r->w_tail_off <= h->data_size);              /* I3 */
-	assert(!r->w_has_snap || tail <= load_relaxed(&h->snap_seq_after)); /* I5 */
+	assert(load_relaxed(&h->base_seq) <= tail && tail <= head);          /* I1 */
+	assert(head - tail <= (uint64_t)h->index_slots - 2);                 /* I2 */
+	assert(r->w_head_off - r->w_tail_off <= h->data_size);               /* I3 */
+	assert(load_relaxed(&h->head_cursor) <= load_relaxed(&h->frontier)); /* I6 */
+	assert(!r->w_has_snap || tail <= load_relaxed(&h->snap_seq_after));  /* I5 */
 }
 #else
 #define check_invariants(r) ((void)0)
@@ -405,6 +450,16 @@ check_invariants(struct ring *r)
 
 int
 ring_append(struct ring *r, uint64_t cursor, const struct iovec *iov, int iovcnt)
+{
+	if (cursor == 0) {
+		errno = EINVAL;
+		return RING_ERR; /* I4: nothing is below the base */
+	}
+	return ring_append_range(r, cursor - 1, cursor, iov, iovcnt);
+}
+
+int
+ring_append_range(struct ring *r, uint64_t lo, uint64_t cursor, const struct iovec *iov, int iovcnt)
 {
 	struct ring_hdr *h = r->hdr;
 	uint64_t size = h->data_size, slots = h->index_slots;
@@ -421,9 +476,10 @@ ring_append(struct ring *r, uint64_t cursor, const struct iovec *iov, int iovcnt
 	len = align_up(sizeof(rh) + payload, 8);
 	if (len > size / 2 || payload > UINT32_MAX)
 		return RING_TOO_BIG;
-	if (cursor <= load_relaxed(&h->head_cursor)) {
+	if (cursor <= load_relaxed(&h->head_cursor) || lo >= cursor ||
+	    lo < load_relaxed(&h->frontier)) {
 		errno = EINVAL;
-		return RING_ERR; /* I4 */
+		return RING_ERR; /* I4, I6 */
 	}
 
 	start = r->w_head_off;
@@ -471,6 +527,7 @@ ring_append(struct ring *r, uint64_t cursor, const struct iovec *iov, int iovcnt
 
 	e = &r->index[seq & r->index_mask];
 	store_relaxed(&e->seq, seq);
+	store_relaxed(&e->lo, lo);
 	store_relaxed(&e->cursor, cursor);
 	store_relaxed(&e->off, start);
 	store_relaxed(&e->len, len);
@@ -480,8 +537,53 @@ ring_append(struct ring *r, uint64_t cursor, const struct iovec *iov, int iovcnt
 	/* Publish: a reader that acquires the new head_seq sees the record
 	 * bytes, its index entry and head_cursor written above. */
 	store_release(&h->head_seq, seq + 1);
+	/* After the head: a reader that acquires this frontier and then
+	 * head_seq sees the record (the top of the file). */
+	store_release(&h->frontier, cursor);
 	check_invariants(r);
 	return RING_OK;
+}
+
+bool
+ring_advance(struct ring *r, uint64_t pos)
+{
+	struct ring_hdr *h = r->hdr;
+
+	assert(r->writer);
+	if (pos <= load_relaxed(&h->frontier))
+		return false;
+	/* Release: orders every record published before (their head_seq
+	 * stores) before the new frontier, for readers that acquire it. */
+	store_release(&h->frontier, pos);
+	return true;
+}
+
+bool
+ring_set_upstream(struct ring *r, const char *upstream)
+{
+	struct ring_hdr *h = r->hdr;
+
+	assert(r->writer);
+	snprintf(r->w_upstream, sizeof(r->w_upstream), "%s", upstream ? upstream : "");
+	if (strcmp(h->upstream, r->w_upstream) == 0)
+		return false;
+	if (load_relaxed(&h->snap_gen) == 0 && load_relaxed(&h->head_seq) == 0) {
+		/* No history yet (a new segment): nothing to keep apart. */
+		uint64_t gen = load_relaxed(&h->base_gen);
+		store_relaxed(&h->base_gen, gen + 1);
+		fence_release();
+		memcpy(h->upstream, r->w_upstream, sizeof(h->upstream));
+		store_relaxed(&h->base_ident, ident_of(h->rows_hash, h->upstream));
+		store_release(&h->base_gen, gen + 2);
+		return false;
+	}
+	return true;
+}
+
+const char *
+ring_upstream(const struct ring *r)
+{
+	return r->hdr->upstream;
 }
 
 void
@@ -534,6 +636,7 @@ ring_write_snapshot(struct ring *r, const struct iovec *iov, int iovcnt, char *e
 	sh.cursor = load_relaxed(&h->head_cursor);
 	sh.seq_after = load_relaxed(&h->head_seq);
 	sh.payload_len = payload;
+	sh.ident = load_relaxed(&h->base_ident);
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", r->snap_path);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -582,7 +685,13 @@ ring_reset(struct ring *r, uint64_t cursor)
 	fence_release();
 	store_relaxed(&h->base_seq, head);
 	store_relaxed(&h->base_cursor, cursor);
+	memcpy(h->upstream, r->w_upstream, sizeof(h->upstream));
+	store_relaxed(&h->base_ident, ident_of(h->rows_hash, h->upstream));
 	store_relaxed(&h->head_cursor, cursor);
+	/* The new history is complete through its base: a frontier of the
+	 * old one promised positions the new one may still have batches at
+	 * (a reader still at one is told RING_GONE: seq numbers moved). */
+	store_relaxed(&h->frontier, cursor);
 	store_relaxed(&h->tail_seq, head);
 	/* After the tail: a reader that acquires this head sees the tail
 	 * above it (ring_read's order). Readers that see a mix of old and new
@@ -850,11 +959,12 @@ adopt_index(struct ring *r, uint64_t *head_cursor, char *err, size_t errlen)
 	for (uint64_t seq = tail; seq < head; seq++) {
 		struct ring_ent *e = &r->index[seq & r->index_mask];
 		uint64_t cursor = load_relaxed(&e->cursor), off = load_relaxed(&e->off);
-		uint64_t len = load_relaxed(&e->len);
+		uint64_t len = load_relaxed(&e->len), lo = load_relaxed(&e->lo);
 		struct rec_hdr rh;
 
-		if (load_relaxed(&e->seq) != seq || cursor <= prev_cursor || len < sizeof(rh) ||
-		    len % 8 != 0 || len > size / 2 || (off & r->data_mask) + len > size ||
+		if (load_relaxed(&e->seq) != seq || cursor <= prev_cursor || lo < prev_cursor ||
+		    lo >= cursor || len < sizeof(rh) || len % 8 != 0 || len > size / 2 ||
+		    (off & r->data_mask) + len > size ||
 		    (seq > tail && off != end && off != align_up(end, size)))
 			adopt_bad("%s: index entry of seq %llu is damaged", r->path,
 			          (unsigned long long)seq);
@@ -903,6 +1013,8 @@ adopt_snapshot(struct ring *r, char *err, size_t errlen)
 		adopt_bad("%s: truncated or corrupt snapshot", r->snap_path);
 	if (sh.segment_id != h->segment_id)
 		adopt_bad("%s: snapshot of another segment", r->snap_path);
+	if (sh.ident != load_relaxed(&h->base_ident))
+		adopt_bad("%s: snapshot of another upstream history", r->snap_path);
 	if (sh.seq_after < tail || sh.seq_after > head ||
 	    sh.cursor != cursor_before(r, sh.seq_after))
 		adopt_bad("%s: snapshot at cursor %llu (seq %llu) is not in the held history "
@@ -1009,6 +1121,13 @@ ring_adopt(const struct ring_config *cfg, struct ring **out, char *err, size_t e
 	 * published cursor of head_seq - 1, as ring_append leaves it. */
 	if (load_relaxed(&h->head_cursor) != head_cursor)
 		store_relaxed(&h->head_cursor, head_cursor);
+	/* The frontier is stored only after the head_seq of what it covers
+	 * (ring_append), so it is never below the published head; a damaged
+	 * one is brought up to it (I6). */
+	if (load_relaxed(&h->frontier) < head_cursor)
+		store_release(&h->frontier, head_cursor);
+	memcpy(r->w_upstream, h->upstream, sizeof(r->w_upstream));
+	r->w_upstream[RING_UPSTREAM_MAX] = '\0';
 	/* writer_pid is read unordered by ring_info's liveness probe: an
 	 * aligned 32-bit store, and the heartbeat beside it vouches for the
 	 * writer whichever pid a reader sees; a probe that found the old pid
@@ -1074,9 +1193,14 @@ ring_info(struct ring *r, struct ring_info *out)
 	struct ring_hdr *h = r->hdr;
 	uint64_t now = clock_mono_ms();
 
-	/* head_seq acquired first: head_cursor is at least as new. */
+	/* The frontier before head_seq (the top of the file); head_seq
+	 * acquired before head_cursor: head_cursor is at least as new. */
+	out->frontier = load_acquire(&h->frontier);
 	out->head_seq = load_acquire(&h->head_seq);
 	out->head_cursor = load_relaxed(&h->head_cursor);
+	if (out->frontier < out->head_cursor)
+		out->frontier = out->head_cursor; /* appended meanwhile */
+	out->ident = load_relaxed(&h->base_ident);
 	out->tail_seq = load_acquire(&h->tail_seq);
 	out->snap_gen = load_acquire(&h->snap_gen);
 	out->snap_cursor = load_relaxed(&h->snap_cursor);
@@ -1211,6 +1335,94 @@ ring_lookup(struct ring *r, uint64_t cursor, uint64_t *seq_after)
 	return RING_GONE;
 }
 
+uint32_t
+ring_ident(struct ring *r)
+{
+	return load_relaxed(&r->hdr->base_ident);
+}
+
+/* One attempt of ring_seek against a stable base: RING_ERR means the
+ * writer moved something while we looked (retry). */
+static int
+seek_once(struct ring *r, uint32_t ident, uint64_t pos, uint64_t *seq_after)
+{
+	struct ring_hdr *h = r->hdr;
+	uint64_t base_seq, base_cursor, gen, floor, c, lo, off, len;
+	uint64_t tail = load_acquire(&h->tail_seq);
+	uint64_t head = load_acquire(&h->head_seq);
+
+	read_base(h, &base_seq, &base_cursor, &gen);
+	if (tail < base_seq || head < tail)
+		return RING_ERR; /* raced with a reset */
+	if (load_relaxed(&h->base_ident) != ident)
+		return load_acquire(&h->base_gen) == gen ? RING_UNKNOWN : RING_ERR;
+	if (tail == base_seq)
+		floor = base_cursor;
+	else if (!read_entry(r, tail - 1, &floor, &off, &len) || load_acquire(&h->tail_seq) != tail)
+		return RING_ERR;
+	if (load_acquire(&h->base_gen) != gen)
+		return RING_ERR;
+	if (pos < floor)
+		return RING_GONE;
+
+	/* The first record in [tail, head) whose cursor is above pos (I4:
+	 * cursors increase with seq); none: the head (pos at or past the
+	 * newest batch, maybe past the frontier: later batches at or below
+	 * pos are the reader's to skip). */
+	uint64_t a = tail, b = head;
+	while (a < b) {
+		uint64_t mid = a + (b - a) / 2;
+		if (!read_entry(r, mid, &c, &off, &len) || load_relaxed(&h->tail_seq) > mid)
+			return RING_ERR;
+		if (c <= pos)
+			a = mid + 1;
+		else
+			b = mid;
+	}
+	if (a < head) {
+		struct ring_ent *e = &r->index[a & r->index_mask];
+		lo = load_relaxed(&e->lo);
+		fence_acquire(); /* lo before the tail recheck, as read_entry */
+		if (load_relaxed(&e->seq) != a || load_relaxed(&h->tail_seq) > a)
+			return RING_ERR;
+		if (lo < pos)
+			return RING_UNKNOWN; /* strictly inside a merged record */
+	}
+	*seq_after = a;
+	return RING_OK;
+}
+
+int
+ring_seek(struct ring *r, uint32_t ident, uint64_t pos, uint64_t *seq_after)
+{
+	for (int attempt = 0; attempt < 64; attempt++) {
+		int rc = seek_once(r, ident, pos, seq_after);
+		if (rc != RING_ERR)
+			return rc;
+	}
+	return RING_GONE; /* lapped 64 times in a row: what we sought is gone */
+}
+
+uint64_t
+ring_complete(struct ring *r, uint64_t seq, uint64_t pos)
+{
+	struct ring_hdr *h = r->hdr;
+	/* Frontier first, then head_seq (the top of the file). */
+	uint64_t c = load_acquire(&h->frontier);
+	uint64_t head = load_acquire(&h->head_seq);
+
+	if (seq < head) {
+		struct ring_ent *e = &r->index[seq & r->index_mask];
+		uint64_t lo = load_relaxed(&e->lo);
+		fence_acquire();
+		if (load_relaxed(&e->seq) != seq || load_relaxed(&h->tail_seq) > seq)
+			return pos; /* dropped or reset meanwhile: the reader finds out */
+		if (lo < c)
+			c = lo;
+	}
+	return c > pos ? c : pos;
+}
+
 /* The seqlock copy: may read bytes the writer is overwriting, which the
  * caller detects afterwards.  TSan would report the (intended) race. */
 #if defined(__has_feature)
@@ -1294,6 +1506,7 @@ ring_read(struct ring *r, uint64_t seq, struct ring_buf *buf, struct ring_rec *r
 	buf->data[payload] = '\0';
 	if (rec != NULL) {
 		rec->seq = seq;
+		rec->lo = load_relaxed(&r->index[seq & r->index_mask].lo);
 		rec->cursor = cursor;
 		rec->len = payload;
 	}
@@ -1389,6 +1602,7 @@ ring_snapshot_open(struct ring *r, struct ring_snapshot *snap, char *err, size_t
 	snap->data = (const char *)base + sizeof(*sh);
 	snap->len = sh->payload_len;
 	snap->cursor = sh->cursor;
+	snap->ident = sh->ident;
 	snap->seq_after = sh->seq_after;
 	snap->map_ = base;
 	snap->map_len_ = (size_t)st.st_size;

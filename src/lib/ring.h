@@ -11,8 +11,21 @@
  *   - a data area of variable-size records, one per batch, each tagged with
  *     its upstream timestamp (the cursor) and a sequence number, appended in
  *     order; when the area is full the oldest records are dropped;
- *   - an index of fixed-size entries (seq, cursor, offset, length), one per
- *     record, which makes cursor lookup a binary search.
+ *   - an index of fixed-size entries (seq, lo, cursor, offset, length), one
+ *     per record, which makes cursor lookup a binary search; a record
+ *     stands for the upstream positions (lo, cursor]: lo is cursor - 1 for
+ *     an ordinary batch, lower for one that merges several commits;
+ *   - the frontier: the upstream position through which the feed is
+ *     complete (at least the head's cursor), advanced by the writer even
+ *     when no batch changes, and the identity of the upstream history
+ *     the positions belong to (ring_ident).
+ *
+ * Positions.  A reader at position P holds the feed as of P.  It gets
+ * every batch whose cursor is above P: ring_seek finds the first, for any
+ * P at or above the floor, also one past the frontier (the host is only
+ * behind: the batches come later).  A P strictly inside a merged record's
+ * (lo, cursor) has no state of its own here, and a P older than the floor
+ * is no longer held: ring_seek says so.
  *
  * The snapshot (the feed's full state at some cursor) lives beside it in
  * FEED.snap, replaced by rename(2) so a reader that opened the old file
@@ -39,11 +52,14 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#define RING_LAYOUT_VERSION 2 /* 2: error message, confirmed_ms, stall_ms */
-#define RING_ERROR_MAX 255    /* bytes of the error message */
+#define RING_LAYOUT_VERSION                                                                        \
+	3                  /* 2: error message, confirmed_ms, stall_ms;                            \
+	                    * 3: frontier, upstream identity, ranges */
+#define RING_ERROR_MAX 255 /* bytes of the error message */
 #define RING_DEFAULT_DIR "/dev/shm/tailgate"
 #define RING_FEED_NAME_MAX 63
 #define RING_COLUMNS_MAX (64 * 1024) /* bytes of column-list JSON */
+#define RING_UPSTREAM_MAX 127        /* bytes of the upstream's identity text */
 
 /* A feed name: 1 to RING_FEED_NAME_MAX of ASCII [A-Za-z0-9_-], whatever the
  * locale.  It names the segment's files, a configuration section and the
@@ -84,11 +100,19 @@ struct ring_config {
 	const char *definition;   /* what the feed is (source settings), kept as
 	                           * a hash: ring_adopt takes over only a segment
 	                           * of the same definition; NULL: "" */
+	const char *rows;         /* what determines the rows (the definition
+	                           * without settings of this host alone, such
+	                           * as its replication slot), hashed into the
+	                           * identity; NULL: definition */
+	const char *upstream;     /* the upstream history the cursors are
+	                           * positions of ("pg:SYSID:TLI", "mz:ENV");
+	                           * NULL: "" (not known yet: ring_set_upstream) */
 };
 
 /* What a reader learns about a record besides its bytes. */
 struct ring_rec {
 	uint64_t seq;
+	uint64_t lo; /* the record stands for the positions (lo, cursor] */
 	uint64_t cursor;
 	size_t len; /* payload bytes */
 };
@@ -105,6 +129,8 @@ struct ring_buf {
 struct ring_info {
 	uint64_t head_seq;    /* seq the next batch will get */
 	uint64_t head_cursor; /* cursor of the newest batch (or the base) */
+	uint64_t frontier;    /* complete through here; >= head_cursor */
+	uint32_t ident;       /* the history's identity (ring_ident) */
 	uint64_t tail_seq;    /* oldest seq still held */
 	uint64_t snap_gen;    /* bumps on every new snapshot */
 	uint64_t snap_cursor;
@@ -149,6 +175,28 @@ int ring_adopt(const struct ring_config *cfg, struct ring **out, char *err, size
  * snapshot would be dropped: write a snapshot at the head, then retry),
  * RING_TOO_BIG, or RING_ERR (cursor not increasing). */
 int ring_append(struct ring *r, uint64_t cursor, const struct iovec *iov, int iovcnt);
+
+/* Append a record that stands for the upstream positions (lo, cursor]:
+ * several upstream commits merged into one batch (a diff after a new
+ * snapshot).  lo must be at least the frontier and below cursor; a reader
+ * at a position strictly inside (lo, cursor) is told RING_UNKNOWN by
+ * ring_seek.  ring_append(cursor) is ring_append_range(cursor - 1, cursor). */
+int ring_append_range(struct ring *r, uint64_t lo, uint64_t cursor, const struct iovec *iov,
+                      int iovcnt);
+
+/* The upstream confirmed the feed complete through position pos (a
+ * keepalive, a progress row): the frontier moves up to pos (never down).
+ * Returns whether it moved; wake readers with ring_wake as for a batch. */
+bool ring_advance(struct ring *r, uint64_t pos);
+
+/* The upstream history the feed now follows (see ring_config.upstream).
+ * It takes effect at the next ring_reset (a new history starts there);
+ * a ring that has no history yet takes it at once.  Returns true when it
+ * differs from the identity of the history the ring holds: the caller must
+ * then start a new history (a snapshot and ring_reset), never append. */
+bool ring_set_upstream(struct ring *r, const char *upstream);
+/* The identity text of the history held (writer side). */
+const char *ring_upstream(const struct ring *r);
 
 /* Wake every reader sleeping in ring_wait(), in every process. */
 void ring_wake(struct ring *r);
@@ -206,6 +254,24 @@ const char *ring_columns(const struct ring *r);
  * RING_AHEAD (newer than the head). */
 int ring_lookup(struct ring *r, uint64_t cursor, uint64_t *seq_after);
 
+/* Position lookup (see Positions above): the seq of the first batch whose
+ * cursor is above pos, in the history of identity ident.  RING_OK (for a
+ * pos past the frontier *seq_after is the head: batches at or below pos
+ * may still come, the reader skips them), RING_GONE (pos older than the
+ * floor), RING_UNKNOWN (another history, or pos strictly inside a merged
+ * record). */
+int ring_seek(struct ring *r, uint32_t ident, uint64_t pos, uint64_t *seq_after);
+
+/* The highest position through which a reader at pos, that has examined
+ * every batch below seq, holds the feed: the frontier, or, while batches
+ * from seq on are published, just below the first of them (its lo); never
+ * below pos.  The reply's cursor. */
+uint64_t ring_complete(struct ring *r, uint64_t seq, uint64_t pos);
+
+/* The identity of the history held: a hash of the upstream identity text
+ * and the feed definition (never 0 once known).  Cursors carry it. */
+uint32_t ring_ident(struct ring *r);
+
 /* Copy record seq into buf (replacing its contents).  RING_OK, RING_GONE
  * (dropped or overwritten while copying), RING_AHEAD (not yet published). */
 int ring_read(struct ring *r, uint64_t seq, struct ring_buf *buf, struct ring_rec *rec);
@@ -226,6 +292,7 @@ struct ring_snapshot {
 	const char *data;
 	size_t len;
 	uint64_t cursor;
+	uint32_t ident; /* of the history it starts */
 	uint64_t seq_after;
 	void *map_;
 	size_t map_len_;

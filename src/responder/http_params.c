@@ -291,9 +291,11 @@ param_cursor(struct parse_state *ps, const char *val)
 		return false;
 	}
 	ps->seen_cursor = true;
-	if (!batch_parse_cursor(val, &ps->req.cursor)) {
+	if (!batch_parse_position(val, &ps->req.cursor, &ps->req.cursor_ident,
+	                          &ps->req.has_ident)) {
 		log_seterr(ps->err, ps->errlen,
-		           "malformed cursor \"%.40s\": a cursor is 1-20 decimal digits", val);
+		           "malformed cursor \"%.40s\": send back the cursor of a reply as it is",
+		           val);
 		return false;
 	}
 	ps->req.has_cursor = true;
@@ -417,9 +419,10 @@ parse_headers(struct parse_state *ps, const char *accept, const char *last_event
 		ps->req.sse = true;
 	if (!ps->req.sse || last_event_id == NULL || *last_event_id == '\0')
 		return true;
-	if (!batch_parse_cursor(last_event_id, &ps->req.cursor)) {
+	if (!batch_parse_position(last_event_id, &ps->req.cursor, &ps->req.cursor_ident,
+	                          &ps->req.has_ident)) {
 		log_seterr(ps->err, ps->errlen,
-		           "malformed Last-Event-ID \"%.40s\": a cursor is 1-20 decimal digits",
+		           "malformed Last-Event-ID \"%.40s\": send back an event's id as it is",
 		           last_event_id);
 		return false;
 	}

@@ -5,7 +5,8 @@
  * on its own (tests/fuzz/fuzz_http_params.c) and unit-tested
  * (tests/test_http_params.c).  What it accepts:
  *
- *   cursor=C          1-20 decimal digits (batch_parse_cursor)
+ *   cursor=C          POSITION.IDENT (batch_parse_position); a bare
+ *                     POSITION parses with has_ident false
  *   timeout=S         whole seconds, 0..max_timeout_s (0: answer at once);
  *                     without it the timeout is max_timeout_s (the
  *                     responder's --max-timeout, 25 by default)
@@ -53,7 +54,9 @@ struct hp_filter {
 
 struct hp_request {
 	bool has_cursor;
-	uint64_t cursor;
+	uint64_t cursor;       /* the position */
+	uint32_t cursor_ident; /* the history's identity, when has_ident */
+	bool has_ident;
 	int timeout_s;
 	bool sse;
 	int n_filters;

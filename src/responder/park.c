@@ -40,6 +40,7 @@ struct group {
 	struct seg *seg;  /* referenced */
 	struct fspec *fs; /* referenced */
 	uint64_t seq_after, cursor;
+	uint32_t ident;
 	bool sse;
 	struct waiter *head; /* linked by gnext/gprev */
 	size_t n;
@@ -142,22 +143,33 @@ group_free(struct group *g)
 }
 
 /* The group w belongs in (same segment, position, format and filter),
- * made when there is none. */
+ * made when there is none.  Parked waiters all wait at the head (park_insert
+ * checks), so every position up to where the ring is complete there (c:
+ * the frontier) is the same position: clients whose cursors differ only
+ * because they were answered at different frontiers share one group, and
+ * one render, at the highest of them.  A position past c (a client from a
+ * host further ahead) keeps its own: the batches it holds are skipped. */
 static struct group *
 group_for(struct park *p, const struct waiter *w)
 {
 	struct group **list = &p->groups[w->feed->idx], *g;
+	uint64_t c = ring_complete(w->seg->ring, w->seq_after, 0);
 
 	for (g = *list; g != NULL; g = g->next)
 		if (g->seg == w->seg && g->seq_after == w->seq_after && g->sse == w->sse &&
-		    g->cursor == w->cursor && strcmp(g->fs->key, w->fs->key) == 0)
+		    g->ident == w->ident && strcmp(g->fs->key, w->fs->key) == 0 &&
+		    (g->cursor == w->cursor || (g->cursor <= c && w->cursor <= c))) {
+			if (g->cursor != w->cursor)
+				g->cursor = c;
 			return g;
+		}
 	g = xcalloc(1, sizeof(*g));
 	g->feed = w->feed;
 	g->seg = seg_ref(w->seg);
 	g->fs = fspec_ref(w->fs);
 	g->seq_after = w->seq_after;
 	g->cursor = w->cursor;
+	g->ident = w->ident;
 	g->sse = w->sse;
 	g->next = *list;
 	if (*list != NULL)
@@ -421,16 +433,19 @@ arm_word(struct round *rd, struct seg *s)
 }
 
 /* The status of group g against its feed's current segment s: 0 ready
- * to render (or nothing new: *behind false), 410 its cursor is not in
+ * to render (or nothing new: *behind false), 410 its position is not in
  * s's history, 503 the feed is not live.  A group of a replaced segment
- * (the daemon restarted) moves to s when its cursor is found there. */
+ * (the daemon restarted) moves to s when its position is held there.
+ * A group whose position is past the frontier (a client that came from
+ * a host further ahead) is not behind until batches come: the wake word
+ * moves with the frontier too, and render skips batches it holds. */
 static int
 group_status(struct group *g, struct seg *s, const struct ring_info *info, bool live, bool *behind)
 {
 	*behind = true;
 	if (g->seg != s) {
 		uint64_t seq;
-		if (ring_lookup(s->ring, g->cursor, &seq) != RING_OK)
+		if (ring_seek(s->ring, g->ident, g->cursor, &seq) != RING_OK)
 			return 410;
 		seg_release(g->seg);
 		g->seg = seg_ref(s);
@@ -558,6 +573,7 @@ take_position(struct waiter *w, const struct group *g)
 	w->group = NULL;
 	w->seq_after = g->seq_after;
 	w->cursor = g->cursor;
+	w->ident = g->ident;
 	if (w->seg != g->seg) {
 		seg_release(w->seg);
 		w->seg = seg_ref(g->seg);
@@ -615,11 +631,13 @@ render_group(struct park *p, struct group *g, struct thread_ctx *t)
 	proto.fs = g->fs;
 	proto.seq_after = g->seq_after;
 	proto.cursor = g->cursor;
+	proto.ident = g->ident;
 	proto.sse = g->sse;
 	ring_info(g->seg->ring, &info);
 	r = render_next(p->render, &proto, info.head_seq, &t->scratch);
 	g->seq_after = proto.seq_after;
 	g->cursor = proto.cursor;
+	g->ident = proto.ident;
 	return r;
 }
 
@@ -635,7 +653,7 @@ answer_ready(struct park *p, struct round *rd, struct thread_ctx *t, int64_t wak
 		if (ready->status == 410 && g->sse) {
 			repark_group(p, g, t); /* park_serve resyncs in-band */
 		} else if (ready->status == 410) {
-			r = render_gone_reply(g->cursor);
+			r = render_gone_reply(g->cursor, g->ident);
 			answer_group(p, g, r, 0);
 		} else if (ready->status != 0) {
 			r = render_error_reply(ready->status, "feed_not_live", ready->why);

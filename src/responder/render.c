@@ -101,16 +101,18 @@ render_error(struct bbuf *out, int status, const char *code, const char *message
 }
 
 void
-render_sse_event(struct bbuf *out, const char *name, uint64_t id, const char *json, size_t len)
+render_sse_event(struct bbuf *out, const char *name, uint64_t id, uint32_t ident, const char *json,
+                 size_t len)
 {
-	char line[48];
+	char line[48], cur[BATCH_POSITION_MAX];
 
 	if (name != NULL) {
 		bbuf_adds(out, "event: ");
 		bbuf_adds(out, name);
 		bbuf_adds(out, "\n");
 	}
-	snprintf(line, sizeof(line), "id: %" PRIu64 "\n", id);
+	batch_format_position(id, ident, cur, sizeof(cur));
+	snprintf(line, sizeof(line), "id: %s\n", cur);
 	bbuf_adds(out, line);
 	/* Compact JSON has no raw newline, but a json column keeps its input
 	 * text: each line of it becomes one data: line (SSE joins them). */
@@ -179,6 +181,7 @@ render_range(struct ring *r, uint64_t from, uint64_t head, const struct filter *
              uint64_t start_cursor)
 {
 	struct bbuf tmp = {0};
+	uint32_t ident = ring_ident(r);
 	int rc = RING_OK;
 
 	rr->n_batches = 0;
@@ -193,6 +196,16 @@ render_range(struct ring *r, uint64_t from, uint64_t head, const struct filter *
 		rc = ring_read(r, seq, scratch, &rec);
 		if (rc != RING_OK)
 			break;
+		if (rec.cursor <= rr->last_cursor) {
+			/* A batch the reader already holds: it came from a host
+			 * further ahead (its position is past this one's). */
+			rr->next_seq = seq + 1;
+			continue;
+		}
+		if (rec.lo < rr->last_cursor) {
+			rc = RING_UNKNOWN; /* inside a merged batch: no state here */
+			break;
+		}
 		if (!batch_view(scratch->data, scratch->len, &v)) {
 			rc = RING_ERR;
 			break;
@@ -200,7 +213,7 @@ render_range(struct ring *r, uint64_t from, uint64_t head, const struct filter *
 		if (sse) {
 			tmp.len = 0;
 			if (render_batch(&tmp, &v, f, rec.cursor)) {
-				render_sse_event(out, NULL, rec.cursor, tmp.p, tmp.len);
+				render_sse_event(out, NULL, rec.cursor, ident, tmp.p, tmp.len);
 				rr->n_batches++;
 			}
 		} else {
@@ -233,10 +246,11 @@ head_seq(struct seg *s)
 /* ---- replies for waiters ---- */
 
 static struct reply *
-json_reply(const struct render *rd, uint64_t cursor, const struct bbuf *batches, int n_batches)
+json_reply(const struct render *rd, uint64_t cursor, uint32_t ident, const struct bbuf *batches,
+           int n_batches)
 {
 	struct bbuf b = {0};
-	char head[160], cc[64];
+	char head[160], cc[64], cur[BATCH_POSITION_MAX];
 	struct reply *r;
 	size_t body_off;
 
@@ -246,7 +260,8 @@ json_reply(const struct render *rd, uint64_t cursor, const struct bbuf *batches,
 		snprintf(cc, sizeof(cc), "no-store");
 	render_head(&b, 200, "application/json", cc, NULL);
 	body_off = b.len;
-	snprintf(head, sizeof(head), "{\"cursor\":\"%" PRIu64 "\",\"batches\":[", cursor);
+	batch_format_position(cursor, ident, cur, sizeof(cur));
+	snprintf(head, sizeof(head), "{\"cursor\":\"%s\",\"batches\":[", cur);
 	bbuf_adds(&b, head);
 	if (batches != NULL)
 		bbuf_add(&b, batches->p, batches->len);
@@ -271,14 +286,15 @@ render_error_reply(int status, const char *code, const char *message)
 }
 
 struct reply *
-render_gone_reply(uint64_t cursor)
+render_gone_reply(uint64_t cursor, uint32_t ident)
 {
-	char msg[200];
+	char msg[200], cur[BATCH_POSITION_MAX];
 
+	batch_format_position(cursor, ident, cur, sizeof(cur));
 	snprintf(msg, sizeof(msg),
-	         "cursor %" PRIu64 " is no longer held here: take a new snapshot (request the feed "
+	         "cursor %s cannot be resumed here: take a new snapshot (request the feed "
 	         "without a cursor)",
-	         cursor);
+	         cur);
 	return render_error_reply(410, "cursor_gone", msg);
 }
 
@@ -312,7 +328,7 @@ render_snapshot(struct waiter *w, struct ring_buf *scratch)
 			bbuf_adds(&sb, num);
 		}
 		if (w->sse) {
-			render_sse_event(&body, "snapshot", snap.cursor, sb.p, sb.len);
+			render_sse_event(&body, "snapshot", snap.cursor, snap.ident, sb.p, sb.len);
 		} else {
 			bbuf_add(&body, sb.p, sb.len);
 			bbuf_adds(&body, ",");
@@ -323,6 +339,7 @@ render_snapshot(struct waiter *w, struct ring_buf *scratch)
 		 * batch is gone (lapped, or the ring restarted without a new
 		 * snapshot) would be served alone as if it were current. */
 		uint64_t seq_after = snap.seq_after;
+		uint32_t ident = snap.ident;
 		rc = render_range(w->seg->ring, seq_after, head_seq(w->seg), w->fs->filter, w->sse,
 		                  RENDER_MAX_REPLY, &body, scratch, &rr, snap.cursor);
 		ring_snapshot_release(&snap);
@@ -336,15 +353,17 @@ render_snapshot(struct waiter *w, struct ring_buf *scratch)
 		if (!w->sse && body.len == mark)
 			body.len--; /* no later batch: drop the comma */
 		w->seq_after = rr.next_seq;
-		w->cursor = rr.last_cursor;
+		w->ident = ident;
+		w->cursor = ring_complete(w->seg->ring, rr.next_seq, rr.last_cursor);
 		metrics_render();
 		if (w->sse) {
 			r = reply_new(&body, 200, (uint64_t)rr.n_batches + 1);
 		} else {
 			render_head(&b, 200, "application/json", "no-store", NULL);
 			size_t body_off = b.len;
-			snprintf(num, sizeof(num),
-			         "{\"cursor\":\"%" PRIu64 "\",\"columns\":", w->cursor);
+			char cur[BATCH_POSITION_MAX];
+			batch_format_position(w->cursor, w->ident, cur, sizeof(cur));
+			snprintf(num, sizeof(num), "{\"cursor\":\"%s\",\"columns\":", cur);
 			bbuf_adds(&b, num);
 			bbuf_adds(&b, ring_columns(w->seg->ring));
 			bbuf_adds(&b, ",\"batches\":[");
@@ -361,12 +380,34 @@ render_snapshot(struct waiter *w, struct ring_buf *scratch)
 	return NULL;
 }
 
-static bool
-same_history(const struct waiter *w)
+/* w's batches from seq_after up to head into b.  A waiter is a position
+ * (w->cursor), seq_after only where to look next: when the batches there
+ * are gone (dropped, or a new history began) the position is sought
+ * again, and only when it is not held any more is the answer RING_GONE
+ * (or RING_UNKNOWN: another history, inside a merged batch). */
+static int
+render_at(struct waiter *w, uint64_t head, struct bbuf *b, struct ring_buf *scratch,
+          struct render_range *rr)
 {
-	uint64_t seq;
+	int rc = RING_GONE;
 
-	return ring_lookup(w->seg->ring, w->cursor, &seq) == RING_OK && seq == w->seq_after;
+	for (int attempt = 0; attempt < 3; attempt++) {
+		uint64_t seq;
+		rc = render_range(w->seg->ring, w->seq_after, head, w->fs->filter, w->sse,
+		                  RENDER_MAX_REPLY, b, scratch, rr, w->cursor);
+		if (rc != RING_GONE || rr->n_batches > 0)
+			return rc;
+		b->len = 0;
+		rc = ring_seek(w->seg->ring, w->ident, w->cursor, &seq);
+		if (rc != RING_OK)
+			return rc;
+		if (seq == w->seq_after)
+			return RING_GONE; /* not a drop we can step over */
+		w->seq_after = seq;
+		if (head < seq)
+			head = seq;
+	}
+	return rc;
 }
 
 /* What w gets now: a reply, or NULL with w advanced (nothing matched). */
@@ -378,38 +419,26 @@ render_next(const struct render *rd, struct waiter *w, uint64_t head, struct rin
 	struct reply *r;
 	int rc;
 
-	/* Still the same history?  ring_reset (a new history in the same
-	 * segment) keeps seq numbers running, so seq_after alone cannot
-	 * tell; the cursor must still name the batch before seq_after, before
-	 * and after the copy. */
-	if (!same_history(w)) {
-		rc = RING_GONE;
-		rr.next_seq = w->seq_after;
-	} else {
-		rc = render_range(w->seg->ring, w->seq_after, head, w->fs->filter, w->sse,
-		                  RENDER_MAX_REPLY, &b, scratch, &rr, w->cursor);
-		if (!same_history(w)) {
-			rc = RING_GONE;
-			rr.next_seq = w->seq_after;
-		}
-	}
-	if (rr.next_seq == w->seq_after && rc != RING_OK) {
+	rc = render_at(w, head, &b, scratch, &rr);
+	if (rr.n_batches == 0 && rc != RING_OK) {
 		bbuf_free(&b);
-		if (rc == RING_GONE) {
+		if (rc == RING_GONE || rc == RING_UNKNOWN) {
 			if (w->sse) { /* EventSource cannot follow a 410: resync in-band */
 				r = render_snapshot(w, scratch);
 				return r != NULL ? r
 				                 : render_error_reply(503, "feed_not_live",
 				                                      "no snapshot");
 			}
-			return render_gone_reply(w->cursor);
+			return render_gone_reply(w->cursor, w->ident);
 		}
 		log_warning("feed=%s: corrupt batch at seq %" PRIu64, w->feed->name, w->seq_after);
 		return render_error_reply(503, "feed_unavailable",
 		                          "the feed's segment holds a corrupt batch");
 	}
 	w->seq_after = rr.next_seq;
-	w->cursor = rr.last_cursor;
+	/* Complete through the frontier (or just below the next batch not
+	 * sent): a quiet feed's clients move forward too. */
+	w->cursor = ring_complete(w->seg->ring, rr.next_seq, rr.last_cursor);
 	if (rr.n_batches == 0) {
 		bbuf_free(&b);
 		return NULL;
@@ -418,7 +447,7 @@ render_next(const struct render *rd, struct waiter *w, uint64_t head, struct rin
 	if (w->sse)
 		r = reply_new(&b, 200, (uint64_t)rr.n_batches);
 	else
-		r = json_reply(rd, w->cursor, &b, rr.n_batches);
+		r = json_reply(rd, w->cursor, w->ident, &b, rr.n_batches);
 	bbuf_free(&b);
 	return r;
 }
@@ -461,10 +490,7 @@ rcache_get(struct render *rd, struct waiter *w, uint64_t head)
 	pthread_mutex_unlock(&rd->mu);
 	if (r == NULL)
 		return NULL;
-	if (!same_history(w)) {
-		reply_release(r);
-		return NULL; /* a new history since: render (and answer 410) */
-	}
+	/* A new history since (ring_reset) moved the head: no hit. */
 	w->seq_after = next_seq;
 	w->cursor = last_cursor;
 	return r;
@@ -547,7 +573,8 @@ render_timeout_reply(const struct render *rd, const struct waiter *w)
 		struct bbuf b = {(char *)ka, sizeof(ka) - 1, 0};
 		return reply_new(&b, 200, 0);
 	}
-	return json_reply(rd, w->cursor, NULL, 0);
+	return json_reply(rd, ring_complete(w->seg->ring, w->seq_after, w->cursor), w->ident, NULL,
+	                  0);
 }
 
 /* ---- the feed's state ---- */
@@ -614,7 +641,9 @@ render_feed_list(struct feeds *fs, struct bbuf *out)
 		render_json_string(out, ring_source(s->ring));
 		bbuf_adds(out, ",\"columns\":");
 		bbuf_adds(out, ring_columns(s->ring));
-		snprintf(num, sizeof(num), ",\"cursor\":\"%" PRIu64 "\"", info.head_cursor);
+		char cur[BATCH_POSITION_MAX];
+		batch_format_position(info.frontier, info.ident, cur, sizeof(cur));
+		snprintf(num, sizeof(num), ",\"cursor\":\"%s\"", cur);
 		bbuf_adds(out, num);
 		snprintf(num, sizeof(num), ",\"rows\":%" PRIu64, info.row_count);
 		bbuf_adds(out, num);

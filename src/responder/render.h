@@ -65,8 +65,8 @@ bool render_batch(struct bbuf *out, const struct batch_view *v, const struct fil
 
 /* Append one SSE event: "event: NAME\n" (when name), "id: ID\n", then
  * data lines (a newline inside the JSON starts another data: line), "\n". */
-void render_sse_event(struct bbuf *out, const char *name, uint64_t id, const char *json,
-                      size_t len);
+void render_sse_event(struct bbuf *out, const char *name, uint64_t id, uint32_t ident,
+                      const char *json, size_t len);
 
 /* Append s as a JSON string (quotes included). */
 void render_json_string(struct bbuf *out, const char *s);
@@ -128,7 +128,7 @@ struct reply *render_timeout_reply(const struct render *rd, const struct waiter 
 /* render_error as a reply. */
 struct reply *render_error_reply(int status, const char *code, const char *message);
 /* 410 cursor_gone for a long-poll at cursor. */
-struct reply *render_gone_reply(uint64_t cursor);
+struct reply *render_gone_reply(uint64_t cursor, uint32_t ident);
 
 /* The feed-state header lines for a reply of s's feed, as the ring says
  * now (replies are rendered once and shared, so the state is added when

@@ -213,20 +213,31 @@ feed_waiter(struct responder *r, FCGX_Request *req, const char *name, struct hp_
 	*from_snapshot = !hp->has_cursor;
 	if (!hp->has_cursor)
 		return w;
-	rc = ring_lookup(seg->ring, hp->cursor, &seq);
+	/* A bare position (an older release's cursor) names no history:
+	 * it cannot be checked, so it is not resumed (docs/API.md). */
+	rc = hp->has_ident ? ring_seek(seg->ring, hp->cursor_ident, hp->cursor, &seq)
+	                   : RING_UNKNOWN;
 	if (rc == RING_OK) {
 		w->seq_after = seq;
 		w->cursor = hp->cursor;
+		w->ident = hp->cursor_ident;
 	} else if (hp->sse) {
 		*from_snapshot = true; /* EventSource cannot follow a 410 */
 	} else {
+		char cur[BATCH_POSITION_MAX];
 		w->req = NULL; /* the caller answers req */
 		waiter_free(w);
+		if (hp->has_ident)
+			batch_format_position(hp->cursor, hp->cursor_ident, cur, sizeof(cur));
+		else
+			batch_format_cursor(hp->cursor, cur, sizeof(cur));
 		snprintf(e->message, sizeof(e->message),
-		         "cursor %" PRIu64
-		         " is not held here (%s): take a new snapshot (request the "
-		         "feed without a cursor)",
-		         hp->cursor, ring_strstatus(rc));
+		         "cursor %s cannot be resumed here (%s): take a new snapshot (request "
+		         "the feed without a cursor)",
+		         cur,
+		         !hp->has_ident    ? "it names no upstream history"
+		         : rc == RING_GONE ? "older than the oldest batch held"
+		                           : "another upstream history, or inside a merged batch");
 		feed_error(e, 410, "cursor_gone", e->message);
 		return NULL;
 	}

@@ -44,7 +44,8 @@ struct waiter {
 	struct feed *feed;
 	struct seg *seg;    /* referenced */
 	struct fspec *fs;   /* referenced */
-	uint64_t cursor;    /* the client's cursor (advanced past skipped batches) */
+	uint64_t cursor;    /* the client's position (advanced past skipped batches) */
+	uint32_t ident;     /* the identity of the history it is a position in */
 	uint64_t seq_after; /* first batch not yet examined, in seg */
 	bool sse;
 	bool gzip;           /* a long-poll whose Accept-Encoding takes gzip (reply_for) */

@@ -316,7 +316,9 @@ get(struct follow *f, const char *cursor, struct buf *b)
 	return status;
 }
 
-/* The reply's cursor as text (a JSON number or string). */
+/* The reply's cursor as text, opaque: sent back as it came, never parsed
+ * or compared (a JSON string; a number from an older server is kept as
+ * its digits). */
 static char *
 cursor_text(json_object *reply)
 {

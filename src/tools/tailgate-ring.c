@@ -72,6 +72,8 @@ cmd_info(const char *feed)
 	       i.writer_alive ? "" : " (writer gone)");
 	printf("writer pid   %d\n", i.writer_pid);
 	printf("head cursor  %" PRIu64 "\n", i.head_cursor);
+	printf("frontier     %" PRIu64 "\n", i.frontier);
+	printf("identity     %08" PRIx32 "\n", i.ident);
 	printf("head seq     %" PRIu64 "\n", i.head_seq);
 	printf("tail seq     %" PRIu64 "\n", i.tail_seq);
 	printf("snapshot     %" PRIu64 " (generation %" PRIu64 ")\n", i.snap_cursor, i.snap_gen);

@@ -46,6 +46,7 @@ import collections
 import json
 import os
 import random
+import re
 import resource
 import signal
 import socket
@@ -273,6 +274,19 @@ class Chaos:
             raise StackError("/feeds: %d" % status)
         return {f["name"]: f for f in obj["feeds"]}
 
+    def heads(self):
+        """Each feed's head: the cursor of its newest batch, from the ring
+        (a reply's cursor is the frontier, which moves on without batches)."""
+        out = {}
+        for feed in FEEDS:
+            p = subprocess.run([self.ring_tool, "-d", self.ring_dir, "info", feed],
+                               capture_output=True, text=True)
+            m = re.search(r"^head cursor +(\d+)$", p.stdout, re.M)
+            if p.returncode != 0 or not m:
+                raise StackError("tailgate-ring info %s: %s" % (feed, p.stderr.strip()))
+            out[feed] = int(m.group(1))
+        return out
+
     def why_down(self):
         """None when every process is up and every feed live, else why not."""
         if self.st.nginx.poll() is not None:
@@ -330,9 +344,9 @@ class Chaos:
             next_note = time.monotonic() + 5
             while True:
                 try:
-                    heads = {k: int(v["cursor"]) for k, v in self.feeds().items()}
+                    heads = self.heads()
                     db = {feed: self.db_rows(feed) for feed in FEEDS}
-                    same = heads == {k: int(v["cursor"]) for k, v in self.feeds().items()}
+                    same = heads == self.heads()
                 except (OSError, StackError, PgError, KeyError) as e:
                     heads, db, same, bad = {}, {}, False, [("-", str(e))]
                 if same:

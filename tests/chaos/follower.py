@@ -10,11 +10,14 @@ rows and checks, as it goes:
 
   * every batch is after the cursor it asked with, and after the last one
     it applied: a batch seen twice or a cursor going backwards is a
-    violation (the cursor is the upstream's own timestamp: PostgreSQL
-    commit LSNs and Materialize timestamps only grow, across daemon
-    restarts and resyncs too);
-  * a long-poll reply's cursor is its last batch's timestamp, and an empty
-    reply keeps the request's cursor (unfiltered feeds);
+    violation (a cursor is a position in the upstream's own order plus the
+    history's identity, POSITION.IDENTITY: PostgreSQL commit LSNs and
+    Materialize timestamps only grow, across daemon restarts and resyncs
+    too; the follower sends cursors back as they came and reads their
+    position only to check);
+  * a long-poll reply's cursor is at or past its last batch's timestamp
+    (the frontier it is complete at), and an empty reply never moves it
+    back;
   * a deleted row was held (a missing batch usually shows here first);
   * a new snapshot at the cursor the follower already holds equals its
     table.
@@ -121,7 +124,8 @@ class Follower(threading.Thread):
         self._conn = None
         self._resync = False
         self._table = collections.Counter()
-        self.cursor = None          # int: the cursor the table is at
+        self.cursor = None          # int: the position of the last batch applied
+        self.token = None           # the server's cursor, opaque: sent back as is
         self.verify_from = None     # int: where the unverified record starts
         self._record = []           # [(cursor, digest)] applied since verify_from
         self.violations = []
@@ -211,6 +215,9 @@ class Follower(threading.Thread):
             self._violate("batch without a numeric timestamp: %.200r" % (batch,))
             return
         with self._lock:
+            if ts <= asked:
+                self._violate("batch %d not after the position %d asked after" % (ts, asked))
+                return
             if ts <= self.cursor:
                 self._violate("batch %d not after the cursor %d held (asked after %s): "
                               "seen twice or out of order" % (ts, self.cursor, asked))
@@ -311,7 +318,7 @@ class Follower(threading.Thread):
             try:
                 if self.mode == "sse":
                     self._sse_session()
-                elif self.cursor is None or self._resync:
+                elif self.token is None or self._resync:
                     self._snapshot()
                 else:
                     self._poll()
@@ -347,24 +354,30 @@ class Follower(threading.Thread):
         self._resync = False
 
     def _check_reply_cursor(self, obj, batches, asked):
+        """The reply's cursor is the position it is complete at: at or past
+        its last batch (the frontier), never behind the request's.  The
+        follower sends it back as is (it is opaque to clients); this test
+        reads its position (POSITION.IDENTITY) to check it."""
         try:
-            rc = int(obj["cursor"])
-        except (KeyError, TypeError, ValueError):
+            rc = position(obj["cursor"])
+        except (KeyError, TypeError, ValueError, AttributeError):
             self._violate("a reply without a cursor: %.200r" % (obj,))
             return
         if batches:
             last = int(batches[-1]["timestamp"])
-            if rc != last:
-                self._violate("reply cursor %d is not its last batch's %d" % (rc, last))
-        elif rc != asked:
-            self._violate("an empty reply moved the cursor from %d to %d" % (asked, rc))
+            if rc < last:
+                self._violate("reply cursor %d is before its last batch's %d" % (rc, last))
+        elif rc < asked:
+            self._violate("an empty reply moved the cursor back from %d to %d" % (asked, rc))
         with self._lock:
-            if rc != self.cursor:
+            if rc < self.cursor:
                 self._violate("reply cursor %d but the table is at %d" % (rc, self.cursor))
+            self.token = obj["cursor"]
 
     def _poll(self):
-        asked = self.cursor
-        obj = self._get_json("%s%s?cursor=%d&timeout=%d" % (self.prefix, self.feed, asked,
+        token = self.token
+        asked = position(token)
+        obj = self._get_json("%s%s?cursor=%s&timeout=%d" % (self.prefix, self.feed, token,
                                                             self.poll_timeout))
         self.stats["replies"] += 1
         batches = obj.get("batches") or []
@@ -379,8 +392,8 @@ class Follower(threading.Thread):
             path += "?stream=sse"
         else:
             headers["Accept"] = "text/event-stream"
-        if self.cursor is not None:
-            headers["Last-Event-ID"] = str(self.cursor)
+        if self.token is not None:
+            headers["Last-Event-ID"] = self.token
         # One connection per stream: it ends with the stream.
         self._close()
         r = self._request(path, headers)
@@ -432,11 +445,11 @@ class Follower(threading.Thread):
     def _sse_event(self, event, ident, data):
         try:
             batch = parse_json(data)
-            cur = int(ident)
-        except (TypeError, ValueError):
+            cur = position(ident)
+        except (TypeError, ValueError, AttributeError):
             self._violate("bad SSE event %r id %r: %.200r" % (event, ident, data))
             return
-        if str(batch.get("timestamp")) != ident:
+        if str(batch.get("timestamp")) != str(cur):
             self._violate("SSE id %s is not the batch's timestamp %s" %
                           (ident, batch.get("timestamp")))
         if event == "snapshot":
@@ -450,6 +463,15 @@ class Follower(threading.Thread):
             self._apply(batch, self.cursor)
         else:
             self._violate("unknown SSE event %r" % event)
+            return
+        with self._lock:
+            self.token = ident
+
+
+def position(cursor):
+    """The upstream position of a cursor (POSITION.IDENTITY): clients treat
+    cursors as opaque; this test checks their order."""
+    return int(str(cursor).split(".")[0])
 
 
 def _dump(ring_tool, ring_dir, feed, cursor):

@@ -1,10 +1,13 @@
 """util.py - small helpers the Python tests share.
 
-    from util import free_port, tail
+    from util import free_port, tail, terminate
     port = free_port()          # a TCP port on 127.0.0.1 free right now
     text = tail(path, 25)       # the last lines of a log file, "" if none
+    terminate(proc)             # SIGTERM a child, SIGKILL it after 10 s
 """
+import signal
 import socket
+import subprocess
 
 
 def free_port():
@@ -21,3 +24,14 @@ def tail(path, lines=20):
             return "".join(f.readlines()[-lines:])
     except OSError:
         return ""
+
+
+def terminate(proc, timeout=10):
+    """SIGTERM a child process, wait up to timeout seconds, then SIGKILL it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

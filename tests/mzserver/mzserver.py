@@ -42,6 +42,16 @@ from what tailgate's daemon sends.  Facts implemented, with where they come from
           ErrorResponse with SQLSTATE XX000 (PeekResponseUnary::Error ->
           INTERNAL_ERROR); cancel is 57014 "canceling statement due to user
           request".  (pgwire protocol.rs send_rows/copy_rows)
+  [SUB-7] One timeline for all sessions: timestamps are milliseconds of
+          wall-clock time, and under the default strict serializable
+          isolation the logical time is kept close to the wall clock, so a
+          time t is complete at one wall-clock moment for every session.
+          Two subscriptions receive the same updates at the same
+          timestamps; one started AS OF an earlier time receives what lies
+          between its AS OF and the present at once, then follows live.
+          (docs "Isolation levels": strict serializable provides
+          linearizability; "now and mz_now": the logical timestamp stays
+          within a few seconds of the wall clock; "SUBSCRIBE", "AS OF")
   [WIRE-1] COPY (SUBSCRIBE ...) TO STDOUT: CopyOutResponse (text, one format
           code per column), then each row in its own CopyData, flushed per
           batch; CopyDone + "COPY n" only if the subscribe finishes.  Text
@@ -132,6 +142,7 @@ import socket
 import struct
 import sys
 import time
+import uuid
 
 # ---------------------------------------------------------------------------
 # PostgreSQL type catalog (pg_type.dat OIDs and typlen)
@@ -2656,6 +2667,11 @@ class Session:
                                                  self.vars['mz_version'])
         if fname == 'mz_version':
             return self.vars['mz_version']
+        if fname == 'mz_environment_id':
+            # Materialize: "a string containing a uuid uniquely identifying
+            # the Materialize environment" (functions reference), e.g.
+            # local-az1-<uuid>-0; one per server process unless given.
+            return self.srv.args.environment_id
         if fname in ('current_database', 'current_catalog'):
             return self.vars.get('database')
         if fname in ('current_user', 'session_user', 'current_role', 'user'):
@@ -2725,7 +2741,7 @@ class Session:
                        snapshot=opts.snapshot, progress=opts.progress,
                        up_to=opts.up_to, mode=mode,
                        cluster=self.vars.get('cluster'))
-        pace = self.srv.pacer()
+        pace = self.srv.pacer(rt)
         agen = rt.stream(sub, q.proj, 'copy' if mode == 'copy' else 'rows',
                          pace)
         return Feed(self.srv, agen, sub)
@@ -3095,6 +3111,7 @@ SSL_REQUEST, GSSENC_REQUEST, CANCEL_REQUEST = 80877103, 80877104, 80877102
 class Server:
     def __init__(self, args):
         self.args = args
+        self.clock0 = time.monotonic()  # --realtime: the timeline's origin
         self.runtimes = {}
         self.sessions = {}
         self.subs = []
@@ -3141,18 +3158,31 @@ class Server:
                                 't': round(time.time(), 6)})
         self.event('statement', conn=sess.id, sql=sql)
 
-    def pacer(self):
+    def pacer(self, rt):
         """Returns pace(prev_time, next_time, kind) -> seconds to sleep, or
         None.  kind: 'ts' (a timestamp's updates start), 'progress' (right
-        after updates) or 'progress-no-data'.  --tick-ms sleeps one tick per
-        step of the timeline: before each timestamp and before each progress
-        row that closes no data."""
+        after updates) or 'progress-no-data'.
+
+        --realtime: one timeline for every session, as in Materialize
+        [SUB-7]: time t of relation rt is complete at server start +
+        (t - rt's initial live edge) / speed, the same wall-clock moment for
+        every subscription; a subscription whose AS OF is behind that
+        clock gets everything up to it at once, then follows it.
+
+        --tick-ms sleeps one tick per step of the timeline, per
+        subscription: before each timestamp and before each progress row
+        that closes no data (a step pace for tests that hold streams)."""
         a = self.args
         if a.realtime:
             speed = a.speed
+            origin = getattr(rt, 'start', None)
+            if not isinstance(origin, int):
+                origin = getattr(getattr(rt, 'scn', None), 'start', None) or 0
+            clock0 = self.clock0
 
             def pace(prev, nxt, kind):
-                return max(0.0, (nxt - prev) / 1000.0 / speed)
+                due = clock0 + (nxt - origin) / 1000.0 / speed
+                return max(0.0, due - time.monotonic())
             return pace
         if a.tick_ms:
             tick = a.tick_ms / 1000.0
@@ -3458,6 +3488,10 @@ def build_argparser():
                          'old) after CopyOutResponse instead of before it')
     ap.add_argument('--server-version', default='9.5.0')
     ap.add_argument('--mz-version', default='v0.130.0 (mzserver)')
+    ap.add_argument('--environment-id',
+                    default='local-az1-%s-0' % uuid.uuid4(),
+                    help='what mz_environment_id() returns (default: a new '
+                         'uuid per server process)')
     ap.add_argument('--check', action='store_true',
                     help='parse the scenarios, print a summary, exit')
     ap.add_argument('-v', '--verbose', action='store_true')

@@ -1315,6 +1315,31 @@ def realtime_pacing_and_idle_progress():
 
 
 @test
+def realtime_one_timeline():
+    """[SUB-7] one clock for every session: a subscription started once the
+    history is complete gets it at once, with the same updates at the
+    same timestamps as one that followed it live."""
+    with Server('--scenario', scn_path('winning_bids.scn'), '--realtime',
+                '--speed', '20', control=False) as s:
+        sql = ('COPY (SUBSCRIBE winning_bids WITH (PROGRESS) AS OF %d UP TO %d) '
+               'TO STDOUT' % (WB_START, WB_LAST + 1))
+        c1 = s.conn()
+        t = time.time()
+        live = CopyStream(c1, sql).read_all()
+        took_live = time.time() - t
+        c2 = s.conn()
+        t = time.time()
+        late = CopyStream(c2, sql).read_all()
+        took_late = time.time() - t
+        assert took_live > 1.0, took_live
+        assert took_late < took_live / 3, (took_late, took_live)
+        data = [r for r in live if r[1] != 't']
+        assert data and data == [r for r in late if r[1] != 't']
+        c1.close()
+        c2.close()
+
+
+@test
 def control_injects_error_and_drop():
     with Server('--scenario', scn_path('multiplicity.scn')) as s:
         c = s.conn()
