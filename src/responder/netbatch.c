@@ -157,21 +157,26 @@ netbatch_render(const struct netbatch *nb, struct bbuf *out, uint64_t from, uint
 	bbuf_adds(out, "]}");
 }
 
-/* The bytes of the current snapshot's JSON; 0 when it cannot be read. */
-static size_t
-snapshot_bytes(struct ring *r)
+/* What the snapshot costs: *state the bytes of its JSON (the feed's rows
+ * as of its cursor), *reply those and the batches a snapshot reply adds
+ * after it up to head.  false when it cannot be read. */
+static bool
+snapshot_bytes(struct ring *r, uint64_t head, size_t *state, size_t *reply)
 {
 	struct ring_snapshot snap;
 	struct batch_view v;
 	char err[256];
-	size_t n = 0;
+	bool ok;
 
 	if (ring_snapshot_open(r, &snap, err, sizeof(err)) != RING_OK)
-		return 0;
-	if (batch_view(snap.data, snap.len, &v))
-		n = v.json_len;
+		return false;
+	ok = batch_view(snap.data, snap.len, &v);
+	if (ok) {
+		*state = v.json_len;
+		*reply = v.json_len + ring_span_bytes(r, snap.seq_after, head);
+	}
 	ring_snapshot_release(&snap);
-	return n;
+	return ok && *state > 0;
 }
 
 /* Fold the batches [seq_after, head) above cursor into nb; false when one
@@ -205,13 +210,10 @@ netbatch_catchup(struct ring *r, uint64_t seq_after, uint64_t cursor, uint64_t h
 {
 	uint64_t span = ring_span_bytes(r, seq_after, head), last;
 	struct netbatch nb;
-	size_t snap;
+	size_t state, reply;
 	enum netbatch_result res;
 
-	if (span < NETBATCH_MIN_BYTES)
-		return NETBATCH_NO;
-	snap = snapshot_bytes(r);
-	if (snap == 0 || span <= snap)
+	if (span < NETBATCH_MIN_BYTES || !snapshot_bytes(r, head, &state, &reply) || span <= state)
 		return NETBATCH_NO;
 	netbatch_init(&nb);
 	if (!fold(&nb, r, seq_after, cursor, head, f, scratch, &last)) {
@@ -220,7 +222,7 @@ netbatch_catchup(struct ring *r, uint64_t seq_after, uint64_t cursor, uint64_t h
 	}
 	at->next_seq = head;
 	at->cursor = ring_complete(r, head, last);
-	if (nb.bytes > snap)
+	if (nb.bytes > reply)
 		res = NETBATCH_GONE;
 	else if (netbatch_empty(&nb))
 		res = NETBATCH_EMPTY;

@@ -33,7 +33,7 @@
 /* Below this many bytes of batches a client is never "far behind": the
  * fold and the snapshot's size are not worth looking up for a few
  * batches. */
-#define NETBATCH_MIN_BYTES (32u << 10)
+#define NETBATCH_MIN_BYTES (8u << 10)
 
 struct netbatch_row; /* netbatch.c */
 
