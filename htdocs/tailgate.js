@@ -1171,3 +1171,240 @@ export function subscribe(url, options = {}) {
   sub._start();
   return sub;
 }
+
+// ---------------------------------------------------------------------------
+// Several feeds at one moment
+
+/** The URL of a request for several feeds: base "/feeds", names ["a","b"]
+ * -> "/feeds/a,b", each feed's filter terms prefixed with its name
+ * ("a.amount=gte.50"). */
+export function multiUrl(base, names, filters = {}, { cursor, timeout, stream } = {}) {
+  const terms = [];
+  for (const n of names) for (const [c, t] of normalizeFilter(filters[n])) terms.push([n + '.' + c, t]);
+  return buildUrl(base.replace(/\/+$/, '') + '/' + names.map(encodeURIComponent).join(','), {
+    filter: terms,
+    cursor,
+    timeout,
+    stream,
+  });
+}
+
+class MultiSubscription {
+  constructor(base, feeds, o) {
+    const list = Array.isArray(feeds) ? feeds.map((n) => [n, {}]) : Object.entries(feeds);
+    if (list.length < 2) throw new TypeError('tailgate: subscribeMany needs two feeds or more');
+    this.names = list.map(([n]) => n);
+    this._filters = Object.fromEntries(list.map(([n, f]) => [n, (f && f.filter) || null]));
+    for (const n of this.names) normalizeFilter(this._filters[n]); // throws on a bad one
+    this.base = base;
+    this.transport = o.transport === 'sse' ? 'sse' : 'longpoll';
+    this.timeout = o.timeout ?? null;
+    this.stats = { requests: 0, updates: 0, resyncs: 0, failures: 0 };
+    this._onUpdate = o.onUpdate || null;
+    this._onState = o.onState || null;
+    this._onError = o.onError || ((e) => console.error(e));
+    this._fetch = o.fetch || globalThis.fetch.bind(globalThis);
+    this._ES = o.EventSource || globalThis.EventSource || FetchEventSource;
+    this._backoff = { base: o.backoff?.base ?? 500, cap: o.backoff?.cap ?? 30000 };
+    this._random = o.random || Math.random;
+    this._sets = Object.fromEntries(this.names.map((n) => [n, new RowSet([])]));
+    this._hasState = false;
+    this._cursor = null;
+    this._state = null;
+    this._closed = false;
+    this._failures = 0;
+    this._ac = null;
+    this._es = null;
+    this._wake = null;
+  }
+  get cursor() {
+    return this._cursor;
+  }
+  get state() {
+    return this._state;
+  }
+  /** Feed name's rows (arrays), objects and columns, as of the cursor. */
+  rows(name) {
+    return this._sets[name].rows();
+  }
+  objects(name) {
+    return this._sets[name].objects();
+  }
+  columns(name) {
+    return this._sets[name].columns;
+  }
+  unsubscribe() {
+    if (this._closed) return;
+    this._closed = true;
+    if (this._ac) this._ac.abort();
+    if (this._wake) this._wake();
+    if (this._es) this._es.close();
+    this._setState(STATES.CLOSED, {});
+  }
+  /** Take new snapshots now (keeping the rows until they are in). */
+  resync() {
+    this._cursor = null;
+    if (this._ac) this._ac.abort();
+    if (this._es) this._restartSSE();
+  }
+
+  _setState(state, detail) {
+    if (state === this._state && !Object.keys(detail).length) return;
+    this._state = state;
+    if (this._onState)
+      try {
+        this._onState(state, detail, this);
+      } catch (e) {
+        this._onError(e);
+      }
+  }
+  // One reply (or event) of all feeds at one cursor: a snapshot replaces
+  // each feed's rows (reported as the difference: rows are kept until the
+  // new ones are in), later ones apply each feed's batches.  onUpdate gets
+  // every feed's change together, at one moment.
+  _apply(body, snapshot) {
+    if (!body || typeof body.feeds !== 'object' || body.cursor == null) throw new Error('tailgate: reply without cursor or feeds');
+    const changes = {};
+    for (const n of this.names) {
+      const f = body.feeds[n];
+      if (!f || !Array.isArray(f.batches)) throw new Error(`tailgate: reply without feed ${n}`);
+      const set = this._sets[n];
+      if (snapshot) {
+        const next = new RowCounts();
+        for (const b of f.batches) next.apply(b);
+        const d = set.replace(next, f.columns || undefined);
+        changes[n] = { insert: d.insert, remove: d.remove, columns: set.columns, batches: [] };
+      } else {
+        const insert = [], remove = [];
+        for (const b of f.batches) {
+          const ch = set.apply(b);
+          insert.push(...ch.insert);
+          remove.push(...ch.remove);
+          if (ch.missing > 0) this._cursor = null; // we disagree with the server: start over
+        }
+        changes[n] = { insert, remove, columns: set.columns, batches: f.batches };
+      }
+    }
+    const kind = snapshot ? (this._hasState ? 'resync' : 'snapshot') : 'delta';
+    if (snapshot && this._hasState) this.stats.resyncs++;
+    this._hasState = true;
+    if (this._cursor !== null || snapshot) this._cursor = String(body.cursor);
+    this._failures = 0;
+    this._setState(STATES.LIVE, {});
+    this.stats.updates++;
+    if (this._onUpdate)
+      try {
+        this._onUpdate(changes, { kind, cursor: this._cursor }, this);
+      } catch (e) {
+        this._onError(e);
+      }
+  }
+  async _fail(e) {
+    if (e && e.status === 400) {
+      this._closed = true;
+      this._setState(STATES.FAILED, { status: 400, error: e.message });
+      return;
+    }
+    this._failures++;
+    this.stats.failures++;
+    const delay = backoffDelay(this._failures, this._backoff, this._random);
+    this._setState(this._failures >= 5 ? STATES.STALLED : STATES.RECONNECTING, {
+      failures: this._failures,
+      delay,
+      status: e && e.status,
+      error: e && e.message ? e.message : String(e),
+    });
+    await new Promise((resolve) => {
+      const t = setTimeout(resolve, delay);
+      this._wake = () => (clearTimeout(t), resolve());
+    });
+    this._wake = null;
+  }
+  async _runLongPoll() {
+    while (!this._closed) {
+      const snapshot = this._cursor == null;
+      const url = multiUrl(this.base, this.names, this._filters, {
+        cursor: this._cursor ?? undefined,
+        timeout: snapshot ? undefined : (this.timeout ?? undefined),
+      });
+      try {
+        this._ac = new AbortController();
+        this.stats.requests++;
+        const res = await this._fetch(url, {
+          signal: this._ac.signal,
+          headers: { Accept: 'application/json' },
+          cache: snapshot ? 'no-store' : undefined,
+        });
+        const text = await res.text();
+        if (res.status === 410) {
+          this._cursor = null; // a fresh snapshot, the rows kept until it is in
+          this._setState(STATES.RESYNCING, { reason: 'gone', status: 410 });
+          continue;
+        }
+        if (res.status !== 200) throw httpError(res.status, text);
+        this._apply(parseReply(text), snapshot);
+      } catch (e) {
+        if (this._closed) break;
+        if (this._ac && this._ac.signal.aborted) continue; // resync()
+        await this._fail(e);
+      } finally {
+        this._ac = null;
+      }
+    }
+  }
+  _restartSSE() {
+    if (this._es) this._es.close();
+    this._es = null;
+    if (!this._closed) this._startSSE();
+  }
+  _startSSE() {
+    // A stream resumes by itself (Last-Event-ID); the server answers a
+    // cursor it cannot resume with a new snapshot event.
+    const es = new this._ES(multiUrl(this.base, this.names, this._filters, { stream: 'sse' }), { fetch: this._fetch });
+    this._es = es;
+    const on = (snapshot) => (ev) => {
+      if (es !== this._es) return;
+      try {
+        this._apply(parseReply(ev.data), snapshot);
+        if (this._cursor == null) this._restartSSE(); // diverged
+      } catch (e) {
+        this._onError(e);
+      }
+    };
+    es.addEventListener('snapshot', on(true));
+    es.addEventListener('message', on(false));
+    es.addEventListener('error', () => {
+      if (es !== this._es || this._closed) return;
+      this._failures++;
+      this._setState(STATES.RECONNECTING, { failures: this._failures });
+    });
+  }
+}
+
+/**
+ * Follow several feeds of one server at one moment: every update holds all
+ * of them as of one position (GET /feeds/a,b in docs/API.md), so feeds
+ * derived from the same tables always agree on the page.
+ *   base     the feeds' prefix, "/feeds"
+ *   feeds    ["a", "b"] or {a: {filter}, b: {filter: {amount: 'gte.5'}}}
+ *   options  onUpdate(changes, {kind, cursor}, sub): changes[name] =
+ *            {insert, remove, columns, batches} (objects, as subscribe's
+ *            onBatch; batches: a delta's raw batches, none for a snapshot),
+ *            kind "snapshot" | "resync" | "delta"; onState(state, detail);
+ *            transport "longpoll" (default) or "sse"; timeout; fetch,
+ *            EventSource, backoff, random, onError as for subscribe.
+ * A 410 takes new snapshots, keeping the rows until they replace them
+ * (reported as their difference, kind "resync").
+ * Returns the subscription: rows(name), objects(name), columns(name),
+ * cursor, state, stats, resync(), unsubscribe().
+ */
+export function subscribeMany(base, feeds, options = {}) {
+  const sub = new MultiSubscription(base, feeds, options);
+  Promise.resolve().then(() => {
+    if (sub._closed) return;
+    sub._setState(STATES.CONNECTING, {});
+    if (sub.transport === 'sse') sub._startSSE();
+    else sub._runLongPoll().catch((e) => sub._onError(e));
+  });
+  return sub;
+}

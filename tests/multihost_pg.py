@@ -5,8 +5,10 @@ One private PostgreSQL with the auction house under tailgate-loadgen;
 two hosts (tests/lib/multihost.py), each its own tailgated, ring
 directory and replication slots (host a's permanent, host b's temporary)
 and its own nginx + tailgate-fcgi; one nginx balancer round-robins every
-request between the two.  Clients use nothing but the HTTP contract
-(docs/API.md; cursors are opaque strings) and follow every feed:
+request between the two: nginx/balancer.conf.example as it is (with the
+hosts' addresses), which docs/HOSTS.md shows (checked here).  Clients
+use nothing but the HTTP contract (docs/API.md; cursors are opaque
+strings) and follow every feed:
 
   * a long-poll client through the balancer (its polls alternate hosts);
   * a long-poll client that asks host a and host b in turn, directly;
@@ -110,6 +112,13 @@ def main():
         if not os.access(os.path.join(build, exe), os.X_OK):
             print("1..0 # SKIP %s not built" % exe)
             return 77
+    with open(os.path.join(top_srcdir, "nginx", "balancer.conf.example")) as f:
+        example = f.read()
+    with open(os.path.join(top_srcdir, "docs", "HOSTS.md")) as f:
+        hosts_md = f.read()
+    example = example[example.index("upstream tailgate_hosts"):]
+    ok(example in hosts_md, "docs/HOSTS.md shows nginx/balancer.conf.example (the "
+       "balancer this test runs) as it is")
     tmp = tempfile.mkdtemp(prefix="tailgate-multihost-pg.")
     h = PgHosts(build, top_srcdir, tmp)
     clients = []

@@ -467,3 +467,118 @@ failed:
 	hp_free(&ps.req);
 	return false;
 }
+
+/* ---- several feeds in one request ---- */
+
+int
+hp_parse_feed_list(const char *path, char names[][HP_FEED_NAME_MAX + 1], int max, char *err,
+                   size_t errlen)
+{
+	int n = 0;
+	const char *p = path;
+
+	for (;;) {
+		size_t len = strcspn(p, ",");
+		if (len == 0 || len > HP_FEED_NAME_MAX) {
+			log_seterr(err, errlen,
+			           "feed list \"%.100s\": each name is 1 to %d characters, "
+			           "separated by single commas",
+			           path, HP_FEED_NAME_MAX);
+			return -1;
+		}
+		for (size_t i = 0; i < len; i++) {
+			char c = p[i];
+			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			      (c >= '0' && c <= '9') || c == '_' || c == '-')) {
+				log_seterr(err, errlen,
+				           "feed list \"%.100s\": \"%.*s\" is not a feed name",
+				           path, (int)len, p);
+				return -1;
+			}
+		}
+		if (n == max) {
+			log_seterr(err, errlen,
+			           "feed list \"%.100s\": at most %d feeds in one request", path,
+			           max);
+			return -1;
+		}
+		memcpy(names[n], p, len);
+		names[n][len] = '\0';
+		for (int i = 0; i < n; i++) {
+			if (strcmp(names[i], names[n]) == 0) {
+				log_seterr(err, errlen, "feed list \"%.100s\": %s named twice",
+				           path, names[n]);
+				return -1;
+			}
+		}
+		n++;
+		if (p[len] == '\0')
+			return n;
+		p += len + 1;
+	}
+}
+
+/* The feed of filter column col ("FEED.COLUMN"): its index in names, or
+ * -1. */
+static int
+filter_feed(const char *col, char names[][HP_FEED_NAME_MAX + 1], int n)
+{
+	const char *dot = strchr(col, '.');
+
+	if (dot == NULL)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		if (strlen(names[i]) == (size_t)(dot - col) &&
+		    memcmp(names[i], col, (size_t)(dot - col)) == 0)
+			return i;
+	}
+	return -1;
+}
+
+bool
+hp_check_feed_filters(const struct hp_request *req, char names[][HP_FEED_NAME_MAX + 1], int n,
+                      char *err, size_t errlen)
+{
+	for (int i = 0; i < req->n_filters; i++) {
+		const char *col = req->filters[i].column;
+		if (filter_feed(col, names, n) < 0 || strchr(col, '.')[1] == '\0') {
+			log_seterr(err, errlen,
+			           "filter \"%.100s\": in a request for several feeds a filter is "
+			           "FEED.COLUMN=OP.VALUE, FEED one of the requested feeds",
+			           col);
+			return false;
+		}
+	}
+	return true;
+}
+
+void
+hp_feed_filters(const struct hp_request *req, char names[][HP_FEED_NAME_MAX + 1], int n, int feed,
+                struct hp_request *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->has_cursor = req->has_cursor;
+	out->cursor = req->cursor;
+	out->cursor_ident = req->cursor_ident;
+	out->has_ident = req->has_ident;
+	out->timeout_s = req->timeout_s;
+	out->sse = req->sse;
+	for (int i = 0; i < req->n_filters; i++) {
+		const struct hp_filter *f = &req->filters[i];
+		struct hp_filter *g;
+		if (filter_feed(f->column, names, n) != feed)
+			continue;
+		g = &out->filters[out->n_filters++];
+		g->column = xstrdup(strchr(f->column, '.') + 1);
+		g->op = f->op;
+		g->n_values = f->n_values;
+		g->values = xcalloc((size_t)f->n_values, sizeof(*g->values));
+		for (int j = 0; j < f->n_values; j++) {
+			g->values[j].len = f->values[j].len;
+			g->values[j].is_null = f->values[j].is_null;
+			g->values[j].text = xcalloc(f->values[j].len + 1, 1);
+			memcpy(g->values[j].text, f->values[j].text, f->values[j].len);
+		}
+	}
+	build_key(out);
+}

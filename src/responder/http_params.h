@@ -78,4 +78,27 @@ void hp_free(struct hp_request *req);
 
 const char *hp_op_name(enum hp_op op);
 
+/* ---- several feeds in one request (GET /feeds/a,b) ----
+ *
+ * The path names 2 or more feeds separated by single commas (a feed name
+ * never holds one).  A filter then names its feed: FEED.COLUMN=OP.VALUE,
+ * FEED one of the path's (the dot is the first one: a feed name has
+ * none).  cursor, timeout and stream are the request's, as for one feed. */
+
+#define HP_FEED_NAME_MAX 63 /* RING_FEED_NAME_MAX */
+#define HP_MULTI_MAX 8      /* feeds in one request */
+
+/* Split path into at most max names; returns how many, or -1 with a
+ * client-facing message (an empty or bad name, a duplicate, too many). */
+int hp_parse_feed_list(const char *path, char names[][HP_FEED_NAME_MAX + 1], int max, char *err,
+                       size_t errlen);
+/* Does every filter of req name one of the n feeds?  false with a message. */
+bool hp_check_feed_filters(const struct hp_request *req, char names[][HP_FEED_NAME_MAX + 1], int n,
+                           char *err, size_t errlen);
+/* req's filters of feed names[feed], with the FEED. prefix removed, as a
+ * request of their own (filter_key built; cursor, timeout, sse copied):
+ * release it with hp_free. */
+void hp_feed_filters(const struct hp_request *req, char names[][HP_FEED_NAME_MAX + 1], int n,
+                     int feed, struct hp_request *out);
+
 #endif

@@ -38,6 +38,7 @@
 
 #include "conn.h"
 #include "feeds.h"
+#include "multi.h"
 #include "park.h"
 #include "render.h"
 #include "writer.h"
@@ -58,6 +59,7 @@ struct responder {
 	struct conns conns;
 	struct writers writers;
 	struct park park;
+	struct multi multi; /* requests for several feeds */
 };
 
 /* Set up r (no thread yet). */

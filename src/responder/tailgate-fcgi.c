@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "reply.h"
 #include "responder.h"
+#include "xmalloc.h"
 
 #include <errno.h>
 #include <fcgiapp.h>
@@ -330,6 +331,111 @@ out:
 	send_error(r, req, kind, e.status, e.code, e.message);
 }
 
+/* One feed of a request for several: acquired, live, its filters
+ * compiled.  false with e set. */
+static bool
+multi_feed(struct responder *r, const char *name, const struct hp_request *fhp, struct feed **feed,
+           struct seg **seg, struct fspec **fs, struct feed_error *e)
+{
+	struct ring_info info;
+	struct filter *filter;
+	const char *why;
+	int status = feeds_acquire(&r->feeds, name, feed, seg, e->message, sizeof(e->message));
+
+	if (status != 200) {
+		feed_error(e, status, status == 404 ? "unknown_feed" : "feed_not_live", e->message);
+		return false;
+	}
+	if (!feeds_live(*seg, &info, &why)) {
+		seg_release(*seg);
+		snprintf(e->message, sizeof(e->message), "feed %.64s: %.400s", name, why);
+		feed_error(e, 503, "feed_not_live", e->message);
+		return false;
+	}
+	filter = filter_compile(fhp, &(*seg)->cols, e->message, sizeof(e->message));
+	if (fhp->n_filters > 0 && filter == NULL) {
+		seg_release(*seg);
+		feed_error(e, 400, "bad_parameter", e->message);
+		return false;
+	}
+	*fs = fspec_new(filter, xstrdup(fhp->filter_key));
+	return true;
+}
+
+/* The waiter of a request for several feeds (multi.h); NULL with e set. */
+static struct waiter *
+multi_waiter(struct responder *r, FCGX_Request *req, char names[][HP_FEED_NAME_MAX + 1], int n,
+             const struct hp_request *hp, struct feed_error *e)
+{
+	struct waiter *w = NULL;
+
+	if (!hp_check_feed_filters(hp, names, n, e->message, sizeof(e->message))) {
+		feed_error(e, 400, "bad_parameter", e->message);
+		return NULL;
+	}
+	for (int i = 0; i < n; i++) {
+		struct hp_request fhp;
+		struct feed *feed;
+		struct seg *seg;
+		struct fspec *fs;
+		bool ok;
+		hp_feed_filters(hp, names, n, i, &fhp);
+		ok = multi_feed(r, names[i], &fhp, &feed, &seg, &fs, e);
+		hp_free(&fhp);
+		if (!ok) {
+			if (w != NULL)
+				w->req = NULL; /* the caller answers req */
+			waiter_free(w);
+			return NULL;
+		}
+		if (w == NULL) {
+			w = waiter_new(req, feed, seg_ref(seg), fspec_ref(fs), hp->sse,
+			               clock_mono_ms() + (int64_t)hp->timeout_s * 1000);
+			w->gzip =
+			        !hp->sse && reply_accepts_gzip(param(req, "HTTP_ACCEPT_ENCODING"));
+			multi_attach(w);
+		}
+		multi_add_feed(w, feed, seg, fs);
+	}
+	if (hp->has_cursor)
+		multi_set_cursor(w, hp->cursor, hp->cursor_ident, hp->has_ident);
+	return w;
+}
+
+/* GET /feeds/a,b: several feeds at one common position (multi.h). */
+static void
+handle_multi(struct responder *r, FCGX_Request *req, const char *list, struct thread_ctx *t)
+{
+	char names[HP_MULTI_MAX][HP_FEED_NAME_MAX + 1];
+	struct hp_request hp;
+	struct feed_error e = {0};
+	enum metrics_kind kind = MK_OTHER;
+	struct waiter *w;
+	int n = hp_parse_feed_list(list, names, HP_MULTI_MAX, e.message, sizeof(e.message));
+
+	if (n < 0) {
+		feed_error(&e, 400, "bad_parameter", e.message);
+		goto out;
+	}
+	if (!hp_parse(param(req, "QUERY_STRING"), param(req, "HTTP_ACCEPT"),
+	              param(req, "HTTP_LAST_EVENT_ID"), r->opt.max_timeout_s, &hp, e.message,
+	              sizeof(e.message))) {
+		feed_error(&e, 400, "bad_parameter", e.message);
+		goto out;
+	}
+	kind = hp.sse ? MK_SSE : hp.has_cursor ? MK_LONGPOLL : MK_SNAPSHOT;
+	w = multi_waiter(r, req, names, n, &hp, &e);
+	hp_free(&hp);
+	if (w == NULL)
+		goto out;
+	if (w->sse && !open_stream(r, w))
+		return;
+	multi_serve(&r->multi, w, t);
+	return;
+out:
+	send_error(r, req, kind, e.status, e.code, e.message);
+}
+
 static const char *
 route_of(FCGX_Request *req)
 {
@@ -382,6 +488,8 @@ handle(void *arg, FCGX_Request *req, struct thread_ctx *t)
 	} else if (strcmp(route, "/feeds") == 0 || strcmp(route, "/feeds/") == 0) {
 		render_feed_list(&r->feeds, &b);
 		send_text(r, req, MK_FEEDS, "application/json", &b);
+	} else if (strncmp(route, "/feeds/", 7) == 0 && strchr(route + 7, ',') != NULL) {
+		handle_multi(r, req, route + 7, t);
 	} else if (strncmp(route, "/feeds/", 7) == 0) {
 		handle_feed(r, req, route + 7, t);
 	} else {

@@ -59,5 +59,7 @@ waiter_free(struct waiter *w)
 	reply_release(w->pending);
 	seg_release(w->seg);
 	fspec_release(w->fs);
+	if (w->multi != NULL)
+		w->multi_free(w->multi);
 	free(w);
 }

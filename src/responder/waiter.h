@@ -67,6 +67,12 @@ struct waiter {
 	bool keepalive; /* pending is an SSE keep-alive comment */
 	int sndbuf;     /* SSE: the socket's SO_SNDBUF, 0 until read */
 	size_t room;    /* SSE: bytes the socket surely still takes */
+
+	/* A request for several feeds (multi.h): its state, freed with the
+	 * waiter by multi_free; NULL for a request of one feed (feed, seg
+	 * and fs above are then the first feed's, for the state header). */
+	void *multi;
+	void (*multi_free)(void *multi);
 };
 
 /* A new waiter for req on feed, reading seg, filtered by fs (both

@@ -8,6 +8,9 @@
  *
  * `dump` prints one JSON object per line: the snapshot (unless a cursor is
  * given) then every held batch after it, each {"cursor":..,"batch":..}.
+ * A CURSOR is what the responder hands out (POSITION.IDENT: the batches
+ * after that position, if the ring holds that history) or a bare
+ * POSITION (taken in the history the ring holds).
  * It only reads; it is safe to run against a live daemon.
  */
 #include "config.h"
@@ -41,8 +44,12 @@ usage(FILE *f)
 	        "list   the feeds in DIR, one line each\n"
 	        "info   the segment header: state, cursors, sequence numbers, columns\n"
 	        "dump   the snapshot and batches as JSON lines; with CURSOR, the batches\n"
-	        "       after it (exit 3 if the cursor is gone)\n"
-	        "wait   block until a batch after CURSOR exists (exit 0), or time out (exit 4)\n",
+	        "       after it (exit 3 if the ring cannot resume it)\n"
+	        "wait   block until a batch after CURSOR exists (exit 0), or time out (exit 4)\n"
+	        "\n"
+	        "CURSOR is a cursor as the responder hands it out, POSITION.IDENT (e.g.\n"
+	        "27391840.5c1e09a2: refused when IDENT is not the ring's history), or a\n"
+	        "bare POSITION, taken in the history the ring holds.\n",
 	        RING_DEFAULT_DIR);
 }
 
@@ -57,6 +64,44 @@ open_feed(const char *feed)
 		exit(2);
 	}
 	return r;
+}
+
+/* The seq of the first batch after the cursor text from: POSITION.IDENT
+ * or a bare POSITION (in the ring's own history).  0, or the exit status
+ * after a message: 2 malformed, 3 not resumable here. */
+static int
+seek_cursor(struct ring *r, const char *from, uint64_t *seq)
+{
+	uint64_t pos;
+	uint32_t ident;
+	bool has_ident;
+	int rc;
+
+	if (!batch_parse_position(from, &pos, &ident, &has_ident)) {
+		fprintf(stderr,
+		        "tailgate-ring: bad cursor \"%s\": want POSITION.IDENT (digits, a dot, "
+		        "8 hex digits) or POSITION\n",
+		        from);
+		return 2;
+	}
+	if (!has_ident)
+		ident = ring_ident(r);
+	rc = ring_seek(r, ident, pos, seq);
+	if (rc == RING_OK)
+		return 0;
+	if (rc == RING_UNKNOWN && ident != ring_ident(r))
+		fprintf(stderr,
+		        "tailgate-ring: cursor %s: another upstream history (the ring holds "
+		        "%08" PRIx32 ")\n",
+		        from, ring_ident(r));
+	else if (rc == RING_UNKNOWN)
+		fprintf(stderr, "tailgate-ring: cursor %s: inside a merged batch\n", from);
+	else if (rc == RING_GONE)
+		fprintf(stderr, "tailgate-ring: cursor %s: older than the oldest batch held\n",
+		        from);
+	else
+		fprintf(stderr, "tailgate-ring: cursor %s: %s\n", from, ring_strstatus(rc));
+	return 3;
 }
 
 static int
@@ -136,24 +181,15 @@ cmd_dump(const char *feed, const char *from)
 	struct ring *r = open_feed(feed);
 	struct ring_buf buf = {0};
 	struct ring_rec rec;
-	uint64_t seq, cursor;
+	uint64_t seq;
 	char err[512];
 	int rc, status = 0;
 
-	if (from != NULL && !batch_parse_cursor(from, &cursor)) {
-		fprintf(stderr, "tailgate-ring: bad cursor \"%s\"\n", from);
-		status = 2;
-		goto out;
-	}
 	for (int attempt = 0;; attempt++) {
 		if (from != NULL) {
-			rc = ring_lookup(r, cursor, &seq);
-			if (rc != RING_OK) {
-				fprintf(stderr, "tailgate-ring: cursor %s: %s\n", from,
-				        ring_strstatus(rc));
-				status = 3;
+			status = seek_cursor(r, from, &seq);
+			if (status != 0)
 				goto out;
-			}
 		} else {
 			struct ring_snapshot s;
 			if (ring_snapshot_open(r, &s, err, sizeof(err)) != RING_OK) {
@@ -189,19 +225,13 @@ static int
 cmd_wait(const char *feed, const char *from, const char *timeout)
 {
 	struct ring *r = open_feed(feed);
-	uint64_t cursor, seq;
+	uint64_t seq;
 	int rc;
 
-	if (!batch_parse_cursor(from, &cursor)) {
-		fprintf(stderr, "tailgate-ring: bad cursor \"%s\"\n", from);
+	rc = seek_cursor(r, from, &seq);
+	if (rc != 0) {
 		ring_close(r, false);
-		return 2;
-	}
-	rc = ring_lookup(r, cursor, &seq);
-	if (rc != RING_OK) {
-		fprintf(stderr, "tailgate-ring: cursor %s: %s\n", from, ring_strstatus(rc));
-		ring_close(r, false);
-		return 3;
+		return rc;
 	}
 	rc = ring_wait(r, seq, timeout ? atoi(timeout) : -1);
 	ring_close(r, false);

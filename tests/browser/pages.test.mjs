@@ -386,6 +386,46 @@ describe(`demo pages ${tag}`, () => {
     await page.closeAll();
   });
 
+  // top10.html?together=1: both feeds in one subscribeMany (GET
+  // /feeds/top_buyers,auction_stats), never the single-feed URLs; the bars
+  // and tiles are what that subscription holds.  The real server only: the
+  // development server has no multi-feed endpoint.
+  test(`${tag} top-10 together: one request for both feeds at one moment`, T, async (t) => {
+    if (stack.name !== 'real') return t.skip('needs the real server');
+    const page = await chrome.newPage();
+    const urls = [];
+    page.on('request', (r) => urls.push(new URL(r.url()).pathname));
+    await page.goto(pageUrl('top10.html?together=1'));
+    await waitFor(page, () => document.documentElement.dataset.ready === '1');
+    await waitFor(page, () => window.tailgatePage.subs.together.stats.updates >= 3);
+    const api = urls.filter((u) => u.startsWith(stack.apiPath));
+    assert.ok(api.some((u) => u.endsWith('/top_buyers,auction_stats')), `multi-feed requests: ${api.slice(0, 5)}`);
+    assert.ok(!api.some((u) => u.endsWith('/top_buyers') || u.endsWith('/auction_stats')), 'no single-feed request');
+    const num = (v) => (v == null ? 0 : Number(v));
+    const p = await page.evaluate(() => {
+      const s = window.tailgatePage.subs.together;
+      return {
+        rows: s.objects('top_buyers').map((o) => ({ ...o })),
+        stats: { ...s.objects('auction_stats')[0] },
+        cols: s.columns('auction_stats'),
+        bars: [...document.querySelectorAll('#chart .bar:not(.leaving)')]
+          .map((b) => ({ key: b.dataset.key, value: Number(b.dataset.value), rank: Number(b.dataset.rank) }))
+          .sort((a, b) => a.rank - b.rank),
+        tiles: Object.fromEntries([...document.querySelectorAll('#counters .counter')].map((t) => [t.dataset.col, t.dataset.value])),
+      };
+    });
+    const want = p.rows
+      .sort((a, b) => num(b.wins) - num(a.wins) || num(b.total_amount) - num(a.total_amount) || num(a.buyer) - num(b.buyer))
+      .slice(0, 10)
+      .map((o, i) => ({ key: String(o.buyer), value: num(o.wins), rank: i + 1 }));
+    assert.deepEqual(p.bars, want);
+    const tiles = {};
+    for (const c of p.cols) if (c.name !== 'id' && c.name in p.tiles) tiles[c.name] = String(Number(p.stats[c.name]));
+    assert.deepEqual(p.tiles, tiles);
+    assertNoErrors(page);
+    await page.closeAll();
+  });
+
   test(`${tag} SSE transport: the table equals the feed`, T, async () => {
     const page = await chrome.newPage();
     const urls = [];

@@ -38,6 +38,39 @@ utf8_ok(const char *s, size_t n)
 	return true;
 }
 
+/* The Last-Event-ID part also as a path of several feeds: a refusal
+ * says why; what is accepted names valid feeds, each once; the filters
+ * split per feed keep every filter exactly once when they all name one. */
+static void
+multi_feeds(const struct hp_request *req, const char *path)
+{
+	char names[HP_MULTI_MAX][HP_FEED_NAME_MAX + 1], err[256] = "";
+	int n = hp_parse_feed_list(path, names, HP_MULTI_MAX, err, sizeof(err)), total = 0;
+
+	if (n < 0) {
+		if (err[0] == '\0')
+			abort();
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < i; j++)
+			if (names[i][0] == '\0' || strcmp(names[i], names[j]) == 0)
+				abort();
+	if (!hp_check_feed_filters(req, names, n, err, sizeof(err))) {
+		if (err[0] == '\0')
+			abort();
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		struct hp_request one;
+		hp_feed_filters(req, names, n, i, &one);
+		total += one.n_filters;
+		hp_free(&one);
+	}
+	if (total != req->n_filters)
+		abort();
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -80,6 +113,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				(void)filter_match(f, row, strlen(row));
 			filter_free(f);
 		}
+		multi_feeds(&req, leid);
 		hp_free(&req);
 	}
 	for (int k = 0; k < 4; k++) {

@@ -6,9 +6,10 @@ A *host* is what one machine of a deployment runs: its own tailgated
 (own ring directory, own upstream subscription or replication slots) and
 its own nginx + tailgate-fcgi (tests/lib/stack.py) reading that ring
 directory.  A Balancer is one more nginx in front of the hosts'
-nginx ports, with an `upstream { server A; server B; }` that round-robins
-every request (one client's successive long-polls land on alternate
-hosts, as behind any HTTP load balancer).
+nginx ports, running nginx/balancer.conf.example (docs/HOSTS.md): an
+`upstream { server A; server B; }` that round-robins every request (one
+client's successive long-polls land on alternate hosts, as behind any
+HTTP load balancer).
 
 FeedClient follows one feed with nothing but the HTTP contract
 (docs/API.md): a cursor is an opaque string, stored and sent back, never
@@ -128,6 +129,9 @@ class Daemon:
         return tail(self.log_path, n)
 
 
+# The balancer runs nginx/balancer.conf.example (what docs/HOSTS.md shows)
+# as it is, with its example addresses replaced by the hosts' ports and its
+# listen line by a private one, inside this main context.
 BALANCER_CONF = """\
 daemon off;
 master_process on;
@@ -142,34 +146,34 @@ http {
     fastcgi_temp_path %(prefix)s/tmp/fastcgi;
     scgi_temp_path %(prefix)s/tmp/scgi;
     uwsgi_temp_path %(prefix)s/tmp/uwsgi;
-    keepalive_requests 100000;
-    # Every request goes to the next host in turn; a host is never taken
-    # out of the rotation (a 503 from a host whose daemon is down is an
-    # answer, passed to the client).
-    upstream tailgate_hosts {
-%(servers)s
-        keepalive 64;
-    }
-    server {
-        listen 127.0.0.1:%(port)d;
-        location / {
-            proxy_pass http://tailgate_hosts;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_read_timeout 90s;
-            proxy_next_upstream error timeout;
-            add_header X-Upstream $upstream_addr always;
-        }
-    }
+    include %(example)s;
 }
 """
+EXAMPLE_SERVERS = ["    server 10.0.0.11:80 max_fails=0;\n",
+                   "    server 10.0.0.12:80 max_fails=0;\n"]
+EXAMPLE_LISTEN = "    listen 80;\n"
+
+
+def balancer_example(src, ports, port):
+    """The text of nginx/balancer.conf.example with its two example hosts
+    replaced by 127.0.0.1:ports and its listen line by 127.0.0.1:port."""
+    with open(os.path.join(src, "nginx", "balancer.conf.example")) as f:
+        text = f.read()
+    for line in EXAMPLE_SERVERS + [EXAMPLE_LISTEN]:
+        if text.count(line) != 1:
+            raise RuntimeError("nginx/balancer.conf.example: expected the line %r once"
+                               % line.strip())
+    servers = "".join("    server 127.0.0.1:%d max_fails=0;\n" % p for p in ports)
+    text = text.replace(EXAMPLE_SERVERS[0], servers).replace(EXAMPLE_SERVERS[1], "")
+    return text.replace(EXAMPLE_LISTEN, "    listen 127.0.0.1:%d;\n" % port)
 
 
 class Balancer:
     """An nginx round-robin load balancer in front of host ports."""
 
-    def __init__(self, ports, base_dir):
+    def __init__(self, ports, base_dir, src=None):
+        from stack import srcdir
+        self.src = src or srcdir()
         self.ports = list(ports)
         self.prefix = os.path.abspath(base_dir)
         self.port = free_port()
@@ -178,11 +182,12 @@ class Balancer:
     def start(self, timeout=20):
         os.makedirs(os.path.join(self.prefix, "tmp"), exist_ok=True)
         os.chmod(self.prefix, 0o755)
-        servers = "\n".join("        server 127.0.0.1:%d max_fails=0;" % p for p in self.ports)
+        example = os.path.join(self.prefix, "balancer.conf")
+        with open(example, "w") as f:
+            f.write(balancer_example(self.src, self.ports, self.port))
         conf = os.path.join(self.prefix, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(BALANCER_CONF % {"prefix": self.prefix, "servers": servers,
-                                     "port": self.port})
+            f.write(BALANCER_CONF % {"prefix": self.prefix, "example": example})
         self.log_path = os.path.join(self.prefix, "nginx.log")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([nginx_bin(), "-p", self.prefix, "-c", conf, "-e",
@@ -649,7 +654,7 @@ class PgHosts:
             self.hosts[name] = start_host(self.build, self.tmp, name,
                                           lambda ring, n=name: self._conf(n, ring))
         self.balancer = Balancer([h["stack"].port for _, h in sorted(self.hosts.items())],
-                                 os.path.join(self.tmp, "balancer")).start()
+                                 os.path.join(self.tmp, "balancer"), self.src).start()
         return self
 
     def start_load(self):
