@@ -201,7 +201,14 @@ nbatches(void)
 static void
 test_basics(void)
 {
-	struct feed_params p = {"t", dir, "test", 1 << 20, false, NULL, false, 0};
+	struct feed_params p = {.name = "t",
+	                        .ring_dir = dir,
+	                        .source = "test",
+	                        .ring_size = 1 << 20,
+	                        .unique_rows = false,
+	                        .definition = NULL,
+	                        .fresh = false,
+	                        .stall_ms = 0};
 	struct feed_column cols[] = {{"item", "text", COLTYPE_STRING},
 	                             {"qty", "int4", COLTYPE_NUMBER}};
 	uint64_t cursors[64];
@@ -404,7 +411,14 @@ test_basics(void)
 static void
 test_small_ring(void)
 {
-	struct feed_params p = {"t", dir, "test", 64 * 1024, false, NULL, false, 0};
+	struct feed_params p = {.name = "t",
+	                        .ring_dir = dir,
+	                        .source = "test",
+	                        .ring_size = 64 * 1024,
+	                        .unique_rows = false,
+	                        .definition = NULL,
+	                        .fresh = false,
+	                        .stall_ms = 0};
 	struct feed_column cols[] = {{"k", "int8", COLTYPE_NUMBER},
 	                             {"pad", "text", COLTYPE_STRING}};
 	struct feed_stats st;
@@ -475,7 +489,14 @@ test_small_ring(void)
 static void
 test_snapshot_cadence(void)
 {
-	struct feed_params p = {"c", dir, "test", 16 * 1024 * 1024, false, NULL, false, 0};
+	struct feed_params p = {.name = "c",
+	                        .ring_dir = dir,
+	                        .source = "test",
+	                        .ring_size = 16 * 1024 * 1024,
+	                        .unique_rows = false,
+	                        .definition = NULL,
+	                        .fresh = false,
+	                        .stall_ms = 0};
 	struct feed_column cols[] = {{"k", "int8", COLTYPE_NUMBER},
 	                             {"pad", "text", COLTYPE_STRING}};
 	struct feed_stats st;
@@ -535,7 +556,14 @@ test_snapshot_cadence(void)
 static void
 test_unique(void)
 {
-	struct feed_params p = {"u", dir, "test", 1 << 20, true, NULL, false, 0};
+	struct feed_params p = {.name = "u",
+	                        .ring_dir = dir,
+	                        .source = "test",
+	                        .ring_size = 1 << 20,
+	                        .unique_rows = true,
+	                        .definition = NULL,
+	                        .fresh = false,
+	                        .stall_ms = 0};
 	struct feed_column cols[] = {{"k", "int8", COLTYPE_NUMBER}};
 	struct feed_stats st;
 
@@ -595,7 +623,14 @@ restart_publish(bool to_feed, uint64_t from, uint64_t to)
 static void
 test_restart(void)
 {
-	struct feed_params p = {"r", dir, "test", 64 * 1024, false, "view=r", false, 0};
+	struct feed_params p = {.name = "r",
+	                        .ring_dir = dir,
+	                        .source = "test",
+	                        .ring_size = 64 * 1024,
+	                        .unique_rows = false,
+	                        .definition = "view=r",
+	                        .fresh = false,
+	                        .stall_ms = 0};
 	struct feed_column cols[] = {{"k", "int8", COLTYPE_NUMBER}, {"v", "text", COLTYPE_STRING}};
 	struct feed_stats st1, st2;
 	struct ring_info before, info;
@@ -708,7 +743,14 @@ test_restart(void)
 static void
 test_positions(void)
 {
-	struct feed_params p = {"pf", dir, "test", 64 * 1024, false, "view=pf", false, 0};
+	struct feed_params p = {.name = "pf",
+	                        .ring_dir = dir,
+	                        .source = "test",
+	                        .ring_size = 64 * 1024,
+	                        .unique_rows = false,
+	                        .definition = "view=pf",
+	                        .fresh = false,
+	                        .stall_ms = 0};
 	struct feed_column cols[] = {{"k", "int8", COLTYPE_NUMBER}};
 	struct ring_info info;
 	struct ring_buf buf = {0};
