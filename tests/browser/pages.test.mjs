@@ -400,7 +400,7 @@ describe(`demo pages ${tag}`, () => {
       const together = await page.evaluate(() => !!window.tailgatePage.subs.together);
       if (mode) assert.equal(together, false, '?together=0 follows the feeds one by one');
       else if (stack.name === 'real') assert.equal(together, true, 'the page follows both feeds in one subscription');
-      await expectPageAtFeeds(page, TOP10, readTop10, checkTop10, { api: apiUrl(), single: (n) => feedState(n) });
+      await expectPageAtFeeds(page, TOP10, readTop10, checkTop10, { api: apiUrl(), single: (n) => feedState(n), pauseLoad: stack.pauseLoad, resumeLoad: stack.resumeLoad });
       assertNoErrors(page);
       await page.closeAll();
     });
@@ -417,7 +417,7 @@ describe(`demo pages ${tag}`, () => {
     await waitFor(page, () => document.documentElement.dataset.ready === '1');
     await waitFor(page, () => window.tailgatePage.subs.together.stats.updates >= 3);
     await expectOneConnection(page, w, stack.apiPath, TOP10);
-    await expectPageAtFeeds(page, TOP10, readTop10, checkTop10, { api: apiUrl() });
+    await expectPageAtFeeds(page, TOP10, readTop10, checkTop10, { api: apiUrl(), pauseLoad: stack.pauseLoad, resumeLoad: stack.resumeLoad });
     assertNoErrors(page);
     await page.closeAll();
   });
