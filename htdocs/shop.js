@@ -2,42 +2,21 @@
 // pageviews to orders and the item summary (feed item_summary), the
 // orders-per-minute trend (orders_per_minute), top sellers with their
 // inventory (item_summary again), and the low-stock panel (low_stock),
-// which highlights each new alert.  One subscription per feed.
-import { subscribe } from './tailgate.js';
+// which highlights each new alert.  All three feeds in one multi-feed
+// subscription (follow.js): one connection, every panel as of one moment.
+import { followFeeds } from './follow.js';
 import { LiveTable } from './livetable.js';
 import { BarChart } from './barchart.js';
-import { StateBadge, feedUrl, params, transport, expose, markReady, fmtNumber, fmtTime, parseTimestamp, showProblem, flash } from './ui.js';
+import { StateBadge, feedUrl, expose, fmtNumber, fmtTime, parseTimestamp, showProblem, flash } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 const FEEDS = ['item_summary', 'orders_per_minute', 'low_stock'];
 const badge = new StateBadge($('badge'));
-const ready = new Set();
 const num = (v) => (v == null ? 0 : Number(v));
 const money = (v) => (v == null ? '—' : '$' + fmtNumber(Math.round(Number(v))));
 const pct = (v) => (v == null ? '—' : (Number(v) * 100).toFixed(2) + ' %');
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
 $('feed-urls').textContent = FEEDS.map(feedUrl).join(', ');
-
-function follow(feed, onBatch) {
-  const onState = badge.track(feed);
-  const sub = subscribe(feedUrl(feed), {
-    transport: transport(),
-    coalesce: true,
-    onBatch(batch, change) {
-      onBatch(batch, change, sub);
-      if (change.kind !== 'delta') {
-        ready.add(feed);
-        if (ready.size === FEEDS.length) markReady();
-      }
-    },
-    onState(s, d) {
-      onState(s, d);
-      if (s === 'failed') showProblem(`${feed}: ${d.error}`);
-    },
-  });
-  expose(feed, sub);
-  return sub;
-}
 
 // ---- item summary, funnel, top sellers (item_summary) -----------------------
 const table = new LiveTable($('items'), {
@@ -84,11 +63,11 @@ function funnel(sub) {
   $('fb-orders').title = 'orders per pageview, x10';
 }
 
-follow('item_summary', (batch, change, sub) => {
+const onItems = (batch, change, sub) => {
   table.apply(change);
   sellers.apply(change);
   funnel(sub);
-});
+};
 
 // ---- orders per minute (orders_per_minute) ----------------------------------
 const SVG = 'http://www.w3.org/2000/svg';
@@ -137,7 +116,7 @@ function drawTrend(sub) {
   const latest = rows[rows.length - 1];
   $('trend-text').textContent = `${fmtNumber(latest.n)} orders in the minute of ${fmtTime(new Date(latest.t).toISOString())}; peak ${fmtNumber(max)}/min.`;
 }
-follow('orders_per_minute', (batch, change, sub) => drawTrend(sub));
+const onTrend = (batch, change, sub) => drawTrend(sub);
 
 // ---- low stock (low_stock) ------------------------------------------------------
 // A new alert: an item inserted that was not in the panel (an item already
@@ -190,4 +169,11 @@ function renderLow(sub, change) {
     }
   $('low-empty').hidden = rows.length > 0;
 }
-follow('low_stock', (batch, change, sub) => renderLow(sub, change));
+followFeeds(
+  {
+    item_summary: onItems,
+    orders_per_minute: onTrend,
+    low_stock: (batch, change, sub) => renderLow(sub, change),
+  },
+  badge,
+);

@@ -1282,7 +1282,15 @@ class MultiSubscription {
           remove.push(...ch.remove);
           if (ch.missing > 0) this._cursor = null; // we disagree with the server: start over
         }
-        changes[n] = { insert, remove, columns: set.columns, batches: f.batches };
+        // A row one batch inserts and a later one removes is in neither:
+        // the change takes the rows from before the reply to after it.
+        const gone = new Set(remove), added = new Set(insert);
+        changes[n] = {
+          insert: insert.filter((o) => !gone.has(o)),
+          remove: remove.filter((o) => !added.has(o)),
+          columns: set.columns,
+          batches: f.batches,
+        };
       }
     }
     const kind = snapshot ? (this._hasState ? 'resync' : 'snapshot') : 'delta';

@@ -2,22 +2,18 @@
 // (feed auction_stats, one row) and a top-10 buyers bar chart (feed
 // top_buyers), both moved by each batch's changeset.
 //
-// With ?together=1 both feeds come in one subscription (subscribeMany:
-// GET /feeds/top_buyers,auction_stats), every update holding both as of
-// one moment, so the counters and the chart never disagree.
-import { subscribe, subscribeMany } from './tailgate.js';
+// Both feeds come in one subscription (follow.js; GET
+// /feeds/top_buyers,auction_stats), every update holding both as of one
+// moment, so the counters and the chart never disagree (?together=0: one
+// subscription per feed).
+import { followFeeds } from './follow.js';
 import { BarChart } from './barchart.js';
-import { StateBadge, apiBase, feedUrl, params, transport, expose, markReady, fmtNumber, fmtTime, humanize, isNumericType, showProblem, flash } from './ui.js';
+import { StateBadge, feedUrl, params, expose, fmtNumber, fmtTime, humanize, isNumericType, flash } from './ui.js';
 
 const TOP = params.get('top_feed') || 'top_buyers';
 const STATS = params.get('stats_feed') || 'auction_stats';
 const $ = (id) => document.getElementById(id);
 const badge = new StateBadge($('badge'));
-const ready = new Set();
-const isReady = (name) => {
-  ready.add(name);
-  if (ready.size === 2) markReady();
-};
 $('feed-urls').textContent = `${feedUrl(TOP)}, ${feedUrl(STATS)}`;
 
 // ---- the chart --------------------------------------------------------------
@@ -70,7 +66,6 @@ function onTop(batch, change) {
   // Only what happens while the page watches: the snapshot and the
   // catch-up a (re)connection brings go into the chart, not the list.
   if (change.live) tick(batch, change.columns);
-  if (change.kind !== 'delta') isReady(TOP);
 }
 
 // ---- the counters -------------------------------------------------------------
@@ -124,51 +119,12 @@ function onStats(row, change) {
     if (c.name === 'id' || !isNumericType(c.type)) continue;
     countTo(tile(c.name), row ? Number(row[c.name]) : 0, instant);
   }
-  if (change.kind !== 'delta') isReady(STATS);
 }
 
-if (params.get('together') === '1') {
-  const trackBoth = badge.track(`${TOP} + ${STATS}`);
-  const both = subscribeMany(apiBase(), [TOP, STATS], {
-    transport: transport(),
-    onUpdate(changes, { kind }) {
-      const t = changes[TOP];
-      chart.apply({ ...t, kind });
-      if (kind === 'delta') for (const b of t.batches) tick(b, t.columns);
-      else isReady(TOP);
-      if (kind !== 'delta' || changes[STATS].insert.length || changes[STATS].remove.length)
-        onStats(both.objects(STATS)[0], { ...changes[STATS], kind });
-    },
-    onState(s, d) {
-      trackBoth(s, d);
-      if (s === 'failed') showProblem(`${TOP}, ${STATS}: ${d.error}`);
-    },
-  });
-  expose('together', both);
-} else {
-  const onTopState = badge.track(TOP);
-  const top = subscribe(feedUrl(TOP), {
-    transport: transport(),
-    coalesce: true,
-    onBatch: onTop,
-    onState(s, d) {
-      onTopState(s, d);
-      if (s === 'failed') showProblem(`${TOP}: ${d.error}`);
-    },
-  });
-  expose(TOP, top);
-
-  const onStatsState = badge.track(STATS);
-  const stats = subscribe(feedUrl(STATS), {
-    transport: transport(),
-    coalesce: true,
-    onBatch(batch, change) {
-      onStats(stats.objects()[0], change);
-    },
-    onState(s, d) {
-      onStatsState(s, d);
-      if (s === 'failed') showProblem(`${STATS}: ${d.error}`);
-    },
-  });
-  expose(STATS, stats);
-}
+followFeeds(
+  {
+    [TOP]: onTop,
+    [STATS]: (batch, change, sub) => onStats(sub.objects()[0], change),
+  },
+  badge,
+);

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launch } from './chromium.mjs';
 import { startStack } from './stack.mjs';
+import { multiState, expectPageAtFeeds, watchApi, expectOneConnection } from './multi.mjs';
 import { RowSet, rowKey, buildUrl, parseReply, parseFeedList } from '../../htdocs/tailgate.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -170,11 +171,11 @@ async function expectTableEqualsDatabase(page, feed) {
   }
 }
 
-/** With the load paused: wait until the feed's cursor stays put for 1.5 s; returns it. */
+/** With the load paused: wait until the feed's cursor (feeds "A,B": their common one) stays put for 1.5 s; returns it. */
 async function quiet(feed) {
   let last = null, since = Date.now();
   for (const end = Date.now() + 30_000; Date.now() < end; await sleep(250)) {
-    const c = (await feedState(feed)).cursor;
+    const c = feed.includes(',') ? (await multiState(apiUrl(), feed.split(','))).cursor : (await feedState(feed)).cursor;
     if (c !== last) [last, since] = [c, Date.now()];
     else if (Date.now() - since >= 1500) return c;
   }
@@ -358,95 +359,65 @@ describe(`demo pages ${tag}`, () => {
     await p2.closeAll();
   });
 
-  test(`${tag} top-10 chart and counters equal top_buyers and auction_stats`, T, async () => {
-    const page = await chrome.newPage();
-    await page.goto(pageUrl('top10.html'));
-    await waitFor(page, () => document.documentElement.dataset.ready === '1');
-    const num = (v) => (v == null ? 0 : Number(v));
-    const end = Date.now() + 45_000;
-    let ok = false, last;
-    while (!ok && Date.now() < end) {
-      const p = await page.evaluate(() => ({
-        cursor: window.tailgatePage.subs.top_buyers.cursor,
-        bars: [...document.querySelectorAll('#chart .bar:not(.leaving)')]
-          .map((b) => ({ key: b.dataset.key, value: Number(b.dataset.value), rank: Number(b.dataset.rank) }))
-          .sort((a, b) => a.rank - b.rank),
-      }));
-      const e = await feedState('top_buyers');
-      last = [p.cursor, e.cursor];
-      if (p.cursor !== e.cursor) {
-        await sleep(150);
-        continue;
-      }
-      const ix = Object.fromEntries(e.columns.map((c, i) => [c.name, i]));
-      const want = e.rows
-        .slice()
-        .sort((a, b) => num(b[ix.wins]) - num(a[ix.wins]) || num(b[ix.total_amount]) - num(a[ix.total_amount]) || num(a[ix.buyer]) - num(b[ix.buyer]))
-        .slice(0, 10)
-        .map((r, i) => ({ key: String(r[ix.buyer]), value: num(r[ix.wins]), rank: i + 1 }));
-      assert.deepEqual(p.bars, want);
-      ok = true;
-    }
-    assert.ok(ok, `top_buyers: page and API never at the same cursor ${last}`);
-    // Counters: one tile per numeric column of auction_stats but id.
-    ok = false;
-    while (!ok && Date.now() < end) {
-      const cursor = await page.evaluate(() => window.tailgatePage.subs.auction_stats.cursor);
-      const tiles = await page.$$eval('#counters .counter', (ts) => Object.fromEntries(ts.map((t) => [t.dataset.col, t.dataset.value])));
-      const e = await feedState('auction_stats');
-      if (cursor !== e.cursor) {
-        await sleep(100);
-        continue;
-      }
-      assert.equal(e.rows.length, 1);
-      const want = {};
-      e.columns.forEach((c, i) => {
-        if (c.name !== 'id') want[c.name] = String(Number(e.rows[0][i]));
-      });
-      assert.deepEqual(tiles, want);
-      ok = true;
-    }
-    assert.ok(ok, 'auction_stats: page and API never at the same cursor');
-    assertNoErrors(page);
-    await page.closeAll();
+  // top10.html follows both feeds in one subscription: its cursor is the
+  // multi-feed one, so the bars and tiles are compared with GET
+  // /feeds/top_buyers,auction_stats at that cursor (with each feed's own
+  // reply where the page follows them one by one: ?together=0, or a server
+  // without the multi-feed endpoint).
+  const TOP10 = ['top_buyers', 'auction_stats'];
+  const readTop10 = () => ({
+    bars: [...document.querySelectorAll('#chart .bar:not(.leaving)')]
+      .map((b) => ({ key: b.dataset.key, value: Number(b.dataset.value), rank: Number(b.dataset.rank) }))
+      .sort((a, b) => a.rank - b.rank),
+    tiles: Object.fromEntries([...document.querySelectorAll('#counters .counter')].map((t) => [t.dataset.col, t.dataset.value])),
   });
+  function checkTop10(shown, feeds) {
+    const num = (v) => (v == null ? 0 : Number(v));
+    const tb = feeds.top_buyers;
+    const ix = Object.fromEntries(tb.columns.map((c, i) => [c.name, i]));
+    const want = tb.rows
+      .slice()
+      .sort((a, b) => num(b[ix.wins]) - num(a[ix.wins]) || num(b[ix.total_amount]) - num(a[ix.total_amount]) || num(a[ix.buyer]) - num(b[ix.buyer]))
+      .slice(0, 10)
+      .map((r, i) => ({ key: String(r[ix.buyer]), value: num(r[ix.wins]), rank: i + 1 }));
+    assert.deepEqual(shown.bars, want, 'the top-10 chart is not top_buyers at the cursor');
+    const st = feeds.auction_stats;
+    assert.equal(st.rows.length, 1);
+    const tiles = {};
+    st.columns.forEach((c, i) => {
+      if (c.name !== 'id') tiles[c.name] = String(Number(st.rows[0][i]));
+    });
+    assert.deepEqual(shown.tiles, tiles, 'the counters are not auction_stats at the cursor');
+    // The pair agrees: the ten best buyers' wins are among all wins.
+    const topWins = shown.bars.reduce((a, b) => a + b.value, 0);
+    assert.ok(topWins <= Number(shown.tiles.wins), `the top 10 hold ${topWins} wins, the counter says ${shown.tiles.wins}`);
+  }
+  for (const mode of ['', '?together=0']) {
+    test(`${tag} top-10 chart and counters equal top_buyers and auction_stats${mode && ' (' + mode + ')'}`, T, async () => {
+      const page = await chrome.newPage();
+      await page.goto(pageUrl('top10.html' + mode));
+      await waitFor(page, () => document.documentElement.dataset.ready === '1');
+      const together = await page.evaluate(() => !!window.tailgatePage.subs.together);
+      if (mode) assert.equal(together, false, '?together=0 follows the feeds one by one');
+      else if (stack.name === 'real') assert.equal(together, true, 'the page follows both feeds in one subscription');
+      await expectPageAtFeeds(page, TOP10, readTop10, checkTop10, { api: apiUrl(), single: (n) => feedState(n), pauseLoad: stack.pauseLoad, resumeLoad: stack.resumeLoad });
+      assertNoErrors(page);
+      await page.closeAll();
+    });
+  }
 
-  // top10.html?together=1: both feeds in one subscribeMany (GET
-  // /feeds/top_buyers,auction_stats), never the single-feed URLs; the bars
-  // and tiles are what that subscription holds.  The real server only: the
-  // development server has no multi-feed endpoint.
-  test(`${tag} top-10 together: one request for both feeds at one moment`, T, async (t) => {
+  // One long-poll for both feeds, never one per feed: the page's requests
+  // to the API are all /feeds/top_buyers,auction_stats, one open at a time.
+  // The real server only: the development server has no multi-feed endpoint.
+  test(`${tag} top-10: one long-poll connection for both feeds`, T, async (t) => {
     if (stack.name !== 'real') return t.skip('needs the real server');
     const page = await chrome.newPage();
-    const urls = [];
-    page.on('request', (r) => urls.push(new URL(r.url()).pathname));
-    await page.goto(pageUrl('top10.html?together=1'));
+    const w = watchApi(page, stack.apiPath);
+    await page.goto(pageUrl('top10.html'));
     await waitFor(page, () => document.documentElement.dataset.ready === '1');
     await waitFor(page, () => window.tailgatePage.subs.together.stats.updates >= 3);
-    const api = urls.filter((u) => u.startsWith(stack.apiPath));
-    assert.ok(api.some((u) => u.endsWith('/top_buyers,auction_stats')), `multi-feed requests: ${api.slice(0, 5)}`);
-    assert.ok(!api.some((u) => u.endsWith('/top_buyers') || u.endsWith('/auction_stats')), 'no single-feed request');
-    const num = (v) => (v == null ? 0 : Number(v));
-    const p = await page.evaluate(() => {
-      const s = window.tailgatePage.subs.together;
-      return {
-        rows: s.objects('top_buyers').map((o) => ({ ...o })),
-        stats: { ...s.objects('auction_stats')[0] },
-        cols: s.columns('auction_stats'),
-        bars: [...document.querySelectorAll('#chart .bar:not(.leaving)')]
-          .map((b) => ({ key: b.dataset.key, value: Number(b.dataset.value), rank: Number(b.dataset.rank) }))
-          .sort((a, b) => a.rank - b.rank),
-        tiles: Object.fromEntries([...document.querySelectorAll('#counters .counter')].map((t) => [t.dataset.col, t.dataset.value])),
-      };
-    });
-    const want = p.rows
-      .sort((a, b) => num(b.wins) - num(a.wins) || num(b.total_amount) - num(a.total_amount) || num(a.buyer) - num(b.buyer))
-      .slice(0, 10)
-      .map((o, i) => ({ key: String(o.buyer), value: num(o.wins), rank: i + 1 }));
-    assert.deepEqual(p.bars, want);
-    const tiles = {};
-    for (const c of p.cols) if (c.name !== 'id' && c.name in p.tiles) tiles[c.name] = String(Number(p.stats[c.name]));
-    assert.deepEqual(p.tiles, tiles);
+    await expectOneConnection(page, w, stack.apiPath, TOP10);
+    await expectPageAtFeeds(page, TOP10, readTop10, checkTop10, { api: apiUrl(), pauseLoad: stack.pauseLoad, resumeLoad: stack.resumeLoad });
     assertNoErrors(page);
     await page.closeAll();
   });
@@ -515,7 +486,7 @@ describe(`demo pages ${tag}`, () => {
             // and the polls succeed: what they catch up is not listed.
             let blocked = true;
             await page.route(
-              (u) => u.pathname.endsWith('/top_buyers') && u.searchParams.has('cursor'),
+              (u) => /\/top_buyers(,auction_stats)?$/.test(u.pathname) && u.searchParams.has('cursor'),
               (route) => (blocked ? route.abort('connectionreset') : route.continue()),
             );
             await waitFor(page, () => window.tailgatePage.subs.top_buyers.stats.failures >= 1);
@@ -523,7 +494,8 @@ describe(`demo pages ${tag}`, () => {
             await sleep(2500);
             await stack.pauseLoad();
             paused = true;
-            const head = await quiet('top_buyers');
+            const together = await page.evaluate(() => !!window.tailgatePage.subs.together);
+            const head = await quiet(together ? TOP10.join(',') : 'top_buyers');
             assert.notEqual(head, before, 'top_buyers moved while the polls failed');
             const n0 = await ticks();
             blocked = false;

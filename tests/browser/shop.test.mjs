@@ -4,7 +4,9 @@
 // it shows live data (item summary sorted by conversion rate, the funnel
 // equal to the feed's sums, the trend chart, top sellers), and a purchase
 // that takes an item below the threshold appears as a highlighted new
-// low-stock alert.  Skipped when the build has no shop (shop_stack.py --check).
+// low-stock alert; the page follows its three feeds in one long-poll
+// (GET /feeds/item_summary,orders_per_minute,low_stock) and its panels agree
+// with each other and with that request at the page's cursor.  Skipped when the build has no shop (shop_stack.py --check).
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,10 +16,12 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { launch } from './chromium.mjs';
+import { expectPageAtFeeds, watchApi, expectOneConnection } from './multi.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ART = path.resolve(here, '../artifacts');
 const helper = path.join(here, 'shop_stack.py');
+const FEEDS = ['item_summary', 'orders_per_minute', 'low_stock'];
 const usable = spawnSync('python3', [helper, '--check']).status === 0 && !process.env.TAILGATE_URL;
 
 function startShop() {
@@ -67,8 +71,10 @@ describe('shop dashboard [real]', { skip: !usable && 'no shop build (tailgate-sh
 
   test('shows live data and highlights a low-stock alert caused by a purchase', { timeout: 180_000 }, async () => {
     const page = await chrome.newPage();
+    const w = watchApi(page, '/feeds');
     await page.goto(new URL('shop.html', shop.url).href);
     await page.waitForFunction(() => document.documentElement.dataset.ready === '1', undefined, { timeout: 60_000 });
+    assert.ok(await page.evaluate(() => !!window.tailgatePage.subs.together), 'the page follows its feeds in one subscription');
     // Live: item_summary batches keep coming (pageviews every tick).
     const b0 = await page.evaluate(() => window.tailgatePage.subs.item_summary.stats.batches);
     await page.waitForFunction((b) => window.tailgatePage.subs.item_summary.stats.batches > b + 2, b0, { timeout: 30_000 });
@@ -93,6 +99,38 @@ describe('shop dashboard [real]', { skip: !usable && 'no shop build (tailgate-sh
     });
     assert.deepEqual(f.shown, f.want, 'the funnel shows the feed\'s sums');
     assert.ok(Number(f.want.pageviews) > 0, 'pageviews counted');
+    // One long-poll for the three feeds, never one per feed.
+    await expectOneConnection(page, w, '/feeds', FEEDS);
+    // At the page's cursor: the funnel is item_summary's sums, the table
+    // holds its rows, the low-stock panel is low_stock, and each low item's
+    // inventory is the one item_summary has (one transaction moves both).
+    await page.waitForFunction(() => document.querySelectorAll('#sellers .bar').length > 0, undefined, { timeout: 30_000 });
+    await expectPageAtFeeds(
+      page,
+      FEEDS,
+      () => ({
+        funnel: Object.fromEntries([...document.querySelectorAll('#funnel [data-col]')].map((e) => [e.dataset.col, e.dataset.value])),
+        tableSize: window.tailgatePage.subs.table.size,
+        low: [...document.querySelectorAll('#low li')].map((li) => [li.dataset.item, li.dataset.inventory]),
+        sellers: [...document.querySelectorAll('#sellers .bar:not(.leaving)')].map((b) => b.dataset.key).length,
+        summaryInv: Object.fromEntries(window.tailgatePage.subs.item_summary.objects().map((o) => [String(o.item_id), String(o.inventory)])),
+      }),
+      (shown, feeds) => {
+        const items = feeds.item_summary.objects;
+        const sum = (k) => items.reduce((a, o) => a + Number(o[k] || 0), 0);
+        assert.equal(shown.funnel.pageviews, String(sum('pageviews')), 'funnel pageviews = item_summary at the cursor');
+        assert.equal(shown.funnel.orders, String(sum('orders')), 'funnel orders = item_summary at the cursor');
+        assert.equal(shown.tableSize, items.length, 'the item table holds item_summary at the cursor');
+        const want = feeds.low_stock.objects
+          .slice()
+          .sort((a, b) => Number(a.inventory) - Number(b.inventory) || Number(a.item_id) - Number(b.item_id))
+          .map((o) => [String(o.item_id), String(o.inventory)]);
+        assert.deepEqual(shown.low, want, 'the low-stock panel = low_stock at the cursor');
+        for (const [id, inv] of shown.low) assert.equal(shown.summaryInv[id], inv, `item ${id}: the low-stock panel and the item summary disagree on its inventory`);
+        assert.equal(shown.sellers, Math.min(10, items.length), 'top sellers: ten bars');
+      },
+      { api: new URL('feeds', shop.url).href },
+    );
     // Top sellers: bars; the trend: a line once a minute has orders.
     await page.waitForFunction(() => document.querySelectorAll('#sellers .bar').length > 0, undefined, { timeout: 30_000 });
     await page.waitForFunction(() => Number(document.getElementById('trend').dataset.points) > 0, undefined, { timeout: 30_000 });

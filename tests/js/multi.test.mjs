@@ -81,6 +81,41 @@ test('long-poll: one update per reply, both feeds at one cursor', async (t) => {
   assert.match(fetch.urls[2], /cursor=12\.aa/);
 });
 
+// A reply with several batches of one feed: a row the first inserts and a
+// later one removes is in neither list (a page applying insert and remove
+// by identity would otherwise keep it), an update is a remove and an insert.
+test('long-poll: a row inserted and removed within one reply is in no change', async (t) => {
+  const fetch = scripted([
+    reply(200, snap('10.aa', [1, 2], 2)),
+    reply(200, {
+      cursor: '13.aa',
+      feeds: {
+        items: {
+          batches: [
+            { timestamp: '11', inserted: [[3]], deleted: [[1]] },
+            { timestamp: '12', inserted: [[4]], deleted: [[3]] },
+          ],
+        },
+        counts: { batches: [] },
+      },
+    }),
+  ]);
+  const updates = [];
+  const sub = subscribeMany('/feeds', ['items', 'counts'], { fetch, onUpdate: (ch, info) => updates.push([ch, info]) });
+  t.after(() => sub.unsubscribe());
+  await until(() => updates.length === 2);
+  const ch = updates[1][0].items;
+  assert.deepEqual(ch.insert, [{ id: 4 }]);
+  assert.deepEqual(ch.remove, [{ id: 1 }]);
+  assert.equal(ch.batches.length, 2);
+  // Applied by identity, as a page's table does, the change gives the rows.
+  const held = new Set(updates[0][0].items.insert);
+  for (const o of ch.remove) assert.ok(held.delete(o), 'a removed object is one the page holds');
+  for (const o of ch.insert) held.add(o);
+  assert.deepEqual([...held].map((o) => o.id).sort(), [2, 4]);
+  assert.deepEqual(updates[1][0].counts.insert, []);
+});
+
 test('410: a new snapshot, the rows kept until it replaces them', async (t) => {
   const fetch = scripted([
     reply(200, snap('10.aa', [1, 2], 2)),
