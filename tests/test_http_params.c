@@ -230,23 +230,25 @@ main(void)
 	/* Several feeds: the path's list and the filters' FEED. prefixes. */
 	{
 		char names[HP_MULTI_MAX][HP_FEED_NAME_MAX + 1];
-		static const char *const bad_lists[] = {"a,",   ",a",      "a,,b",    "a,a",
-		                                        "a,b c", "a,b/c", "a,b,c,d,e,f,g,h,i"};
+		static const char *const bad_lists[] = {
+		        "a,", ",a", "a,,b", "a,a", "a,b c", "a,b/c", "a,b,c,d,e,f,g,h,i"};
 		struct hp_request m, one;
 
-		is_int(hp_parse_feed_list("bids,auctions", names, HP_MULTI_MAX, err, sizeof(err)), 2,
-		       "two feeds");
+		is_int(hp_parse_feed_list("bids,auctions", names, HP_MULTI_MAX, err, sizeof(err)),
+		       2, "two feeds");
 		is_str(names[1], "auctions", "the second feed's name");
 		for (size_t i = 0; i < sizeof(bad_lists) / sizeof(bad_lists[0]); i++) {
 			err[0] = '\0';
-			ok(hp_parse_feed_list(bad_lists[i], names, HP_MULTI_MAX, err, sizeof(err)) < 0 &&
+			ok(hp_parse_feed_list(bad_lists[i], names, HP_MULTI_MAX, err, sizeof(err)) <
+			                   0 &&
 			           err[0] != '\0',
 			   "feed list \"%s\" refused: %s", bad_lists[i], err);
 		}
 		hp_parse_feed_list("bids,auctions", names, HP_MULTI_MAX, err, sizeof(err));
-		if (hp_parse("bids.amount=gt.5&auctions.id=eq.1&bids.item=eq.x.y", NULL, NULL, 25, &m,
-		             err, sizeof(err))) {
-			ok(hp_check_feed_filters(&m, names, 2, err, sizeof(err)), "prefixed filters pass");
+		if (hp_parse("bids.amount=gt.5&auctions.id=eq.1&bids.item=eq.x.y", NULL, NULL, 25,
+		             &m, err, sizeof(err))) {
+			ok(hp_check_feed_filters(&m, names, 2, err, sizeof(err)),
+			   "prefixed filters pass");
 			hp_feed_filters(&m, names, 2, 0, &one);
 			is_int(one.n_filters, 2, "bids has two filters");
 			is_str(one.filters[1].column, "item", "the prefix is removed");
@@ -258,7 +260,8 @@ main(void)
 			hp_free(&one);
 			hp_free(&m);
 		}
-		static const char *const bad_filters[] = {"amount=gt.5", "other.id=eq.1", "bids.=eq.1"};
+		static const char *const bad_filters[] = {"amount=gt.5", "other.id=eq.1",
+		                                          "bids.=eq.1"};
 		for (size_t i = 0; i < sizeof(bad_filters) / sizeof(bad_filters[0]); i++) {
 			if (!hp_parse(bad_filters[i], NULL, NULL, 25, &m, err, sizeof(err)))
 				continue;
