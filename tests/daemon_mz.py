@@ -40,6 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, 'mzserver'))
 sys.path.insert(0, os.path.join(HERE, 'lib'))
 import mzserver  # noqa: E402
+from mz import read_events  # noqa: E402
 from tap import count, done, failed, ok  # noqa: E402
 
 BUILD = os.environ.get('top_builddir', '.')
@@ -83,24 +84,6 @@ def canon(value):
 def daemon_row(row):
     """row: parsed with num() for numbers (Run.dump)."""
     return canon(row)
-
-
-def read_events(path, kind=None):
-    """mzserver's --events log (JSON lines), only events of kind if given;
-    [] before the file exists.  A line being written is skipped."""
-    out = []
-    try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    e = json.loads(line)
-                except ValueError:
-                    continue
-                if kind is None or e.get('event') == kind:
-                    out.append(e)
-    except FileNotFoundError:
-        pass
-    return out
 
 
 class Model:

@@ -39,7 +39,7 @@ import tempfile
 top_srcdir = os.environ.get("top_srcdir", os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from tap import ok, done, wait_for  # noqa: E402
-from pg import PgCluster, PgError, pg_bindir  # noqa: E402
+from pg import PgCluster, skip_unless_pg  # noqa: E402
 from stack import builddir, nginx_bin  # noqa: E402
 from multihost import start_host, wait_live  # noqa: E402
 
@@ -135,19 +135,10 @@ def gone(status, obj):
 
 
 def main():
-    try:
-        pg_bindir()
-    except PgError as e:
-        print("1..0 # SKIP %s" % e)
-        return 77
-    if not os.access(nginx_bin(), os.X_OK):
-        print("1..0 # SKIP nginx not found")
-        return 77
     build = builddir()
-    for exe in ("tailgated", "tailgate-fcgi"):
-        if not os.access(os.path.join(build, exe), os.X_OK):
-            print("1..0 # SKIP %s not built" % exe)
-            return 77
+    skip = skip_unless_pg(nginx_bin(), *(os.path.join(build, exe) for exe in ("tailgated", "tailgate-fcgi")))
+    if skip is not None:
+        return skip
     tmp = tempfile.mkdtemp(prefix="tailgate-identity-pg.")
     os.chmod(tmp, 0o755)
     pgs, hosts = {}, {}

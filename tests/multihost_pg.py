@@ -47,7 +47,7 @@ import time
 top_srcdir = os.environ.get("top_srcdir", os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from tap import ok, done, wait_for  # noqa: E402
-from pg import PgError, pg_bindir  # noqa: E402
+from pg import skip_unless_pg  # noqa: E402
 from stack import builddir, nginx_bin  # noqa: E402
 from multihost import FeedClient, PgHosts, stop_clients, sum_counts, wait_tables  # noqa: E402
 
@@ -99,19 +99,10 @@ def gone_diag(clients, since):
 
 
 def main():
-    try:
-        pg_bindir()
-    except PgError as e:
-        print("1..0 # SKIP %s" % e)
-        return 77
-    if not os.access(nginx_bin(), os.X_OK):
-        print("1..0 # SKIP nginx not found")
-        return 77
     build = builddir()
-    for exe in ("tailgated", "tailgate-loadgen", "tailgate-fcgi"):
-        if not os.access(os.path.join(build, exe), os.X_OK):
-            print("1..0 # SKIP %s not built" % exe)
-            return 77
+    skip = skip_unless_pg(nginx_bin(), *(os.path.join(build, exe) for exe in ("tailgated", "tailgate-loadgen", "tailgate-fcgi")))
+    if skip is not None:
+        return skip
     with open(os.path.join(top_srcdir, "nginx", "balancer.conf.example")) as f:
         example = f.read()
     with open(os.path.join(top_srcdir, "docs", "HOSTS.md")) as f:

@@ -58,7 +58,7 @@ import time
 
 from util import free_port
 
-__all__ = ["PgCluster", "PgError", "pg_bindir", "free_port"]
+__all__ = ["PgCluster", "PgError", "pg_bindir", "free_port", "skip_unless_pg"]
 
 
 class PgError(RuntimeError):
@@ -356,6 +356,22 @@ class PgCluster:
 
 
 # ---- command line ------------------------------------------------------------
+
+def skip_unless_pg(*programs):
+    """For a test's main(): None when PostgreSQL's binaries and every one of
+    programs (paths) are here; else prints the TAP plan that skips the test
+    and returns automake's SKIP status, 77, for main() to return."""
+    try:
+        pg_bindir()
+    except PgError as e:
+        print("1..0 # SKIP %s" % e)
+        return 77
+    for exe in programs:
+        if not os.access(exe, os.X_OK):
+            print("1..0 # SKIP %s not found or not built" % exe)
+            return 77
+    return None
+
 
 def _shell_quote(s):
     return "'" + s.replace("'", "'\\''") + "'"
