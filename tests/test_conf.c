@@ -37,6 +37,7 @@ static const struct {
         {"bogus = 1\n", "1: unknown key \"bogus\""},
         {"source = mysql\n", "1: bad source \"mysql\": materialize or postgresql"},
         {"source = materialize\nsource = materialize\n", "2: duplicate key \"source\""},
+        {"slot_check_ms = 1000\nslot_check_ms = 2000\n", "2: duplicate key \"slot_check_ms\""},
         {"source = materialize\n[feed a]\nview = v\n[feed a]\nview = w\n",
          "4: duplicate feed \"a\" (first at line 2)"},
         {"source = materialize\n[feed a b]\n", "2: bad feed name \"a b\""},

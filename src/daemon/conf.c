@@ -36,6 +36,13 @@ struct feed_lines {
 	int perm;
 };
 
+/* The global keys, in the order global_key's switch handles them.  A
+ * parser remembers which it has seen (a key given twice is an error). */
+static const char *const global_keys[] = {"source",           "conninfo",       "ring_dir",
+                                          "ring_size",        "backoff_min_ms", "backoff_max_ms",
+                                          "stall_timeout_ms", "error_retry_ms", "slot_check_ms"};
+#define NGLOBAL_KEYS (sizeof(global_keys) / sizeof(global_keys[0]))
+
 struct parser {
 	const char *name;
 	struct conf *c;
@@ -43,7 +50,7 @@ struct parser {
 	char *err;
 	size_t errlen;
 	int line;
-	bool global_seen[8];
+	bool global_seen[NGLOBAL_KEYS];
 };
 
 static void __attribute__((format(printf, 3, 4)))
@@ -277,15 +284,12 @@ static int
 global_key(struct parser *p, const char *key, char *val)
 {
 	struct conf *c = p->c;
-	static const char *const keys[] = {"source",           "conninfo",       "ring_dir",
-	                                   "ring_size",        "backoff_min_ms", "backoff_max_ms",
-	                                   "stall_timeout_ms", "error_retry_ms", "slot_check_ms"};
 	size_t k;
 
-	for (k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
-		if (strcmp(key, keys[k]) == 0)
+	for (k = 0; k < NGLOBAL_KEYS; k++)
+		if (strcmp(key, global_keys[k]) == 0)
 			break;
-	if (k == sizeof(keys) / sizeof(keys[0])) {
+	if (k == NGLOBAL_KEYS) {
 		static const char *const feed_keys[] = {
 		        "view", "query", "table", "columns", "where", "slot", "permanent_slot"};
 		for (size_t i = 0; i < sizeof(feed_keys) / sizeof(feed_keys[0]); i++)
