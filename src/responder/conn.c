@@ -34,6 +34,19 @@
  * carry their bare fd (the listening socket, stop_fd, a pending one). */
 #define KEPT_TAG ((uint64_t)1 << 32)
 
+/* Who owns a kept connection (conns.kept[fd]).  A kept descriptor stays
+ * in the accepting thread's epoll set, edge-triggered, from one request to
+ * the next: finishing a request is then an atomic store, not an
+ * epoll_ctl re-arm per request.
+ *   KEPT_NONE  not registered as kept (new, pending, or handed on)
+ *   KEPT_IDLE  registered, waiting for nginx's next request: the
+ *              accepting thread takes it (-> KEPT_BUSY) on an event
+ *   KEPT_BUSY  a request on it is being served; events are not for now
+ *   KEPT_EVENT busy, and an event came meanwhile (nginx's next request
+ *              raced our finish, or nginx closed): keep() re-arms it with
+ *              epoll_ctl so that the edge is delivered again */
+enum { KEPT_NONE, KEPT_IDLE, KEPT_BUSY, KEPT_EVENT };
+
 int
 conn_params_complete(const unsigned char *buf, size_t len)
 {
@@ -190,6 +203,8 @@ check_pending(struct conns *c, int fd, bool watched, bool hup, bool here)
 	ssize_t n = recv(fd, c->peek, CONN_PEEK_MAX, MSG_PEEK | MSG_DONTWAIT);
 	int complete;
 
+	c->peeked = n;
+
 	if (n < 0 && (errno == EAGAIN || errno == EINTR) && !hup)
 		return 0;
 	if (n <= 0) {
@@ -241,12 +256,27 @@ watch_pending(struct conns *c, int fd, bool mod)
 static void
 check_kept(struct conns *c, int fd, uint32_t events)
 {
-	/* EPOLLONESHOT disarmed it: a complete request is read and served
-	 * (dispatch) with the registration left in place for keep() to
-	 * re-arm. */
+	unsigned char st = KEPT_IDLE;
+
+	if (fd >= c->max_fds)
+		return;
+	/* Take it, or tell keep() that an event came while it was busy. */
+	if (!atomic_compare_exchange_strong(&c->kept[fd], &st, KEPT_BUSY)) {
+		if (st == KEPT_BUSY)
+			atomic_compare_exchange_strong(&c->kept[fd], &st, KEPT_EVENT);
+		return; /* KEPT_EVENT already, or KEPT_NONE: an event from before */
+	}
+	/* A complete request is read and served (dispatch) with the
+	 * registration left in place: keep() makes it KEPT_IDLE again. */
+	c->peeked = 0;
 	if (check_pending(c, fd, false, (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0, true))
 		return;
+	if (c->peeked <= 0) { /* nothing to read after all: wait for the next edge */
+		atomic_store(&c->kept[fd], KEPT_IDLE);
+		return;
+	}
 	/* Part of a params block: wait for the rest like a new connection. */
+	atomic_store(&c->kept[fd], KEPT_NONE);
 	if (watch_pending(c, fd, true))
 		check_pending(c, fd, true, false, false);
 }
@@ -277,6 +307,8 @@ accept_some(struct conns *c)
 				log_warning("accept: %s", strerror(errno));
 			return;
 		}
+		if (fd < c->max_fds) /* a new descriptor: whatever its number was is over */
+			atomic_store(&c->kept[fd], KEPT_NONE);
 		/* nginx usually sent the params with the connection: look
 		 * before paying for the epoll registration. */
 		if (check_pending(c, fd, false, false, false))
@@ -363,20 +395,31 @@ static bool
 keep(struct conns *c, int fd)
 {
 	struct epoll_event ev;
+	unsigned char st = KEPT_BUSY;
 
 	/* Once stopping, the accepting thread may be gone: let the caller
 	 * close it. */
 	if (atomic_load_explicit(&c->stopping, memory_order_acquire) || fd >= c->max_fds)
 		return false;
-	/* One-shot: the accepting thread gets one event, then the descriptor
-	 * is quiet while its request is served.  MOD when it is still
-	 * registered from its previous request (the usual case), ADD when it
-	 * never was (its params came with the connection) or left the set. */
-	ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+	/* Registered from its previous request and no event meanwhile (the
+	 * usual case): hand it back, no system call. */
+	if (atomic_compare_exchange_strong(&c->kept[fd], &st, KEPT_IDLE))
+		return true;
+	/* KEPT_EVENT: the accepting thread saw an edge while this request
+	 * ran and left it: MOD re-arms it, delivering the event again if the
+	 * descriptor is still readable.  KEPT_NONE: not registered as kept
+	 * yet (its params came with the connection, or it was pending): MOD
+	 * when it is still in the set, ADD when it never was or left it.
+	 * KEPT_IDLE first, so that the event it may bring at once is taken. */
+	atomic_store(&c->kept[fd], KEPT_IDLE);
+	ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
 	ev.data.u64 = (uint64_t)fd | KEPT_TAG;
 	if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
 		return true;
-	return errno == ENOENT && epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) == 0;
+	if (errno == ENOENT && epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+		return true;
+	atomic_store(&c->kept[fd], KEPT_NONE);
+	return false;
 }
 
 static void
@@ -667,6 +710,7 @@ conn_start(struct conns *c, int lfd, int n, int max_fds, conn_handler handle, co
 	pthread_mutex_init(&c->close_mu, NULL);
 	c->pend_gen = xcalloc((size_t)max_fds, sizeof(*c->pend_gen));
 	c->owner = xcalloc((size_t)max_fds, sizeof(*c->owner));
+	c->kept = xcalloc((size_t)max_fds, sizeof(*c->kept));
 	c->peek = xcalloc(1, CONN_PEEK_MAX);
 	if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) != 0)
 		fatal("cannot make the listening socket non-blocking");
@@ -736,5 +780,7 @@ conn_stop(struct conns *c)
 	c->pend_gen = NULL;
 	free(c->owner);
 	c->owner = NULL;
+	free(c->kept);
+	c->kept = NULL;
 	c->max_fds = 0; /* keep() and closer_add() take nothing any more */
 }

@@ -19,8 +19,10 @@
  *
  * Keeping.  When nginx keeps its FastCGI connections (upstream keepalive,
  * fastcgi_keep_conn), a finished request's descriptor goes back to the
- * accepting thread's epoll set, one-shot, to wait for the next request on
- * it: no accept, shutdown or close per request.
+ * accepting thread, to wait for the next request on it: no accept,
+ * shutdown or close per request.  It stays in the epoll set,
+ * edge-triggered, with an atomic owner flag per descriptor (conn.c's
+ * KEPT_*), so that handing it back costs no system call either.
  *
  * Closing.  libfcgi's FCGX_Finish_r shuts the socket down and waits up to
  * 2 s (LIBFCGI_OS_CLOSE_POLL_TIMEOUT) for nginx to close, on the calling
@@ -53,6 +55,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define CONN_PARAMS_MS 5000     /* for a new connection's params block */
 #define CONN_CLOSE_WAIT_MS 2000 /* as libfcgi's LIBFCGI_OS_CLOSE_POLL_TIMEOUT */
@@ -99,6 +102,7 @@ struct conns {
 	uint32_t gen_counter;
 	struct conn_fifo pending; /* params deadlines */
 	unsigned char *peek;      /* CONN_PEEK_MAX bytes */
+	ssize_t peeked;           /* what the last peek returned */
 	int64_t last_emfile_ms;
 
 	/* The handlers and their queue. */
@@ -115,6 +119,9 @@ struct conns {
 	_Atomic bool closer_stop;
 	pthread_mutex_t close_mu; /* guards the rest */
 	uint32_t *owner;          /* [max_fds]: generation of the close we own, 0: none */
+
+	/* [max_fds]: who owns a kept connection (KEPT_* in conn.c); any thread. */
+	_Atomic unsigned char *kept;
 	uint32_t close_gen;
 	size_t open_closes;
 	struct conn_fifo closing; /* close deadlines */
