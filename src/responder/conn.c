@@ -11,11 +11,13 @@
 #include "conn.h"
 
 #include "clock.h"
+#include "fcgi_request.h"
 #include "log.h"
 #include "xmalloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -105,7 +107,7 @@ fifo_free(struct conn_fifo *q)
 /* ---- the handlers' queue ---- */
 
 static void
-rq_push(struct conns *c, int fd, FCGX_Request *req)
+rq_push_part(struct conns *c, int fd, FCGX_Request *req, unsigned char *part, size_t part_len)
 {
 	pthread_mutex_lock(&c->rq_mu);
 	if (c->rq_len == c->rq_cap) {
@@ -118,9 +120,16 @@ rq_push(struct conns *c, int fd, FCGX_Request *req)
 		c->rq_cap = nc;
 		c->rq_head = 0;
 	}
-	c->rq[(c->rq_head + c->rq_len++) % c->rq_cap] = (struct conn_ready){fd, req};
+	c->rq[(c->rq_head + c->rq_len++) % c->rq_cap] =
+	        (struct conn_ready){fd, req, part, part_len};
 	pthread_cond_signal(&c->rq_cv);
 	pthread_mutex_unlock(&c->rq_mu);
+}
+
+static void
+rq_push(struct conns *c, int fd, FCGX_Request *req)
+{
+	rq_push_part(c, fd, req, NULL, 0);
 }
 
 /* Wait for work; false once stopping with nothing left. */
@@ -180,6 +189,58 @@ dispatch(struct conns *c, int fd)
 		rq_push(c, -1, req);
 }
 
+/* The whole request in buf[0..len) (fcgireq_scan), read by us from fd:
+ * served as dispatch() serves one, here when on the accepting thread. */
+static void
+dispatch_ours(struct conns *c, int fd, const unsigned char *buf, size_t len, bool here,
+              struct thread_ctx *t)
+{
+	struct fcgireq *r = fcgireq_parse(buf, len, fd);
+
+	if (r == NULL) {
+		log_debug("fd %d: malformed FastCGI params, closed", fd);
+		close(fd);
+		return;
+	}
+	if (!here)
+		c->handle(c->arg, &r->req, t);
+	else if (c->quick != NULL && c->quick(c->arg, &r->req))
+		c->handle(c->arg, &r->req, &c->acc_ctx);
+	else
+		rq_push(c, -1, &r->req);
+}
+
+/* A handler: the rest of a request of which the accepting thread read
+ * part[0..len) from fd, waiting CONN_PARAMS_MS at most; then serve it. */
+static void
+finish_part(struct conns *c, int fd, unsigned char *part, size_t len, struct thread_ctx *t)
+{
+	int64_t deadline = clock_mono_ms() + CONN_PARAMS_MS;
+	long whole;
+
+	while ((whole = fcgireq_scan(part, len)) == 0 && len < FCGIREQ_MAX) {
+		int64_t left = deadline - clock_mono_ms();
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		ssize_t n;
+
+		if (left <= 0 || (poll(&pfd, 1, (int)left) < 0 && errno != EINTR))
+			break;
+		n = recv(fd, part + len, FCGIREQ_MAX - len, MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			break;
+		if (n > 0)
+			len += (size_t)n;
+	}
+	if (whole > 0 && (size_t)whole == len) {
+		dispatch_ours(c, fd, part, len, false, t);
+	} else {
+		log_info("fd %d: no complete FastCGI request within %d ms (%zu bytes), closed", fd,
+		         CONN_PARAMS_MS, len);
+		close(fd);
+	}
+	free(part);
+}
+
 /* ---- pending connections (the accepting thread) ---- */
 
 static void
@@ -202,8 +263,6 @@ check_pending(struct conns *c, int fd, bool watched, bool hup, bool here)
 {
 	ssize_t n = recv(fd, c->peek, CONN_PEEK_MAX, MSG_PEEK | MSG_DONTWAIT);
 	int complete;
-
-	c->peeked = n;
 
 	if (n < 0 && (errno == EAGAIN || errno == EINTR) && !hup)
 		return 0;
@@ -257,6 +316,9 @@ static void
 check_kept(struct conns *c, int fd, uint32_t events)
 {
 	unsigned char st = KEPT_IDLE;
+	bool hup;
+	ssize_t n;
+	long whole;
 
 	if (fd >= c->max_fds)
 		return;
@@ -266,19 +328,31 @@ check_kept(struct conns *c, int fd, uint32_t events)
 			atomic_compare_exchange_strong(&c->kept[fd], &st, KEPT_EVENT);
 		return; /* KEPT_EVENT already, or KEPT_NONE: an event from before */
 	}
-	/* A complete request is read and served (dispatch) with the
-	 * registration left in place: keep() makes it KEPT_IDLE again. */
-	c->peeked = 0;
-	if (check_pending(c, fd, false, (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0, true))
-		return;
-	if (c->peeked <= 0) { /* nothing to read after all: wait for the next edge */
-		atomic_store(&c->kept[fd], KEPT_IDLE);
+	/* nginx's next request, read with one recv (no peek: the bytes are
+	 * ours once read, fcgi_request.h) and served with the registration
+	 * left in place: keep() makes it KEPT_IDLE again. */
+	hup = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+	n = recv(fd, c->peek, FCGIREQ_MAX, MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR) && !hup) {
+		atomic_store(&c->kept[fd], KEPT_IDLE); /* nothing after all: the next edge */
 		return;
 	}
-	/* Part of a params block: wait for the rest like a new connection. */
-	atomic_store(&c->kept[fd], KEPT_NONE);
-	if (watch_pending(c, fd, true))
-		check_pending(c, fd, true, false, false);
+	whole = n > 0 ? fcgireq_scan(c->peek, (size_t)n) : -1;
+	if (whole > 0 && whole == n) {
+		dispatch_ours(c, fd, c->peek, (size_t)n, true, NULL);
+	} else if (whole == 0 && !hup && n < FCGIREQ_MAX) {
+		/* Part of it: a handler waits for the rest. */
+		unsigned char *part = xcalloc(1, FCGIREQ_MAX);
+
+		memcpy(part, c->peek, (size_t)n);
+		rq_push_part(c, fd, NULL, part, (size_t)n);
+	} else {
+		if (n > 0)
+			log_debug("fd %d: not one whole FastCGI request, or closed mid-request, "
+			          "closed",
+			          fd);
+		close(fd); /* nginx closed it (n == 0), or not a request of ours */
+	}
 }
 
 /* Log an EMFILE/ENFILE at most every 5 s, and do not spin on it. */
@@ -379,6 +453,10 @@ handler_main(void *arg)
 	struct conn_ready rc;
 
 	while (rq_pop(c, &rc)) {
+		if (rc.part != NULL) {
+			finish_part(c, rc.fd, rc.part, rc.part_len, &t);
+			continue;
+		}
 		if (rc.req == NULL && (rc.req = read_request(rc.fd)) == NULL)
 			continue; /* a protocol error: libfcgi closed it */
 		c->handle(c->arg, rc.req, &t);
@@ -566,9 +644,95 @@ writev_all(int fd, struct iovec *iov, int n)
 	return true;
 }
 
+/* Send what an fcgireq gathered; false (and its descriptor closed) on
+ * an error. */
+static bool
+ours_flush(struct fcgireq *r)
+{
+	struct iovec iov = {r->out, r->out_len};
+	bool ok = r->out_len == 0 || (r->req.ipcFd >= 0 && writev_all(r->req.ipcFd, &iov, 1));
+
+	r->out_len = 0;
+	r->last = SIZE_MAX;
+	if (!ok && r->req.ipcFd >= 0) {
+		close(r->req.ipcFd);
+		r->req.ipcFd = -1;
+	}
+	return ok;
+}
+
+/* Room for n more bytes in what an fcgireq gathers. */
+static void
+ours_room(struct fcgireq *r, size_t n)
+{
+	if (r->out_len + n > r->out_cap) {
+		r->out_cap = (r->out_len + n) * 2;
+		r->out = xrealloc(r->out, r->out_cap);
+	}
+}
+
+/* Add data to what an fcgireq gathered, as FCGI_STDOUT records: the last
+ * one grown while it has room, so that a head and its body go as one. */
+static void
+ours_add(struct fcgireq *r, const char *data, size_t len)
+{
+	while (len > 0) {
+		size_t clen, n;
+		unsigned char *h;
+
+		if (r->last == SIZE_MAX ||
+		    ((size_t)(unsigned char)r->out[r->last + 4] << 8 |
+		     (unsigned char)r->out[r->last + 5]) == FCGI_MAX_CONTENT) {
+			ours_room(r, FCGI_HEADER_LEN);
+			record_header((unsigned char *)r->out + r->out_len, FCGI_TYPE_STDOUT,
+			              r->req.requestId, 0);
+			r->last = r->out_len;
+			r->out_len += FCGI_HEADER_LEN;
+		}
+		h = (unsigned char *)r->out + r->last;
+		clen = (size_t)h[4] << 8 | h[5];
+		n = len < FCGI_MAX_CONTENT - clen ? len : FCGI_MAX_CONTENT - clen;
+		ours_room(r, n);
+		memcpy(r->out + r->out_len, data, n);
+		r->out_len += n;
+		record_header((unsigned char *)r->out + r->last, FCGI_TYPE_STDOUT, r->req.requestId,
+		              clen + n);
+		data += n;
+		len -= n;
+	}
+}
+
+/* The end records (the empty FCGI_STDOUT and FCGI_END_REQUEST, appStatus
+ * 0, FCGI_REQUEST_COMPLETE), after what an fcgireq gathered. */
+static void
+ours_end(struct fcgireq *r)
+{
+	ours_room(r, 3 * FCGI_HEADER_LEN);
+	memset(r->out + r->out_len, 0, 3 * FCGI_HEADER_LEN);
+	record_header((unsigned char *)r->out + r->out_len, FCGI_TYPE_STDOUT, r->req.requestId, 0);
+	record_header((unsigned char *)r->out + r->out_len + FCGI_HEADER_LEN, FCGI_TYPE_END_REQUEST,
+	              r->req.requestId, 8);
+	r->out_len += 3 * FCGI_HEADER_LEN;
+	r->last = SIZE_MAX;
+}
+
 bool
 conn_detach(FCGX_Request *req)
 {
+	if (fcgireq_is(req)) {
+		struct fcgireq *r = (struct fcgireq *)req;
+
+		if (!r->gather)
+			return true;
+		r->gather = false;
+		if (!ours_flush(r))
+			return false;
+		free(r->out);
+		r->out = NULL;
+		r->out_cap = 0;
+		fcgireq_free_params(r);
+		return true;
+	}
 	if (req->out == NULL)
 		return true;
 	if (FCGX_FFlush(req->out) != 0)
@@ -584,6 +748,13 @@ conn_detach(FCGX_Request *req)
 static bool
 detached_write(FCGX_Request *req, const char *data, size_t len)
 {
+	if (fcgireq_is(req) && ((struct fcgireq *)req)->gather) {
+		struct fcgireq *r = (struct fcgireq *)req;
+
+		ours_add(r, data, len);
+		/* As libfcgi's buffer would, but 64 kB of it. */
+		return r->out_len < FCGIREQ_MAX || ours_flush(r);
+	}
 	while (len > 0) {
 		size_t n = len > FCGI_MAX_CONTENT ? FCGI_MAX_CONTENT : len;
 		unsigned char h[FCGI_HEADER_LEN];
@@ -622,6 +793,8 @@ detached_end(FCGX_Request *req)
 bool
 conn_flush(FCGX_Request *req)
 {
+	if (fcgireq_is(req))
+		return ours_flush((struct fcgireq *)req);
 	return req->out == NULL || FCGX_FFlush(req->out) == 0;
 }
 
@@ -636,6 +809,26 @@ conn_finish(struct conns *c, FCGX_Request *req)
 	/* What nginx asked for in FCGI_BEGIN_REQUEST (libfcgi copies its
 	 * FCGI_KEEP_CONN flag here): fastcgi_keep_conn on. */
 	keep_conn = req->keepConnection != 0;
+	if (fcgireq_is(req)) {
+		struct fcgireq *r = (struct fcgireq *)req;
+
+		/* Gathered: the reply and its end records in one write. */
+		if (r->gather) {
+			ours_end(r);
+			if (!ours_flush(r))
+				keep_conn = false;
+		} else if (req->ipcFd >= 0 && !detached_end(req)) {
+			keep_conn = false;
+		}
+		fd = req->ipcFd;
+		fcgireq_free(r);
+		if (fd < 0)
+			return;
+		if (keep_conn && keep(c, fd))
+			return;
+		closer_add(c, fd);
+		return;
+	}
 	if (req->out == NULL && req->ipcFd >= 0 && !detached_end(req))
 		keep_conn = false; /* a stream whose end did not fit: close */
 	/* keepConnection: FCGX_Finish_r flushes, writes FCGI_END_REQUEST and

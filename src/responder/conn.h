@@ -86,6 +86,8 @@ struct conn_fifo {
 struct conn_ready {
 	int fd;
 	FCGX_Request *req;
+	unsigned char *part; /* fd's request so far (FCGIREQ_MAX bytes), or NULL */
+	size_t part_len;
 };
 
 struct conns {
