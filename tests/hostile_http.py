@@ -688,6 +688,23 @@ def part_fcgi_kept(sock):
         ok(False, "kept FastCGI connection", repr(e))
     finally:
         s.close()
+    # Half a next request held on a kept connection stalls nobody.
+    hold = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    hold.settimeout(BUDGET)
+    hold.connect(sock)
+    try:
+        hold.sendall(keep_req("/healthz"))
+        fcgi_read_reply(hold)
+        hold.sendall(keep_req("/healthz")[:20])
+        t0 = time.monotonic()
+        served = all(fcgi_get(sock, "/healthz").status == 200 for _ in range(20))
+        ok(served and time.monotonic() - t0 < 5,
+           "20 requests served while a kept connection holds half its next request (%.2fs)" %
+           (time.monotonic() - t0))
+    except (socket.timeout, OSError) as e:
+        ok(False, "kept FastCGI connection holding half a request", repr(e))
+    finally:
+        hold.close()
     # A next request over 64 kB: closed, no hang.
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(BUDGET)

@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -107,7 +106,7 @@ fifo_free(struct conn_fifo *q)
 /* ---- the handlers' queue ---- */
 
 static void
-rq_push_part(struct conns *c, int fd, FCGX_Request *req, unsigned char *part, size_t part_len)
+rq_push(struct conns *c, int fd, FCGX_Request *req)
 {
 	pthread_mutex_lock(&c->rq_mu);
 	if (c->rq_len == c->rq_cap) {
@@ -120,16 +119,9 @@ rq_push_part(struct conns *c, int fd, FCGX_Request *req, unsigned char *part, si
 		c->rq_cap = nc;
 		c->rq_head = 0;
 	}
-	c->rq[(c->rq_head + c->rq_len++) % c->rq_cap] =
-	        (struct conn_ready){fd, req, part, part_len};
+	c->rq[(c->rq_head + c->rq_len++) % c->rq_cap] = (struct conn_ready){fd, req};
 	pthread_cond_signal(&c->rq_cv);
 	pthread_mutex_unlock(&c->rq_mu);
-}
-
-static void
-rq_push(struct conns *c, int fd, FCGX_Request *req)
-{
-	rq_push_part(c, fd, req, NULL, 0);
 }
 
 /* Wait for work; false once stopping with nothing left. */
@@ -210,45 +202,51 @@ dispatch_ours(struct conns *c, int fd, const unsigned char *buf, size_t len, boo
 		rq_push(c, -1, &r->req);
 }
 
-/* A handler: the rest of a request of which the accepting thread read
- * part[0..len) from fd, waiting CONN_PARAMS_MS at most; then serve it. */
-static void
-finish_part(struct conns *c, int fd, unsigned char *part, size_t len, struct thread_ctx *t)
-{
-	int64_t deadline = clock_mono_ms() + CONN_PARAMS_MS;
-	long whole;
-
-	while ((whole = fcgireq_scan(part, len)) == 0 && len < FCGIREQ_MAX) {
-		int64_t left = deadline - clock_mono_ms();
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		ssize_t n;
-
-		if (left <= 0 || (poll(&pfd, 1, (int)left) < 0 && errno != EINTR))
-			break;
-		n = recv(fd, part + len, FCGIREQ_MAX - len, MSG_DONTWAIT);
-		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-			break;
-		if (n > 0)
-			len += (size_t)n;
-	}
-	if (whole > 0 && (size_t)whole == len) {
-		dispatch_ours(c, fd, part, len, false, t);
-	} else {
-		log_info("fd %d: no complete FastCGI request within %d ms (%zu bytes), closed", fd,
-		         CONN_PARAMS_MS, len);
-		close(fd);
-	}
-	free(part);
-}
-
 /* ---- pending connections (the accepting thread) ---- */
 
 static void
 drop_pending(struct conns *c, int fd)
 {
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
-	if (fd < c->max_fds)
+	if (fd < c->max_fds) {
 		c->pend_gen[fd] = 0;
+		free(c->part[fd].buf);
+		c->part[fd].buf = NULL;
+		c->part[fd].len = 0;
+	}
+}
+
+/* A kept connection whose next request came in part (c->part[fd], read
+ * by check_kept): read more; serve it once whole, close it when it cannot
+ * be.  Never blocks: a peer that stops half-way holds no thread, only
+ * its buffer until the pending deadline. */
+static void
+check_part(struct conns *c, int fd, bool hup)
+{
+	struct conn_part *p = &c->part[fd];
+	ssize_t n = recv(fd, p->buf + p->len, FCGIREQ_MAX - p->len, MSG_DONTWAIT);
+	unsigned char *buf;
+	size_t len;
+	long whole;
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR) && !hup)
+		return;
+	if (n > 0)
+		p->len += (size_t)n;
+	whole = fcgireq_scan(p->buf, p->len);
+	if (whole == 0 && n > 0 && !hup && p->len < FCGIREQ_MAX)
+		return; /* wait for more */
+	buf = p->buf;
+	len = p->len;
+	p->buf = NULL; /* ours now: drop_pending leaves it */
+	drop_pending(c, fd);
+	if (whole > 0 && (size_t)whole == len) {
+		dispatch_ours(c, fd, buf, len, true, NULL);
+	} else {
+		log_debug("fd %d: its next FastCGI request malformed or cut short, closed", fd);
+		close(fd);
+	}
+	free(buf);
 }
 
 /* Look at what fd has sent so far: 1 handed on (or closed), 0 wait.
@@ -341,11 +339,16 @@ check_kept(struct conns *c, int fd, uint32_t events)
 	if (whole > 0 && whole == n) {
 		dispatch_ours(c, fd, c->peek, (size_t)n, true, NULL);
 	} else if (whole == 0 && !hup && n < FCGIREQ_MAX) {
-		/* Part of it: a handler waits for the rest. */
-		unsigned char *part = xcalloc(1, FCGIREQ_MAX);
-
-		memcpy(part, c->peek, (size_t)n);
-		rq_push_part(c, fd, NULL, part, (size_t)n);
+		/* Part of it: kept with the pending connections (and their
+		 * deadline) until the rest comes, see check_part. */
+		c->part[fd].buf = xcalloc(1, FCGIREQ_MAX);
+		memcpy(c->part[fd].buf, c->peek, (size_t)n);
+		c->part[fd].len = (size_t)n;
+		atomic_store(&c->kept[fd], KEPT_NONE);
+		if (!watch_pending(c, fd, true)) { /* closed */
+			free(c->part[fd].buf);
+			c->part[fd].buf = NULL;
+		}
 	} else {
 		if (n > 0)
 			log_debug("fd %d: not one whole FastCGI request, or closed mid-request, "
@@ -430,6 +433,8 @@ accept_main(void *arg)
 				continue;
 			else if (fd == c->listen_fd)
 				accept_some(c);
+			else if (fd < c->max_fds && c->pend_gen[fd] != 0 && c->part[fd].buf != NULL)
+				check_part(c, fd, hup);
 			else if (fd < c->max_fds && c->pend_gen[fd] != 0)
 				check_pending(c, fd, true, hup, false);
 		}
@@ -453,10 +458,6 @@ handler_main(void *arg)
 	struct conn_ready rc;
 
 	while (rq_pop(c, &rc)) {
-		if (rc.part != NULL) {
-			finish_part(c, rc.fd, rc.part, rc.part_len, &t);
-			continue;
-		}
 		if (rc.req == NULL && (rc.req = read_request(rc.fd)) == NULL)
 			continue; /* a protocol error: libfcgi closed it */
 		c->handle(c->arg, rc.req, &t);
@@ -904,6 +905,7 @@ conn_start(struct conns *c, int lfd, int n, int max_fds, conn_handler handle, co
 	c->pend_gen = xcalloc((size_t)max_fds, sizeof(*c->pend_gen));
 	c->owner = xcalloc((size_t)max_fds, sizeof(*c->owner));
 	c->kept = xcalloc((size_t)max_fds, sizeof(*c->kept));
+	c->part = xcalloc((size_t)max_fds, sizeof(*c->part));
 	c->peek = xcalloc(1, CONN_PEEK_MAX);
 	if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) != 0)
 		fatal("cannot make the listening socket non-blocking");
@@ -975,5 +977,7 @@ conn_stop(struct conns *c)
 	c->owner = NULL;
 	free(c->kept);
 	c->kept = NULL;
+	free(c->part);
+	c->part = NULL;
 	c->max_fds = 0; /* keep() and closer_add() take nothing any more */
 }

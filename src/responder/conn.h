@@ -22,7 +22,13 @@
  * accepting thread, to wait for the next request on it: no accept,
  * shutdown or close per request.  It stays in the epoll set,
  * edge-triggered, with an atomic owner flag per descriptor (conn.c's
- * KEPT_*), so that handing it back costs no system call either.
+ * KEPT_*), so that handing it back costs no system call either.  nginx's
+ * next request on it is read with one recv, no peek, and made into a
+ * request by fcgi_request.c instead of libfcgi (no 17 kB of stream
+ * buffers per request); what is written to it is gathered and sent with
+ * the end records in one write.  A request that comes in pieces waits
+ * with the pending connections (CONN_PARAMS_MS at most) with what came so
+ * far; a malformed one, or one over FCGIREQ_MAX, closes the connection.
  *
  * Closing.  libfcgi's FCGX_Finish_r shuts the socket down and waits up to
  * 2 s (LIBFCGI_OS_CLOSE_POLL_TIMEOUT) for nginx to close, on the calling
@@ -86,8 +92,13 @@ struct conn_fifo {
 struct conn_ready {
 	int fd;
 	FCGX_Request *req;
-	unsigned char *part; /* fd's request so far (FCGIREQ_MAX bytes), or NULL */
-	size_t part_len;
+};
+
+/* A kept connection's next request read so far (FCGIREQ_MAX bytes), while
+ * the rest has not come. */
+struct conn_part {
+	unsigned char *buf;
+	size_t len;
 };
 
 struct conns {
@@ -100,7 +111,8 @@ struct conns {
 	/* The accepting thread's own. */
 	pthread_t acceptor;
 	struct thread_ctx acc_ctx;
-	uint32_t *pend_gen; /* [max_fds]: generation of a pending fd, 0: none */
+	uint32_t *pend_gen;     /* [max_fds]: generation of a pending fd, 0: none */
+	struct conn_part *part; /* [max_fds]: a pending kept fd's request so far */
 	uint32_t gen_counter;
 	struct conn_fifo pending; /* params deadlines */
 	unsigned char *peek;      /* CONN_PEEK_MAX bytes */
