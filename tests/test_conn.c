@@ -130,6 +130,23 @@ test_fcgireq(void)
 	n = record_with(buf, n, 5, 7, NULL, 0);
 	is_int(fcgireq_scan(buf, n), (long)n, "fcgireq: framing alone is fine");
 	ok(fcgireq_parse(buf, n, -1) == NULL, "fcgireq: a pair longer than the params: NULL");
+	{ /* params over the parser's stack buffer (4 kB) */
+		static unsigned char big[16384], bigp[8192];
+		static char q[6001];
+		size_t bl = 0, bp = 0;
+
+		memset(q, 'z', sizeof(q) - 1);
+		bp += pair(bigp + bp, "QUERY_STRING", q, strlen(q));
+		bl = record_with(big, bl, 1, 3, begin, 8);
+		bl = record_with(big, bl, 4, 3, bigp, bp);
+		bl = record_with(big, bl, 4, 3, NULL, 0);
+		bl = record_with(big, bl, 5, 3, NULL, 0);
+		r = fcgireq_scan(big, bl) == (long)bl ? fcgireq_parse(big, bl, -1) : NULL;
+		ok(r != NULL && strlen(FCGX_GetParam("QUERY_STRING", r->req.envp)) == 6000,
+		   "fcgireq: a 6,000-byte param");
+		if (r != NULL)
+			fcgireq_free(r);
+	}
 	is_int(fcgireq_scan((const unsigned char *)"GET / HTTP/1.1\r\n", 16), -1,
 	       "fcgireq: HTTP: refused");
 }

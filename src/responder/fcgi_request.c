@@ -71,13 +71,15 @@ pair_len(const unsigned char **p, const unsigned char *end, size_t *out)
 struct fcgireq *
 fcgireq_parse(const unsigned char *buf, size_t len, int fd)
 {
-	unsigned char params[FCGIREQ_MAX];
+	unsigned char small[4096], *params = small; /* nginx's fit in small */
 	size_t plen = 0, off = 0, n = 0, strbytes = 0;
 	const unsigned char *p, *end;
 	struct fcgireq *r;
 	char *s;
 	int id = buf[2] << 8 | buf[3], flags = buf[HDR + 2];
 
+	if (len > sizeof(small))
+		params = xcalloc(1, len);
 	/* The params' bytes, joined: a pair may span records. */
 	while (off + HDR <= len) {
 		const unsigned char *h = buf + off;
@@ -93,8 +95,11 @@ fcgireq_parse(const unsigned char *buf, size_t len, int fd)
 		size_t nl, vl;
 
 		if (!pair_len(&p, end, &nl) || !pair_len(&p, end, &vl) ||
-		    (size_t)(end - p) < nl + vl)
+		    (size_t)(end - p) < nl + vl) {
+			if (params != small)
+				free(params);
 			return NULL;
+		}
 		p += nl + vl;
 		strbytes += nl + vl + 2; /* "=" and NUL */
 	}
@@ -116,6 +121,8 @@ fcgireq_parse(const unsigned char *buf, size_t len, int fd)
 		p += nl + vl;
 	}
 	r->env[n] = NULL;
+	if (params != small)
+		free(params);
 	r->req.requestId = id;
 	r->req.role = ROLE_RESPONDER;
 	r->req.envp = r->env;
