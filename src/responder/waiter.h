@@ -80,6 +80,13 @@ struct waiter {
  * 0).  Out of memory is fatal. */
 struct waiter *waiter_new(FCGX_Request *req, struct feed *feed, struct seg *seg, struct fspec *fs,
                           bool sse, int64_t deadline_ms);
+/* The state header lines of a reply to w, as its feeds' rings say now
+ * (render_state_headers for one feed, multi_state_headers for several):
+ * the length written to out, 0 when none; WAITER_STATE_HEADERS_MAX is
+ * enough. */
+#define WAITER_STATE_HEADERS_MAX 1024
+size_t waiter_state_headers(const struct waiter *w, char *out, size_t cap);
+
 /* Free a waiter whose request is already finished (w->req NULL) or was
  * never to be answered (NULL: nothing).  Drops its references. */
 void waiter_free(struct waiter *w);

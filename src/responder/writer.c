@@ -77,11 +77,11 @@ share_append(struct thread_ctx *t, struct waiter *w, struct reply *r)
 static bool
 write_reply(const struct waiter *w, const struct reply *r)
 {
-	char extra[RENDER_STATE_HEADERS_MAX];
+	char extra[WAITER_STATE_HEADERS_MAX];
 	size_t n = 0;
 
-	if (!w->sse && w->seg != NULL)
-		n = render_state_headers(w->seg, extra, sizeof(extra));
+	if (!w->sse)
+		n = waiter_state_headers(w, extra, sizeof(extra));
 	return conn_write_head(w->req, r->data, r->len, extra, n);
 }
 
