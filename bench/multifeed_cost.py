@@ -36,6 +36,31 @@ COLUMNS = [("id", "int8"), ("item", "text"), ("qty", "int4"), ("amount", "numeri
 RESULT_RE = re.compile(r"^RESULT (.*)$", re.M)
 
 
+def cpu_s(pids):
+    """CPU seconds of pids and all their threads (the scheduler's own
+    nanosecond count, /proc/PID/task/TID/schedstat)."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+    return total / 1e9
+
+
+def answered(st):
+    """Requests the responder answered (tailgate_requests_total, summed)."""
+    _, _, body = st.get("/metrics")
+    return sum(int(v) for v in re.findall(rb"^tailgate_requests_total\{[^}]*\} (\d+)", body,
+                                          re.M))
+
+
 def children(pid):
     out = []
     for d in os.listdir("/proc"):
@@ -100,6 +125,7 @@ def measure(cache, o):
                 "--mode", "longpoll", "-n", str(o.clients), "-d", str(o.duration),
                 "-w", str(o.warmup), "--gzip", "--pids", ",".join(str(p) for p in pids),
                 "--label", "multi_cache=%d" % cache]
+        fcgi0, req0 = cpu_s(st.responder_pids), answered(st)
         r = subprocess.run(argv, capture_output=True, text=True,
                            timeout=60 + o.warmup + o.duration + 60)
         if o.verbose:
@@ -110,6 +136,10 @@ def measure(cache, o):
         if pub.error is not None:
             raise RuntimeError("publisher: %s" % pub.error)
         res = dict(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv)
+        # The responder alone, over the whole run (ramp and warm-up too).
+        res["fcgi_us_per_reply"] = (cpu_s(st.responder_pids) - fcgi0) / max(
+            1, answered(st) - req0) * 1e6
+        res["us_per_reply"] = float(res["cpu_s"]) / max(1, int(res.get("coded", 0))) * 1e6
         _, _, metrics = st.get("/metrics")
         renders = re.search(rb"^tailgate_renders_total (\d+)", metrics, re.M)
         res["renders"] = int(renders.group(1)) if renders else -1
@@ -138,26 +168,35 @@ def main():
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * o.clients + 256), hard))
     caches = [int(x) for x in o.caches.split(",")]
     res = {c: [] for c in caches}
+    rep = {c: [] for c in caches}
+    fcgi = {c: [] for c in caches}
     for k in range(o.rounds):
         for c in caches:
             m = measure(c, o)
             per = float(m["cpu_per_1k"]) * 1e3  # ms of CPU per 1,000 -> us per delivery
             res[c].append(per)
-            print("round %d multi-cache %d: %.1f us server CPU per delivery, %s deliveries/s, "
+            rep[c].append(m["us_per_reply"])
+            fcgi[c].append(m["fcgi_us_per_reply"])
+            print("round %d multi-cache %d: %.1f us server CPU per delivery, %.1f per gzip'd "
+                  "reply (%s), tailgate-fcgi %.1f us per answered request, %s deliveries/s, "
                   "p50 %s ms, p99 %s ms, %s connected, %s errors, %s renders in all, "
-                  "%s wire bytes per delivery" % (
-                      k + 1, c, per, m.get("delivered_per_s"), m.get("p50_ms"),
+                  "%s wire bytes per delivery, other load %.2f cores" % (
+                      k + 1, c, per, m["us_per_reply"], m.get("coded"),
+                      m["fcgi_us_per_reply"], m.get("delivered_per_s"), m.get("p50_ms"),
                       m.get("p99_ms"), m.get("connected"), m.get("errors"), m["renders"],
-                      m.get("wire_per_delivery")), flush=True)
-    med = {}
-    for c in caches:
-        v = sorted(res[c])
-        med[c] = v[len(v) // 2]
-        print("multi-cache %d: median %.1f us per delivery (%s)" % (
-            c, med[c], ", ".join("%.1f" % x for x in res[c])))
-    if len(caches) == 2 and med[caches[1]] > 0:
-        print("ratio multi-cache %d / multi-cache %d: %.2f" % (
-            caches[0], caches[1], med[caches[0]] / med[caches[1]]))
+                      m.get("wire_per_delivery"),
+                      float(m.get("other_cpu_s", 0)) / o.duration), flush=True)
+    for what, d in (("server us per delivery", res), ("server us per gzip'd reply", rep),
+                    ("tailgate-fcgi us per answered request", fcgi)):
+        med = {}
+        for c in caches:
+            v = sorted(d[c])
+            med[c] = v[len(v) // 2]
+            print("multi-cache %d: median %.1f %s (%s)" % (
+                c, med[c], what, ", ".join("%.1f" % x for x in d[c])))
+        if len(caches) == 2 and med[caches[1]] > 0:
+            print("ratio multi-cache %d / multi-cache %d, %s: %.2f" % (
+                caches[0], caches[1], what, med[caches[0]] / med[caches[1]]))
 
 
 if __name__ == "__main__":
