@@ -48,6 +48,8 @@ struct multi_req {
 	struct multi_req *next;
 };
 
+static size_t state_headers(const void *arg, char *out, size_t cap);
+
 static void
 req_free(void *arg)
 {
@@ -69,6 +71,7 @@ multi_attach(struct waiter *w)
 	q->w = w;
 	w->multi = q;
 	w->multi_free = req_free;
+	w->multi_state = state_headers;
 	bbuf_adds(&q->key, w->sse ? "sse" : "poll");
 }
 
@@ -430,11 +433,12 @@ state_rank(const char *state)
 	return n;
 }
 
-size_t
-multi_state_headers(const struct waiter *w, char *out, size_t cap)
+/* w->multi_state (multi.h). */
+static size_t
+state_headers(const void *arg, char *out, size_t cap)
 {
-	const struct multi_req *q = w->multi;
-	char per[MULTI_STATE_HEADERS_MAX];
+	const struct multi_req *q = arg;
+	char per[WRITER_STATE_HEADERS_MAX];
 	const char *worst = "live";
 	uint64_t lag_ms = 0;
 	bool confirmed = false;

@@ -32,7 +32,7 @@
  * changed is kept too (no reply: the requests just move past it).
  *
  * State headers.  A reply's Tailgate-Feed-State and Tailgate-Lag say the
- * worst of the requested feeds (multi_state_headers; docs/API.md), with
+ * worst of the requested feeds (multi_attach; docs/API.md), with
  * Tailgate-Feed-States naming each feed's, when any is not live.
  */
 #ifndef TAILGATE_MULTI_H
@@ -52,9 +52,8 @@
 struct multi_req;
 struct reply;
 
-#define MULTI_CACHE_N 16             /* the default; --multi-cache */
-#define MULTI_CACHE_MAX 256          /* its upper bound */
-#define MULTI_STATE_HEADERS_MAX 1024 /* multi_state_headers' output, at most */
+#define MULTI_CACHE_N 16    /* the default; --multi-cache */
+#define MULTI_CACHE_MAX 256 /* its upper bound */
 
 /* One shared reply: what requests of key got for (kind, from, to, ident). */
 struct multi_cache_ent {
@@ -92,22 +91,18 @@ void multi_start(struct multi *m, struct feeds *feeds, struct writers *writers, 
 void multi_stop(struct multi *m);
 
 /* Make w (a waiter on the first feed, owning the request) a multi-feed
- * request with no feed yet; add them with multi_add_feed. */
+ * request with no feed yet; add them with multi_add_feed.  Its state
+ * headers (w->multi_state, for writer_state_headers): nothing while every
+ * feed is live and confirmed; else Tailgate-Feed-State (the worst feed's
+ * state), X-Accel-Expires: 0, Tailgate-Lag (the largest lag of the feeds
+ * the upstream ever confirmed) and Tailgate-Feed-States
+ * ("NAME=STATE[;lag=S]" per feed, in the request's order). */
 void multi_attach(struct waiter *w);
 /* Add a feed (taking over the seg and fs references). */
 void multi_add_feed(struct waiter *w, struct feed *feed, struct seg *seg, struct fspec *fs);
 /* Position w at a client's cursor (the request's cursor= or
  * Last-Event-ID); without one it starts from the snapshots. */
 void multi_set_cursor(struct waiter *w, uint64_t pos, uint32_t ident, bool has_ident);
-
-/* The state header lines of a reply to multi-feed waiter w, as its
- * feeds' rings say now: nothing while every feed is live and confirmed;
- * else Tailgate-Feed-State (the worst feed's state), X-Accel-Expires: 0,
- * Tailgate-Lag (the largest lag of the feeds the upstream ever confirmed)
- * and Tailgate-Feed-States ("NAME=STATE[;lag=S]" per feed, in the
- * request's order).  Returns the length written to out (0: none);
- * MULTI_STATE_HEADERS_MAX is enough. */
-size_t multi_state_headers(const struct waiter *w, char *out, size_t cap);
 
 /* Serve multi-feed waiter w on thread t: write what is ready, or park. */
 void multi_serve(struct multi *m, struct waiter *w, struct thread_ctx *t);

@@ -259,8 +259,8 @@ open_stream(struct responder *r, struct waiter *w)
 	                           "Cache-Control: no-store\r\n"
 	                           "X-Accel-Buffering: no\r\n\r\n"
 	                           "retry: 2000\n\n";
-	char extra[WAITER_STATE_HEADERS_MAX];
-	size_t n = waiter_state_headers(w, extra, sizeof(extra));
+	char extra[WRITER_STATE_HEADERS_MAX];
+	size_t n = writer_state_headers(w, extra, sizeof(extra));
 
 	metrics_request(MK_SSE, 200);
 	metrics_sse(1);

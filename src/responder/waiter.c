@@ -3,8 +3,6 @@
  */
 #include "waiter.h"
 
-#include "multi.h"
-#include "render.h"
 #include "reply.h"
 #include "xmalloc.h"
 
@@ -64,12 +62,4 @@ waiter_free(struct waiter *w)
 	if (w->multi != NULL)
 		w->multi_free(w->multi);
 	free(w);
-}
-
-size_t
-waiter_state_headers(const struct waiter *w, char *out, size_t cap)
-{
-	if (w->multi != NULL)
-		return multi_state_headers(w, out, cap);
-	return w->seg != NULL ? render_state_headers(w->seg, out, cap) : 0;
 }

@@ -73,6 +73,8 @@ struct waiter {
 	 * and fs above are then the first feed's, for the state header). */
 	void *multi;
 	void (*multi_free)(void *multi);
+	/* Its state header lines, as writer_state_headers (writer.h). */
+	size_t (*multi_state)(const void *multi, char *out, size_t cap);
 };
 
 /* A new waiter for req on feed, reading seg, filtered by fs (both
@@ -80,13 +82,6 @@ struct waiter {
  * 0).  Out of memory is fatal. */
 struct waiter *waiter_new(FCGX_Request *req, struct feed *feed, struct seg *seg, struct fspec *fs,
                           bool sse, int64_t deadline_ms);
-/* The state header lines of a reply to w, as its feeds' rings say now
- * (render_state_headers for one feed, multi_state_headers for several):
- * the length written to out, 0 when none; WAITER_STATE_HEADERS_MAX is
- * enough. */
-#define WAITER_STATE_HEADERS_MAX 1024
-size_t waiter_state_headers(const struct waiter *w, char *out, size_t cap);
-
 /* Free a waiter whose request is already finished (w->req NULL) or was
  * never to be answered (NULL: nothing).  Drops its references. */
 void waiter_free(struct waiter *w);
