@@ -18,13 +18,15 @@
  * responder routes writer reparks by that field).  One thread of its own
  * (the multi watcher) keeps the parked ones, sleeping in futex_waitv on
  * the wake words of their feeds plus a kick word; the single-feed parking
- * lot (park.h) is not involved.
+ * lot (park.h) is not involved, though parked long-polls count in its
+ * gauge (tailgate_parked_requests).
  *
  * Shared replies.  Many browsers open the same page (htdocs/shop.html
  * follows three feeds in one request), so the requests of one feed list
  * and filters at one cursor get the same reply: it is rendered once per
  * (feed list, filters, format, kind, from, to, identity) and kept in a
- * small cache of the last MULTI_CACHE_N replies, shared by reference
+ * small cache of the last --multi-cache replies (MULTI_CACHE_N by
+ * default; 0: none, each request renders its own), shared by reference
  * with its gzip form (reply.h), like single-feed replies (render.h).  The
  * key's positions make a hit exactly what a render would give: a later
  * common position is another key.  The first reply (snapshots) shares by
