@@ -534,6 +534,8 @@ def main():
                 ("/feeds/,items", 400, "bad_parameter", "1 to 63 characters",
                  "an empty first name"),
                 ("/feeds/" + nine, 400, "bad_parameter", "at most 8 feeds", "nine feeds"),
+                ("/feeds/items,it.ems", 400, "bad_parameter", '"it.ems" is not a feed name',
+                 "a name with a dot"),
                 (URL + "?cursor=123.deadbeef", 410, "cursor_gone", "",
                  "a cursor of another history"),
                 ("/feeds/counts,items?cursor=" + cur, 410, "cursor_gone", "",
