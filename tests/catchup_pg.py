@@ -10,11 +10,15 @@ a table of 300 rows of which five change thousands of times:
     ONE batch, the net effect, with "from" naming the cursor it applies
     to; it is no larger than the snapshot, and applied to the client's
     rows it gives exactly the table in the database;
-  * a filtered client far behind gets the net batch of its rows only.
+  * a filtered client far behind gets the net batch of its rows only;
+  * an SSE stream resuming that far behind (Last-Event-ID) gets the net
+    batch as one event, its id the batch's timestamp, then the next
+    batch as its own event.
 
 TAP output.
 """
 import collections
+import http.client
 import json
 import os
 import sys
@@ -54,6 +58,43 @@ def poll(st, cursor, query=""):
     status, obj = st.get_json("/feeds/counters?cursor=%s&timeout=0%s" % (cursor, query),
                               timeout=20)
     return obj if status == 200 else {"status": status, "batches": []}
+
+
+def sse_events(st, cursor, n, after_first, timeout=20):
+    """The first n events of an SSE stream resumed after cursor:
+    [(event, id, batch)], or the status when it is not 200; after_first()
+    is called once the first event is in."""
+    c = http.client.HTTPConnection("127.0.0.1", st.port, timeout=timeout)
+    try:
+        c.request("GET", "/feeds/counters", headers={"Accept": "text/event-stream",
+                                                     "Last-Event-ID": cursor})
+        r = c.getresponse()
+        if r.status != 200:
+            return r.status
+        out, ev, data = [], {}, []
+        while len(out) < n:
+            line = r.readline()
+            if not line:
+                break
+            line = line.decode("utf-8").rstrip("\r\n")
+            if line.startswith(":"):
+                continue
+            if line:
+                k, _, v = line.partition(":")
+                v = v[1:] if v.startswith(" ") else v
+                if k == "data":
+                    data.append(v)
+                else:
+                    ev[k] = v
+                continue
+            if data:
+                out.append((ev.get("event"), ev.get("id"), json.loads("\n".join(data))))
+                if len(out) == 1:
+                    after_first()
+            ev, data = {}, []
+        return out
+    finally:
+        c.close()
 
 
 def main():
@@ -137,11 +178,35 @@ def main():
            len(r["batches"][0]["deleted"]) == 1,
            "filtered far behind: the net batch of its rows", json.dumps(r)[:300])
 
+        # SSE resuming at c1: the same catch-up as one event; then (after
+        # one more transaction) the stream goes on a batch per event.
+        sse_state = collections.Counter()
+        for b in snap["batches"] + (near or {}).get("batches", []):
+            apply(sse_state, b)
+        evs = sse_events(st, c1, 2, lambda: pg.psql(
+            "UPDATE counters SET n = n + 1 WHERE id = 8"))
+        ok(isinstance(evs, list) and len(evs) == 2, "SSE resumed far behind: a stream",
+           repr(evs)[:300])
+        evs = evs if isinstance(evs, list) else []
+        first = evs[0] if evs else (None, None, {})
+        ok(first[0] is None and first[2].get("from") == c1.split(".")[0] and
+           first[1] is not None and first[1].split(".")[0] == first[2].get("timestamp") and
+           len(first[2].get("deleted", [])) == 5 and len(first[2].get("inserted", [])) == 6,
+           "SSE resumed far behind: one event holding the net batch (from the cursor, "
+           "its id the batch's timestamp)", repr(first)[:300])
+        for _, _, b in evs:
+            apply(sse_state, b)
+        ok(len(evs) == 2 and "from" not in evs[1][2] and sse_state == db_rows(pg),
+           "then the next batch as its own event; applied, the stream's table is the "
+           "database's", repr(evs[1:])[:300])
+
         # Normal following again from there: a batch at a time.
         pg.psql("UPDATE counters SET n = n + 1 WHERE id = 7")
-        nxt = wait_for(lambda: poll(st, far["cursor"])["batches"] and poll(st, far["cursor"]))
-        ok(nxt and len(nxt["batches"]) == 1 and "from" not in nxt["batches"][0],
-           "and from its new cursor, the next batch as usual", json.dumps(nxt)[:300])
+        nxt = wait_for(lambda: len(poll(st, far["cursor"])["batches"]) == 2 and
+                       poll(st, far["cursor"]))
+        ok(nxt and len(nxt["batches"]) == 2 and not any("from" in b for b in nxt["batches"]),
+           "and from its new cursor, the next two batches one by one, as usual",
+           json.dumps(nxt)[:300])
     finally:
         if d is not None:
             d.stop()

@@ -411,14 +411,24 @@ render_at(struct waiter *w, uint64_t head, struct bbuf *b, struct ring_buf *scra
 	return rc;
 }
 
-/* 410 for w's position; for SSE a new snapshot in-band instead. */
+/* 410 for w's position (why: the reply's message, NULL for the usual
+ * one); for SSE a new snapshot in-band instead. */
 static struct reply *
-gone_reply(struct waiter *w, struct ring_buf *scratch)
+gone_reply(struct waiter *w, struct ring_buf *scratch, const char *why)
 {
+	char msg[256], cur[BATCH_POSITION_MAX];
 	struct reply *r;
 
-	if (!w->sse)
+	if (!w->sse && why == NULL)
 		return render_gone_reply(w->cursor, w->ident);
+	if (!w->sse) {
+		batch_format_position(w->cursor, w->ident, cur, sizeof(cur));
+		snprintf(msg, sizeof(msg),
+		         "cursor %s %s: take a new snapshot (request the feed "
+		         "without a cursor)",
+		         cur, why);
+		return render_error_reply(410, "cursor_gone", msg);
+	}
 	r = render_snapshot(w, scratch); /* EventSource cannot follow a 410 */
 	return r != NULL ? r : render_error_reply(503, "feed_not_live", "no snapshot");
 }
@@ -438,7 +448,9 @@ catchup_next(const struct render *rd, struct waiter *w, uint64_t head, struct ri
 
 	*used = res != NETBATCH_NO;
 	if (res == NETBATCH_GONE) {
-		r = gone_reply(w, scratch);
+		r = gone_reply(w, scratch,
+		               "is so far behind that even the net batch after it is larger "
+		               "than a new snapshot");
 	} else if (res == NETBATCH_OK || res == NETBATCH_EMPTY) {
 		w->seq_after = at.next_seq;
 		w->cursor = at.cursor;
@@ -473,7 +485,7 @@ render_next(const struct render *rd, struct waiter *w, uint64_t head, struct rin
 	if (rr.n_batches == 0 && rc != RING_OK) {
 		bbuf_free(&b);
 		if (rc == RING_GONE || rc == RING_UNKNOWN)
-			return gone_reply(w, scratch);
+			return gone_reply(w, scratch, NULL);
 		log_warning("feed=%s: corrupt batch at seq %" PRIu64, w->feed->name, w->seq_after);
 		return render_error_reply(503, "feed_unavailable",
 		                          "the feed's segment holds a corrupt batch");

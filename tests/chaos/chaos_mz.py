@@ -11,7 +11,11 @@ Model, indexed by timestamp):
   * the snapshot equals the scenario's state at its cursor;
   * each batch is the scenario's next changed timestamp after the
     follower's cursor (nothing seen twice, nothing skipped: the only way to
-    jump is a 410 / an in-band SSE "snapshot" event, and a new snapshot);
+    jump is a 410 / an in-band SSE "snapshot" event, and a new snapshot),
+    or a net batch (a client far behind, docs/API.md "Catching up") whose
+    range (from, timestamp] starts at or after the cursor held, before
+    the next change, holds that change, and lists no row both inserted
+    and deleted;
   * after each batch the follower's table equals the scenario's state at
     that timestamp;
   * a timeout reply carries the request's cursor (or a later one, the
@@ -316,7 +320,24 @@ class Follower(threading.Thread):
                        % (ts, self.cursor))
             return
         want_ts = self.tl.next_change(self.cursor)
-        if ts != want_ts:
+        if 'from' in batch:
+            # A net batch (docs/API.md, "Catching up"): it stands for every
+            # change in (from, ts], and nothing may lie between the cursor
+            # held and from.  Its rows are the net effect: the table check
+            # below (the scenario's state at ts) holds it to that.
+            frm = int(batch['from'])
+            self.stats['net_batches'] += 1
+            if frm < self.cursor or frm >= ts:
+                self.error('net batch (%d, %d] does not start at or after the cursor held, %d'
+                           % (frm, ts, self.cursor))
+            elif want_ts is None or want_ts <= frm or want_ts > ts:
+                self.error('net batch (%d, %d] after cursor %d, but the next change is at %s: '
+                           'skipped without a 410' % (frm, ts, self.cursor, want_ts))
+            both = set(map(canon, batch['inserted'])) & set(map(canon, batch['deleted']))
+            if both:
+                self.error('net batch (%d, %d] both inserts and deletes %s'
+                           % (frm, ts, sorted(both)[:3]))
+        elif ts != want_ts:
             self.error('batch %d after cursor %d, but the next change is at %s: '
                        'skipped without a 410' % (ts, self.cursor, want_ts))
         t = collections.Counter(self.table)
@@ -517,12 +538,14 @@ def caught_up(fs, target, timeout=30):
 
 
 def check_followers(what, fs, tl, target=None, todo=None):
-    """Every follower consistent (no error so far), at target if given."""
+    """Every follower consistent (no error so far), at target if given (a
+    change's timestamp: a net batch's cursor may be past it, with no change
+    between)."""
     errs = [e for f in fs for e in f.errors]
     at = []
     for f in fs:
         cur, table = f.state()
-        if target is not None and cur != target:
+        if target is not None and (cur is None or tl.last_change(cur) != target):
             at.append('%s at %s, want %s; trace %s' % (f.name, cur, target, list(f.trace)[-8:]))
         if cur is not None and table != tl.state_at(cur):
             at.append('%s: table at %s differs' % (f.name, cur))
