@@ -623,6 +623,50 @@ def feeds_list(st):
     return {f['name']: f for f in obj.get('feeds', [])} if status == 200 else {}
 
 
+def late_start(st, feed, tl):
+    """A follower that takes its snapshot now and asks again only much
+    later (late_resume): far behind, it gets a net batch."""
+    f = Follower(st.port, feed, tl, name='late-%s' % feed)
+    status, body = f.get('/feeds/%s' % feed, 20)
+    if status == 200:
+        obj = parse(body)
+        f.snapshot(obj['batches'][0], int(obj['batches'][0]['timestamp']))
+        for b in obj['batches'][1:]:
+            f.apply(b)
+        f.token = obj['cursor']
+    else:
+        f.error('snapshot: status %d' % status)
+    return f
+
+
+def late_resume(st, f, what):
+    """The late follower's one long-poll, far behind: one net batch that
+    the scenario check (Follower.apply) accepts, or a 410 saying that even
+    the net batch is larger than a snapshot (the host's own snapshot
+    decides, docs/API.md "Catching up")."""
+    status, body, n, nets = None, b'', 0, 0
+    start = f.cursor
+    if f.token is not None:
+        status, body = f.get('/feeds/%s?cursor=%s&timeout=0' % (f.feed, f.token), 20)
+    if status == 200:
+        obj = parse(body)
+        n = len(obj['batches'])
+        for b in obj['batches']:
+            nets += 'from' in b
+            f.apply(b)
+        if nets:
+            figures['net batches (late follower)'] += 1
+    elif status == 410:
+        figures['410 for a late follower (the net batch outweighed a snapshot)'] += 1
+    good_410 = status == 410 and b'net batch' in body
+    behind = len([t for t in f.tl.ts if start is not None and start < t <= (f.cursor or 0)])
+    ok(not f.errors and ((status == 200 and n == 1 and nets == 1) or good_410),
+       '%s: a follower far behind gets one net batch for %d changes that leaves its table at '
+       'the scenario\'s state, or a 410 naming the net batch (got %s: %d batches, %d net)'
+       % (what, behind, status, n, nets),
+       '\n'.join(f.errors) + '\n' + body[:300].decode('utf-8', 'replace'))
+
+
 def snapshot_get(st, feed, tl):
     """GET /feeds/FEED: (status, snapshot cursor, cursor, consistent?, why)."""
     status, _, body = st.get('/feeds/%s' % feed, timeout=20)
@@ -1020,6 +1064,7 @@ def phase_d(st, tmp):
            'D: tailgated took the first snapshots of both feeds', dmn.log()[-2000:])
         fg = start_followers(st.port, good, tl_good, 2, 1)
         fb = start_followers(st.port, bad, tl_bad, 2, 1)
+        late = late_start(st, good, tl_good)
         ok(srv.wait_hold('d_malformed', 60), 'D: the bad stream got past its malformed rows')
         target = tl_bad.last_change(gb.ts[30])
         caught_up(fb, target)
@@ -1071,6 +1116,7 @@ def phase_d(st, tmp):
            'D: GET /feeds/%s still serves the state before the big row, consistent' % bad,
            '%s %s' % (status, why))
         check_followers('D: %s at the end' % good, fg, tl_good)
+        late_resume(st, late, 'D: %s' % good)
         ok(dmn.alive(), 'D: tailgated keeps running')
     finally:
         stop_followers(fg + fb)
