@@ -18,7 +18,9 @@ read in UTC / ISO text.  TAP output.
      of the primary key is one batch
   4. ALTER TABLE mid-stream: ADD COLUMN on an all-columns feed shows the
      column; DROP COLUMN of a listed column stops the feed with an error;
-     ADD COLUMN outside a column list changes nothing
+     ADD COLUMN outside a column list changes nothing; a type modifier
+     change that changes held rows' text heals with a new snapshot (a
+     permanent slot, which would otherwise replay the refused commit)
   5. origin messages (a replication origin session), logical decoding
      messages (transactional and not), empty transactions, transactions on
      other tables: no error, feed exact
@@ -235,6 +237,10 @@ def main():
             ALTER TABLE "My Schema"."Mixed Case Table" REPLICA IDENTITY FULL;
             INSERT INTO "My Schema"."Mixed Case Table" VALUES (1, 'one');
 
+            CREATE TABLE retype (id int PRIMARY KEY, n numeric);
+            ALTER TABLE retype REPLICA IDENTITY FULL;
+            INSERT INTO retype VALUES (1, 1.5), (2, 2);
+
             CREATE TABLE bulk (id int PRIMARY KEY, v text);
             ALTER TABLE bulk REPLICA IDENTITY FULL;
         """)
@@ -250,6 +256,7 @@ def main():
             "plain": {"table": "plain"},
             "meas": {"table": "meas"},
             "quoted": {"table": '"My Schema"."Mixed Case Table"', "columns": '"Id", "Col A"'},
+            "retype": {"table": "retype", "permanent_slot": "yes"},
             "bulk": {"table": "bulk", "ring_size": "64M", "permanent_slot": "yes"},
         }
         d = Daemon(pg, ring_dir, feeds)
@@ -349,6 +356,19 @@ def main():
         good, _, diag = wait_equal(pg, alt_list2, ["id", "a"], "alt_list")
         ok(good, "...while a feed not listing it goes on", diag)
         ok(d.proc.poll() is None, "the daemon is still running")
+
+        # A column's type modifier changes its values' text (1.5 -> 1.50) with
+        # no change decoded; the held rows no longer match the stream's old
+        # rows.  The feed refuses the retraction, and (a permanent slot would
+        # replay it forever) takes a new snapshot.
+        retype = Feed(ring_dir, "retype")
+        wait_equal(pg, retype, ["id", "n"], "retype")
+        pg.psql("ALTER TABLE retype ALTER COLUMN n TYPE numeric(10,2); "
+                "UPDATE retype SET n = 3 WHERE id = 1")
+        good, _, diag = wait_equal(pg, retype, ["id", "n"], "retype")
+        ok(good, "ALTER COLUMN TYPE numeric(10,2) (held text 1.5, the stream's 1.50) on a "
+           "permanent-slot feed: the refused retraction leads to a new snapshot, the feed "
+           "equals the table", diag)
 
         # ---- 5. origin, messages, empty transactions ------------------------------------
         plain = Feed(ring_dir, "plain")

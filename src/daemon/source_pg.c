@@ -849,7 +849,11 @@ emit(struct pgsrc *s, int64_t diff)
 {
 	s->changes++;
 	s->txn_mine = true;
-	return feed_row(s->src->feed, s->txn_lsn, diff, s->row.p, s->row.len);
+	if (feed_row(s->src->feed, s->txn_lsn, diff, s->row.p, s->row.len) != 0) {
+		s->need_snapshot = true; /* as a refused commit: see PGO_COMMIT */
+		return -1;
+	}
+	return 0;
 }
 
 static enum source_status
@@ -938,8 +942,14 @@ on_message(struct pgsrc *s, const struct pgo_msg *m)
 		s->in_txn = false;
 		feed_confirmed(f);
 		if (!s->skip_txn) {
-			if (feed_progress(f, s->txn_lsn + 1) != 0)
+			/* The feed refused the transaction (a retraction of a row
+			 * it does not hold, an overflow): resuming would replay
+			 * it and fail again; a fresh snapshot, published as a
+			 * difference, brings the feed back to the table. */
+			if (feed_progress(f, s->txn_lsn + 1) != 0) {
+				s->need_snapshot = true;
 				return SOURCE_RETRY;
+			}
 			if (s->txn_mine)
 				s->txns++;
 		}
