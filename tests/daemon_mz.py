@@ -49,7 +49,8 @@ RINGTOOL = os.path.join(BUILD, 'tailgate-ring')
 SCENARIOS = os.path.join(HERE, 'mzserver', 'scenarios')
 DEADLINE = float(os.environ.get('TAILGATE_TEST_TIMEOUT', '60'))
 
-NUMBER_TYPES = {'int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'oid'}
+NUMBER_TYPES = {'int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'oid',
+                'uint2', 'uint4', 'uint8', 'mz_timestamp'}
 JSON_NUMBER = re.compile(r'-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z')
 
 
@@ -392,6 +393,64 @@ def check_types(name, run, model, ring):
         ok(frag in first, '%s: %s' % (name, what), first[:3000])
 
 
+def check_mz_types(name, run, model, ring):
+    cols = json.loads(re.search(r'columns\s+(.*)', run.info()).group(1))
+    types = [(c['type'], m.base) for c, m in zip(cols, model.cols)]
+    ok(all(t == b for t, b in types),
+       '%s: Materialize types named by their built-in OIDs (uint8, mz_timestamp, '
+       'list, map, record)' % name, types)
+    ok('encoding those columns as strings' not in run.log(),
+       '%s: no type went unnamed' % name, run.log()[-2000:])
+    p = subprocess.run([RINGTOOL, '-d', run.ring_dir, 'dump', run.feed],
+                       capture_output=True, text=True)
+    text = p.stdout
+    for frag, what in [
+            ('[1,0,0,0,0,999999999999999999999999999999999999999,',
+             'uint2/4/8 and mz_timestamp are numbers; numeric keeps 39 digits'),
+            ('65535,4294967295,18446744073709551615,18446744073709551615,'
+             '-0.000000000000000000000000000000000000001,', 'extremes keep their digits'),
+            ('"{1,2,NULL}","{a=>1,b=>NULL}","(1,\\"a b\\")",{"a": 1, "b": [true, null]}]',
+             'list, map and record as strings, jsonb embedded'),
+            ('"NaN"', 'numeric NaN is a string'),
+            ('"(\\"tab\\there\\",)"', 'a record with an escaped tab'),
+            ('1234567890123456789.01234567890123456789,', 'numeric with 39 digits and a scale'),
+            (',12345678901234567890123456789]', 'a big jsonb number embedded')]:
+        ok(frag in text, '%s: %s' % (name, what), text[:3000])
+
+
+def unconsolidated_extra(name, run, model, ring):
+    log = run.log()
+    ok(log.count('sent a row twice in one timestamp (its output') == 1,
+       '%s: the first repeated row is refused once, with the feed and the row' % name,
+       '\n'.join(l for l in log.splitlines() if 'twice' in l))
+    ok('it does not consolidate its output; summing' in log,
+       '%s: the resent timestamp repeating rows again is summed, and said so' % name,
+       log[-2000:])
+
+
+def sparse_test():
+    """A row at a later timestamp completes the earlier ones."""
+    name = 'sparse_progress'
+    path = os.path.join(SCENARIOS, 'sparse_progress.scn')
+    model = Model(path)
+    run = Run(path)
+    run.diff_cursors = set()
+    try:
+        if run.wait_for(lambda: reached(run, 'after-three'), 'hold after-three'):
+            d = run.wait_for(lambda: run.head_at_least(1700000002000),
+                             'batch 1700000002000 before any progress row closes it')
+            ok(d and d[-1][0] == 1700000002000,
+               '%s: a row at 1700000003000 publishes 1700000002000 (no progress row '
+               'yet), and nothing of the open 1700000003000' % name,
+               d and [c for c, _ in d])
+        release(run, 'after-three')
+        check_ring(name, run, model)
+        check_stop(name, run)
+    finally:
+        run.stop()
+        run.cleanup()
+
+
 def reached(run, hold):
     return os.path.exists(os.path.join(run.hold_dir, hold + '.reached'))
 
@@ -587,6 +646,9 @@ def main():
         return 0
     print('# tailgated against mzserver, scenarios in %s' % SCENARIOS)
     scenario_run('multiplicity.scn')
+    scenario_run('mz_types.scn', extra=check_mz_types)
+    scenario_run('unconsolidated.scn', extra=unconsolidated_extra)
+    sparse_test()
     scenario_run('types.scn', extra=check_types)
     scenario_run('types.scn', name='types-exotic-escapes',
                  server_args=['--copy-escapes', 'exotic'])

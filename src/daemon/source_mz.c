@@ -279,6 +279,35 @@ has_unnamed_types(const struct mz *m)
 	return false;
 }
 
+/* Materialize's own built-in types have fixed OIDs (from 16384, below
+ * its first user OID, 20000), and record is PostgreSQL's: named without
+ * asking pg_type, which an upstream may not serve.  Only here: in
+ * PostgreSQL 16384 and up are user OIDs. */
+static const char *
+mz_builtin_type(uint32_t oid)
+{
+	switch (oid) {
+	case 2249:
+		return "record";
+	case 16384:
+		return "list";
+	case 16385:
+		return "map";
+	case 16460:
+		return "uint2";
+	case 16462:
+		return "uint4";
+	case 16464:
+		return "uint8";
+	case 16552:
+		return "mz_timestamp";
+	case 16566:
+		return "mz_aclitem";
+	default:
+		return NULL;
+	}
+}
+
 static void
 describe_result(struct source *src, const PGresult *res)
 {
@@ -290,6 +319,8 @@ describe_result(struct source *src, const PGresult *res)
 	m->ncols = n;
 	for (int i = 0; i < n; i++) {
 		const char *name = coltype_name(PQftype(res, i));
+		if (name == NULL)
+			name = mz_builtin_type(PQftype(res, i));
 		m->cols[i].name = xstrdup(PQfname(res, i));
 		m->cols[i].oid = PQftype(res, i);
 		m->cols[i].type = name ? xstrdup(name) : NULL;
@@ -662,6 +693,12 @@ handle_row(struct source *src, const char *buf, int n)
 		            "as a string (logged once per session): %.*s",
 		            fname(src), (int)(m->row.len > 200 ? 200 : m->row.len), m->row.p);
 	}
+	/* Timestamps come in non-decreasing order (SUBSCRIBE, "PROGRESS"): a
+	 * row at ts says no more rows come below ts, as a progress row at ts
+	 * would.  Close what lies below now instead of at the next progress
+	 * row, which an upstream may send only much later. */
+	if (ts > feed_frontier(src->feed) && feed_progress(src->feed, ts) != 0)
+		return SOURCE_RETRY;
 	if (feed_row(src->feed, ts, diff, m->row.p, m->row.len) != 0)
 		return SOURCE_RETRY;
 	return SOURCE_OK;
