@@ -428,6 +428,35 @@ def unconsolidated_extra(name, run, model, ring):
        log[-2000:])
 
 
+def complete_extra(name, run, model, ring):
+    d = run.wait_for(lambda: run.head_at_least(1700000002000),
+                     '%s: the last timestamp, with no progress row after it' % name)
+    state = collections.Counter()
+    for _, b in d or []:
+        state.update(daemon_row(r) for r in b['inserted'])
+        state.subtract(daemon_row(r) for r in b['deleted'])
+    ok(d and d[-1][0] == 1700000002000 and +state == model.state_at(1700000002000),
+       '%s: the COPY ending (all updates presented) publishes the last timestamp' % name,
+       d and [(c, b) for c, b in d])
+    ok('the SUBSCRIBE completed' in run.log(), '%s: the log says the SUBSCRIBE completed'
+       % name, run.log()[-2000:])
+    # The daemon's backoff is well under a second: a resubscription would
+    # show within 3 s.
+    again = wait_until(lambda: len(subscribes(run)) > 1, 3)
+    ok(not again and 'state        live' in run.info(),
+       '%s: no resubscription; the feed stays live with the final state' % name,
+       (json.dumps(subscribes(run))[:1000], run.info()))
+
+
+def wait_until(cond, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def sparse_test():
     """A row at a later timestamp completes the earlier ones."""
     name = 'sparse_progress'
@@ -649,6 +678,7 @@ def main():
     scenario_run('mz_types.scn', extra=check_mz_types)
     scenario_run('unconsolidated.scn', extra=unconsolidated_extra)
     sparse_test()
+    scenario_run('complete.scn', extra=complete_extra)
     scenario_run('types.scn', extra=check_types)
     scenario_run('types.scn', name='types-exotic-escapes',
                  server_args=['--copy-escapes', 'exotic'])

@@ -15,7 +15,8 @@
  *   COPY_WAIT   PQsendQuery("COPY (SUBSCRIBE ... WITH (PROGRESS ...)
  *               [AS OF t]) TO STDOUT"), waiting for PGRES_COPY_OUT
  *   STREAMING   PQgetCopyData(conn, &buf, 1): one CopyData per row
- *   COPY_END    the COPY ended; collecting its final result
+ *   COPY_END    the COPY ended; collecting its final result (an error, or
+ *               the SUBSCRIBE complete: copy_complete)
  *
  * Which COPY: when the feed holds state for the same columns it resumes
  * with AS OF frontier-1 WITH (SNAPSHOT = false): exactly the updates at
@@ -95,6 +96,7 @@ struct mz {
 	bool want_snapshot; /* first progress row begins the feed's snapshot */
 	bool setup_error;   /* an error result arrived during setup */
 	uint64_t rows;      /* rows of this COPY */
+	uint64_t max_ts;    /* the highest mz_timestamp of this COPY */
 
 	struct copytext ct;
 	struct bbuf row;
@@ -232,6 +234,7 @@ send_copy(struct source *src)
 	m->refused = false;
 	m->setup_error = false;
 	m->rows = 0; /* refusal(): nothing of this COPY delivered yet */
+	m->max_ts = 0;
 	m->phase = MZ_COPY_WAIT;
 	if (!PQsendQuery(m->conn, sql)) {
 		free(sql);
@@ -461,6 +464,39 @@ warn_types(struct source *src, const PGresult *res)
 	            pgconn_error(&e, "looking up type names", mzp(src)->conn, res));
 }
 
+/*
+ * The COPY ended without an error: the SUBSCRIBE is over because "all
+ * updates have been presented" (SUBSCRIBE, "Duration": a constant
+ * relation, which will never change again).  No progress row follows the
+ * last timestamp's rows (the frontier is empty), so close every pending
+ * timestamp now, keep the feed live with that final state and end the
+ * session without a retry.  A COPY that ended before its first progress
+ * row says nothing: retry.
+ */
+static enum source_status
+copy_complete(struct source *src)
+{
+	struct mz *m = mzp(src);
+
+	if (m->rows == 0 || m->want_snapshot) {
+		log_error("feed=%s: the SUBSCRIBE ended before its first progress row", fname(src));
+		return SOURCE_RETRY;
+	}
+	if (m->max_ts < UINT64_MAX && feed_progress(src->feed, m->max_ts + 1) != 0)
+		return SOURCE_RETRY;
+	feed_upstream_live(src->feed);
+	log_info("feed=%s: the SUBSCRIBE completed (every update presented: the relation will "
+	         "not change); holding its final state at %" PRIu64,
+	         fname(src), m->max_ts);
+	PQfinish(m->conn);
+	m->conn = NULL;
+	m->phase = MZ_IDLE;
+	src->fd = -1;
+	src->events = 0;
+	src->timer_ms = 0;
+	return SOURCE_OK;
+}
+
 /* Consume every result available during setup; advance the phase when a
  * command's results end (PQgetResult returns NULL). */
 static enum source_status
@@ -492,8 +528,7 @@ setup_results(struct source *src)
 			case MZ_ENVIRONMENT:
 				return send_copy(src);
 			case MZ_COPY_END:
-				log_error("feed=%s: the SUBSCRIBE ended", fname(src));
-				return SOURCE_RETRY;
+				return copy_complete(src);
 			default:
 				log_error("feed=%s: unexpected end of results", fname(src));
 				return SOURCE_RETRY;
@@ -652,6 +687,8 @@ handle_row(struct source *src, const char *buf, int n)
 		return SOURCE_RETRY;
 	}
 	m->rows++;
+	if (ts > m->max_ts)
+		m->max_ts = ts;
 
 	if (prog[0] == 't') {
 		if (m->want_snapshot) {
