@@ -49,8 +49,16 @@
  * configured columns itself, in the order the configuration lists them.
  * A row filter (where =) is the publication's, and the snapshot's WHERE.
  * Text values are encoded by column kind (encode.h); both connections use
- * the same conninfo and client_encoding UTF8, so the snapshot's text and
- * the stream's are the same bytes (the database must be UTF8).
+ * the same conninfo, client_encoding UTF8 and the pinned settings that
+ * shape text (PINNED_OPTIONS: TimeZone UTC, DateStyle ISO, ...), so the
+ * snapshot's text and the stream's are the same bytes in every session
+ * (the database must be UTF8).
+ *
+ * A partitioned table is published via its root (publish_via_partition_root)
+ * and read without ONLY; a feed of all columns starts over when a Relation
+ * message brings another column count (ADD COLUMN).  A commit the feed
+ * refuses makes the next session take a snapshot: a permanent slot would
+ * otherwise send the same commit again, forever.
  *
  * Slot and publication names: slot = NAME, or tailgate_FEED (lower-cased,
  * '-' as '_'); a temporary slot gets a random suffix so two hosts on one
@@ -270,8 +278,8 @@ result_ok(const PGresult *r, ExecStatusType want_st)
  * sessions.  Appended to the conninfo's own options (or PGOPTIONS), so
  * these win.
  */
-#define PINNED_OPTIONS                                                                     \
-	"-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex " \
+#define PINNED_OPTIONS                                                                             \
+	"-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex "          \
 	"-c extra_float_digits=1 -c lc_monetary=C"
 
 static char *
