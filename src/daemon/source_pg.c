@@ -657,16 +657,16 @@ send_publication(struct pgsrc *s, uint64_t now)
 	}
 	/* A partitioned table's changes are its partitions': published as the
 	 * root's (its OID, name and columns), or the Relation messages would
-	 * name partitions this feed does not follow. */
+	 * name partitions this feed does not follow.  Only for one: the option
+	 * is PostgreSQL 13's (as publishing a partitioned table is) and
+	 * changes nothing for other tables. */
 	if (!s->pub_exists) {
-		bbuf_adds(&q, " WITH (publish = 'insert, update, delete, truncate', "
-		              "publish_via_partition_root = ");
-		bbuf_adds(&q, s->partitioned ? "true)" : "false)");
-	} else {
+		bbuf_adds(&q, " WITH (publish = 'insert, update, delete, truncate'");
+		bbuf_adds(&q, s->partitioned ? ", publish_via_partition_root = true)" : ")");
+	} else if (s->partitioned) {
 		bbuf_adds(&q, "; ALTER PUBLICATION ");
 		bbuf_adds(&q, pubid);
-		bbuf_adds(&q, " SET (publish_via_partition_root = ");
-		bbuf_adds(&q, s->partitioned ? "true)" : "false)");
+		bbuf_adds(&q, " SET (publish_via_partition_root = true)");
 	}
 	bbuf_add(&q, "", 1);
 	PQfreemem(pubid);
