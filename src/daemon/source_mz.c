@@ -377,12 +377,17 @@ columns_known(struct source *src)
 		else
 			m->view_idx[m->nview++] = i;
 	}
-	if (m->i_ts < 0 || m->i_prog < 0 || m->i_diff < 0) {
-		log_error("feed=%s: the SUBSCRIBE's columns lack mz_timestamp, mz_progressed or "
-		          "mz_diff (is the upstream Materialize?)",
-		          fname(src));
-		return SOURCE_RETRY;
-	}
+	/* ENVELOPE UPSERT or DEBEZIUM in a view's text replace mz_diff with
+	 * mz_state: not a stream of diffs this source can apply.  A fix is
+	 * needed, not time: a permanent error (the feed's state says so). */
+	if (m->i_ts < 0 || m->i_prog < 0 || m->i_diff < 0)
+		return source_fail(
+		        src, true,
+		        "the SUBSCRIBE's columns lack %s (ENVELOPE UPSERT and DEBEZIUM are "
+		        "not supported; is the upstream Materialize?)",
+		        m->i_ts < 0     ? "mz_timestamp"
+		        : m->i_prog < 0 ? "mz_progressed"
+		                        : "mz_diff");
 	m->kinds = xcalloc((size_t)m->nview, sizeof(*m->kinds));
 	m->vals = xcalloc((size_t)m->nview, sizeof(*m->vals));
 	m->lens = xcalloc((size_t)m->nview, sizeof(*m->lens));
