@@ -12,6 +12,8 @@
  * position (seq_after, cursor) up to a head and advances the waiter past
  * them; it answers 410 for a cursor no longer in the ring's history (for
  * SSE: a fresh snapshot in-band, as EventSource cannot follow a 410).
+ * A waiter far behind gets the net effect of its batches as one batch
+ * instead (netbatch.h), or 410 when a snapshot costs less.
  * render_snapshot is a request without a cursor.  None of them touches a
  * connection: the caller hands the reply to the writers (writer.h).
  *
