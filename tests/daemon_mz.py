@@ -446,6 +446,25 @@ def complete_extra(name, run, model, ring):
     ok(not again and 'state        live' in run.info(),
        '%s: no resubscription; the feed stays live with the final state' % name,
        (json.dumps(subscribes(run))[:1000], run.info()))
+    # A daemon restarted with a short stall_timeout_ms adopts the segment,
+    # resumes, finds the SUBSCRIBE complete again, and keeps the final state
+    # confirmed: final, not stalled.
+    with open(run.conf_path) as f:
+        conf = f.read()
+    with open(run.conf_path, 'w') as f:
+        f.write('stall_timeout_ms = 300\n' + conf)
+    log_at = len(run.log())
+    run.restart_daemon()
+    ok(run.wait_for(lambda: 'the SUBSCRIBE completed' in run.log()[log_at:],
+                    '%s: completed again after a restart' % name),
+       '%s: after a restart the resumed SUBSCRIBE completes again' % name)
+    stalled = wait_until(lambda: 'stalled' in run.info(), 1.5)
+    info = run.info()
+    ok(not stalled and 'state        live' in info and 'confirmed' in info,
+       '%s: a completed feed is not called stalled (stall_timeout_ms 300)' % name, info)
+    d = run.dump()
+    ok(d and d[-1][0] == 1700000002000, '%s: ...and holds the same head' % name,
+       d and [c for c, _ in d])
 
 
 def wait_until(cond, timeout):

@@ -67,7 +67,8 @@ enum mz_phase {
 	MZ_ENVIRONMENT,
 	MZ_COPY_WAIT,
 	MZ_STREAMING,
-	MZ_COPY_END
+	MZ_COPY_END,
+	MZ_COMPLETE /* the SUBSCRIBE completed: its final state is held */
 };
 
 struct mz_col {
@@ -495,10 +496,10 @@ copy_complete(struct source *src)
 	         fname(src), m->max_ts);
 	PQfinish(m->conn);
 	m->conn = NULL;
-	m->phase = MZ_IDLE;
+	m->phase = MZ_COMPLETE;
 	src->fd = -1;
 	src->events = 0;
-	src->timer_ms = 0;
+	src->timer_ms = 1; /* mz_on_tick: confirmed from now on, never stalled */
 	return SOURCE_OK;
 }
 
@@ -851,7 +852,7 @@ mz_on_ready(struct source *src, short revents, uint64_t now)
 
 	if (m->phase == MZ_CONNECTING)
 		return connect_poll(src);
-	if (m->phase == MZ_IDLE)
+	if (m->phase == MZ_IDLE || m->phase == MZ_COMPLETE)
 		return SOURCE_OK;
 	if (revents & POLLOUT) {
 		if ((st = flush_out(src)) != SOURCE_OK)
@@ -879,6 +880,14 @@ mz_on_tick(struct source *src, uint64_t now)
 
 	if (m->phase == MZ_STREAMING)
 		return read_copy(src, now);
+	if (m->phase == MZ_COMPLETE) {
+		/* Final, not stalled: nothing more will ever come.  Confirmed
+		 * well within stall_timeout_ms. */
+		uint64_t every = src->conf->stall_timeout_ms / 4;
+		feed_confirmed(src->feed);
+		src->timer_ms = now + (every == 0 || every > 1000 ? 1000 : every < 20 ? 20 : every);
+		return SOURCE_OK;
+	}
 	if (m->phase != MZ_IDLE) {
 		log_error("feed=%s: no answer from the upstream within %d s", fname(src),
 		          MZ_SETUP_TIMEOUT_MS / 1000);
