@@ -647,6 +647,12 @@ state_name(const struct ring_info *info)
 	return ring_strstate(info->state);
 }
 
+const char *
+render_state_name(const struct ring_info *info)
+{
+	return state_name(info);
+}
+
 size_t
 render_state_headers(struct seg *s, char *out, size_t cap)
 {

@@ -141,6 +141,8 @@ struct reply *render_gone_reply(uint64_t cursor, uint32_t ident);
  * SECONDS\r\n".  Returns the length written into out (0: none);
  * RENDER_STATE_HEADERS_MAX is enough. */
 #define RENDER_STATE_HEADERS_MAX 128
+/* A feed's state as /feeds names it (live, stalled, down, ...). */
+const char *render_state_name(const struct ring_info *info);
 size_t render_state_headers(struct seg *s, char *out, size_t cap);
 
 /* The /feeds document: every *.ring in the ring directory. */
