@@ -494,6 +494,26 @@ source_pg_unpublishable(char replident, bool has_pk)
 	return NULL;
 }
 
+const char *
+source_pg_not_table(char relkind)
+{
+	switch (relkind) {
+	case 'r':
+	case 'p':
+		return NULL;
+	case 'v':
+		return "a view";
+	case 'm':
+		return "a materialized view";
+	case 'f':
+		return "a foreign table";
+	case 'S':
+		return "a sequence";
+	default:
+		return "not a table";
+	}
+}
+
 /*
  * Can the table be published without harming the application?  A table in
  * a publication that publishes UPDATE and DELETE must have a replica
@@ -535,6 +555,12 @@ meta_table(struct pgsrc *s, const PGresult *r)
 	s->pub_exists = strcmp(PQgetvalue(r, 0, 7), "t") == 0;
 	s->slot_exists = strcmp(PQgetvalue(r, 0, 8), "t") == 0;
 	s->partitioned = PQgetvalue(r, 0, 11)[0] == 'p';
+	const char *not_table = source_pg_not_table(PQgetvalue(r, 0, 11)[0]);
+	if (not_table != NULL) {
+		source_fail(s->src, true, "refusing %s.%s: it is %s, not a table: %s", s->nspname,
+		            s->relname, not_table, SOURCE_PG_TABLES_ONLY);
+		return false;
+	}
 	if (!publishable(s, strcmp(PQgetvalue(r, 0, 10), "t") == 0))
 		return false;
 	if (strcmp(PQgetvalue(r, 0, 9), "UTF8") != 0 &&

@@ -31,4 +31,13 @@ extern const struct source_ops source_pg_ops;
  * tailgated --check reports it: one rule for both. */
 const char *source_pg_unpublishable(char replident, bool has_pk);
 
+/* What a relation of this pg_class.relkind is ("a view", "a materialized
+ * view", ...) when logical replication cannot follow it, or NULL for a
+ * table or a partitioned table.  SOURCE_PG_TABLES_ONLY is the fix both
+ * the daemon and tailgated --check name. */
+const char *source_pg_not_table(char relkind);
+#define SOURCE_PG_TABLES_ONLY                                                                      \
+	"PostgreSQL logical replication follows tables only: set table = the table under it "      \
+	"(where = its filter), or serve the view from Materialize"
+
 #endif

@@ -529,6 +529,29 @@ nofile(void)
 		return 1 << 20;
 	return (int)rl.rlim_cur;
 }
+/* A responder pointed at the wrong directory answers {"feeds":[]} and a
+ * 404 for every feed, which looks like a missing feed: say so at start.
+ * Not fatal: the daemon (or tmpfiles.d) may create the directory later. */
+static void
+warn_ring_dir(const char *dir)
+{
+	char lock[4096];
+	struct stat st;
+
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		log_warning(
+		        "ring directory %s does not exist (yet): every feed is a 404 until "
+		        "tailgated creates its rings there; is --ring-dir tailgated's ring_dir?",
+		        dir);
+		return;
+	}
+	if (snprintf(lock, sizeof(lock), "%s/tailgated.lock", dir) >= (int)sizeof(lock))
+		return;
+	if (access(lock, F_OK) != 0)
+		log_warning("ring directory %s has no tailgated.lock: no tailgated has run with "
+		            "ring_dir = %s; is --ring-dir tailgated's ring_dir?",
+		            dir, dir);
+}
 
 /* One worker process: serve until SIGTERM/SIGINT. */
 static int
@@ -558,6 +581,7 @@ serve(void)
 	responder_init(&r, &ro);
 	log_info("serving %s with %d handlers, %d writers, fd limit %d", r.feeds.ring_dir,
 	         opt.handlers, opt.writers, nofile());
+	warn_ring_dir(r.feeds.ring_dir);
 	responder_start(&r, listen_fd, nofile(), handle, quick);
 
 	do {
