@@ -9,14 +9,8 @@ dir=${1:-build}
 cd "$top"
 # README's "Building" runs ./configure in the source tree itself; autoconf
 # then refuses every other build directory ("source directory already
-# configured").  Build the default one in place instead, and name the fix
-# for the others.
+# configured"): say so, with the fix.
 if [ -f "$top/config.status" ]; then
-    if [ "$dir" = build ]; then
-        echo "build.sh: $top is configured in place (./configure ran there): building there" >&2
-        make -j"$(nproc)" >/dev/null
-        exit 0
-    fi
     echo "build.sh: $top is configured in place (./configure ran there), so $dir/ cannot be" \
         "configured: run \`make distclean\` in $top first" >&2
     exit 1
