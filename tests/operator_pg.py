@@ -18,6 +18,10 @@ daemon, the responder and nginx with the shipped snippet:
     (the daemon would fail each feed at its first snapshot);
   * a responder started on a ring directory that does not exist, or that
     no tailgated has used, warns and names --ring-dir;
+  * a second responder started on a running one's socket exits naming it,
+    and the first keeps its socket (it used to take the path over and
+    remove it at exit: the first ran on, unreachable); a stale socket file
+    is replaced; a socket in a missing directory is named in the error;
   * nginx with the snippet and no responder answers the API's JSON error
     (502 responder_unavailable, no-store), not nginx's HTML page.
 
@@ -25,6 +29,7 @@ TAP output.
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -142,6 +147,64 @@ def responder_ring_dir(tmp):
                f.read())
 
 
+def responder_socket(tmp):
+    fcgi = os.path.join(builddir(), "tailgate-fcgi")
+    ring = tempfile.mkdtemp(prefix="tailgate-op-sock.", dir=tmp)
+    sock = os.path.join(tmp, "live.sock")
+    log = os.path.join(tmp, "first.log")
+
+    def connects():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(sock)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+    with open(log, "w") as lf:
+        first = subprocess.Popen([fcgi, "--socket", sock, "--ring-dir", ring], stdout=lf,
+                                 stderr=subprocess.STDOUT)
+    try:
+        ok(wait_for(connects, timeout=10), "the first responder listens")
+        second = subprocess.Popen([fcgi, "--socket", sock, "--ring-dir", ring],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            out, _ = second.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            second.terminate()
+            out, _ = second.communicate()
+            out = "(still running after 10 s: it took the socket over)\n" + out
+        ok(second.returncode != 0 and sock in out and "--socket" in out
+           and "another process" in out,
+           "a second responder on a live socket exits naming it and the fix", out)
+        ok(first.poll() is None and connects(),
+           "the first responder still has its socket")
+    finally:
+        first.terminate()
+        first.wait(10)
+    ok(not os.path.exists(sock), "the first removes its socket at exit")
+
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(sock)
+    stale.close()
+    with open(log, "w") as lf:
+        p = subprocess.Popen([fcgi, "--socket", sock, "--ring-dir", ring], stdout=lf,
+                             stderr=subprocess.STDOUT)
+    try:
+        ok(wait_for(connects, timeout=10), "a stale socket file is replaced")
+    finally:
+        p.terminate()
+        p.wait(10)
+
+    missing = os.path.join(tmp, "no-such-dir", "f.sock")
+    r = subprocess.run([fcgi, "--socket", missing, "--ring-dir", ring], timeout=10,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ok(r.returncode != 0 and ("cannot listen on " + missing) in r.stdout
+       and "directory must exist" in r.stdout,
+       "a socket in a missing directory: the error names the path and the fix", r.stdout)
+
+
 def nginx_without_responder():
     if not os.access(nginx_bin(), os.X_OK):
         ok(True, "# SKIP no nginx")
@@ -179,6 +242,7 @@ def main():
         view_feed(pg, tmp, ring_dir)
         ring_space(pg, tmp)
         responder_ring_dir(tmp)
+        responder_socket(tmp)
         nginx_without_responder()
     finally:
         pg.stop()

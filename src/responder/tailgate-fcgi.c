@@ -39,6 +39,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -596,6 +597,48 @@ serve(void)
 
 /* ---- the listening socket ---- */
 
+/* The unix socket this process made (its inode): removed at exit only if
+ * the path still names it. */
+static ino_t socket_ino;
+
+/* Does a process accept connections on the unix socket at path?  A second
+ * responder started on a running one's path would otherwise unlink it and
+ * take it over, then remove it at exit: the first one keeps running,
+ * unreachable, and nginx answers 502. */
+static bool
+socket_in_use(const char *path)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	int fd;
+	bool used;
+
+	if (strlen(path) >= sizeof(a.sun_path))
+		return false;
+	memcpy(a.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	used = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return used;
+}
+
+/* libfcgi's FCGX_OpenSocket does not return on a failed bind or listen:
+ * it prints "bind/listen: REASON" and exits (errno is gone by then).
+ * Name what could not be opened, and how it is fixed. */
+static const char *opening_socket;
+
+static void
+opening_failed(void)
+{
+	if (opening_socket == NULL)
+		return;
+	log_error("cannot listen on %s (the reason: libfcgi's bind/listen line above); a unix "
+	          "socket's directory must exist and be writable by this user, a TCP port must "
+	          "be free",
+	          opening_socket);
+}
+
 static void
 open_socket(void)
 {
@@ -607,13 +650,24 @@ open_socket(void)
 		bool unix_path = strchr(opt.socket_path, ':') == NULL;
 		struct stat st;
 
-		if (unix_path && stat(opt.socket_path, &st) == 0 && S_ISSOCK(st.st_mode))
+		if (unix_path && stat(opt.socket_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+			if (socket_in_use(opt.socket_path))
+				fatalx("%s: another process (a running tailgate-fcgi?) accepts "
+				       "connections on this socket; stop it first, or give another "
+				       "--socket",
+				       opt.socket_path);
 			unlink(opt.socket_path); /* a previous run's */
+		}
+		opening_socket = opt.socket_path;
+		atexit(opening_failed);
 		listen_fd = FCGX_OpenSocket(opt.socket_path, opt.backlog);
+		opening_socket = NULL;
 		if (listen_fd < 0)
 			fatal("cannot listen on %s", opt.socket_path);
 		if (unix_path && chmod(opt.socket_path, (mode_t)opt.socket_mode) != 0)
 			fatal("chmod %s", opt.socket_path);
+		if (unix_path && stat(opt.socket_path, &st) == 0)
+			socket_ino = st.st_ino;
 		log_info("listening on %s", opt.socket_path);
 		return;
 	}
@@ -870,7 +924,10 @@ main(int argc, char **argv)
 		rc = supervise();
 	else
 		rc = serve();
-	if (opt.socket_path != NULL && strchr(opt.socket_path, ':') == NULL)
-		unlink(opt.socket_path);
+	if (opt.socket_path != NULL && strchr(opt.socket_path, ':') == NULL) {
+		struct stat st;
+		if (stat(opt.socket_path, &st) == 0 && st.st_ino == socket_ino)
+			unlink(opt.socket_path);
+	}
 	return rc;
 }
