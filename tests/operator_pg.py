@@ -14,6 +14,12 @@ daemon, the responder and nginx with the shipped snippet:
     ("not a table", logical replication follows tables), never with the
     ALTER TABLE ... REPLICA IDENTITY advice that fails on a view, and
     nothing is created in the database for it;
+  * a where filter that reads a column outside the replica identity
+    (REPLICA IDENTITY DEFAULT: the primary key) would make the
+    application's UPDATE and DELETE fail while the publication exists: it
+    is refused by --check and by the daemon with the fix, no publication
+    is left, and the application's UPDATE works while the daemon runs; a
+    filter on the key passes, and --check reports a filter's syntax error;
   * ring sizes the ring_dir's filesystem cannot hold are a --check problem
     (the daemon would fail each feed at its first snapshot);
   * a responder started on a ring directory that does not exist, or that
@@ -99,6 +105,44 @@ def view_feed(pg, tmp, ring_dir):
                         "WHERE slot_name LIKE 'tailgate\\_big%'")
         ok(pubs == "0" and slots == "0", "nothing is created for it",
            "publications %s, slots %s" % (pubs, slots))
+    finally:
+        d.stop()
+
+
+def where_filter(pg, tmp, ring_dir):
+    def conf(name, where):
+        return write(os.path.join(tmp, name + ".conf"),
+                     ("source = postgresql\nconninfo = %s\nring_dir = %s\n"
+                      "[feed w]\ntable = orders\nwhere = %s\n" % (pg.dsn, ring_dir, where))
+                     .encode())
+    rc, out = check(conf("where_bad", "amount > 100"))
+    ok(rc == 1 and "refusing the where filter" in out and "amount" in out
+       and "ALTER TABLE orders REPLICA IDENTITY FULL" in out,
+       "--check: a filter on a column outside the identity, with the fix", out)
+    rc, out = check(conf("where_key", "id > 1"))
+    ok(rc == 0, "--check: a filter on the primary key passes", out)
+    rc, out = check(conf("where_syntax", "amount >"))
+    ok(rc == 1 and "where = amount >" in out and "42601" in out,
+       "--check: a filter's syntax error is reported", out)
+    left = pg.psql("SELECT count(*) FROM pg_publication WHERE pubname LIKE 'tailgate\\_check%'")
+    ok(left == "0", "--check leaves no publication", left)
+
+    d = Daemon(pg, tempfile.mkdtemp(prefix="tailgate-op-where.", dir=tmp),
+               {"w": {"table": "orders", "where": "amount > 100"}})
+    d.start()
+    try:
+        refused = wait_for(lambda: "refusing the where filter" in d.log_text(), timeout=20)
+        ok(refused and "REPLICA IDENTITY FULL" in d.log_text(),
+           "the daemon refuses the filter with the fix", d.log_text()[-1500:])
+        try:
+            pg.psql("UPDATE orders SET amount = amount + 1 WHERE id = 1; "
+                    "UPDATE orders SET amount = amount - 1 WHERE id = 1")
+            wrote = ""
+        except Exception as e:  # noqa: BLE001
+            wrote = str(e)
+        ok(wrote == "", "the application's UPDATE works while the daemon runs", wrote)
+        pubs = pg.psql("SELECT count(*) FROM pg_publication WHERE pubname = 'tailgate_w'")
+        ok(pubs == "0", "no publication is left for it", pubs)
     finally:
         d.stop()
 
@@ -240,6 +284,7 @@ def main():
         windows_files(pg, tmp, ring_dir)
         conninfo_typo(pg, tmp, ring_dir)
         view_feed(pg, tmp, ring_dir)
+        where_filter(pg, tmp, ring_dir)
         ring_space(pg, tmp)
         responder_ring_dir(tmp)
         responder_socket(tmp)

@@ -212,6 +212,47 @@ check_pg_columns(struct checker *k, const struct conf_feed *cf, PGconn *c)
 	}
 }
 
+/* The feed's where, as the daemon will publish it: a publication made and
+ * rolled back in one transaction, so PostgreSQL checks the filter (its
+ * syntax, its columns, what a row filter may call) and the guard refuses
+ * one that reads a column outside the replica identity. */
+static void
+check_pg_where(struct checker *k, const struct conf_feed *cf, PGconn *c)
+{
+	char pub[64], *pubid, *lit, *guard, *sql;
+	struct pgconn_error e;
+	PGresult *r;
+	int n;
+
+	snprintf(pub, sizeof(pub), "tailgate_check_%ld", (long)getpid());
+	pubid = PQescapeIdentifier(c, pub, strlen(pub));
+	lit = PQescapeLiteral(c, pub, strlen(pub));
+	if (pubid == NULL || lit == NULL) {
+		problem(k, cf, "out of memory");
+		PQfreemem(pubid);
+		PQfreemem(lit);
+		return;
+	}
+	guard = source_pg_where_guard(lit);
+	n = asprintf(&sql, "CREATE PUBLICATION %s FOR TABLE ONLY %s WHERE (%s); %s", pubid,
+	             cf->table, cf->where, guard);
+	free(guard);
+	PQfreemem(pubid);
+	PQfreemem(lit);
+	if (n < 0) {
+		problem(k, cf, "out of memory");
+		return;
+	}
+	PQclear(PQexec(c, "BEGIN"));
+	r = PQexec(c, sql);
+	free(sql);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		problem(k, cf, "where = %s: %s", cf->where,
+		        pgconn_error(&e, "a trial publication", c, r));
+	PQclear(r);
+	PQclear(PQexec(c, "ROLLBACK"));
+}
+
 static void
 check_pg_feed(struct checker *k, const struct conf_feed *cf, PGconn *c)
 {
@@ -270,6 +311,8 @@ check_pg_feed(struct checker *k, const struct conf_feed *cf, PGconn *c)
 		        "DATABASE ... TO ROLE");
 	PQclear(r);
 	check_pg_columns(k, cf, c);
+	if (cf->where != NULL && unpublishable == NULL && own == 't' && create == 't')
+		check_pg_where(k, cf, c);
 }
 
 static void
