@@ -432,7 +432,7 @@ render_next(const struct render *rd, struct waiter *w, uint64_t head, struct rin
 			return render_gone_reply(w->cursor, w->ident);
 		}
 		log_warning("feed=%s: corrupt batch at seq %" PRIu64, w->feed->name, w->seq_after);
-		return render_error_reply(503, "feed_unavailable",
+		return render_error_reply(503, "feed_not_live",
 		                          "the feed's segment holds a corrupt batch");
 	}
 	w->seq_after = rr.next_seq;
