@@ -478,7 +478,8 @@ handle(void *arg, FCGX_Request *req, struct thread_ctx *t)
 	if (method != NULL && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
 		/* As the nginx snippet answers it: with Allow. */
 		render_head(&b, 405, "application/json", "no-store", "Allow: GET, HEAD\r\n");
-		bbuf_adds(&b, "{\"error\":\"method_not_allowed\",\"message\":\"only GET and HEAD\"}\n");
+		bbuf_adds(&b,
+		          "{\"error\":\"method_not_allowed\",\"message\":\"only GET and HEAD\"}\n");
 		send_now(r, req, MK_OTHER, 405, &b);
 		bbuf_free(&b);
 		return;
@@ -552,8 +553,8 @@ ring_dir_check(const char *dir)
 	else if (!S_ISDIR(st.st_mode))
 		log_warning("ring directory %s is not a directory: no feed is served", dir);
 	else if (access(dir, R_OK | X_OK) != 0)
-		log_warning("ring directory %s: %s: no feed is served (this user cannot read it)", dir,
-		            strerror(errno));
+		log_warning("ring directory %s: %s: no feed is served (this user cannot read it)",
+		            dir, strerror(errno));
 }
 
 /* One worker process: serve until SIGTERM/SIGINT. */
