@@ -47,6 +47,7 @@ import gzip
 import http.client
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -298,7 +299,10 @@ def main():
             d.stop()
         st.stop()
         pg.stop()
-    operator_mistakes(pg, tmp)
+    try:
+        operator_mistakes(pg, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return done()
 
 
@@ -643,7 +647,8 @@ def check_filters(pg):
         r = req("/feeds/orders?" + q)
         ok(r.status == 200 and ids(r) == want, "filter %s keeps %s" % (q, want),
            "%s %s" % (ids(r), r))
-    for q, what in (("amount=100", "write amount=eq.100"),
+    for q, what in (("amount=100", "write amount=eq.100"), ("amount=", "write amount=eq.VALUE"),
+                    ("amount=gt", "write amount=gt.VALUE"),
                     ("amount=gt.abc", "amount"), ("nope=eq.1", "nope"),
                     ("amount=xx.1", "xx"), ("j=eq.1", "j"), ("ok=eq.maybe", "ok"),
                     ("f=gt.1e400", "f"), ("item=in.(a", "in."), ("foo=1", "foo"),
@@ -781,6 +786,29 @@ def operator_mistakes(pg, tmp):
     rc, out = run([TAILGATED, "-c", os.path.join(d, "missing.conf")])
     ok(rc != 0 and "missing.conf" in out, "tailgated with a missing config: names the file",
        out)
+    # A ring directory holding a segment of something else, and a second
+    # daemon started on the same ring directory.
+    rd = os.path.join(d, "shared")
+    os.mkdir(rd)
+    with open(os.path.join(rd, "a.ring"), "wb") as f:
+        f.write(b"not a ring" * 400)
+    cf = conf(base + "ring_dir = %s\nbackoff_min_ms = 100\n[feed a]\ntable = t\n" % rd)
+    log1 = open(os.path.join(d, "first.log"), "w+")
+    first = subprocess.Popen([TAILGATED, "-c", cf], stdout=log1, stderr=subprocess.STDOUT)
+    try:
+        seen = wait_for(lambda: "not adopting the existing segment" in open(log1.name).read(), 10)
+        text = open(log1.name).read()
+        ok(seen and "a.ring: not a tailgate ring segment (bad magic)" in text,
+           "tailgated finding a segment that is not its own: says so, naming the file, and "
+           "makes a new one", text)
+        rc, out = run([TAILGATED, "-c", cf], timeout=5)
+        ok(rc not in (0, "timeout") and "in use by another tailgated (pid %d)" % first.pid in out,
+           "a second tailgated on the same ring_dir: refused, naming the first one's pid", out)
+    finally:
+        first.terminate()
+        first.wait(10)
+        log1.close()
+
     rc, out = run([fcgi, "--ring-dir", os.path.join(d, "no-such-dir"), "--socket",
                    os.path.join(d, "s.sock")], timeout=3)
     ok("warning ring directory %s" % os.path.join(d, "no-such-dir") in out,
