@@ -375,6 +375,12 @@ def check_methods(snap):
            "%s /feeds/orders: 405 method_not_allowed, Allow: GET, HEAD" % m, r)
     r = req("/feeds", method="POST")
     ok(r.status == 405, "POST /feeds: 405", r)
+    out = fcgi(check_methods.socket, {"REQUEST_METHOD": "GET", "PATH_INFO": "/live/feeds/orders",
+                                      "QUERY_STRING": ""})
+    ok(out.startswith(b"Status: 404") and b'"error":"not_found"' in out
+       and b"/live/feeds/orders" in out and b"PATH_INFO" in out,
+       "a prefix passed to the responder as part of the route (an nginx config without "
+       "fastcgi_split_path_info): 404 not_found naming the path and PATH_INFO", out)
     out = fcgi(check_methods.socket, {"REQUEST_METHOD": "DELETE", "PATH_INFO": "/feeds/orders",
                                       "QUERY_STRING": ""})
     ok(out.startswith(b"Status: 405") and b"\r\nAllow: GET, HEAD\r\n" in out

@@ -507,8 +507,17 @@ handle(void *arg, FCGX_Request *req, struct thread_ctx *t)
 	} else if (strncmp(route, "/feeds/", 7) == 0) {
 		handle_feed(r, req, route + 7, t);
 	} else {
-		send_error(r, req, MK_OTHER, 404, "not_found",
-		           "no such endpoint: use /feeds, /feeds/FEED, /metrics or /healthz");
+		/* Named, for an operator whose prefix reached the responder
+		 * (/live/feeds/x: nginx passed the whole path as the route). */
+		char msg[320];
+
+		snprintf(
+		        msg, sizeof(msg),
+		        "no such endpoint \"%.100s\": the routes are /feeds, /feeds/FEED, /metrics "
+		        "and /healthz (under a prefix, nginx passes the route in PATH_INFO: see "
+		        "nginx/tailgate.conf)",
+		        route);
+		send_error(r, req, MK_OTHER, 404, "not_found", msg);
 	}
 	bbuf_free(&b);
 }
