@@ -823,6 +823,11 @@ def operator_mistakes(pg, tmp):
                   timeout=3)
     ok(rc not in (0, "timeout") and os.path.join(d, "no", "s.sock") in out,
        "tailgate-fcgi on a socket path whose directory is missing: exits, naming it", out)
+    rc, out = run([fcgi, "--ring-dir", d, "--socket", os.path.join(d, "t.sock"),
+                   "--max-timeout", "90"], timeout=2)
+    ok("fastcgi_read_timeout" in out and "--max-timeout 90" in out,
+       "tailgate-fcgi --max-timeout 90 (beyond the snippet's fastcgi_read_timeout): a warning",
+       out)
     rc, out = run([fcgi, "--ring-dir", d], timeout=3)
     ok(rc not in (0, "timeout") and "socket" in out,
        "tailgate-fcgi with no socket given or inherited: exits, saying so", out)

@@ -594,6 +594,12 @@ serve(void)
 	log_info("serving %s with %d handlers, %d writers, fd limit %d", r.feeds.ring_dir,
 	         opt.handlers, opt.writers, nofile());
 	ring_dir_check(r.feeds.ring_dir);
+	if (opt.max_timeout_s >= 60 || opt.sse_keepalive_s >= 60)
+		log_warning(
+		        "--max-timeout %d s / --sse-keepalive %d s: nginx must wait longer "
+		        "between two reads (fastcgi_read_timeout, 60 s in nginx/tailgate.conf), or "
+		        "it answers parked requests 504",
+		        opt.max_timeout_s, opt.sse_keepalive_s);
 	responder_start(&r, listen_fd, nofile(), handle, quick);
 
 	do {
