@@ -617,6 +617,20 @@ def check_multi(pg):
        set(ev["data"]) == {"cursor", "feeds"} and ev["data"]["cursor"] == ev["id"],
        "SSE of several feeds: event: snapshot, id: = its cursor", ev)
     s.close()
+    mid = (ev or {}).get("id", "")
+    insert(pg, "INSERT INTO other VALUES (3, 'z')")
+    s = Sse("/feeds/orders,other", {"Accept": "text/event-stream", "Last-Event-ID": mid})
+    ev = s.next()
+    ok(ev and ev.get("event") is None and ev["data"]["feeds"]["other"]["batches"][0]["inserted"]
+       == [[3, "z"]] and ev["data"]["feeds"]["orders"] == {"batches": []}
+       and ev["id"] == ev["data"]["cursor"],
+       "SSE of several feeds: Last-Event-ID resumes (no snapshot; every feed present)", ev)
+    s.close()
+    s = Sse("/feeds/other,orders", {"Accept": "text/event-stream", "Last-Event-ID": mid})
+    ev = s.next()
+    ok(ev and ev.get("event") == "snapshot",
+       "SSE of several feeds: the Last-Event-ID of another list (B,A): a snapshot", ev)
+    s.close()
     r = req("/feeds/orders%2Cother")
     ok(r.status == 200 and "feeds" in (r.json() or {}), "an encoded comma (%2C) is a comma", r)
 
