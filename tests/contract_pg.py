@@ -782,7 +782,7 @@ def run(cmd, timeout=10):
 
 
 def operator_mistakes(pg, tmp):
-    fcgi = os.path.join(builddir(), "tailgate-fcgi")
+    fcgi_bin = os.path.join(builddir(), "tailgate-fcgi")
     d = os.path.join(tmp, "mistakes")
     os.mkdir(d)
 
@@ -829,20 +829,20 @@ def operator_mistakes(pg, tmp):
         first.wait(10)
         log1.close()
 
-    rc, out = run([fcgi, "--ring-dir", os.path.join(d, "no-such-dir"), "--socket",
+    rc, out = run([fcgi_bin, "--ring-dir", os.path.join(d, "no-such-dir"), "--socket",
                    os.path.join(d, "s.sock")], timeout=3)
     ok("warning ring directory %s" % os.path.join(d, "no-such-dir") in out,
        "tailgate-fcgi on a ring directory that does not exist: a warning naming it", out)
-    rc, out = run([fcgi, "--ring-dir", d, "--socket", os.path.join(d, "no", "s.sock")],
+    rc, out = run([fcgi_bin, "--ring-dir", d, "--socket", os.path.join(d, "no", "s.sock")],
                   timeout=3)
     ok(rc not in (0, "timeout") and os.path.join(d, "no", "s.sock") in out,
        "tailgate-fcgi on a socket path whose directory is missing: exits, naming it", out)
-    rc, out = run([fcgi, "--ring-dir", d, "--socket", os.path.join(d, "t.sock"),
+    rc, out = run([fcgi_bin, "--ring-dir", d, "--socket", os.path.join(d, "t.sock"),
                    "--max-timeout", "90"], timeout=2)
     ok("fastcgi_read_timeout" in out and "--max-timeout 90" in out,
        "tailgate-fcgi --max-timeout 90 (beyond the snippet's fastcgi_read_timeout): a warning",
        out)
-    rc, out = run([fcgi, "--ring-dir", d], timeout=3)
+    rc, out = run([fcgi_bin, "--ring-dir", d], timeout=3)
     ok(rc not in (0, "timeout") and "socket" in out,
        "tailgate-fcgi with no socket given or inherited: exits, saying so", out)
 
@@ -882,6 +882,20 @@ def operator_mistakes(pg, tmp):
            "%r\n%s" % (r, log[-800:]))
         r = req("/feeds/good")
         ok(r.status == 200, "the other feeds are still served", r)
+        # A feed served but not live says so in the head of each reply.
+        ok(r.h("tailgate-feed-state") is None, "live: no Tailgate-Feed-State", r)
+        good.cmd("state down")
+        r = req("/feeds/good")
+        ok(r.status == 200 and r.h("tailgate-feed-state") == "down"
+           and r.h("tailgate-lag") is None and r.h("x-accel-expires") is None,
+           "down: the snapshot says Tailgate-Feed-State: down (no Tailgate-Lag: this writer "
+           "never confirmed the feed; nginx keeps X-Accel-Expires to itself)", r)
+        out = fcgi(st.socket, {"REQUEST_METHOD": "GET", "PATH_INFO": "/feeds/good",
+                               "QUERY_STRING": "cursor=%s&timeout=0" % r.json()["cursor"]})
+        ok(b"Tailgate-Feed-State: down\r\n" in out and b"X-Accel-Expires: 0\r\n" in out,
+           "down, from the responder itself: X-Accel-Expires: 0 beside the state headers",
+           out[:400])
+        good.cmd("state live")
         r = req("/feeds")
         names = [f.get("name") for f in (r.json() or {}).get("feeds", [])]
         ok(r.status == 200 and "good" in names, "/feeds still lists the good feed", r)
