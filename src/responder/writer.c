@@ -77,12 +77,20 @@ share_append(struct thread_ctx *t, struct waiter *w, struct reply *r)
 static bool
 write_reply(const struct waiter *w, const struct reply *r)
 {
-	char extra[RENDER_STATE_HEADERS_MAX];
+	char extra[WRITER_STATE_HEADERS_MAX];
 	size_t n = 0;
 
-	if (!w->sse && w->seg != NULL)
-		n = render_state_headers(w->seg, extra, sizeof(extra));
+	if (!w->sse)
+		n = writer_state_headers(w, extra, sizeof(extra));
 	return conn_write_head(w->req, r->data, r->len, extra, n);
+}
+
+size_t
+writer_state_headers(const struct waiter *w, char *out, size_t cap)
+{
+	if (w->multi != NULL)
+		return w->multi_state(w->multi, out, cap);
+	return w->seg != NULL ? render_state_headers(w->seg, out, cap) : 0;
 }
 
 void
