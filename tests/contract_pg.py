@@ -651,7 +651,8 @@ def ids(r):
 
 def check_filters(pg):
     cases = [("amount=gt.9", [1, 2]), ("amount=gte.10", [1, 2]), ("amount=lt.0", [3]),
-             ("amount=lte.8", [3, 4, 5, 6]), ("amount=eq.10.0", [1]), ("amount=neq.10", [2, 3, 4, 5, 6]),
+             ("amount=lte.8", [3, 4, 5, 6]), ("amount=eq.10.0", [1]),
+             ("amount=neq.10", [2, 3, 4, 5, 6]),
              ("amount=gt.123456789012345678901234567890.4", [2]),
              ("amount=gt.123456789012345678901234567890.5", []),
              ("item=in.(a,%22c,d%22)", [1, 2]), ("item=eq.%22null%22", [3]),
