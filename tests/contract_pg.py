@@ -126,6 +126,17 @@ def raw_status(data, timeout=10):
         return None
 
 
+def same_or_later(c, c0):
+    """c is c0, or a later position of the same history (the test may
+    compare; a client never does)."""
+    try:
+        p, i = c.split(".")
+        p0, i0 = c0.split(".")
+        return i == i0 and int(p) >= int(p0)
+    except (ValueError, AttributeError):
+        return False
+
+
 def is_error(r, status, code, contains=None):
     """A JSON error of the contract: the status, {"error", "message"},
     application/json, no-store."""
@@ -395,12 +406,14 @@ def check_methods(snap):
 def check_longpoll(pg, snap):
     c0 = snap["cursor"]
     r = req("/feeds/orders?cursor=%s&timeout=0" % c0)
-    ok(r.status == 200 and r.json() == {"cursor": c0, "batches": []} and r.seconds < 2,
-       "timeout=0 at the frontier: at once, no batches, the same cursor", r)
+    ok(r.status == 200 and (r.json() or {}).get("batches") == [] and r.seconds < 2
+       and same_or_later(r.json()["cursor"], c0),
+       "timeout=0 at the frontier: at once, no batches, the same cursor (or one the "
+       "upstream confirmed since)", r)
     r = req("/feeds/orders?cursor=%s&timeout=1" % c0)
     obj = r.json() or {}
-    ok(r.status == 200 and obj.get("batches") == [] and 0.8 < r.seconds < 4
-       and obj.get("cursor", "").split(".")[1:] == c0.split(".")[1:],
+    ok(r.status == 200 and obj.get("batches") == [] and 0.8 < r.seconds < 6
+       and same_or_later(obj.get("cursor", ""), c0),
        "timeout=1: answered after ~1 s (%.2f s), no batches" % r.seconds, r)
     ok(r.h("cache-control") == "no-store", "an empty long-poll reply is no-store", r)
 
@@ -478,7 +491,8 @@ def check_cursors(pg):
         r = req("/feeds/orders?cursor=%s&timeout=%s" % (co, t))
         ok(is_error(r, 400, "bad_parameter", "timeout"), "timeout=%r: 400" % t, r)
     r = req("/feeds/orders?cursor=%s&timeout=0" % co.replace(".", "%2E"))
-    ok(r.status == 200 and r.json() == {"cursor": co, "batches": []},
+    ok(r.status == 200 and (r.json() or {}).get("batches") == []
+       and same_or_later(r.json()["cursor"], co),
        "a percent-encoded cursor is the same cursor", r)
 
 
@@ -573,13 +587,20 @@ def check_multi(pg):
        "GET /feeds/A,B: {cursor, feeds: {A: {columns, batches}, B: ...}}", r)
     c = obj.get("cursor", "")
     ok(r.h("cache-control") == "no-store", "the first reply of several feeds: no-store", r)
-    r = req("/feeds/orders,other?cursor=%s&timeout=1" % c)
-    o2 = r.json() or {}
+    # The first reply is complete at the lowest frontier: a feed's batch
+    # above it comes in the next replies.  Follow until a poll times out.
+    for _ in range(20):
+        r = req("/feeds/orders,other?cursor=%s&timeout=1" % c)
+        o2 = r.json() or {}
+        if r.status != 200 or not any(f.get("batches") for f in o2.get("feeds", {}).values()):
+            break
+        c = o2.get("cursor", c)
     ok(r.status == 200 and set(o2) == {"cursor", "feeds"}
        and o2["feeds"] == {"orders": {"batches": []}, "other": {"batches": []}}
        and r.h("cache-control") == "no-store",
        "a long-poll of several feeds at the timeout: every feed present, empty batches, "
        "no columns, no-store", r)
+    c = o2.get("cursor", c)
     insert(pg, "INSERT INTO other VALUES (2, 'y')")
     r = req("/feeds/orders,other?cursor=%s&timeout=10" % c)
     o3 = r.json() or {}
@@ -897,6 +918,12 @@ def operator_mistakes(pg, tmp):
            "down, from the responder itself: X-Accel-Expires: 0 beside the state headers",
            out[:400])
         good.cmd("state live")
+        st.ringfeed("early", [("id", "int8")], starting=True)
+        r = req("/feeds/early")
+        o = {f["name"]: f for f in (req("/feeds").json() or {}).get("feeds", [])}.get("early", {})
+        ok(is_error(r, 503, "feed_not_live") and o.get("state") == "starting"
+           and o.get("live") is False,
+           "a feed with no snapshot yet: 503 feed_not_live, /feeds says starting", r)
         r = req("/feeds")
         names = [f.get("name") for f in (r.json() or {}).get("feeds", [])]
         ok(r.status == 200 and "good" in names, "/feeds still lists the good feed", r)
