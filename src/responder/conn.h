@@ -37,7 +37,9 @@
  * frees them (and the params) once its head is written: conn_write then
  * sends each event as FCGI_STDOUT records straight from the reply's
  * bytes (writev: a header and the data, no copy), and conn_finish writes
- * the end records itself.
+ * the end records itself.  A long-poll is detached as soon as its request
+ * is read (handle_feed): a parked one keeps no buffer while it waits, and
+ * its reply goes out with its end records in one writev (conn_reply).
  *
  * What a request is for is not known here: the handler (and whether a
  * request is quick) is passed in to conn_start.
@@ -150,6 +152,11 @@ bool conn_detach(FCGX_Request *req);
  * the reply as it is). */
 bool conn_write_head(FCGX_Request *req, const char *data, size_t len, const char *extra,
                      size_t extra_len);
+/* A whole reply (as conn_write_head) and its end (conn_finish) in one: a
+ * detached request's records and FCGI_END_REQUEST go out in one writev.
+ * Frees req, written or not; false: not written. */
+bool conn_reply(struct conns *c, FCGX_Request *req, const char *data, size_t len, const char *extra,
+                size_t extra_len);
 
 /* Is the params block of a FastCGI request complete in buf[0..len)?
  * 1 yes, 0 not yet, -1 malformed. */

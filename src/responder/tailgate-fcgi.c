@@ -322,10 +322,18 @@ handle_feed(struct responder *r, FCGX_Request *req, const char *name, struct thr
 	/* From here w owns req, and each path ends or hands on w. */
 	if (w->sse && !open_stream(r, w))
 		return;
-	if (from_snapshot)
+	if (from_snapshot) {
 		serve_snapshot(r, w, t);
-	else
-		park_serve(&r->park, w, t);
+		return;
+	}
+	/* A long-poll: detached now, so that while it is parked (most are,
+	 * until the next batch) it keeps none of libfcgi's buffers; its
+	 * reply goes out in one write all the same (conn_reply). */
+	if (!w->sse && !conn_detach(w->req)) {
+		writer_end(&r->writers, w, 0);
+		return;
+	}
+	park_serve(&r->park, w, t);
 	return;
 out:
 	send_error(r, req, kind, e.status, e.code, e.message);
