@@ -11,17 +11,20 @@
  * pages in the responder where ~5 MB is live (docs/BENCHMARKS.md, runs
  * 25-).  malloc_trim(0) gives back every whole free page of every arena.
  *
- * memtrim_freed() counts buffers dropped (any thread, no lock);
- * memtrim_tick() (the parking lot's watcher, once per round) trims when
- * some were dropped and the last trim is at least a second old, so a ramp
- * of thousands of streams costs a trim a second, and a steady load none.
+ * memtrim_freed() counts streams that dropped their buffers (any thread,
+ * no lock); memtrim_tick() (the parking lot's watcher, once per round)
+ * trims when some did and the last trim is at least a second old, so a
+ * ramp of thousands of streams costs a trim a second, and a steady load
+ * none.  Long-polls are not counted: theirs are freed as soon as the
+ * request is read (handle_feed detaches them too) and the next request's
+ * buffers take the same chunks, so trimming would only fault them back in.
  */
 #ifndef TAILGATE_MEMTRIM_H
 #define TAILGATE_MEMTRIM_H
 
 #include <stdint.h>
 
-/* n request buffers were freed. */
+/* n streams freed their request buffers. */
 void memtrim_freed(unsigned n);
 /* Trim if buffers were freed since the last trim and that trim is at
  * least a second before now_ms (clock_mono_ms). */

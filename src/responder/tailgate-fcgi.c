@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "http_params.h"
 #include "log.h"
+#include "memtrim.h"
 #include "metrics.h"
 #include "reply.h"
 #include "responder.h"
@@ -265,6 +266,7 @@ open_stream(struct responder *r, struct waiter *w)
 		writer_end(&r->writers, w, 0);
 		return false;
 	}
+	memtrim_freed(1); /* what the head freed, given back (memtrim.h) */
 	w->deadline_ms = clock_mono_ms() + (int64_t)r->opt.sse_keepalive_s * 1000;
 	return true;
 }
@@ -438,6 +440,10 @@ handle_multi(struct responder *r, FCGX_Request *req, const char *list, struct th
 		goto out;
 	if (w->sse && !open_stream(r, w))
 		return;
+	if (kind == MK_LONGPOLL && !conn_detach(w->req)) { /* as handle_feed's */
+		writer_end(&r->writers, w, 0);
+		return;
+	}
 	multi_serve(&r->multi, w, t);
 	return;
 out:
