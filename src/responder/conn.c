@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "memtrim.h"
 #include "xmalloc.h"
 
 #include <errno.h>
@@ -534,6 +535,7 @@ conn_detach(FCGX_Request *req)
 	 * stays; only the streams and the params go. */
 	FCGX_Free(req, 0);
 	req->envp = NULL;
+	memtrim_freed(1);
 	return true;
 }
 

@@ -3,28 +3,28 @@
  * system, at most once a second.
  *
  * Every request arrives with libfcgi's buffers (8 kB in, 8 kB out, the
- * params); an SSE stream drops them once its head is written (conn.c's
- * detach), but glibc keeps the freed chunks mapped in the thread's arena,
- * and the small structures a stream keeps for its life (its request and
- * waiter, allocated while the buffers lived) sit between them, so no
- * arena ever shrinks from its top: 10,000 streams held ~15 MB of such
- * pages in the responder where ~5 MB is live (docs/BENCHMARKS.md, runs
- * 25-).  malloc_trim(0) gives back every whole free page of every arena.
+ * params); SSE streams and long-polls drop them early (conn_detach), but
+ * glibc keeps freed chunks mapped in the thread's arena, and the small
+ * structures that outlive them (a parked request's struct and waiter,
+ * allocated while the buffers lived) sit between them, so arenas seldom
+ * shrink from their top: the responder held 12-18 MB at 10,000 SSE
+ * streams and 9-35 MB at 10,000 long-pollers, ~5 MB and ~2 MB trimmed
+ * (docs/BENCHMARKS.md, runs 25-33).  malloc_trim(0) gives back every
+ * whole free page of every arena (~30 madvise calls).
  *
- * memtrim_freed() counts streams that dropped their buffers (any thread,
+ * memtrim_freed() counts requests that dropped their buffers (any thread,
  * no lock); memtrim_tick() (the parking lot's watcher, once per round)
- * trims when some did and the last trim is at least a second old, so a
- * ramp of thousands of streams costs a trim a second, and a steady load
- * none.  Long-polls are not counted: theirs are freed as soon as the
- * request is read (handle_feed detaches them too) and the next request's
- * buffers take the same chunks, so trimming would only fault them back in.
+ * trims when some did and the last trim is at least a second old: one
+ * trim a second under a steady long-poll load (pages the next requests
+ * take again are faulted back in: no measurable CPU), none when nothing
+ * new arrives.
  */
 #ifndef TAILGATE_MEMTRIM_H
 #define TAILGATE_MEMTRIM_H
 
 #include <stdint.h>
 
-/* n streams freed their request buffers. */
+/* n requests freed their buffers. */
 void memtrim_freed(unsigned n);
 /* Trim if buffers were freed since the last trim and that trim is at
  * least a second before now_ms (clock_mono_ms). */

@@ -20,7 +20,6 @@
 #include "clock.h"
 #include "http_params.h"
 #include "log.h"
-#include "memtrim.h"
 #include "metrics.h"
 #include "reply.h"
 #include "responder.h"
@@ -266,7 +265,6 @@ open_stream(struct responder *r, struct waiter *w)
 		writer_end(&r->writers, w, 0);
 		return false;
 	}
-	memtrim_freed(1); /* what the head freed, given back (memtrim.h) */
 	w->deadline_ms = clock_mono_ms() + (int64_t)r->opt.sse_keepalive_s * 1000;
 	return true;
 }
