@@ -16,6 +16,7 @@ usage: bench/gzip_cost.py [--requests R] [--rounds K] [--rows N] [--levels 0,1,6
 """
 import argparse
 import http.client
+import json
 import os
 import sys
 import time
@@ -68,7 +69,10 @@ def measure(level, o):
         fcgi = list(st.responder_pids)
         c = http.client.HTTPConnection("127.0.0.1", st.port, timeout=20)
         hdr = {"Accept-Encoding": "gzip, deflate, br"}
-        path = "/feeds/auction?cursor=1"
+        # Cursors are POSITION.IDENT: the ident from the snapshot's cursor.
+        c.request("GET", "/feeds/auction")
+        ident = json.loads(c.getresponse().read())["cursor"].split(".", 1)[1]
+        path = "/feeds/auction?cursor=1." + ident
         c.request("GET", path, headers=hdr)
         r = c.getresponse()
         size = len(r.read())

@@ -185,6 +185,14 @@ export class LiveTable {
       if (tr !== at) this.tbody.insertBefore(tr, at);
       else at = at.nextElementSibling;
     }
+    // Whatever follows the shown rows is no row of ours (a <tr> whose
+    // object was replaced without passing through apply): never leave it
+    // below the sorted rows.
+    while (at) {
+      const next = at.nextElementSibling;
+      at.remove();
+      at = next;
+    }
     this.fresh.clear();
     this.table.dataset.rows = String(this.items.size);
     this.table.dataset.shown = String(shown.length);

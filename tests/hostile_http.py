@@ -619,7 +619,111 @@ def part_fcgi(st, pid):
        "20 requests served while a connection holds half a params block (%.2fs)" %
        (time.monotonic() - t0))
     hold.close()
+    part_fcgi_kept(sock)
     alive(st, pid, "after the FastCGI barrage")
+
+
+def fcgi_read_reply(s):
+    """Read one reply (up to its FCGI_END_REQUEST) from a kept connection:
+    (stdout bytes, ended)."""
+    got, out = b"", b""
+    while True:
+        while len(got) >= 8:
+            _, rtype, _, clen, plen, _ = struct.unpack(">BBHHBB", got[:8])
+            if len(got) < 8 + clen + plen:
+                break
+            content, got = got[8:8 + clen], got[8 + clen + plen:]
+            if rtype == FCGI_STDOUT:
+                out += content
+            elif rtype == FCGI_END:
+                return out, True
+        try:
+            b = s.recv(65536)
+        except ConnectionResetError:  # closed with our bytes unread
+            return out, False
+        if not b:
+            return out, False
+        got += b
+
+
+def part_fcgi_kept(sock):
+    """A kept connection (FCGI_KEEP_CONN): after the first request the
+    responder reads each next one with one recv (fcgi_request.h); one that
+    comes in pieces is waited for, one too large or malformed closes the
+    connection, and nothing hangs."""
+    def keep_req(path, query=""):
+        params = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query}
+        body = b"".join(fcgi_pair(k.encode(), v.encode()) for k, v in params.items())
+        return (fcgi_record(FCGI_BEGIN, struct.pack(">HB5x", 1, 1)) +
+                fcgi_record(FCGI_PARAMS, body) + fcgi_record(FCGI_PARAMS, b"") +
+                fcgi_record(FCGI_STDIN, b""))
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(BUDGET)
+    s.connect(sock)
+    try:
+        statuses = []
+        for i in range(3):
+            s.sendall(keep_req("/healthz"))
+            out, ended = fcgi_read_reply(s)
+            statuses.append(ended and out.startswith(b"Status: 200"))
+        ok(all(statuses), "kept FastCGI connection: three requests, three replies", statuses)
+        # The next request in three pieces, 50 ms apart.
+        data = keep_req("/feeds/bids")
+        for k in range(3):
+            s.sendall(data[k * len(data) // 3:(k + 1) * len(data) // 3])
+            time.sleep(0.05)
+        out, ended = fcgi_read_reply(s)
+        ok(ended and b'"cursor"' in out, "kept FastCGI connection: a request in pieces is served",
+           out[:200])
+        s.sendall(keep_req("/healthz"))
+        out, ended = fcgi_read_reply(s)
+        ok(ended and out.startswith(b"Status: 200"), "kept FastCGI connection: and the next one")
+        # Garbage on it: closed, not a hang.
+        t0 = time.monotonic()
+        s.sendall(b"\xff" * 64)
+        out, ended = fcgi_read_reply(s)
+        ok(not ended and time.monotonic() - t0 < 3,
+           "kept FastCGI connection: garbage closes it (%.2fs)" % (time.monotonic() - t0))
+    except (socket.timeout, OSError) as e:
+        ok(False, "kept FastCGI connection", repr(e))
+    finally:
+        s.close()
+    # Half a next request held on a kept connection stalls nobody.
+    hold = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    hold.settimeout(BUDGET)
+    hold.connect(sock)
+    try:
+        hold.sendall(keep_req("/healthz"))
+        fcgi_read_reply(hold)
+        hold.sendall(keep_req("/healthz")[:20])
+        t0 = time.monotonic()
+        served = all(fcgi_get(sock, "/healthz").status == 200 for _ in range(20))
+        ok(served and time.monotonic() - t0 < 5,
+           "20 requests served while a kept connection holds half its next request (%.2fs)" %
+           (time.monotonic() - t0))
+    except (socket.timeout, OSError) as e:
+        ok(False, "kept FastCGI connection holding half a request", repr(e))
+    finally:
+        hold.close()
+    # A next request over 64 kB: closed, no hang.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(BUDGET)
+    s.connect(sock)
+    try:
+        s.sendall(keep_req("/healthz"))
+        first, _ = fcgi_read_reply(s)
+        t0 = time.monotonic()
+        try:
+            s.sendall(keep_req("/feeds/bids", "a" * 100000))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        out, ended = fcgi_read_reply(s)
+        ok(first.startswith(b"Status: 200") and not ended and time.monotonic() - t0 < 3,
+           "kept FastCGI connection: a 100 kB next request closes it")
+    except (socket.timeout, OSError) as e:
+        ok(False, "kept FastCGI connection, 100 kB request", repr(e))
+    finally:
+        s.close()
 
 
 def proc_uids(pid):

@@ -13,15 +13,31 @@ the rows.  Under a steady load of transactions:
   * the same request as Server-Sent Events: at every event, after a
     reconnect with Last-Event-ID (which resumes, no new snapshot), and on
     a stream open while the daemon restarts;
-  * per-feed filters (FEED.COLUMN=OP.VALUE), and the errors: an unknown
-    feed 404, an unprefixed or foreign filter 400, a feed named twice 400,
-    a cursor of another history 410.
+  * a long-poll parked while the daemon restarts (the feeds' new
+    segments): answered when the feeds move on, in agreement, or 410;
+  * shared replies: concurrent long-polls at one cursor get one render
+    (tailgate_renders_total), byte for byte the same reply, plain or gzip;
+  * the state headers of several feeds: a third feed, `extra`, whose
+    walsender is stopped (SIGSTOP) turns stalled while `items` stays live;
+    a reply for both says Tailgate-Feed-State: stalled (the worst),
+    Tailgate-Lag (the largest) and Tailgate-Feed-States per feed, on a
+    snapshot, a long-poll and an SSE head; a request not naming `extra`
+    says nothing, and neither does any once it is live again;
+  * per-feed filters (FEED.COLUMN=OP.VALUE), and the errors with their
+    codes and messages: an unknown feed among known ones 404, a feed in
+    the error state (`later`, a missing table) 503, an unprefixed,
+    foreign or empty-column filter or an unknown column 400, a feed named
+    twice, an empty name (A,,B) and too many feeds 400, a cursor of
+    another history 410.
 
 TAP output.
 """
+import gzip
 import http.client
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +53,66 @@ from stack import Stack  # noqa: E402
 from daemon_pg import TAILGATED, Daemon  # noqa: E402
 
 URL = "/feeds/items,counts"
+FEEDS = ("items", "counts", "extra")  # live; "later" is in the error state
+
+
+def feeds_by_name(st):
+    status, obj = st.get_json("/feeds", timeout=10)
+    return {f["name"]: f for f in obj.get("feeds", [])} if status == 200 else {}
+
+
+def all_live(st, names=FEEDS):
+    f = feeds_by_name(st)
+    return all(f.get(n, {}).get("live") for n in names)
+
+
+def metric(st, name):
+    _, _, body = st.get("/metrics", timeout=10)
+    m = re.search(rb"^" + name.encode() + rb" (\d+)", body, re.M)
+    return int(m.group(1)) if m else -1
+
+
+def renders(st):
+    return metric(st, "tailgate_renders_total")
+
+
+def parked_now(st):
+    return metric(st, "tailgate_parked_requests")
+
+
+def state_heads(st, url, cur=None):
+    """The state headers of url's snapshot (3 s timeout), of a long-poll
+    from cur (default: the snapshot's cursor) and of its SSE stream's head:
+    {kind: (status, state, lag, per-feed)}."""
+    out = {}
+    status, h, body = st.get(url + "?timeout=3", timeout=20)
+    cur = cur or json.loads(body or b"{}").get("cursor", "x")
+    heads = {"snapshot": (status, h)}
+    status, h, _ = st.get("%s?cursor=%s&timeout=1" % (url, cur), timeout=20)
+    heads["long-poll"] = (status, h)
+    c = http.client.HTTPConnection("127.0.0.1", st.port, timeout=10)
+    try:
+        c.request("GET", url, headers={"Accept": "text/event-stream"})
+        r = c.getresponse()
+        heads["sse"] = (r.status, {k.lower(): v for k, v in r.getheaders()})
+    finally:
+        c.close()
+    for kind, (status, h) in heads.items():
+        lag = h.get("tailgate-lag")
+        out[kind] = (status, h.get("tailgate-feed-state"), float(lag) if lag else None,
+                     h.get("tailgate-feed-states"))
+    return out
+
+
+def per_feed(value):
+    """Tailgate-Feed-States: {name: (state, lag or None)}."""
+    out = {}
+    for part in (value or "").split(","):
+        fields = part.strip().split(";")
+        name, _, state = fields[0].partition("=")
+        lag = [float(f[4:]) for f in fields[1:] if f.startswith("lag=")]
+        out[name] = (state, lag[0] if lag else None)
+    return out
 
 
 class Client:
@@ -80,8 +156,9 @@ class Client:
 class Load(threading.Thread):
     """Transactions inserting and deleting items, through one psql."""
 
-    def __init__(self, pg):
+    def __init__(self, pg, base=1000):
         super().__init__(daemon=True)
+        self.base = base
         self.p = subprocess.Popen(
             ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.socket_dir, "-p",
              str(pg.port), "-U", pg.user, "-d", pg.dbname],
@@ -90,7 +167,7 @@ class Load(threading.Thread):
         self.n = 0
 
     def run(self):
-        i = 1000
+        i = self.base
         while not self.stop.is_set() and self.p.poll() is None:
             i += 3
             self.p.stdin.write(
@@ -174,14 +251,23 @@ def main():
             CREATE TRIGGER count_items AFTER INSERT OR DELETE ON items
                 FOR EACH ROW EXECUTE FUNCTION count_items();
             INSERT INTO items SELECT g, 'x' FROM generate_series(1, 50) g;
+            CREATE TABLE extra (id int PRIMARY KEY);
+            ALTER TABLE extra REPLICA IDENTITY FULL;
+            INSERT INTO extra VALUES (1);
         """)
         d = Daemon(pg, ring_dir, {"items": {"table": "items"},
-                                  "counts": {"table": "counts"}})
+                                  "counts": {"table": "counts"},
+                                  "extra": {"table": "extra"},
+                                  "later": {"table": "later"}})
+        # stall detection after 1.5 s without a confirmation (the state headers)
+        text = open(d.conf).read().replace("backoff_max_ms = 1000\n",
+                                           "backoff_max_ms = 1000\nstall_timeout_ms = 1500\n")
+        open(d.conf, "w").write(text)
         d.start()
-        live = wait_for(lambda: st.get_json("/feeds", timeout=10)[0] == 200 and
-                        all(f["live"] for f in st.get_json("/feeds", timeout=10)[1]["feeds"])
-                        and len(st.get_json("/feeds", timeout=10)[1]["feeds"]) == 2, 30)
-        ok(live, "both feeds are live")
+        live = wait_for(lambda: all_live(st) and
+                        feeds_by_name(st).get("later", {}).get("state") == "error", 30)
+        ok(live, "items, counts and extra are live, later (no table) is in the error state",
+           json.dumps(feeds_by_name(st)))
 
         status, _, body = st.get(URL, timeout=40)
         obj = json.loads(body or b"{}")
@@ -256,8 +342,7 @@ def main():
             time.sleep(1.5)
             d.stop()
             d.start()
-            wait_for(lambda: all(f["live"] for f in st.get_json("/feeds", timeout=10)[1]
-                                 .get("feeds", [])), 30)
+            wait_for(lambda: all_live(st), 30)
             restarted["at"] = sc.with_batches
         r = threading.Thread(target=restart, daemon=True)
         r.start()
@@ -269,6 +354,143 @@ def main():
            and sc.bad == [],
            "SSE across a daemon restart: %d events (%d snapshots), 20 after it, still in "
            "agreement" % (events, snaps), repr(sc.bad[:5]))
+
+        # A long-poll parked while the daemon restarts: the request moves to
+        # the feeds' new segments and is answered when they move on (the
+        # same history: its batches, in agreement), or 410 when the new
+        # segments are another history; never left to its timeout.
+        load.finish()
+        load = None
+        status, _, body = st.get(URL, timeout=40)
+        lc = Client()
+        lc.apply(json.loads(body), True)
+        answer = {}
+
+        def parked():
+            t0 = time.monotonic()
+            answer["r"] = st.get("%s?cursor=%s&timeout=25" % (URL, lc.cursor), timeout=60)
+            answer["s"] = time.monotonic() - t0
+        pt = threading.Thread(target=parked, daemon=True)
+        pt.start()
+        ok(wait_for(lambda: parked_now(st) == 1, 10),
+           "the long-poll is parked (tailgate_parked_requests)")
+        d.stop()
+        d.start()
+        wait_for(lambda: all_live(st), 30)
+        pg.psql("INSERT INTO items VALUES (900001, 'after the restart')")
+        pt.join(60)
+        status, _, body = answer.get("r", (0, {}, b""))
+        obj = json.loads(body or b"{}")
+        if status == 200:
+            lc.apply(obj, False)
+        ok((status == 200 and lc.bad == [] and lc.with_batches == 1) or
+           (status == 410 and obj.get("error") == "cursor_gone"),
+           "a long-poll parked across a daemon restart: %d after %.1f s of a 25 s timeout "
+           "(%s)" % (status, answer.get("s", -1),
+                     "its batches, in agreement" if status == 200 else obj.get("message")),
+           "%s %r" % (body[:300], lc.bad[:3]))
+        ok(answer.get("s", 99) < 20, "... answered when the feeds moved on, not at its timeout")
+
+        # Shared replies: long-polls at one cursor get one render.
+        wait_for(lambda: all_live(st), 30)
+        status, _, body = st.get(URL, timeout=40)
+        cur = json.loads(body)["cursor"]
+        n_polls = 16
+        got = [None] * n_polls
+        sent = threading.Semaphore(0)
+
+        def poll(i):
+            c = http.client.HTTPConnection("127.0.0.1", st.port, timeout=60)
+            try:
+                c.request("GET", "%s?cursor=%s&timeout=25" % (URL, cur),
+                          headers={"Accept-Encoding": "gzip"} if i % 2 else {})
+                sent.release()
+                r = c.getresponse()
+                data = r.read()
+                coding = r.getheader("Content-Encoding")
+                got[i] = (r.status, coding, gzip.decompress(data) if coding == "gzip" else data)
+            finally:
+                c.close()
+        r0 = renders(st)
+        polls = [threading.Thread(target=poll, args=(i,), daemon=True) for i in range(n_polls)]
+        for t in polls:
+            t.start()
+        for _ in polls:
+            sent.acquire()
+        ok(wait_for(lambda: parked_now(st) == n_polls, 10),
+           "%d long-polls parked at one cursor" % n_polls)
+        pg.psql("INSERT INTO items VALUES (900002, 'shared')")
+        for t in polls:
+            t.join(60)
+        r1 = renders(st)
+        bodies = {}
+        for g in got:
+            if g is not None and g[0] == 200:
+                bodies.setdefault(json.loads(g[2])["cursor"], set()).add(g[2])
+        ok(all(g is not None and g[0] == 200 for g in got) and
+           all(len(v) == 1 for v in bodies.values()) and
+           any(b"900002" in g[2] for g in got),
+           "%d concurrent long-polls at one cursor: every reply at one cursor byte for byte "
+           "the same (%d distinct cursors)" % (n_polls, len(bodies)), repr(got)[:400])
+        ok(sum(1 for g in got if g and g[1] == "gzip") == n_polls // 2 and
+           not any(g and g[1] for g in got[0::2]),
+           "... the gzip form to the clients that take it, the plain one to the others")
+        ok(0 < r1 - r0 <= 4, "... from %d renders for %d replies (tailgate_renders_total)"
+           % (r1 - r0, n_polls))
+
+        # The state headers of several feeds: extra's walsender stops.  Under
+        # load (an idle feed is confirmed only every 10 s: stalled at 1.5 s).
+        XURL = "/feeds/items,extra"
+        load = Load(pg, base=10 ** 6)
+        load.start()
+        heads = wait_for(lambda: (lambda h: all(v[1] is None and v[3] is None
+                                                for v in h.values()) and h)(
+                                                    state_heads(st, XURL)), 10)
+        ok(heads and all(v[0] == 200 for v in heads.values()),
+           "all live: no state header on %s (snapshot, long-poll, SSE head)" % XURL,
+           repr(heads))
+        xcur = {u: json.loads(st.get(u, timeout=20)[2])["cursor"]
+                for u in (XURL, "/feeds/extra,items")}
+        pids = pg.psql("SELECT active_pid FROM pg_replication_slots "
+                       "WHERE slot_name LIKE 'tailgate_extra%' AND active_pid IS NOT NULL").split()
+        ok(len(pids) == 1, "extra's walsender: %s" % pids)
+        for p in pids:
+            os.kill(int(p), signal.SIGSTOP)
+        try:
+            stalled = wait_for(lambda: feeds_by_name(st).get("extra", {}).get("state")
+                               == "stalled", 15)
+            ok(stalled and feeds_by_name(st)["items"]["state"] == "live",
+               "extra stalled, items live", json.dumps(feeds_by_name(st)))
+            # A stalled feed holds the common position back: a first reply
+            # may wait for it (503 at its timeout), saying why in its head.
+            heads = state_heads(st, XURL, xcur[XURL])
+            good = True
+            for kind, (status, state, lag, per) in heads.items():
+                pf = per_feed(per)
+                good = good and status in ((200, 503) if kind == "snapshot" else (200,)) and \
+                    state == "stalled" and lag is not None and \
+                    lag > 1.5 and list(pf) == ["items", "extra"] and \
+                    pf["items"][0] == "live" and pf["extra"][0] == "stalled" and \
+                    pf["extra"][1] is not None and abs(pf["extra"][1] - lag) < 1 and \
+                    (pf["items"][1] or 0) < lag
+            ok(good, "%s: Tailgate-Feed-State: stalled, Tailgate-Lag the largest lag, "
+               "Tailgate-Feed-States \"items=live;lag=.., extra=stalled;lag=..\" on a "
+               "snapshot, a long-poll and an SSE head" % XURL, repr(heads))
+            heads = state_heads(st, "/feeds/extra,items", xcur["/feeds/extra,items"])
+            ok(all(v[1] == "stalled" and list(per_feed(v[3])) == ["extra", "items"]
+                   for v in heads.values()),
+               "/feeds/extra,items: the same, the feeds in the request's order", repr(heads))
+            heads = state_heads(st, URL)
+            ok(all(v[0] == 200 and v[1] is None and v[2] is None and v[3] is None
+                   for v in heads.values()),
+               "%s (not naming extra): no state header" % URL, repr(heads))
+        finally:
+            for p in pids:
+                os.kill(int(p), signal.SIGCONT)
+        heads = wait_for(lambda: (lambda h: all(v[1] is None and v[3] is None
+                                                for v in h.values()) and h)(
+                                                    state_heads(st, XURL)), 20)
+        ok(heads, "extra live again: %s says nothing" % XURL, repr(heads))
         load.finish()
         load = None
 
@@ -277,17 +499,58 @@ def main():
         ok(status == 200 and obj["feeds"]["items"]["batches"][0]["inserted"] == [] and
            len(obj["feeds"]["counts"]["batches"][0]["inserted"]) == 1,
            "a filter names its feed: items.id=gt.100000000 empties items only")
-        for path, want, what in (
-                ("/feeds/items,nosuch", 404, "an unknown feed"),
-                (URL + "?id=eq.1", 400, "a filter without its feed"),
-                (URL + "?other.id=eq.1", 400, "a filter of a feed not requested"),
-                ("/feeds/items,items", 400, "a feed named twice"),
-                ("/feeds/items,", 400, "an empty name"),
-                (URL + "?cursor=123.deadbeef", 410, "a cursor of another history"),
-                (URL + "?cursor=123", 410, "a bare position")):
+        _, _, body = st.get(URL, timeout=40)
+        want = sorted(r for r in json.loads(body)["feeds"]["items"]["batches"][0]["inserted"]
+                      if r[1] == "c")
+        status, _, body = st.get(URL + "?counts.n=lt.0&items.v=eq.c", timeout=40)
+        obj = json.loads(body or b"{}")
+        got = sorted(obj["feeds"]["items"]["batches"][0]["inserted"]) if status == 200 else None
+        ok(status == 200 and obj["feeds"]["counts"]["batches"][0]["inserted"] == [] and
+           want != [] and got == want,
+           "a filter for each feed: counts.n=lt.0 and items.v=eq.c apply to their own feed "
+           "(%d rows)" % len(want), "%s %s" % (status, body[:300]))
+        nine = ",".join("f%d" % i for i in range(9))
+        for path, want, code, says, what in (
+                ("/feeds/items,nosuch", 404, "unknown_feed", "nosuch",
+                 "an unknown feed among known ones"),
+                ("/feeds/nosuch,items", 404, "unknown_feed", "nosuch", "... first"),
+                ("/feeds/items,later", 503, "feed_not_live", "later",
+                 "a feed in the error state"),
+                (URL + "?id=eq.1", 400, "bad_parameter", "FEED.COLUMN",
+                 "a filter without its feed"),
+                (URL + "?other.id=eq.1", 400, "bad_parameter", "FEED.COLUMN",
+                 "a filter of a feed not requested"),
+                (URL + "?items.=eq.1", 400, "bad_parameter", "FEED.COLUMN",
+                 "a filter with an empty column"),
+                (URL + "?items.nosuch=eq.1", 400, "bad_parameter", "nosuch",
+                 "a filter on a column the feed does not have"),
+                ("/feeds/items,items", 400, "bad_parameter", "named twice",
+                 "a feed named twice"),
+                ("/feeds/items,counts,items", 400, "bad_parameter", "named twice",
+                 "... not next to each other"),
+                ("/feeds/items,", 400, "bad_parameter", "1 to 63 characters", "an empty name"),
+                ("/feeds/items,,counts", 400, "bad_parameter", "1 to 63 characters",
+                 "an empty name between two"),
+                ("/feeds/,items", 400, "bad_parameter", "1 to 63 characters",
+                 "an empty first name"),
+                ("/feeds/" + nine, 400, "bad_parameter", "at most 8 feeds", "nine feeds"),
+                ("/feeds/items,it.ems", 400, "bad_parameter", '"it.ems" is not a feed name',
+                 "a name with a dot"),
+                (URL + "?cursor=123.deadbeef", 410, "cursor_gone", "",
+                 "a cursor of another history"),
+                ("/feeds/counts,items?cursor=" + cur, 410, "cursor_gone", "",
+                 "the cursor of the same feeds in another order"),
+                (URL + "?cursor=123", 410, "cursor_gone", "", "a bare position")):
             status, _, body = st.get(path, timeout=40)
-            ok(status == want and b'"error"' in body, "%s: %s (%s)" % (path, want, what),
-               "%s %s" % (status, body[:200]))
+            obj = json.loads(body or b"{}")
+            ok(status == want and obj.get("error") == code and says in obj.get("message", ""),
+               "%s: %s %s (%s)" % (path, want, code, what), "%s %s" % (status, body[:200]))
+        eight = "/feeds/" + ",".join(("items", "counts", "extra") + tuple(
+            "f%d" % i for i in range(5)))
+        status, _, body = st.get(eight, timeout=40)
+        ok(status == 404 and json.loads(body).get("error") == "unknown_feed",
+           "eight feeds is not too many (404 for the unknown ones, not 400)",
+           "%s %s" % (status, body[:200]))
     finally:
         if load is not None:
             load.finish()

@@ -1,8 +1,11 @@
 /*
  * test_conn.c - conn_params_complete: when has a FastCGI connection sent
- * its whole params block (conn.h)?  Records built byte by byte here.
+ * its whole params block (conn.h)?  And fcgireq_scan/fcgireq_parse: a
+ * request read from bytes in hand (fcgi_request.h).  Records built byte
+ * by byte here.
  */
 #include "conn.h"
+#include "fcgi_request.h"
 
 #include "tap.h"
 
@@ -25,6 +28,127 @@ record(unsigned char *buf, size_t off, int type, size_t clen, int pad)
 	h[7] = 0;
 	memset(h + 8, 'x', clen + (size_t)pad);
 	return off + 8 + clen + (size_t)pad;
+}
+
+/* Append a record of type carrying data[0..len) for request id. */
+static size_t
+record_with(unsigned char *buf, size_t off, int type, int id, const void *data, size_t len)
+{
+	unsigned char *h = buf + off;
+
+	h[0] = 1;
+	h[1] = (unsigned char)type;
+	h[2] = (unsigned char)(id >> 8);
+	h[3] = (unsigned char)id;
+	h[4] = (unsigned char)(len >> 8);
+	h[5] = (unsigned char)len;
+	h[6] = 0;
+	h[7] = 0;
+	memcpy(h + 8, data, len);
+	return off + 8 + len;
+}
+
+/* A name-value pair, with a 4-byte value length when vlen > 127. */
+static size_t
+pair(unsigned char *p, const char *name, const char *value, size_t vlen)
+{
+	size_t nl = strlen(name), o = 0;
+
+	p[o++] = (unsigned char)nl;
+	if (vlen > 127) {
+		p[o++] = (unsigned char)(0x80 | vlen >> 24);
+		p[o++] = (unsigned char)(vlen >> 16);
+		p[o++] = (unsigned char)(vlen >> 8);
+		p[o++] = (unsigned char)vlen;
+	} else {
+		p[o++] = (unsigned char)vlen;
+	}
+	memcpy(p + o, name, nl);
+	memcpy(p + o + nl, value, vlen);
+	return o + nl + vlen;
+}
+
+/* A request as nginx sends it on a kept connection, read by us. */
+static void
+test_fcgireq(void)
+{
+	static const unsigned char begin[8] = {0, 1, 1, 0, 0, 0, 0, 0}; /* responder, keep */
+	unsigned char buf[2048], params[1024];
+	char longq[300];
+	size_t n = 0, plen = 0, cut;
+	struct fcgireq *r;
+	bool prefixes_incomplete = true;
+
+	memset(longq, 'q', sizeof(longq) - 1);
+	longq[sizeof(longq) - 1] = '\0';
+	plen += pair(params + plen, "REQUEST_METHOD", "GET", 3);
+	plen += pair(params + plen, "QUERY_STRING", longq, strlen(longq));
+	plen += pair(params + plen, "PATH_INFO", "/feeds/x", 8);
+	n = record_with(buf, n, 1, 7, begin, 8);
+	cut = 5; /* a pair split across two PARAMS records */
+	n = record_with(buf, n, 4, 7, params, cut);
+	n = record_with(buf, n, 4, 7, params + cut, plen - cut);
+	n = record_with(buf, n, 4, 7, NULL, 0);
+	n = record_with(buf, n, 5, 7, NULL, 0);
+	is_int(fcgireq_scan(buf, n), (long)n, "fcgireq: a whole request is all of it");
+	for (size_t k = 0; k < n; k++)
+		if (fcgireq_scan(buf, k) != 0)
+			prefixes_incomplete = false;
+	ok(prefixes_incomplete, "fcgireq: every shorter prefix is not all there yet");
+	r = fcgireq_parse(buf, n, 42);
+	ok(r != NULL, "fcgireq: parsed");
+	if (r != NULL) {
+		const char *q = FCGX_GetParam("QUERY_STRING", r->req.envp);
+
+		is_str(FCGX_GetParam("REQUEST_METHOD", r->req.envp), "GET", "fcgireq: a param");
+		ok(q != NULL && strcmp(q, longq) == 0,
+		   "fcgireq: a 4-byte length split across records");
+		is_str(FCGX_GetParam("PATH_INFO", r->req.envp), "/feeds/x",
+		       "fcgireq: the last one");
+		ok(FCGX_GetParam("HTTP_ACCEPT", r->req.envp) == NULL, "fcgireq: absent is NULL");
+		is_int(r->req.requestId, 7, "fcgireq: its request id");
+		is_int(r->req.keepConnection, 1, "fcgireq: FCGI_KEEP_CONN kept");
+		is_int(r->req.ipcFd, 42, "fcgireq: its descriptor");
+		ok(fcgireq_is(&r->req) && r->req.out == NULL, "fcgireq: ours, no libfcgi stream");
+		r->req.ipcFd = -1;
+		fcgireq_free(r);
+	}
+	/* Without the empty STDIN the request is not all there. */
+	is_int(fcgireq_scan(buf, n - 8), 0, "fcgireq: no empty STDIN yet: wait");
+	/* Another request id in the middle: not ours. */
+	buf[n - 8 + 3] = 8;
+	is_int(fcgireq_scan(buf, n), -1, "fcgireq: a record of another request id: refused");
+	buf[n - 8 + 3] = 7;
+	buf[9] = 2; /* role authorizer */
+	is_int(fcgireq_scan(buf, n), -1, "fcgireq: a role other than responder: refused");
+	buf[9] = 1;
+	/* A pair whose length runs past the params: malformed. */
+	params[0] = 100;
+	n = record_with(buf, 0, 1, 7, begin, 8);
+	n = record_with(buf, n, 4, 7, params, 10);
+	n = record_with(buf, n, 4, 7, NULL, 0);
+	n = record_with(buf, n, 5, 7, NULL, 0);
+	is_int(fcgireq_scan(buf, n), (long)n, "fcgireq: framing alone is fine");
+	ok(fcgireq_parse(buf, n, -1) == NULL, "fcgireq: a pair longer than the params: NULL");
+	{ /* params over the parser's stack buffer (4 kB) */
+		static unsigned char big[16384], bigp[8192];
+		static char q[6001];
+		size_t bl = 0, bp = 0;
+
+		memset(q, 'z', sizeof(q) - 1);
+		bp += pair(bigp + bp, "QUERY_STRING", q, strlen(q));
+		bl = record_with(big, bl, 1, 3, begin, 8);
+		bl = record_with(big, bl, 4, 3, bigp, bp);
+		bl = record_with(big, bl, 4, 3, NULL, 0);
+		bl = record_with(big, bl, 5, 3, NULL, 0);
+		r = fcgireq_scan(big, bl) == (long)bl ? fcgireq_parse(big, bl, -1) : NULL;
+		ok(r != NULL && strlen(FCGX_GetParam("QUERY_STRING", r->req.envp)) == 6000,
+		   "fcgireq: a 6,000-byte param");
+		if (r != NULL)
+			fcgireq_free(r);
+	}
+	is_int(fcgireq_scan((const unsigned char *)"GET / HTTP/1.1\r\n", 16), -1,
+	       "fcgireq: HTTP: refused");
 }
 
 int
@@ -64,5 +188,6 @@ main(void)
 	n = record(buf, 0, 1, 8, 0);
 	buf[n] = 2; /* a later record with version 2 */
 	is_int(conn_params_complete(buf, n + 8), -1, "a record of another version: malformed");
+	test_fcgireq();
 	return tap_done();
 }

@@ -301,7 +301,7 @@ inflate_body(const struct reply *g)
 	return out;
 }
 
-/* g is r's gzip form: r's head with the two headers, r's body inflated. */
+/* g is r's gzip form: r's head with the three headers, r's body inflated. */
 static void
 check_gzip_form(struct reply *r, const char *what)
 {
@@ -314,6 +314,16 @@ check_gzip_form(struct reply *r, const char *what)
 	   "%s: gzip form says Content-Encoding and Vary", what);
 	ok(strncmp(g->data, r->data, (size_t)(plain_body - r->data)) == 0,
 	   "%s: gzip form keeps the plain head", what);
+	{
+		const char *cl = strstr(g->data, "\r\nContent-Length: ");
+		const char *end = strstr(g->data, "\r\n\r\n");
+		unsigned long n = cl != NULL ? strtoul(cl + 18, NULL, 10) : 0;
+
+		/* nginx then passes it as it is instead of chunking it */
+		ok(cl != NULL && end != NULL && cl < end &&
+		           n == g->len - (size_t)(end + 4 - g->data),
+		   "%s: gzip form's Content-Length is its body's (%lu)", what, n);
+	}
 	body = inflate_body(g);
 	ok(body != NULL && plain_body != NULL && strcmp(body, plain_body + 4) == 0,
 	   "%s: the gzip body inflates to the plain body", what);

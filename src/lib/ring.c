@@ -1423,6 +1423,19 @@ ring_complete(struct ring *r, uint64_t seq, uint64_t pos)
 	return c > pos ? c : pos;
 }
 
+uint64_t
+ring_span_bytes(struct ring *r, uint64_t from, uint64_t to)
+{
+	uint64_t c, off0, off1, len0, len1;
+
+	if (from >= to || to > load_acquire(&r->hdr->head_seq))
+		return 0;
+	if (!read_entry(r, from, &c, &off0, &len0) || !read_entry(r, to - 1, &c, &off1, &len1) ||
+	    off1 + len1 < off0)
+		return 0;
+	return off1 + len1 - off0;
+}
+
 /* The seqlock copy: may read bytes the writer is overwriting, which the
  * caller detects afterwards.  TSan would report the (intended) race. */
 #if defined(__has_feature)

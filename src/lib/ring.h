@@ -268,6 +268,11 @@ int ring_seek(struct ring *r, uint32_t ident, uint64_t pos, uint64_t *seq_after)
  * below pos.  The reply's cursor. */
 uint64_t ring_complete(struct ring *r, uint64_t seq, uint64_t pos);
 
+/* The bytes the records [from, to) take in the data area (headers and
+ * any skip at the area's end included): what reading them costs.  0 when
+ * from >= to or a record there is no longer (or not yet) held. */
+uint64_t ring_span_bytes(struct ring *r, uint64_t from, uint64_t to);
+
 /* The identity of the history held: a hash of the upstream identity text
  * and the feed definition (never 0 once known).  Cursors carry it. */
 uint32_t ring_ident(struct ring *r);

@@ -11,6 +11,7 @@
 #include "conn.h"
 
 #include "clock.h"
+#include "fcgi_request.h"
 #include "log.h"
 #include "memtrim.h"
 #include "xmalloc.h"
@@ -34,6 +35,19 @@
 /* epoll data of a kept connection (conn_finish): fd | KEPT_TAG.  Others
  * carry their bare fd (the listening socket, stop_fd, a pending one). */
 #define KEPT_TAG ((uint64_t)1 << 32)
+
+/* Who owns a kept connection (conns.kept[fd]).  A kept descriptor stays
+ * in the accepting thread's epoll set, edge-triggered, from one request to
+ * the next: finishing a request is then an atomic store, not an
+ * epoll_ctl re-arm per request.
+ *   KEPT_NONE  not registered as kept (new, pending, or handed on)
+ *   KEPT_IDLE  registered, waiting for nginx's next request: the
+ *              accepting thread takes it (-> KEPT_BUSY) on an event
+ *   KEPT_BUSY  a request on it is being served; events are not for now
+ *   KEPT_EVENT busy, and an event came meanwhile (nginx's next request
+ *              raced our finish, or nginx closed): keep() re-arms it with
+ *              epoll_ctl so that the edge is delivered again */
+enum { KEPT_NONE, KEPT_IDLE, KEPT_BUSY, KEPT_EVENT };
 
 int
 conn_params_complete(const unsigned char *buf, size_t len)
@@ -168,14 +182,72 @@ dispatch(struct conns *c, int fd)
 		rq_push(c, -1, req);
 }
 
+/* The whole request in buf[0..len) (fcgireq_scan), read by us from fd:
+ * served as dispatch() serves one, here when on the accepting thread. */
+static void
+dispatch_ours(struct conns *c, int fd, const unsigned char *buf, size_t len, bool here,
+              struct thread_ctx *t)
+{
+	struct fcgireq *r = fcgireq_parse(buf, len, fd);
+
+	if (r == NULL) {
+		log_debug("fd %d: malformed FastCGI params, closed", fd);
+		close(fd);
+		return;
+	}
+	if (!here)
+		c->handle(c->arg, &r->req, t);
+	else if (c->quick != NULL && c->quick(c->arg, &r->req))
+		c->handle(c->arg, &r->req, &c->acc_ctx);
+	else
+		rq_push(c, -1, &r->req);
+}
+
 /* ---- pending connections (the accepting thread) ---- */
 
 static void
 drop_pending(struct conns *c, int fd)
 {
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
-	if (fd < c->max_fds)
+	if (fd < c->max_fds) {
 		c->pend_gen[fd] = 0;
+		free(c->part[fd].buf);
+		c->part[fd].buf = NULL;
+		c->part[fd].len = 0;
+	}
+}
+
+/* A kept connection whose next request came in part (c->part[fd], read
+ * by check_kept): read more; serve it once whole, close it when it cannot
+ * be.  Never blocks: a peer that stops half-way holds no thread, only
+ * its buffer until the pending deadline. */
+static void
+check_part(struct conns *c, int fd, bool hup)
+{
+	struct conn_part *p = &c->part[fd];
+	ssize_t n = recv(fd, p->buf + p->len, FCGIREQ_MAX - p->len, MSG_DONTWAIT);
+	unsigned char *buf;
+	size_t len;
+	long whole;
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR) && !hup)
+		return;
+	if (n > 0)
+		p->len += (size_t)n;
+	whole = fcgireq_scan(p->buf, p->len);
+	if (whole == 0 && n > 0 && !hup && p->len < FCGIREQ_MAX)
+		return; /* wait for more */
+	buf = p->buf;
+	len = p->len;
+	p->buf = NULL; /* ours now: drop_pending leaves it */
+	drop_pending(c, fd);
+	if (whole > 0 && (size_t)whole == len) {
+		dispatch_ours(c, fd, buf, len, true, NULL);
+	} else {
+		log_debug("fd %d: its next FastCGI request malformed or cut short, closed", fd);
+		close(fd);
+	}
+	free(buf);
 }
 
 /* Look at what fd has sent so far: 1 handed on (or closed), 0 wait.
@@ -242,14 +314,49 @@ watch_pending(struct conns *c, int fd, bool mod)
 static void
 check_kept(struct conns *c, int fd, uint32_t events)
 {
-	/* EPOLLONESHOT disarmed it: a complete request is read and served
-	 * (dispatch) with the registration left in place for keep() to
-	 * re-arm. */
-	if (check_pending(c, fd, false, (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0, true))
+	unsigned char st = KEPT_IDLE;
+	bool hup;
+	ssize_t n;
+	long whole;
+
+	if (fd >= c->max_fds)
 		return;
-	/* Part of a params block: wait for the rest like a new connection. */
-	if (watch_pending(c, fd, true))
-		check_pending(c, fd, true, false, false);
+	/* Take it, or tell keep() that an event came while it was busy. */
+	if (!atomic_compare_exchange_strong(&c->kept[fd], &st, KEPT_BUSY)) {
+		if (st == KEPT_BUSY)
+			atomic_compare_exchange_strong(&c->kept[fd], &st, KEPT_EVENT);
+		return; /* KEPT_EVENT already, or KEPT_NONE: an event from before */
+	}
+	/* nginx's next request, read with one recv (no peek: the bytes are
+	 * ours once read, fcgi_request.h) and served with the registration
+	 * left in place: keep() makes it KEPT_IDLE again. */
+	hup = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+	n = recv(fd, c->peek, FCGIREQ_MAX, MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR) && !hup) {
+		atomic_store(&c->kept[fd], KEPT_IDLE); /* nothing after all: the next edge */
+		return;
+	}
+	whole = n > 0 ? fcgireq_scan(c->peek, (size_t)n) : -1;
+	if (whole > 0 && whole == n) {
+		dispatch_ours(c, fd, c->peek, (size_t)n, true, NULL);
+	} else if (whole == 0 && !hup && n < FCGIREQ_MAX) {
+		/* Part of it: kept with the pending connections (and their
+		 * deadline) until the rest comes, see check_part. */
+		c->part[fd].buf = xcalloc(1, FCGIREQ_MAX);
+		memcpy(c->part[fd].buf, c->peek, (size_t)n);
+		c->part[fd].len = (size_t)n;
+		atomic_store(&c->kept[fd], KEPT_NONE);
+		if (!watch_pending(c, fd, true)) { /* closed */
+			free(c->part[fd].buf);
+			c->part[fd].buf = NULL;
+		}
+	} else {
+		if (n > 0)
+			log_debug("fd %d: not one whole FastCGI request, or closed mid-request, "
+			          "closed",
+			          fd);
+		close(fd); /* nginx closed it (n == 0), or not a request of ours */
+	}
 }
 
 /* Log an EMFILE/ENFILE at most every 5 s, and do not spin on it. */
@@ -278,6 +385,8 @@ accept_some(struct conns *c)
 				log_warning("accept: %s", strerror(errno));
 			return;
 		}
+		if (fd < c->max_fds) /* a new descriptor: whatever its number was is over */
+			atomic_store(&c->kept[fd], KEPT_NONE);
 		/* nginx usually sent the params with the connection: look
 		 * before paying for the epoll registration. */
 		if (check_pending(c, fd, false, false, false))
@@ -325,6 +434,8 @@ accept_main(void *arg)
 				continue;
 			else if (fd == c->listen_fd)
 				accept_some(c);
+			else if (fd < c->max_fds && c->pend_gen[fd] != 0 && c->part[fd].buf != NULL)
+				check_part(c, fd, hup);
 			else if (fd < c->max_fds && c->pend_gen[fd] != 0)
 				check_pending(c, fd, true, hup, false);
 		}
@@ -364,20 +475,31 @@ static bool
 keep(struct conns *c, int fd)
 {
 	struct epoll_event ev;
+	unsigned char st = KEPT_BUSY;
 
 	/* Once stopping, the accepting thread may be gone: let the caller
 	 * close it. */
 	if (atomic_load_explicit(&c->stopping, memory_order_acquire) || fd >= c->max_fds)
 		return false;
-	/* One-shot: the accepting thread gets one event, then the descriptor
-	 * is quiet while its request is served.  MOD when it is still
-	 * registered from its previous request (the usual case), ADD when it
-	 * never was (its params came with the connection) or left the set. */
-	ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+	/* Registered from its previous request and no event meanwhile (the
+	 * usual case): hand it back, no system call. */
+	if (atomic_compare_exchange_strong(&c->kept[fd], &st, KEPT_IDLE))
+		return true;
+	/* KEPT_EVENT: the accepting thread saw an edge while this request
+	 * ran and left it: MOD re-arms it, delivering the event again if the
+	 * descriptor is still readable.  KEPT_NONE: not registered as kept
+	 * yet (its params came with the connection, or it was pending): MOD
+	 * when it is still in the set, ADD when it never was or left it.
+	 * KEPT_IDLE first, so that the event it may bring at once is taken. */
+	atomic_store(&c->kept[fd], KEPT_IDLE);
+	ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
 	ev.data.u64 = (uint64_t)fd | KEPT_TAG;
 	if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
 		return true;
-	return errno == ENOENT && epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) == 0;
+	if (errno == ENOENT && epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+		return true;
+	atomic_store(&c->kept[fd], KEPT_NONE);
+	return false;
 }
 
 static void
@@ -524,9 +646,96 @@ writev_all(int fd, struct iovec *iov, int n)
 	return true;
 }
 
+/* Send what an fcgireq gathered; false (and its descriptor closed) on
+ * an error. */
+static bool
+ours_flush(struct fcgireq *r)
+{
+	struct iovec iov = {r->out, r->out_len};
+	bool ok = r->out_len == 0 || (r->req.ipcFd >= 0 && writev_all(r->req.ipcFd, &iov, 1));
+
+	r->out_len = 0;
+	r->last = SIZE_MAX;
+	if (!ok && r->req.ipcFd >= 0) {
+		close(r->req.ipcFd);
+		r->req.ipcFd = -1;
+	}
+	return ok;
+}
+
+/* Room for n more bytes in what an fcgireq gathers. */
+static void
+ours_room(struct fcgireq *r, size_t n)
+{
+	if (r->out_len + n > r->out_cap) {
+		r->out_cap = (r->out_len + n) * 2;
+		r->out = xrealloc(r->out, r->out_cap);
+	}
+}
+
+/* Add data to what an fcgireq gathered, as FCGI_STDOUT records: the last
+ * one grown while it has room, so that a head and its body go as one. */
+static void
+ours_add(struct fcgireq *r, const char *data, size_t len)
+{
+	while (len > 0) {
+		size_t clen, n;
+		unsigned char *h;
+
+		if (r->last == SIZE_MAX ||
+		    ((size_t)(unsigned char)r->out[r->last + 4] << 8 |
+		     (unsigned char)r->out[r->last + 5]) == FCGI_MAX_CONTENT) {
+			ours_room(r, FCGI_HEADER_LEN);
+			record_header((unsigned char *)r->out + r->out_len, FCGI_TYPE_STDOUT,
+			              r->req.requestId, 0);
+			r->last = r->out_len;
+			r->out_len += FCGI_HEADER_LEN;
+		}
+		h = (unsigned char *)r->out + r->last;
+		clen = (size_t)h[4] << 8 | h[5];
+		n = len < FCGI_MAX_CONTENT - clen ? len : FCGI_MAX_CONTENT - clen;
+		ours_room(r, n);
+		memcpy(r->out + r->out_len, data, n);
+		r->out_len += n;
+		record_header((unsigned char *)r->out + r->last, FCGI_TYPE_STDOUT, r->req.requestId,
+		              clen + n);
+		data += n;
+		len -= n;
+	}
+}
+
+/* The end records (the empty FCGI_STDOUT and FCGI_END_REQUEST, appStatus
+ * 0, FCGI_REQUEST_COMPLETE), after what an fcgireq gathered. */
+static void
+ours_end(struct fcgireq *r)
+{
+	ours_room(r, 3 * FCGI_HEADER_LEN);
+	memset(r->out + r->out_len, 0, 3 * FCGI_HEADER_LEN);
+	record_header((unsigned char *)r->out + r->out_len, FCGI_TYPE_STDOUT, r->req.requestId, 0);
+	record_header((unsigned char *)r->out + r->out_len + FCGI_HEADER_LEN, FCGI_TYPE_END_REQUEST,
+	              r->req.requestId, 8);
+	r->out_len += 3 * FCGI_HEADER_LEN;
+	r->last = SIZE_MAX;
+}
+
 bool
 conn_detach(FCGX_Request *req)
 {
+	if (fcgireq_is(req)) {
+		struct fcgireq *r = (struct fcgireq *)req;
+
+		if (!r->gather)
+			return true;
+		r->gather = false;
+		if (!ours_flush(r))
+			return false;
+		free(r->out);
+		r->out = NULL;
+		r->out_cap = 0;
+		fcgireq_free_params(r);
+		memtrim_freed(1);
+		return true;
+	}
 	if (req->out == NULL)
 		return true;
 	if (FCGX_FFlush(req->out) != 0)
@@ -539,10 +748,25 @@ conn_detach(FCGX_Request *req)
 	return true;
 }
 
+bool
+conn_shed(FCGX_Request *req)
+{
+	/* One read by fcgi_request.c has no buffer to shed, and gathers its
+	 * reply for one write already. */
+	return fcgireq_is(req) || conn_detach(req);
+}
+
 /* data as FCGI_STDOUT records straight from the caller's bytes. */
 static bool
 detached_write(FCGX_Request *req, const char *data, size_t len)
 {
+	if (fcgireq_is(req) && ((struct fcgireq *)req)->gather) {
+		struct fcgireq *r = (struct fcgireq *)req;
+
+		ours_add(r, data, len);
+		/* As libfcgi's buffer would, but 64 kB of it. */
+		return r->out_len < FCGIREQ_MAX || ours_flush(r);
+	}
 	while (len > 0) {
 		size_t n = len > FCGI_MAX_CONTENT ? FCGI_MAX_CONTENT : len;
 		unsigned char h[FCGI_HEADER_LEN];
@@ -563,29 +787,19 @@ detached_write(FCGX_Request *req, const char *data, size_t len)
 	return true;
 }
 
-/* The end of a request: the empty FCGI_STDOUT record and
- * FCGI_END_REQUEST (body: appStatus 0, FCGI_REQUEST_COMPLETE, reserved). */
-static void
-end_records(unsigned char rec[3 * FCGI_HEADER_LEN], int id)
-{
-	memset(rec, 0, 3 * FCGI_HEADER_LEN);
-	record_header(rec, FCGI_TYPE_STDOUT, id, 0);
-	record_header(rec + FCGI_HEADER_LEN, FCGI_TYPE_END_REQUEST, id, 8);
-}
-
 #define REPLY_IOV 64
 
-/* A detached request's whole reply, piece[0..np) (np <= 3), as FCGI_STDOUT
- * records of at most FCGI_MAX_CONTENT bytes, and its end records, in one
- * writev while they fit in REPLY_IOV entries (a reply under 64 kB: one
- * record, one syscall, as libfcgi's buffered reply and end were).
- * Blocking, as detached_write; false: not all written (the connection is
- * then closed). */
+/* A detached libfcgi request's whole reply, piece[0..np) (np <= 3), as
+ * FCGI_STDOUT records of at most FCGI_MAX_CONTENT bytes, and its end
+ * records, in one writev while they fit in REPLY_IOV entries (a reply
+ * under 64 kB: one record, one syscall, as libfcgi's buffered reply and
+ * end were).  Blocking, as detached_write; false: not all written (the
+ * connection is then closed). */
 static bool
 detached_reply(FCGX_Request *req, const struct iovec *piece, int np)
 {
 	struct iovec iov[REPLY_IOV];
-	unsigned char hdr[REPLY_IOV][FCGI_HEADER_LEN], end[3 * FCGI_HEADER_LEN];
+	unsigned char hdr[REPLY_IOV][FCGI_HEADER_LEN], end[3 * FCGI_HEADER_LEN] = {0};
 	size_t total = 0, off = 0;
 	int n = 0, p = 0;
 
@@ -617,7 +831,10 @@ detached_reply(FCGX_Request *req, const struct iovec *piece, int np)
 		}
 		total -= clen;
 	}
-	end_records(end, req->requestId);
+	/* The empty FCGI_STDOUT and FCGI_END_REQUEST (body: appStatus 0,
+	 * FCGI_REQUEST_COMPLETE, reserved). */
+	record_header(end, FCGI_TYPE_STDOUT, req->requestId, 0);
+	record_header(end + FCGI_HEADER_LEN, FCGI_TYPE_END_REQUEST, req->requestId, 8);
 	iov[n++] = (struct iovec){end, sizeof(end)};
 	if (req->ipcFd >= 0 && writev_all(req->ipcFd, iov, n))
 		return true;
@@ -634,9 +851,11 @@ fail:
 static bool
 detached_end(FCGX_Request *req)
 {
-	unsigned char rec[3 * FCGI_HEADER_LEN];
+	unsigned char rec[3 * FCGI_HEADER_LEN] = {0};
 
-	end_records(rec, req->requestId);
+	record_header(rec, FCGI_TYPE_STDOUT, req->requestId, 0);
+	record_header(rec + FCGI_HEADER_LEN, FCGI_TYPE_END_REQUEST, req->requestId, 8);
+	/* body: appStatus 0 (4 bytes), FCGI_REQUEST_COMPLETE (0), reserved */
 	return send(req->ipcFd, rec, sizeof(rec), MSG_DONTWAIT | MSG_NOSIGNAL) ==
 	       (ssize_t)sizeof(rec);
 }
@@ -644,11 +863,13 @@ detached_end(FCGX_Request *req)
 bool
 conn_flush(FCGX_Request *req)
 {
+	if (fcgireq_is(req))
+		return ours_flush((struct fcgireq *)req);
 	return req->out == NULL || FCGX_FFlush(req->out) == 0;
 }
 
-/* conn_finish; end_written: a detached request whose end records are
- * already out (conn_reply). */
+/* conn_finish; end_written: a detached libfcgi request whose end records
+ * are already out (conn_reply). */
 static void
 finish(struct conns *c, FCGX_Request *req, bool end_written)
 {
@@ -660,6 +881,26 @@ finish(struct conns *c, FCGX_Request *req, bool end_written)
 	/* What nginx asked for in FCGI_BEGIN_REQUEST (libfcgi copies its
 	 * FCGI_KEEP_CONN flag here): fastcgi_keep_conn on. */
 	keep_conn = req->keepConnection != 0;
+	if (fcgireq_is(req)) {
+		struct fcgireq *r = (struct fcgireq *)req;
+
+		/* Gathered: the reply and its end records in one write. */
+		if (r->gather) {
+			ours_end(r);
+			if (!ours_flush(r))
+				keep_conn = false;
+		} else if (req->ipcFd >= 0 && !detached_end(req)) {
+			keep_conn = false;
+		}
+		fd = req->ipcFd;
+		fcgireq_free(r);
+		if (fd < 0)
+			return;
+		if (keep_conn && keep(c, fd))
+			return;
+		closer_add(c, fd);
+		return;
+	}
 	if (req->out == NULL && req->ipcFd >= 0 && !end_written && !detached_end(req))
 		keep_conn = false; /* a stream whose end did not fit: close */
 	/* keepConnection: FCGX_Finish_r flushes, writes FCGI_END_REQUEST and
@@ -723,7 +964,9 @@ conn_reply(struct conns *c, FCGX_Request *req, const char *data, size_t len, con
 	int np = 1;
 	bool ok;
 
-	if (req->out != NULL) {
+	/* Gathered (fcgi_request.c's) or buffered (libfcgi's): the reply
+	 * and its end go out in one write as it is. */
+	if (fcgireq_is(req) || req->out != NULL) {
 		ok = conn_write_head(req, data, len, extra, extra_len);
 		conn_finish(c, req);
 		return ok;
@@ -767,6 +1010,8 @@ conn_start(struct conns *c, int lfd, int n, int max_fds, conn_handler handle, co
 	pthread_mutex_init(&c->close_mu, NULL);
 	c->pend_gen = xcalloc((size_t)max_fds, sizeof(*c->pend_gen));
 	c->owner = xcalloc((size_t)max_fds, sizeof(*c->owner));
+	c->kept = xcalloc((size_t)max_fds, sizeof(*c->kept));
+	c->part = xcalloc((size_t)max_fds, sizeof(*c->part));
 	c->peek = xcalloc(1, CONN_PEEK_MAX);
 	if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) != 0)
 		fatal("cannot make the listening socket non-blocking");
@@ -836,5 +1081,9 @@ conn_stop(struct conns *c)
 	c->pend_gen = NULL;
 	free(c->owner);
 	c->owner = NULL;
+	free(c->kept);
+	c->kept = NULL;
+	free(c->part);
+	c->part = NULL;
 	c->max_fds = 0; /* keep() and closer_add() take nothing any more */
 }

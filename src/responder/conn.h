@@ -19,8 +19,16 @@
  *
  * Keeping.  When nginx keeps its FastCGI connections (upstream keepalive,
  * fastcgi_keep_conn), a finished request's descriptor goes back to the
- * accepting thread's epoll set, one-shot, to wait for the next request on
- * it: no accept, shutdown or close per request.
+ * accepting thread, to wait for the next request on it: no accept,
+ * shutdown or close per request.  It stays in the epoll set,
+ * edge-triggered, with an atomic owner flag per descriptor (conn.c's
+ * KEPT_*), so that handing it back costs no system call either.  nginx's
+ * next request on it is read with one recv, no peek, and made into a
+ * request by fcgi_request.c instead of libfcgi (no 17 kB of stream
+ * buffers per request); what is written to it is gathered and sent with
+ * the end records in one write.  A request that comes in pieces waits
+ * with the pending connections (CONN_PARAMS_MS at most) with what came so
+ * far; a malformed one, or one over FCGIREQ_MAX, closes the connection.
  *
  * Closing.  libfcgi's FCGX_Finish_r shuts the socket down and waits up to
  * 2 s (LIBFCGI_OS_CLOSE_POLL_TIMEOUT) for nginx to close, on the calling
@@ -37,9 +45,10 @@
  * frees them (and the params) once its head is written: conn_write then
  * sends each event as FCGI_STDOUT records straight from the reply's
  * bytes (writev: a header and the data, no copy), and conn_finish writes
- * the end records itself.  A long-poll is detached as soon as its request
- * is read (handle_feed): a parked one keeps no buffer while it waits, and
- * its reply goes out with its end records in one writev (conn_reply).
+ * the end records itself.  A long-poll that came on a new connection
+ * (read by libfcgi) is detached as soon as its request is read
+ * (conn_shed): a parked one keeps no buffer while it waits, and its reply
+ * goes out with its end records in one writev (conn_reply).
  *
  * What a request is for is not known here: the handler (and whether a
  * request is quick) is passed in to conn_start.
@@ -55,6 +64,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define CONN_PARAMS_MS 5000     /* for a new connection's params block */
 #define CONN_CLOSE_WAIT_MS 2000 /* as libfcgi's LIBFCGI_OS_CLOSE_POLL_TIMEOUT */
@@ -87,6 +97,13 @@ struct conn_ready {
 	FCGX_Request *req;
 };
 
+/* A kept connection's next request read so far (FCGIREQ_MAX bytes), while
+ * the rest has not come. */
+struct conn_part {
+	unsigned char *buf;
+	size_t len;
+};
+
 struct conns {
 	int listen_fd, epfd, stop_fd, max_fds;
 	conn_handler handle;
@@ -97,10 +114,12 @@ struct conns {
 	/* The accepting thread's own. */
 	pthread_t acceptor;
 	struct thread_ctx acc_ctx;
-	uint32_t *pend_gen; /* [max_fds]: generation of a pending fd, 0: none */
+	uint32_t *pend_gen;     /* [max_fds]: generation of a pending fd, 0: none */
+	struct conn_part *part; /* [max_fds]: a pending kept fd's request so far */
 	uint32_t gen_counter;
 	struct conn_fifo pending; /* params deadlines */
 	unsigned char *peek;      /* CONN_PEEK_MAX bytes */
+	ssize_t peeked;           /* what the last peek returned */
 	int64_t last_emfile_ms;
 
 	/* The handlers and their queue. */
@@ -117,6 +136,9 @@ struct conns {
 	_Atomic bool closer_stop;
 	pthread_mutex_t close_mu; /* guards the rest */
 	uint32_t *owner;          /* [max_fds]: generation of the close we own, 0: none */
+
+	/* [max_fds]: who owns a kept connection (KEPT_* in conn.c); any thread. */
+	_Atomic unsigned char *kept;
 	uint32_t close_gen;
 	size_t open_closes;
 	struct conn_fifo closing; /* close deadlines */
@@ -152,9 +174,14 @@ bool conn_detach(FCGX_Request *req);
  * the reply as it is). */
 bool conn_write_head(FCGX_Request *req, const char *data, size_t len, const char *extra,
                      size_t extra_len);
+/* Before req parks (a long-poll): conn_detach for a request libfcgi read
+ * (its 17 kB of buffers go), nothing for one fcgi_request.c read (it has
+ * none, and gathers its reply).  false: the flush failed. */
+bool conn_shed(FCGX_Request *req);
 /* A whole reply (as conn_write_head) and its end (conn_finish) in one: a
- * detached request's records and FCGI_END_REQUEST go out in one writev.
- * Frees req, written or not; false: not written. */
+ * detached libfcgi request's records and FCGI_END_REQUEST go out in one
+ * writev; a gathered or buffered one's as they would anyway.  Frees req,
+ * written or not; false: not written. */
 bool conn_reply(struct conns *c, FCGX_Request *req, const char *data, size_t len, const char *extra,
                 size_t extra_len);
 

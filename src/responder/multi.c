@@ -5,6 +5,10 @@
  * (BEFORE looking at the rings, so that a batch published after the look
  * changes a word the futex_waitv then sees moved), render what is ready,
  * answer what is due, put the rest back and sleep.
+ *
+ * Every render goes through the shared replies (multi.h): a request
+ * first looks for the reply of its key at its (from, to); only a miss
+ * renders, outside the lock, and offers the result to the others.
  */
 #include "multi.h"
 
@@ -34,6 +38,8 @@ struct multi_feed {
 
 struct multi_req {
 	struct waiter *w; /* the request (owns this) */
+	struct bbuf key;  /* format, then each feed's name and filter key */
+	uint64_t hash;    /* of key */
 	int n;
 	struct multi_feed f[HP_MULTI_MAX];
 	bool started;    /* holds a position (a snapshot was sent, or a cursor) */
@@ -41,6 +47,8 @@ struct multi_req {
 	uint32_t ident;  /* of the feeds' histories together */
 	struct multi_req *next;
 };
+
+static size_t state_headers(const void *arg, char *out, size_t cap);
 
 static void
 req_free(void *arg)
@@ -51,6 +59,7 @@ req_free(void *arg)
 		seg_release(q->f[i].seg);
 		fspec_release(q->f[i].fs);
 	}
+	bbuf_free(&q->key);
 	free(q);
 }
 
@@ -62,6 +71,8 @@ multi_attach(struct waiter *w)
 	q->w = w;
 	w->multi = q;
 	w->multi_free = req_free;
+	w->multi_state = state_headers;
+	bbuf_adds(&q->key, w->sse ? "sse" : "poll");
 }
 
 void
@@ -70,6 +81,20 @@ multi_add_feed(struct waiter *w, struct feed *feed, struct seg *seg, struct fspe
 	struct multi_req *q = w->multi;
 
 	q->f[q->n++] = (struct multi_feed){feed, seg, fs};
+	/* "/NAME LEN:FILTERKEY": a feed name holds neither '/' nor ' '
+	 * (http_params.h), and the length delimits the filter key whatever
+	 * bytes its values hold. */
+	char len[32];
+	snprintf(len, sizeof(len), " %zu:", strlen(fs->key));
+	bbuf_adds(&q->key, "/");
+	bbuf_adds(&q->key, feed->name);
+	bbuf_adds(&q->key, len);
+	bbuf_adds(&q->key, fs->key);
+	q->hash = 14695981039346656037u;
+	for (size_t i = 0; i < q->key.len; i++) {
+		q->hash ^= (unsigned char)q->key.p[i];
+		q->hash *= 1099511628211u;
+	}
 }
 
 void
@@ -237,51 +262,145 @@ render_first(struct multi_req *q, uint64_t common, uint32_t ident, const uint32_
 	return r;
 }
 
+/* ---- the shared replies ---- */
+
+enum share_kind {
+	SHARE_FIRST, /* snapshots up to to (from 0) */
+	SHARE_STEP,  /* batches in (from, to] */
+	SHARE_DUE,   /* a long-poll's timeout at from == to */
+};
+
+static bool
+ent_is(const struct multi_cache_ent *e, const struct multi_req *q, enum share_kind kind,
+       uint64_t from, uint64_t to, uint32_t ident)
+{
+	return e->key != NULL && e->hash == q->hash && e->kind == (int)kind && e->from == from &&
+	       e->to == to && e->ident == ident && strlen(e->key) == q->key.len &&
+	       memcmp(e->key, q->key.p, q->key.len) == 0;
+}
+
+/* The reply requests like q got for (kind, from, to, ident): true when
+ * there is one, in *r (referenced; NULL: a step with no filtered row). */
+static bool
+shared_get(struct multi *m, const struct multi_req *q, enum share_kind kind, uint64_t from,
+           uint64_t to, uint32_t ident, struct reply **r)
+{
+	bool hit = false;
+
+	if (m->cache_n == 0)
+		return false;
+	pthread_mutex_lock(&m->cache_mu);
+	for (int i = 0; i < m->cache_n && !hit; i++) {
+		const struct multi_cache_ent *e = &m->cache[i];
+		if (ent_is(e, q, kind, from, to, ident)) {
+			*r = e->r != NULL ? reply_ref(e->r) : NULL;
+			hit = true;
+		}
+	}
+	pthread_mutex_unlock(&m->cache_mu);
+	return hit;
+}
+
+/* Offer r, what q got for (kind, from, to, ident), to the requests like
+ * it (unless another thread rendered the same first). */
+static void
+shared_put(struct multi *m, const struct multi_req *q, enum share_kind kind, uint64_t from,
+           uint64_t to, uint32_t ident, struct reply *r)
+{
+	struct multi_cache_ent *e, old;
+	char *key;
+
+	if (m->cache_n == 0)
+		return;
+	key = xcalloc(q->key.len + 1, 1);
+	memcpy(key, q->key.p, q->key.len);
+	pthread_mutex_lock(&m->cache_mu);
+	for (int i = 0; i < m->cache_n; i++) {
+		if (ent_is(&m->cache[i], q, kind, from, to, ident)) {
+			pthread_mutex_unlock(&m->cache_mu);
+			free(key);
+			return;
+		}
+	}
+	e = &m->cache[m->cache_next++ % (unsigned)m->cache_n];
+	old = *e;
+	*e = (struct multi_cache_ent){
+	        key, q->hash, (int)kind, from, to, ident, r != NULL ? reply_ref(r) : NULL};
+	pthread_mutex_unlock(&m->cache_mu);
+	free(old.key);
+	reply_release(old.r);
+}
+
+/* render_first through the shared replies. */
+static struct reply *
+first_shared(struct multi *m, struct multi_req *q, uint64_t common, uint32_t ident,
+             const uint32_t *ids, struct ring_buf *scratch)
+{
+	struct reply *r = NULL;
+
+	if (shared_get(m, q, SHARE_FIRST, 0, common, ident, &r) && r != NULL) {
+		q->started = true;
+		q->cursor = common;
+		q->ident = ident;
+		return r;
+	}
+	r = render_first(q, common, ident, ids, scratch);
+	if (r != NULL)
+		shared_put(m, q, SHARE_FIRST, 0, common, ident, r);
+	return r;
+}
+
 /* What q gets now: a reply (q advanced), or NULL (wait; q may have moved
  * forward past a common step that changed no filtered row). */
 static struct reply *
-render_now(struct multi_req *q, struct ring_buf *scratch)
+render_now(struct multi *m, struct multi_req *q, struct ring_buf *scratch)
 {
 	struct bbuf out[HP_MULTI_MAX] = {{0}};
 	uint32_t ids[HP_MULTI_MAX], ident;
-	uint64_t common = common_position(q, ids, &ident);
+	uint64_t common = common_position(q, ids, &ident), from = q->cursor;
 	int n_batches = 0, rc = RING_OK;
 	struct reply *r;
 
 	if (!q->started)
-		return render_first(q, common, ident, ids, scratch);
+		return first_shared(m, q, common, ident, ids, scratch);
 	if (ident != q->ident)
 		rc = RING_UNKNOWN;
 	else if (common <= q->cursor)
 		return NULL;
+	else if (shared_get(m, q, SHARE_STEP, from, common, ident, &r)) {
+		q->cursor = common;
+		return r;
+	}
 	for (int i = 0; i < q->n && rc == RING_OK; i++) {
-		uint64_t from;
-		rc = ring_seek(q->f[i].seg->ring, ids[i], q->cursor, &from);
+		uint64_t seq;
+		rc = ring_seek(q->f[i].seg->ring, ids[i], q->cursor, &seq);
 		if (rc == RING_OK)
-			rc = feed_range(q, i, ids[i], from, q->cursor, common, &out[i], scratch,
+			rc = feed_range(q, i, ids[i], seq, q->cursor, common, &out[i], scratch,
 			                &n_batches);
 	}
 	if (rc != RING_OK) {
 		free_bufs(out, q->n);
 		if (q->w->sse) { /* EventSource cannot follow a 410: a new snapshot */
 			q->started = false;
-			return render_first(q, common, ident, ids, scratch);
+			return first_shared(m, q, common, ident, ids, scratch);
 		}
 		return render_gone_reply(q->cursor, q->ident);
 	}
 	q->cursor = common;
 	r = n_batches > 0 ? multi_reply(q, out, false, n_batches) : NULL;
 	free_bufs(out, q->n);
+	shared_put(m, q, SHARE_STEP, from, common, ident, r);
 	return r;
 }
 
 /* A long-poll's timeout: every feed with no batch at the common position
  * (503 when it never got a first reply); an SSE keep-alive. */
 static struct reply *
-render_due(struct multi_req *q)
+render_due(struct multi *m, struct multi_req *q)
 {
 	static const char ka[] = ": keep-alive\n\n";
 	struct bbuf none[HP_MULTI_MAX] = {{0}};
+	struct reply *r = NULL;
 
 	if (q->w->sse) {
 		struct bbuf b = {(char *)ka, sizeof(ka) - 1, 0};
@@ -290,7 +409,73 @@ render_due(struct multi_req *q)
 	if (!q->started)
 		return render_error_reply(503, "feed_not_live",
 		                          "the feeds did not reach a common position in time");
-	return multi_reply(q, none, false, 0);
+	if (shared_get(m, q, SHARE_DUE, q->cursor, q->cursor, q->ident, &r) && r != NULL)
+		return r;
+	r = multi_reply(q, none, false, 0);
+	shared_put(m, q, SHARE_DUE, q->cursor, q->cursor, q->ident, r);
+	return r;
+}
+
+/* ---- the state headers ---- */
+
+/* The states from best to worst: a request's state is its worst feed's
+ * (an unknown name counts as the worst). */
+static int
+state_rank(const char *state)
+{
+	static const char *const order[] = {"live",  "stalled", "down", "starting",
+	                                    "error", "closed",  "dead"};
+	int n = (int)(sizeof(order) / sizeof(order[0]));
+
+	for (int i = 0; i < n; i++)
+		if (strcmp(order[i], state) == 0)
+			return i;
+	return n;
+}
+
+/* w->multi_state (multi.h). */
+static size_t
+state_headers(const void *arg, char *out, size_t cap)
+{
+	const struct multi_req *q = arg;
+	char per[WRITER_STATE_HEADERS_MAX];
+	const char *worst = "live";
+	uint64_t lag_ms = 0;
+	bool confirmed = false;
+	size_t np = 0;
+	int n;
+
+	per[0] = '\0';
+	for (int i = 0; i < q->n; i++) {
+		struct ring_info info;
+		const char *st;
+		ring_info(q->f[i].seg->ring, &info);
+		st = render_state_name(&info);
+		if (state_rank(st) > state_rank(worst))
+			worst = st;
+		n = snprintf(per + np, sizeof(per) - np, "%s%s=%s", i > 0 ? ", " : "",
+		             q->f[i].feed->name, st);
+		if (n > 0 && np + (size_t)n < sizeof(per))
+			np += (size_t)n;
+		if (info.confirmed_ms == 0)
+			continue;
+		confirmed = true;
+		if (info.lag_ms > lag_ms)
+			lag_ms = info.lag_ms;
+		n = snprintf(per + np, sizeof(per) - np, ";lag=%.3f", (double)info.lag_ms / 1000);
+		if (n > 0 && np + (size_t)n < sizeof(per))
+			np += (size_t)n;
+	}
+	if (strcmp(worst, "live") == 0)
+		return 0;
+	/* X-Accel-Expires as for one feed (render_state_headers). */
+	n = snprintf(out, cap, "Tailgate-Feed-State: %s\r\nX-Accel-Expires: 0\r\n", worst);
+	if (confirmed && n > 0 && (size_t)n < cap)
+		n += snprintf(out + n, cap - (size_t)n, "Tailgate-Lag: %.3f\r\n",
+		              (double)lag_ms / 1000);
+	if (n > 0 && (size_t)n < cap)
+		n += snprintf(out + n, cap - (size_t)n, "Tailgate-Feed-States: %s\r\n", per);
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
 /* ---- the watcher ---- */
@@ -302,9 +487,13 @@ do_kick(struct multi *m)
 	syscall(SYS_futex, (uint32_t *)&m->kick, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+/* A long-poll parks once and leaves when answered: counted in the
+ * parked gauge with the single-feed ones (SSE streams are not). */
 static void
 park(struct multi *m, struct multi_req *q)
 {
+	if (!q->w->sse)
+		metrics_parked(1);
 	pthread_mutex_lock(&m->mu);
 	q->next = m->parked;
 	m->parked = q;
@@ -316,12 +505,12 @@ void
 multi_serve(struct multi *m, struct waiter *w, struct thread_ctx *t)
 {
 	struct multi_req *q = w->multi;
-	struct reply *r = render_now(q, &t->scratch);
+	struct reply *r = render_now(m, q, &t->scratch);
 
 	if (r != NULL)
 		writer_deliver(m->writers, t, w, r);
 	else if (atomic_load(&m->stopping))
-		writer_deliver(m->writers, t, w, render_due(q));
+		writer_deliver(m->writers, t, w, render_due(m, q));
 	else
 		park(m, q);
 }
@@ -375,13 +564,15 @@ round_serve(struct multi *m, struct multi_req *list, int64_t *deadline_ms)
 	int64_t now = clock_mono_ms();
 
 	for (struct multi_req *q = list; q != NULL; q = next) {
-		struct reply *r = render_now(q, &m->scratch);
+		struct reply *r = render_now(m, q, &m->scratch);
 		next = q->next;
 		if (r == NULL && q->w->deadline_ms <= now) {
-			r = render_due(q);
+			r = render_due(m, q);
 			q->w->keepalive = q->w->sse;
 		}
 		if (r != NULL) {
+			if (!q->w->sse)
+				metrics_parked(-1);
 			writer_enqueue(m->writers, q->w, r, clock_mono_ns());
 			continue;
 		}
@@ -441,12 +632,15 @@ watcher_main(void *arg)
 }
 
 void
-multi_start(struct multi *m, struct feeds *feeds, struct writers *writers)
+multi_start(struct multi *m, struct feeds *feeds, struct writers *writers, int cache_n)
 {
 	int rc;
 
 	m->feeds = feeds;
 	m->writers = writers;
+	m->cache_n = cache_n < 0 ? 0 : cache_n > MULTI_CACHE_MAX ? MULTI_CACHE_MAX : cache_n;
+	m->cache = m->cache_n > 0 ? xcalloc((size_t)m->cache_n, sizeof(*m->cache)) : NULL;
+	pthread_mutex_init(&m->cache_mu, NULL);
 	pthread_mutex_init(&m->mu, NULL);
 	rc = pthread_create(&m->watcher, NULL, watcher_main, m);
 	if (rc != 0)
@@ -471,11 +665,20 @@ multi_stop(struct multi *m)
 	pthread_mutex_unlock(&m->mu);
 	for (struct multi_req *q = list; q != NULL; q = next) {
 		next = q->next;
-		if (q->w->sse)
+		if (q->w->sse) {
 			writer_end(m->writers, q->w, 0);
-		else
-			writer_enqueue(m->writers, q->w, render_due(q), 0);
+		} else {
+			metrics_parked(-1);
+			writer_enqueue(m->writers, q->w, render_due(m, q), 0);
+		}
 	}
 	free(m->scratch.data);
 	pthread_mutex_destroy(&m->mu);
+	for (int i = 0; i < m->cache_n; i++) {
+		free(m->cache[i].key);
+		reply_release(m->cache[i].r);
+	}
+	free(m->cache);
+	m->cache = NULL;
+	pthread_mutex_destroy(&m->cache_mu);
 }

@@ -18,9 +18,24 @@
  * responder routes writer reparks by that field).  One thread of its own
  * (the multi watcher) keeps the parked ones, sleeping in futex_waitv on
  * the wake words of their feeds plus a kick word; the single-feed parking
- * lot (park.h) is not involved.  Replies are rendered per request (no
- * groups): the feature is for a page's few subscriptions, not for the
- * thousands of clients of one feed.
+ * lot (park.h) is not involved, though parked long-polls count in its
+ * gauge (tailgate_parked_requests).
+ *
+ * Shared replies.  Many browsers open the same page (htdocs/shop.html
+ * follows three feeds in one request), so the requests of one feed list
+ * and filters at one cursor get the same reply: it is rendered once per
+ * (feed list, filters, format, kind, from, to, identity) and kept in a
+ * small cache of the last --multi-cache replies (MULTI_CACHE_N by
+ * default; 0: none, each request renders its own), shared by reference
+ * with its gzip form (reply.h), like single-feed replies (render.h).  The
+ * key's positions make a hit exactly what a render would give: a later
+ * common position is another key.  The first reply (snapshots) shares by
+ * the common position it is complete at; a step that no filtered row
+ * changed is kept too (no reply: the requests just move past it).
+ *
+ * State headers.  A reply's Tailgate-Feed-State and Tailgate-Lag say the
+ * worst of the requested feeds (multi_attach; docs/API.md), with
+ * Tailgate-Feed-States naming each feed's, when any is not live.
  */
 #ifndef TAILGATE_MULTI_H
 #define TAILGATE_MULTI_H
@@ -37,6 +52,20 @@
 #include <stdint.h>
 
 struct multi_req;
+struct reply;
+
+#define MULTI_CACHE_N 16    /* the default; --multi-cache */
+#define MULTI_CACHE_MAX 256 /* its upper bound */
+
+/* One shared reply: what requests of key got for (kind, from, to, ident). */
+struct multi_cache_ent {
+	char *key; /* NULL: a free entry */
+	uint64_t hash;
+	int kind;
+	uint64_t from, to;
+	uint32_t ident;
+	struct reply *r; /* referenced; NULL: no filtered row in the step */
+};
 
 struct multi {
 	struct feeds *feeds;
@@ -48,15 +77,28 @@ struct multi {
 	pthread_t watcher;
 	bool started;
 	struct ring_buf scratch; /* the watcher's */
+
+	/* The shared replies (any thread, under cache_mu); cache_n 0: every
+	 * request renders its own. */
+	pthread_mutex_t cache_mu;
+	int cache_n;
+	struct multi_cache_ent *cache;
+	unsigned cache_next; /* the entry to replace next */
 };
 
-void multi_start(struct multi *m, struct feeds *feeds, struct writers *writers);
+/* cache_n: replies kept for sharing (0: none, MULTI_CACHE_MAX at most). */
+void multi_start(struct multi *m, struct feeds *feeds, struct writers *writers, int cache_n);
 /* Answer every parked request (long-polls: an empty reply; streams:
  * closed) and stop the watcher.  Before writer_stop. */
 void multi_stop(struct multi *m);
 
 /* Make w (a waiter on the first feed, owning the request) a multi-feed
- * request with no feed yet; add them with multi_add_feed. */
+ * request with no feed yet; add them with multi_add_feed.  Its state
+ * headers (w->multi_state, for writer_state_headers): nothing while every
+ * feed is live and confirmed; else Tailgate-Feed-State (the worst feed's
+ * state), X-Accel-Expires: 0, Tailgate-Lag (the largest lag of the feeds
+ * the upstream ever confirmed) and Tailgate-Feed-States
+ * ("NAME=STATE[;lag=S]" per feed, in the request's order). */
 void multi_attach(struct waiter *w);
 /* Add a feed (taking over the seg and fs references). */
 void multi_add_feed(struct waiter *w, struct feed *feed, struct seg *seg, struct fspec *fs);

@@ -6,6 +6,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "netbatch.h"
 #include "reply.h"
 #include "text.h"
 #include "waiter.h"
@@ -410,6 +411,63 @@ render_at(struct waiter *w, uint64_t head, struct bbuf *b, struct ring_buf *scra
 	return rc;
 }
 
+/* 410 for w's position (why: the reply's message, NULL for the usual
+ * one); for SSE a new snapshot in-band instead. */
+static struct reply *
+gone_reply(struct waiter *w, struct ring_buf *scratch, const char *why)
+{
+	char msg[256], cur[BATCH_POSITION_MAX];
+	struct reply *r;
+
+	if (!w->sse && why == NULL)
+		return render_gone_reply(w->cursor, w->ident);
+	if (!w->sse) {
+		batch_format_position(w->cursor, w->ident, cur, sizeof(cur));
+		snprintf(msg, sizeof(msg),
+		         "cursor %s %s: take a new snapshot (request the feed "
+		         "without a cursor)",
+		         cur, why);
+		return render_error_reply(410, "cursor_gone", msg);
+	}
+	r = render_snapshot(w, scratch); /* EventSource cannot follow a 410 */
+	return r != NULL ? r : render_error_reply(503, "feed_not_live", "no snapshot");
+}
+
+/* Far behind, w gets the net effect of its batches as one batch
+ * (netbatch.h): a reply, or NULL with w advanced (the net effect passes
+ * no row).  *used false: not far behind, the usual path answers. */
+static struct reply *
+catchup_next(const struct render *rd, struct waiter *w, uint64_t head, struct ring_buf *scratch,
+             bool *used)
+{
+	struct bbuf b = {0}, ev = {0};
+	struct netbatch_at at;
+	struct reply *r = NULL;
+	enum netbatch_result res = netbatch_catchup(w->seg->ring, w->seq_after, w->cursor, head,
+	                                            w->fs->filter, &b, scratch, &at);
+
+	*used = res != NETBATCH_NO;
+	if (res == NETBATCH_GONE) {
+		r = gone_reply(w, scratch,
+		               "is so far behind that even the net batch after it is larger "
+		               "than a new snapshot");
+	} else if (res == NETBATCH_OK || res == NETBATCH_EMPTY) {
+		w->seq_after = at.next_seq;
+		w->cursor = at.cursor;
+		if (res == NETBATCH_OK && w->sse) {
+			render_sse_event(&ev, NULL, at.cursor, w->ident, b.p, b.len);
+			r = reply_new(&ev, 200, 1);
+		} else if (res == NETBATCH_OK) {
+			r = json_reply(rd, at.cursor, w->ident, &b, 1);
+		}
+		if (r != NULL)
+			metrics_render();
+	}
+	bbuf_free(&b);
+	bbuf_free(&ev);
+	return r;
+}
+
 /* What w gets now: a reply, or NULL with w advanced (nothing matched). */
 struct reply *
 render_next(const struct render *rd, struct waiter *w, uint64_t head, struct ring_buf *scratch)
@@ -417,20 +475,17 @@ render_next(const struct render *rd, struct waiter *w, uint64_t head, struct rin
 	struct bbuf b = {0};
 	struct render_range rr;
 	struct reply *r;
+	bool far;
 	int rc;
 
+	r = catchup_next(rd, w, head, scratch, &far);
+	if (far)
+		return r;
 	rc = render_at(w, head, &b, scratch, &rr);
 	if (rr.n_batches == 0 && rc != RING_OK) {
 		bbuf_free(&b);
-		if (rc == RING_GONE || rc == RING_UNKNOWN) {
-			if (w->sse) { /* EventSource cannot follow a 410: resync in-band */
-				r = render_snapshot(w, scratch);
-				return r != NULL ? r
-				                 : render_error_reply(503, "feed_not_live",
-				                                      "no snapshot");
-			}
-			return render_gone_reply(w->cursor, w->ident);
-		}
+		if (rc == RING_GONE || rc == RING_UNKNOWN)
+			return gone_reply(w, scratch, NULL);
 		log_warning("feed=%s: corrupt batch at seq %" PRIu64, w->feed->name, w->seq_after);
 		return render_error_reply(503, "feed_unavailable",
 		                          "the feed's segment holds a corrupt batch");
@@ -590,6 +645,12 @@ state_name(const struct ring_info *info)
 	if (info->stalled)
 		return "stalled";
 	return ring_strstate(info->state);
+}
+
+const char *
+render_state_name(const struct ring_info *info)
+{
+	return state_name(info);
 }
 
 size_t

@@ -12,6 +12,8 @@
  * position (seq_after, cursor) up to a head and advances the waiter past
  * them; it answers 410 for a cursor no longer in the ring's history (for
  * SSE: a fresh snapshot in-band, as EventSource cannot follow a 410).
+ * A waiter far behind gets the net effect of its batches as one batch
+ * instead (netbatch.h), or 410 when a snapshot costs less.
  * render_snapshot is a request without a cursor.  None of them touches a
  * connection: the caller hands the reply to the writers (writer.h).
  *
@@ -139,6 +141,8 @@ struct reply *render_gone_reply(uint64_t cursor, uint32_t ident);
  * SECONDS\r\n".  Returns the length written into out (0: none);
  * RENDER_STATE_HEADERS_MAX is enough. */
 #define RENDER_STATE_HEADERS_MAX 128
+/* A feed's state as /feeds names it (live, stalled, down, ...). */
+const char *render_state_name(const struct ring_info *info);
 size_t render_state_headers(struct seg *s, char *out, size_t cap);
 
 /* The /feeds document: every *.ring in the ring directory. */

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -116,8 +117,11 @@ zstream(int level)
 	return &zs->z;
 }
 
-/* r's gzip form: r's head with the two headers added, then the body
- * deflated.  NULL when zlib fails (r is then sent plain). */
+/* "Content-Length: " and up to 20 digits and CRLF */
+#define CL_MAX 38
+
+/* r's gzip form: r's head with three headers added (its length and
+ * encoding, Vary), then the body deflated.  NULL when zlib fails (r is then sent plain). */
 static struct reply *
 gzip_form(const struct reply *r, int level)
 {
@@ -129,23 +133,29 @@ gzip_form(const struct reply *r, int level)
 
 	if (z == NULL)
 		return NULL;
-	cap = head + sizeof(hdr) - 1 + deflateBound(z, body);
+	/* The body is deflated first, CL_MAX bytes further on than it will
+	 * be, then moved up behind the Content-Length line: with a length
+	 * nginx passes the reply as it is instead of chunking it. */
+	cap = head + CL_MAX + sizeof(hdr) - 1 + deflateBound(z, body);
 	g = malloc(sizeof(*g) + cap + 1);
 	if (g == NULL)
 		fatalx("out of memory for a %zu-byte gzip reply", cap);
-	memcpy(g->data, r->data, head);
-	memcpy(g->data + head, hdr, sizeof(hdr) - 1);
-	out_len = head + sizeof(hdr) - 1;
 	z->next_in = (Bytef *)(r->data + r->body_off);
 	z->avail_in = (uInt)body;
-	z->next_out = (Bytef *)(g->data + out_len);
-	z->avail_out = (uInt)(cap - out_len);
+	z->next_out = (Bytef *)(g->data + head + CL_MAX + sizeof(hdr) - 1);
+	z->avail_out = (uInt)(cap - (head + CL_MAX + sizeof(hdr) - 1));
 	if (body > UINT32_MAX || deflate(z, Z_FINISH) != Z_STREAM_END) {
 		log_warning("gzip: deflating a %zu-byte reply failed: %s", body,
 		            z->msg != NULL ? z->msg : "no message");
 		free(g);
 		return NULL;
 	}
+	memcpy(g->data, r->data, head);
+	out_len = head + (size_t)snprintf(g->data + head, CL_MAX + 1, "Content-Length: %lu\r\n",
+	                                  (unsigned long)z->total_out);
+	memcpy(g->data + out_len, hdr, sizeof(hdr) - 1);
+	out_len += sizeof(hdr) - 1;
+	memmove(g->data + out_len, g->data + head + CL_MAX + sizeof(hdr) - 1, z->total_out);
 	out_len += z->total_out;
 	atomic_store_explicit(&g->refs, 1, memory_order_relaxed);
 	g->status = r->status;

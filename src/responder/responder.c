@@ -47,7 +47,7 @@ responder_start(struct responder *r, int listen_fd, int max_fds, conn_handler ha
 	writer_start(&r->writers, r->opt.writers, &r->conns, r->opt.sse_keepalive_s,
 	             responder_repark, r);
 	park_start(&r->park, &r->feeds, &r->render, &r->writers);
-	multi_start(&r->multi, &r->feeds, &r->writers);
+	multi_start(&r->multi, &r->feeds, &r->writers, r->opt.multi_cache);
 	conn_start(&r->conns, listen_fd, r->opt.handlers, max_fds, handle, quick, r);
 }
 

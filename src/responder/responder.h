@@ -50,6 +50,7 @@ struct responder_opts {
 	int max_timeout_s;    /* long-poll timeout and its upper bound */
 	int sse_keepalive_s;  /* SSE keep-alive comment interval */
 	int cache_max_age_s;  /* max-age of replies holding batches */
+	int multi_cache;      /* shared replies of several-feed requests (multi.h) */
 };
 
 struct responder {

@@ -56,7 +56,8 @@ static struct {
 	const char *user; /* --user USER[:GROUP] */
 	int sse_keepalive_s;
 	int cache_max_age_s;
-} opt = {NULL, 0666, NULL, 1, 2, 4, HP_DEFAULT_TIMEOUT_S, 4096, NULL, 15, 60};
+	int multi_cache; /* shared replies of several-feed requests (multi.h) */
+} opt = {NULL, 0666, NULL, 1, 2, 4, HP_DEFAULT_TIMEOUT_S, 4096, NULL, 15, 60, MULTI_CACHE_N};
 
 static int listen_fd = -1;
 static volatile sig_atomic_t got_stop;
@@ -91,6 +92,9 @@ usage(FILE *out)
 	        "  -z, --gzip-level N         deflate level (1-9) of the gzip form of long-poll\n"
 	        "                             replies and snapshots, made once per reply for\n"
 	        "                             clients that accept gzip; 0: never (default 1)\n"
+	        "  -M, --multi-cache N        replies of several-feed requests kept for sharing\n"
+	        "                             (default %d, at most %d); 0: each request\n"
+	        "                             renders its own\n"
 	        "  -v, --verbose              log debug messages\n"
 	        "  -q, --quiet                log warnings and errors only\n"
 	        "      --syslog               log to syslog instead of stderr\n"
@@ -98,7 +102,8 @@ usage(FILE *out)
 	        "  -h, --help                 this text\n"
 	        "\n"
 	        "HTTP API (see tailgate-fcgi(8)): GET /feeds, /feeds/FEED[?cursor=C&timeout=S\n"
-	        "&stream=sse&COLUMN=OP.VALUE], /metrics, /healthz.\n");
+	        "&stream=sse&COLUMN=OP.VALUE], /metrics, /healthz.\n",
+	        MULTI_CACHE_N, MULTI_CACHE_MAX);
 }
 
 static int
@@ -254,8 +259,8 @@ open_stream(struct responder *r, struct waiter *w)
 	                           "Cache-Control: no-store\r\n"
 	                           "X-Accel-Buffering: no\r\n\r\n"
 	                           "retry: 2000\n\n";
-	char extra[RENDER_STATE_HEADERS_MAX];
-	size_t n = render_state_headers(w->seg, extra, sizeof(extra));
+	char extra[WRITER_STATE_HEADERS_MAX];
+	size_t n = writer_state_headers(w, extra, sizeof(extra));
 
 	metrics_request(MK_SSE, 200);
 	metrics_sse(1);
@@ -326,10 +331,10 @@ handle_feed(struct responder *r, FCGX_Request *req, const char *name, struct thr
 		serve_snapshot(r, w, t);
 		return;
 	}
-	/* A long-poll: detached now, so that while it is parked (most are,
-	 * until the next batch) it keeps none of libfcgi's buffers; its
-	 * reply goes out in one write all the same (conn_reply). */
-	if (!w->sse && !conn_detach(w->req)) {
+	/* A long-poll: what it need not keep while parked (most are, until
+	 * the next batch) is shed now: libfcgi's buffers, when it came on a
+	 * new connection; its reply still goes out in one write (conn_reply). */
+	if (!w->sse && !conn_shed(w->req)) {
 		writer_end(&r->writers, w, 0);
 		return;
 	}
@@ -438,7 +443,7 @@ handle_multi(struct responder *r, FCGX_Request *req, const char *list, struct th
 		goto out;
 	if (w->sse && !open_stream(r, w))
 		return;
-	if (kind == MK_LONGPOLL && !conn_detach(w->req)) { /* as handle_feed's */
+	if (kind == MK_LONGPOLL && !conn_shed(w->req)) { /* as handle_feed's */
 		writer_end(&r->writers, w, 0);
 		return;
 	}
@@ -548,6 +553,7 @@ serve(void)
 	        .max_timeout_s = opt.max_timeout_s,
 	        .sse_keepalive_s = opt.sse_keepalive_s,
 	        .cache_max_age_s = opt.cache_max_age_s,
+	        .multi_cache = opt.multi_cache,
 	};
 	struct responder r;
 	sigset_t set;
@@ -754,6 +760,7 @@ main(int argc, char **argv)
 	                                         {"sse-keepalive", required_argument, NULL, 'k'},
 	                                         {"cache-max-age", required_argument, NULL, 'c'},
 	                                         {"gzip-level", required_argument, NULL, 'z'},
+	                                         {"multi-cache", required_argument, NULL, 'M'},
 	                                         {"verbose", no_argument, NULL, 'v'},
 	                                         {"quiet", no_argument, NULL, 'q'},
 	                                         {"syslog", no_argument, NULL, 'S'},
@@ -763,7 +770,7 @@ main(int argc, char **argv)
 	bool use_syslog = false;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "s:m:b:d:u:w:a:W:T:k:c:z:vqVh", longopts, NULL)) !=
+	while ((c = getopt_long(argc, argv, "s:m:b:d:u:w:a:W:T:k:c:z:M:vqVh", longopts, NULL)) !=
 	       -1) {
 		switch (c) {
 		case 's':
@@ -809,6 +816,9 @@ main(int argc, char **argv)
 			break;
 		case 'z':
 			reply_set_gzip_level(parse_int(optarg, 0, 9, "--gzip-level"));
+			break;
+		case 'M':
+			opt.multi_cache = parse_int(optarg, 0, MULTI_CACHE_MAX, "--multi-cache");
 			break;
 		case 'v':
 			log_max_level = LOG_LEVEL_DEBUG;

@@ -73,6 +73,8 @@ struct waiter {
 	 * and fs above are then the first feed's, for the state header). */
 	void *multi;
 	void (*multi_free)(void *multi);
+	/* Its state header lines, as writer_state_headers (writer.h). */
+	size_t (*multi_state)(const void *multi, char *out, size_t cap);
 };
 
 /* A new waiter for req on feed, reading seg, filtered by fs (both

@@ -78,17 +78,24 @@ share_append(struct thread_ctx *t, struct waiter *w, struct reply *r)
 static bool
 write_reply(struct writers *wp, struct waiter *w, const struct reply *r)
 {
-	char extra[RENDER_STATE_HEADERS_MAX];
-	size_t n = 0;
+	char extra[WRITER_STATE_HEADERS_MAX];
+	size_t n;
 	bool ok;
 
 	if (w->sse)
 		return conn_write_head(w->req, r->data, r->len, NULL, 0);
-	if (w->seg != NULL)
-		n = render_state_headers(w->seg, extra, sizeof(extra));
+	n = writer_state_headers(w, extra, sizeof(extra));
 	ok = conn_reply(wp->conns, w->req, r->data, r->len, extra, n);
 	w->req = NULL;
 	return ok;
+}
+
+size_t
+writer_state_headers(const struct waiter *w, char *out, size_t cap)
+{
+	if (w->multi != NULL)
+		return w->multi_state(w->multi, out, cap);
+	return w->seg != NULL ? render_state_headers(w->seg, out, cap) : 0;
 }
 
 void

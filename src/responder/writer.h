@@ -72,4 +72,11 @@ void writer_deliver(struct writers *wp, struct thread_ctx *t, struct waiter *w, 
  * and free w.  status: for the metrics of a long-poll (0: none). */
 void writer_end(struct writers *wp, struct waiter *w, int status);
 
+/* The state header lines of a reply to w, as its feeds' rings say now:
+ * render_state_headers for one feed, w->multi_state for several (multi.h).
+ * The length written to out, 0 when none; WRITER_STATE_HEADERS_MAX is
+ * enough. */
+#define WRITER_STATE_HEADERS_MAX 1024
+size_t writer_state_headers(const struct waiter *w, char *out, size_t cap);
+
 #endif

@@ -84,7 +84,9 @@ describe('shop dashboard [real]', { skip: !usable && 'no shop build (tailgate-sh
     const ci = cols.indexOf('conversion_rate');
     assert.ok(rates.length > 0 && ci >= 0, 'the item summary has rows');
     const vals = rates.map((r) => (r[ci] == null ? -1 : Number(r[ci])));
-    for (let i = 1; i < vals.length; i++) assert.ok(vals[i - 1] >= vals[i], `sorted by conversion rate at row ${i}`);
+    const shown = await page.evaluate(() => window.tailgatePage.subs.table.table.dataset.shown);
+    for (let i = 1; i < vals.length; i++)
+      assert.ok(vals[i - 1] >= vals[i], `sorted by conversion rate at row ${i}: ${vals.join(' ')} (${rates.length} rows in the DOM, ${shown} shown; page errors: ${page.errors?.join('; ') || 'none'})`);
     // The funnel equals the sums of the rows the page holds.
     const f = await page.evaluate(() => {
       const objs = window.tailgatePage.subs.item_summary.objects();

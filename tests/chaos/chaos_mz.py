@@ -11,7 +11,11 @@ Model, indexed by timestamp):
   * the snapshot equals the scenario's state at its cursor;
   * each batch is the scenario's next changed timestamp after the
     follower's cursor (nothing seen twice, nothing skipped: the only way to
-    jump is a 410 / an in-band SSE "snapshot" event, and a new snapshot);
+    jump is a 410 / an in-band SSE "snapshot" event, and a new snapshot),
+    or a net batch (a client far behind, docs/API.md "Catching up") whose
+    range (from, timestamp] starts at or after the cursor held, before
+    the next change, holds that change, and lists no row both inserted
+    and deleted;
   * after each batch the follower's table equals the scenario's state at
     that timestamp;
   * a timeout reply carries the request's cursor (or a later one, the
@@ -316,7 +320,24 @@ class Follower(threading.Thread):
                        % (ts, self.cursor))
             return
         want_ts = self.tl.next_change(self.cursor)
-        if ts != want_ts:
+        if 'from' in batch:
+            # A net batch (docs/API.md, "Catching up"): it stands for every
+            # change in (from, ts], and nothing may lie between the cursor
+            # held and from.  Its rows are the net effect: the table check
+            # below (the scenario's state at ts) holds it to that.
+            frm = int(batch['from'])
+            self.stats['net_batches'] += 1
+            if frm < self.cursor or frm >= ts:
+                self.error('net batch (%d, %d] does not start at or after the cursor held, %d'
+                           % (frm, ts, self.cursor))
+            elif want_ts is None or want_ts <= frm or want_ts > ts:
+                self.error('net batch (%d, %d] after cursor %d, but the next change is at %s: '
+                           'skipped without a 410' % (frm, ts, self.cursor, want_ts))
+            both = set(map(canon, batch['inserted'])) & set(map(canon, batch['deleted']))
+            if both:
+                self.error('net batch (%d, %d] both inserts and deletes %s'
+                           % (frm, ts, sorted(both)[:3]))
+        elif ts != want_ts:
             self.error('batch %d after cursor %d, but the next change is at %s: '
                        'skipped without a 410' % (ts, self.cursor, want_ts))
         t = collections.Counter(self.table)
@@ -517,12 +538,14 @@ def caught_up(fs, target, timeout=30):
 
 
 def check_followers(what, fs, tl, target=None, todo=None):
-    """Every follower consistent (no error so far), at target if given."""
+    """Every follower consistent (no error so far), at target if given (a
+    change's timestamp: a net batch's cursor may be past it, with no change
+    between)."""
     errs = [e for f in fs for e in f.errors]
     at = []
     for f in fs:
         cur, table = f.state()
-        if target is not None and cur != target:
+        if target is not None and (cur is None or tl.last_change(cur) != target):
             at.append('%s at %s, want %s; trace %s' % (f.name, cur, target, list(f.trace)[-8:]))
         if cur is not None and table != tl.state_at(cur):
             at.append('%s: table at %s differs' % (f.name, cur))
@@ -598,6 +621,50 @@ class Daemon:
 def feeds_list(st):
     status, obj = st.get_json('/feeds', timeout=10)
     return {f['name']: f for f in obj.get('feeds', [])} if status == 200 else {}
+
+
+def late_start(st, feed, tl):
+    """A follower that takes its snapshot now and asks again only much
+    later (late_resume): far behind, it gets a net batch."""
+    f = Follower(st.port, feed, tl, name='late-%s' % feed)
+    status, body = f.get('/feeds/%s' % feed, 20)
+    if status == 200:
+        obj = parse(body)
+        f.snapshot(obj['batches'][0], int(obj['batches'][0]['timestamp']))
+        for b in obj['batches'][1:]:
+            f.apply(b)
+        f.token = obj['cursor']
+    else:
+        f.error('snapshot: status %d' % status)
+    return f
+
+
+def late_resume(st, f, what):
+    """The late follower's one long-poll, far behind: one net batch that
+    the scenario check (Follower.apply) accepts, or a 410 saying that even
+    the net batch is larger than a snapshot (the host's own snapshot
+    decides, docs/API.md "Catching up")."""
+    status, body, n, nets = None, b'', 0, 0
+    start = f.cursor
+    if f.token is not None:
+        status, body = f.get('/feeds/%s?cursor=%s&timeout=0' % (f.feed, f.token), 20)
+    if status == 200:
+        obj = parse(body)
+        n = len(obj['batches'])
+        for b in obj['batches']:
+            nets += 'from' in b
+            f.apply(b)
+        if nets:
+            figures['net batches (late follower)'] += 1
+    elif status == 410:
+        figures['410 for a late follower (the net batch outweighed a snapshot)'] += 1
+    good_410 = status == 410 and b'net batch' in body
+    behind = len([t for t in f.tl.ts if start is not None and start < t <= (f.cursor or 0)])
+    ok(not f.errors and ((status == 200 and n == 1 and nets == 1) or good_410),
+       '%s: a follower far behind gets one net batch for %d changes that leaves its table at '
+       'the scenario\'s state, or a 410 naming the net batch (got %s: %d batches, %d net)'
+       % (what, behind, status, n, nets),
+       '\n'.join(f.errors) + '\n' + body[:300].decode('utf-8', 'replace'))
 
 
 def snapshot_get(st, feed, tl):
@@ -997,6 +1064,7 @@ def phase_d(st, tmp):
            'D: tailgated took the first snapshots of both feeds', dmn.log()[-2000:])
         fg = start_followers(st.port, good, tl_good, 2, 1)
         fb = start_followers(st.port, bad, tl_bad, 2, 1)
+        late = late_start(st, good, tl_good)
         ok(srv.wait_hold('d_malformed', 60), 'D: the bad stream got past its malformed rows')
         target = tl_bad.last_change(gb.ts[30])
         caught_up(fb, target)
@@ -1048,6 +1116,7 @@ def phase_d(st, tmp):
            'D: GET /feeds/%s still serves the state before the big row, consistent' % bad,
            '%s %s' % (status, why))
         check_followers('D: %s at the end' % good, fg, tl_good)
+        late_resume(st, late, 'D: %s' % good)
         ok(dmn.alive(), 'D: tailgated keeps running')
     finally:
         stop_followers(fg + fb)

@@ -38,7 +38,11 @@ paused (every follower at the feed's head):
     the (cursor, digest) of every batch applied since; `verify_with_ring`
     compares them with `tailgate-ring dump FEED CURSOR`, which lists every
     batch the ring holds after that cursor: equal lists mean no batch was
-    skipped, doubled or altered.
+    skipped, doubled or altered.  A client far behind may get one net
+    batch instead (a batch with "from": docs/API.md, "Catching up"); it
+    stands for every ring batch after the follower's previous one up to
+    its timestamp, none of them at or before "from", and must equal their
+    net effect (`compare_record`).
 
 Python:
 
@@ -67,7 +71,8 @@ import subprocess
 import threading
 import time
 
-__all__ = ["Follower", "parse_json", "rows_key", "batch_digest", "verify_with_ring"]
+__all__ = ["Follower", "parse_json", "rows_key", "batch_digest", "batch_delta", "compare_record",
+           "verify_with_ring"]
 
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
@@ -88,6 +93,17 @@ def rows_key(row):
 def batch_digest(batch):
     """What identifies a batch's content: its rows in order, inserted and deleted."""
     return hash((rows_key(batch.get("inserted", [])), rows_key(batch.get("deleted", []))))
+
+
+def batch_delta(batch):
+    """A batch's effect on a table: {row key: inserted minus deleted}, zeros
+    left out.  The net effect of several batches is the sum of theirs."""
+    d = collections.Counter()
+    for r in batch.get("inserted", []):
+        d[rows_key(r)] += 1
+    for r in batch.get("deleted", []):
+        d[rows_key(r)] -= 1
+    return {k: n for k, n in d.items() if n != 0}
 
 
 class _Gone(Exception):
@@ -208,11 +224,16 @@ class Follower(threading.Thread):
         self.last_progress = time.monotonic()
 
     def _apply(self, batch, asked):
-        """One batch after cursor `asked` (the reply's request cursor)."""
+        """One batch after cursor `asked` (the reply's request cursor).  A
+        batch with "from" (a catch-up: the net effect of the positions
+        (from, timestamp], docs/API.md) must start at or after asked and
+        be net: no row both deleted and inserted.  Whether it is the net
+        effect of the ring's batches there is verify_with_ring's check."""
         try:
             ts = int(batch["timestamp"])
+            frm = int(batch["from"]) if "from" in batch else None
         except (KeyError, TypeError, ValueError):
-            self._violate("batch without a numeric timestamp: %.200r" % (batch,))
+            self._violate("batch without a numeric timestamp or from: %.200r" % (batch,))
             return
         with self._lock:
             if ts <= asked:
@@ -222,6 +243,16 @@ class Follower(threading.Thread):
                 self._violate("batch %d not after the cursor %d held (asked after %s): "
                               "seen twice or out of order" % (ts, self.cursor, asked))
                 return
+            if frm is not None:
+                both = ({rows_key(r) for r in batch.get("inserted", [])} &
+                        {rows_key(r) for r in batch.get("deleted", [])})
+                if frm < asked or frm >= ts:
+                    self._violate("net batch (%d, %d] does not start at or after the position "
+                                  "%d asked after" % (frm, ts, asked))
+                    return
+                if both:
+                    self._violate("net batch (%d, %d] both deletes and inserts %d rows: %.200s"
+                                  % (frm, ts, len(both), sorted(both)[0]))
             t = self._table
             for r in batch.get("deleted", []):
                 k = rows_key(r)
@@ -235,7 +266,11 @@ class Follower(threading.Thread):
             for r in batch.get("inserted", []):
                 t[rows_key(r)] += 1
             self.cursor = ts
-            self._record.append((ts, batch_digest(batch)))
+            if frm is None:
+                self._record.append((ts, batch_digest(batch)))
+            else:
+                self._record.append((ts, batch_digest(batch), frm, batch_delta(batch)))
+                self.stats["net_batches"] += 1
         self.stats["batches"] += 1
         self.last_progress = time.monotonic()
 
@@ -475,8 +510,8 @@ def position(cursor):
 
 
 def _dump(ring_tool, ring_dir, feed, cursor):
-    """Batches the ring holds after cursor: [(cursor, digest)], or None when the
-    cursor is gone (lapped, or another history)."""
+    """Batches the ring holds after cursor: [(cursor, digest, batch)], or None
+    when the cursor is gone (lapped, or another history)."""
     p = subprocess.run([ring_tool, "-d", ring_dir, "dump", feed, str(cursor)],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if p.returncode != 0:
@@ -486,22 +521,80 @@ def _dump(ring_tool, ring_dir, feed, cursor):
         rec = parse_json(line)
         if rec.get("restart"):
             return None  # lapped while reading
-        out.append((int(rec["cursor"]), batch_digest(rec["batch"])))
+        out.append((int(rec["cursor"]), batch_digest(rec["batch"]), rec["batch"]))
     return out
+
+
+def compare_record(start, record, held):
+    """What is wrong with a follower's record after start (its entries
+    (cursor, digest) for a batch, (cursor, digest, from, delta) for a net
+    batch) against held, the ring's [(cursor, digest, batch)] after start up
+    to the follower's cursor: a list of strings, empty when every batch is
+    the ring's next one and every net batch (from, cursor] stands for the
+    ring's batches after the previous entry up to its cursor, none of them
+    at or before from, and equals their net effect (batch_delta summed)."""
+    problems = []
+    i, prev = 0, start
+    for e in record:
+        c = e[0]
+        if len(e) == 2:
+            if i < len(held) and held[i][0] == c and held[i][1] == e[1]:
+                i, prev = i + 1, c
+                continue
+            ring_next = held[i][0] if i < len(held) else None
+            if ring_next == c:
+                problems.append("batch %d differs from the ring's" % c)
+            else:
+                problems.append("after %d the follower applied batch %d, the ring's next is %s "
+                                "(skipped, doubled or not in the ring)" % (prev, c, ring_next))
+            break
+        frm, delta = e[2], e[3]
+        j = i
+        while j < len(held) and held[j][0] <= c:
+            j += 1
+        covered = held[i:j]
+        before = [h[0] for h in covered if h[0] <= frm]
+        net = collections.Counter()
+        for h in covered:
+            if h[0] > frm:
+                net.update(batch_delta(h[2]))
+        net = {k: n for k, n in net.items() if n != 0}
+        if before:
+            problems.append("net batch (%d, %d] after %d skips the ring's batches %s"
+                            % (frm, c, prev, before[:5]))
+        if not covered:
+            problems.append("net batch (%d, %d] stands for no batch of the ring" % (frm, c))
+        if net != delta:
+            extra = sorted(k for k in set(delta) | set(net) if delta.get(k) != net.get(k))
+            problems.append("net batch (%d, %d] is not the net effect of the ring's %d batches "
+                            "there: %d rows differ, e.g. %s (batch %+d, ring %+d)" % (
+                                frm, c, len(covered), len(extra), extra[0][:120],
+                                delta.get(extra[0], 0), net.get(extra[0], 0)))
+        if problems:
+            break
+        i, prev = j, c
+    else:
+        if i < len(held):
+            problems.append("the ring holds %d batches after %d the follower skipped: %s"
+                            % (len(held) - i, prev, [h[0] for h in held[i:i + 5]]))
+    return problems
 
 
 def verify_with_ring(followers, ring_tool, ring_dir, feed):
     """Compare every follower's record since its last verification with the
-    ring's batches after that cursor, up to the follower's cursor.  Works
-    while the feed moves (the dump is taken after the records, so it holds
-    at least as much).  Returns (verified, unverifiable, problems): batches
-    matched, batches that could not be checked (the ring no longer holds
-    their start: lapped, or a new history), and a list of strings.  Each
-    follower's record restarts at its cursor."""
+    ring's batches after that cursor, up to the follower's cursor
+    (compare_record: batches one for one, a net batch against the net
+    effect of the ring's batches it stands for).  Works while the feed
+    moves (the dump is taken after the records, so it holds at least as
+    much).  Returns (verified, unverifiable, problems): batches matched
+    (a net batch counts the ring batches it stands for), batches that
+    could not be checked (the ring no longer holds their start: lapped,
+    or a new history), and a list of strings.  Each follower's record
+    restarts at its cursor."""
     taken = [(f, f.take_unverified()) for f in followers]
     verified = unverifiable = 0
     problems = []
-    dumps = {}  # start cursor -> [(cursor, digest)] or None
+    dumps = {}  # start cursor -> [(cursor, digest, batch)] or None
 
     def after(start):
         if start in dumps:
@@ -510,7 +603,7 @@ def verify_with_ring(followers, ring_tool, ring_dir, feed):
         for s, d in dumps.items():
             if d is None or s > start:
                 continue
-            for i, (c, _) in enumerate(d):
+            for i, (c, _, _) in enumerate(d):
                 if c == start:
                     return d[i + 1:]
         dumps[start] = _dump(ring_tool, ring_dir, feed, start)
@@ -520,19 +613,20 @@ def verify_with_ring(followers, ring_tool, ring_dir, feed):
         if start is None or not record:
             continue
         held = after(start)
-        if held is None or not held or held[-1][0] < end:
+        # The last batch applied one for one must be held (a net batch's
+        # cursor is the frontier, often past the ring's last batch).
+        last_plain = max([e[0] for e in record if len(e) == 2], default=None)
+        if (held is None or not held or
+                (last_plain is not None and held[-1][0] < last_plain)):
             unverifiable += len(record)  # gone, or the ring is another history
             continue
         want = [h for h in held if h[0] <= end]
-        if record == want:
-            verified += len(record)
+        p = compare_record(start, record, want)
+        if not p:
+            verified += len(want)
             continue
-        got_c = {c for c, _ in record}
-        want_c = {c for c, _ in want}
-        changed = sorted(c for c, d in record if c in want_c and (c, d) not in set(want))
         problems.append("%s: after cursor %d up to %d the ring holds %d batches, the follower "
-                        "applied %d; skipped %s; not in the ring %s; different content %s" % (
+                        "applied %d (%d net): %s" % (
                             f.name, start, end, len(want), len(record),
-                            sorted(want_c - got_c)[:5], sorted(got_c - want_c)[:5],
-                            changed[:5]))
+                            sum(1 for e in record if len(e) > 2), "; ".join(p)))
     return verified, unverifiable, problems

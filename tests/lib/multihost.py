@@ -565,7 +565,8 @@ def wait_tables(clients, want_of, timeout=60, step=0.25):
 def start_host(build, tmp, name, conf_for_ring):
     """Start a host in tmp/name: its tailgated (configuration
     conf_for_ring(ring_dir)) and its nginx + responder on that ring
-    directory.  {"daemon": Daemon, "stack": Stack, "target": (host, port)}."""
+    directory.  {"daemon": Daemon, "stack": Stack, "target": (host, port),
+    "ring": ring_dir}."""
     from stack import Stack
     d = os.path.join(tmp, name)
     ring = os.path.join(d, "ring")
@@ -578,7 +579,8 @@ def start_host(build, tmp, name, conf_for_ring):
     st = Stack(responders=1, ring_dir=ring, base_dir=os.path.join(d, "stack"), keep=True,
                responder_args=["--sse-keepalive", "5"])
     st.start()
-    return {"name": name, "daemon": daemon, "stack": st, "target": ("127.0.0.1", st.port)}
+    return {"name": name, "daemon": daemon, "stack": st, "target": ("127.0.0.1", st.port),
+            "ring": ring}
 
 
 def feeds_state(host):
