@@ -49,7 +49,8 @@ RINGTOOL = os.path.join(BUILD, 'tailgate-ring')
 SCENARIOS = os.path.join(HERE, 'mzserver', 'scenarios')
 DEADLINE = float(os.environ.get('TAILGATE_TEST_TIMEOUT', '60'))
 
-NUMBER_TYPES = {'int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'oid'}
+NUMBER_TYPES = {'int2', 'int4', 'int8', 'float4', 'float8', 'numeric', 'oid',
+                'uint2', 'uint4', 'uint8', 'mz_timestamp'}
 JSON_NUMBER = re.compile(r'-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z')
 
 
@@ -392,6 +393,112 @@ def check_types(name, run, model, ring):
         ok(frag in first, '%s: %s' % (name, what), first[:3000])
 
 
+def check_mz_types(name, run, model, ring):
+    cols = json.loads(re.search(r'columns\s+(.*)', run.info()).group(1))
+    types = [(c['type'], m.base) for c, m in zip(cols, model.cols)]
+    ok(all(t == b for t, b in types),
+       '%s: Materialize types named by their built-in OIDs (uint8, mz_timestamp, '
+       'list, map, record)' % name, types)
+    ok('encoding those columns as strings' not in run.log(),
+       '%s: no type went unnamed' % name, run.log()[-2000:])
+    p = subprocess.run([RINGTOOL, '-d', run.ring_dir, 'dump', run.feed],
+                       capture_output=True, text=True)
+    text = p.stdout
+    for frag, what in [
+            ('[1,0,0,0,0,999999999999999999999999999999999999999,',
+             'uint2/4/8 and mz_timestamp are numbers; numeric keeps 39 digits'),
+            ('65535,4294967295,18446744073709551615,18446744073709551615,'
+             '-0.000000000000000000000000000000000000001,', 'extremes keep their digits'),
+            ('"{1,2,NULL}","{a=>1,b=>NULL}","(1,\\"a b\\")",{"a": 1, "b": [true, null]}]',
+             'list, map and record as strings, jsonb embedded'),
+            ('"NaN"', 'numeric NaN is a string'),
+            ('"(\\"tab\\there\\",)"', 'a record with an escaped tab'),
+            ('1234567890123456789.01234567890123456789,', 'numeric with 39 digits and a scale'),
+            (',12345678901234567890123456789]', 'a big jsonb number embedded')]:
+        ok(frag in text, '%s: %s' % (name, what), text[:3000])
+
+
+def unconsolidated_extra(name, run, model, ring):
+    log = run.log()
+    ok(log.count('sent a row twice in one timestamp (its output') == 1,
+       '%s: the first repeated row is refused once, with the feed and the row' % name,
+       '\n'.join(l for l in log.splitlines() if 'twice' in l))
+    ok('it does not consolidate its output; summing' in log,
+       '%s: the resent timestamp repeating rows again is summed, and said so' % name,
+       log[-2000:])
+
+
+def complete_extra(name, run, model, ring):
+    d = run.wait_for(lambda: run.head_at_least(1700000002000),
+                     '%s: the last timestamp, with no progress row after it' % name)
+    state = collections.Counter()
+    for _, b in d or []:
+        state.update(daemon_row(r) for r in b['inserted'])
+        state.subtract(daemon_row(r) for r in b['deleted'])
+    ok(d and d[-1][0] == 1700000002000 and +state == model.state_at(1700000002000),
+       '%s: the COPY ending (all updates presented) publishes the last timestamp' % name,
+       d and [(c, b) for c, b in d])
+    ok('the SUBSCRIBE completed' in run.log(), '%s: the log says the SUBSCRIBE completed'
+       % name, run.log()[-2000:])
+    # The daemon's backoff is well under a second: a resubscription would
+    # show within 3 s.
+    again = wait_until(lambda: len(subscribes(run)) > 1, 3)
+    ok(not again and 'state        live' in run.info(),
+       '%s: no resubscription; the feed stays live with the final state' % name,
+       (json.dumps(subscribes(run))[:1000], run.info()))
+    # A daemon restarted with a short stall_timeout_ms adopts the segment,
+    # resumes, finds the SUBSCRIBE complete again, and keeps the final state
+    # confirmed: final, not stalled.
+    with open(run.conf_path) as f:
+        conf = f.read()
+    with open(run.conf_path, 'w') as f:
+        f.write('stall_timeout_ms = 300\n' + conf)
+    log_at = len(run.log())
+    run.restart_daemon()
+    ok(run.wait_for(lambda: 'the SUBSCRIBE completed' in run.log()[log_at:],
+                    '%s: completed again after a restart' % name),
+       '%s: after a restart the resumed SUBSCRIBE completes again' % name)
+    stalled = wait_until(lambda: 'stalled' in run.info(), 1.5)
+    info = run.info()
+    ok(not stalled and 'state        live' in info and 'confirmed' in info,
+       '%s: a completed feed is not called stalled (stall_timeout_ms 300)' % name, info)
+    d = run.dump()
+    ok(d and d[-1][0] == 1700000002000, '%s: ...and holds the same head' % name,
+       d and [c for c, _ in d])
+
+
+def wait_until(cond, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def sparse_test():
+    """A row at a later timestamp completes the earlier ones."""
+    name = 'sparse_progress'
+    path = os.path.join(SCENARIOS, 'sparse_progress.scn')
+    model = Model(path)
+    run = Run(path)
+    run.diff_cursors = set()
+    try:
+        if run.wait_for(lambda: reached(run, 'after-three'), 'hold after-three'):
+            d = run.wait_for(lambda: run.head_at_least(1700000002000),
+                             'batch 1700000002000 before any progress row closes it')
+            ok(d and d[-1][0] == 1700000002000,
+               '%s: a row at 1700000003000 publishes 1700000002000 (no progress row '
+               'yet), and nothing of the open 1700000003000' % name,
+               d and [c for c, _ in d])
+        release(run, 'after-three')
+        check_ring(name, run, model)
+        check_stop(name, run)
+    finally:
+        run.stop()
+        run.cleanup()
+
+
 def reached(run, hold):
     return os.path.exists(os.path.join(run.hold_dir, hold + '.reached'))
 
@@ -587,6 +694,10 @@ def main():
         return 0
     print('# tailgated against mzserver, scenarios in %s' % SCENARIOS)
     scenario_run('multiplicity.scn')
+    scenario_run('mz_types.scn', extra=check_mz_types)
+    scenario_run('unconsolidated.scn', extra=unconsolidated_extra)
+    sparse_test()
+    scenario_run('complete.scn', extra=complete_extra)
     scenario_run('types.scn', extra=check_types)
     scenario_run('types.scn', name='types-exotic-escapes',
                  server_args=['--copy-escapes', 'exotic'])

@@ -211,6 +211,26 @@ main(void)
 	ok(c && p && !conf_feed_equal(c, &c->feeds[0], p, &p->feeds[0]),
 	   "different sources are not equal");
 	conf_free(p);
+
+	/* Double quotes: SQL's own in table and columns, stripped elsewhere
+	 * only around one whole quoted string. */
+	const char *q = "source = postgresql\nconninfo = \"host=h port=1\"\n[feed q]\n"
+	                "table = \"My Schema\".\"Mixed Case\"\ncolumns = \"Id\", \"Col A\"\n"
+	                "where = \"flag\"\n[feed r]\ntable = \"orders\"\n"
+	                "where = \"a\" = 'x' OR \"b\"\n";
+	p = conf_parse("q.conf", q, strlen(q), err, sizeof(err));
+	ok(p != NULL, "quoted values parse%s%s", p ? "" : ": ", p ? "" : err);
+	if (p != NULL) {
+		is_str(p->conninfo, "host=h port=1", "a wholly quoted conninfo loses its quotes");
+		is_str(p->feeds[0].table, "\"My Schema\".\"Mixed Case\"",
+		       "table keeps SQL identifier quotes");
+		is_str(p->feeds[0].columns, "\"Id\", \"Col A\"", "columns keep them");
+		is_str(p->feeds[0].where, "flag", "a wholly quoted where loses them");
+		is_str(p->feeds[1].table, "\"orders\"", "a table in one pair of quotes keeps them");
+		is_str(p->feeds[1].where, "\"a\" = 'x' OR \"b\"",
+		       "a where with quotes inside keeps them");
+	}
+	conf_free(p);
 	conf_free(c);
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -552,7 +552,8 @@ test_snapshot_cadence(void)
 	feed_free(f, true);
 }
 
-/* unique_rows: a row twice in one timestamp is refused. */
+/* unique_rows: a row twice in one timestamp is refused, unless the
+ * next closing repeats a row again. */
 static void
 test_unique(void)
 {
@@ -579,10 +580,28 @@ test_unique(void)
 	row(13, -1, "[1]");
 	row(13, 1, "[2]");
 	row(13, -1, "[1]");
-	ok(feed_progress(f, 14) != 0, "unique: a row twice in a timestamp is refused");
+	ok(feed_progress(f, 14) != 0,
+	   "unique: a row twice in a timestamp is refused (a closing in between: again)");
 	feed_stats(f, &st);
 	ok(st.batches == 0 && st.state_rows == 2 && feed_frontier(f) == 13,
 	   "unique: nothing published, state and frontier kept");
+	/* The session resumes; the upstream resends timestamp 13 the same way:
+	 * it does not consolidate, so its rows are summed from now on. */
+	row(13, -1, "[1]");
+	row(13, 1, "[2]");
+	row(13, -1, "[1]");
+	ok(feed_progress(f, 14) == 0, "unique: the same timestamp repeated again is summed");
+	feed_stats(f, &st);
+	ok(st.batches == 1 && st.state_rows == 1 && feed_frontier(f) == 14,
+	   "unique: one batch, [1] gone twice, [2] held");
+	row(14, 1, "[3]");
+	row(14, -1, "[3]");
+	row(14, 1, "[4]");
+	row(14, 1, "[4]");
+	ok(feed_progress(f, 15) == 0, "unique: ...and later repeats too (in and out: nothing)");
+	feed_stats(f, &st);
+	ok(st.batches == 2 && st.state_rows == 3 && feed_frontier(f) == 15,
+	   "unique: [4] held twice, [3] never");
 	feed_free(f, true);
 }
 

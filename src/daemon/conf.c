@@ -4,7 +4,8 @@
  * Line-oriented: "key = value", "[feed NAME]" opens a feed section, '#'
  * or ';' at the start of a line is a comment, a line ending in a
  * backslash continues on the next (joined with a newline, for long
- * queries).  A value wholly in double quotes loses them.  Everything is
+ * queries).  A value wholly in double quotes loses them (wholly_quoted:
+ * not SQL names).  Everything is
  * checked while parsing; the first problem ends the parse with
  * "FILE:LINE: reason".
  */
@@ -223,6 +224,23 @@ parse_ring_size(struct parser *p, const char *val, uint64_t *out)
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * Whether a value is wholly in double quotes, which it then loses: one
+ * quoted string, no other double quote inside.  Never for the keys that
+ * name SQL objects (table, columns, view), where double quotes are SQL's
+ * own identifier quoting: "My Schema"."Orders" or "Id", "Col A" stay as
+ * written, and "orders" names the table orders either way.
+ */
+static bool
+wholly_quoted(const char *key, const char *val)
+{
+	size_t n = strlen(val);
+
+	if (strcmp(key, "table") == 0 || strcmp(key, "columns") == 0 || strcmp(key, "view") == 0)
+		return false;
+	return n >= 2 && val[0] == '"' && val[n - 1] == '"' && memchr(val + 1, '"', n - 2) == NULL;
 }
 
 /* libpq's parse errors quote what they trip on ("missing \"=\" after
@@ -625,7 +643,7 @@ conf_parse(const char *name, const char *text, size_t len, char *err, size_t err
 		*eq = '\0';
 		key = trim(l);
 		val = trim(eq + 1);
-		if (strlen(val) >= 2 && val[0] == '"' && val[strlen(val) - 1] == '"') {
+		if (wholly_quoted(key, val)) {
 			val[strlen(val) - 1] = '\0';
 			val++;
 		}

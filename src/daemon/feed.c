@@ -79,6 +79,7 @@ struct feed {
 	char *rows_def; /* feed_params.rows */
 	uint64_t ring_size;
 	bool unique_rows;
+	bool dup_refused; /* the last timestamp closing was refused for a repeated row */
 
 	struct ring *ring;
 	char *columns_json; /* of the current segment; NULL before columns */
@@ -674,7 +675,7 @@ validate_touched(struct feed *f, uint64_t ts, bool snapshot)
 
 /* Close an ordinary timestamp: items are indexes into f->pend. */
 /* Intern a timestamp's rows into the touched list; false (logged) when
- * the upstream broke consolidation or the sums overflow. */
+ * the upstream broke consolidation (the first time) or the sums overflow. */
 static bool
 touch_items(struct feed *f, uint64_t ts, const size_t *items, size_t nitems)
 {
@@ -686,11 +687,26 @@ touch_items(struct feed *f, uint64_t ts, const size_t *items, size_t nitems)
 		const struct pend *p = &f->pend[items[i]];
 		touch_add(f, f->pend_text.p + p->off, p->len, p->diff, &overflow, &dup);
 	}
-	if (dup != NULL) {
+	/* A row twice in one timestamp from an upstream that consolidates is
+	 * refused once: a glitch, or a stream broken in transit, and the
+	 * resumed session sends that timestamp again.  If the next timestamp
+	 * closed (that same one, resent) repeats a row again, the upstream
+	 * does not consolidate at all: its diffs are summed from then on, as
+	 * any other source's (its documentation promises a row's change, not
+	 * one line per row), rather than refusing the same timestamp forever. */
+	if (dup != NULL && f->unique_rows && !f->dup_refused) {
 		log_bad_row(f, "sent a row twice in one timestamp (its output is consolidated)", ts,
 		            dup, f->touch[dup->mark - 1].delta);
+		f->dup_refused = true;
 		touch_release(f);
 		return false;
+	}
+	if (dup != NULL && f->unique_rows) {
+		log_warning("feed=%s: upstream sent a row twice in one timestamp again, at %" PRIu64
+		            ": it does not consolidate its output; summing repeated rows from "
+		            "now on",
+		            f->name, ts);
+		f->unique_rows = false;
 	}
 	if (overflow) {
 		log_error("feed=%s: upstream diffs at %" PRIu64 " overflow; dropping the session",
@@ -698,6 +714,7 @@ touch_items(struct feed *f, uint64_t ts, const size_t *items, size_t nitems)
 		touch_release(f);
 		return false;
 	}
+	f->dup_refused = false;
 	return true;
 }
 

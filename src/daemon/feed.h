@@ -19,7 +19,9 @@
  *
  * Publication.  When feed_progress(F) closes timestamp T (T < F), the
  * rows of T are consolidated (a row's diffs summed, zero dropped; with
- * feed_params.unique_rows a row given twice is an error instead),
+ * feed_params.unique_rows a row given twice is an error instead, once:
+ * when the next timestamp closed repeats a row again, the upstream does
+ * not consolidate, and its rows are summed from then on),
  * checked against the state, appended to the ring as one batch (inserted:
  * rows with positive net diff, repeated; deleted: negative) and applied.
  * A timestamp whose net change is empty publishes nothing.  Rows of

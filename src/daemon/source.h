@@ -62,7 +62,8 @@ struct source_ops {
 	const char *name; /* "materialize", "postgresql": conf's `source` */
 	/* The upstream sends each row at most once per timestamp (Materialize
 	 * consolidates): a repeat is refused as a broken stream instead of
-	 * being summed (feed_params.unique_rows). */
+	 * being summed, unless the resent timestamp repeats a row again
+	 * (feed_params.unique_rows). */
 	bool consolidated;
 	int (*init)(struct source *src);
 	enum source_status (*start)(struct source *src, uint64_t now_ms);

@@ -15,7 +15,8 @@
  *   COPY_WAIT   PQsendQuery("COPY (SUBSCRIBE ... WITH (PROGRESS ...)
  *               [AS OF t]) TO STDOUT"), waiting for PGRES_COPY_OUT
  *   STREAMING   PQgetCopyData(conn, &buf, 1): one CopyData per row
- *   COPY_END    the COPY ended; collecting its final result
+ *   COPY_END    the COPY ended; collecting its final result (an error, or
+ *               the SUBSCRIBE complete: copy_complete)
  *
  * Which COPY: when the feed holds state for the same columns it resumes
  * with AS OF frontier-1 WITH (SNAPSHOT = false): exactly the updates at
@@ -66,7 +67,8 @@ enum mz_phase {
 	MZ_ENVIRONMENT,
 	MZ_COPY_WAIT,
 	MZ_STREAMING,
-	MZ_COPY_END
+	MZ_COPY_END,
+	MZ_COMPLETE /* the SUBSCRIBE completed: its final state is held */
 };
 
 struct mz_col {
@@ -95,6 +97,7 @@ struct mz {
 	bool want_snapshot; /* first progress row begins the feed's snapshot */
 	bool setup_error;   /* an error result arrived during setup */
 	uint64_t rows;      /* rows of this COPY */
+	uint64_t max_ts;    /* the highest mz_timestamp of this COPY */
 
 	struct copytext ct;
 	struct bbuf row;
@@ -232,6 +235,7 @@ send_copy(struct source *src)
 	m->refused = false;
 	m->setup_error = false;
 	m->rows = 0; /* refusal(): nothing of this COPY delivered yet */
+	m->max_ts = 0;
 	m->phase = MZ_COPY_WAIT;
 	if (!PQsendQuery(m->conn, sql)) {
 		free(sql);
@@ -279,6 +283,35 @@ has_unnamed_types(const struct mz *m)
 	return false;
 }
 
+/* Materialize's own built-in types have fixed OIDs (from 16384, below
+ * its first user OID, 20000), and record is PostgreSQL's: named without
+ * asking pg_type, which an upstream may not serve.  Only here: in
+ * PostgreSQL 16384 and up are user OIDs. */
+static const char *
+mz_builtin_type(uint32_t oid)
+{
+	switch (oid) {
+	case 2249:
+		return "record";
+	case 16384:
+		return "list";
+	case 16385:
+		return "map";
+	case 16460:
+		return "uint2";
+	case 16462:
+		return "uint4";
+	case 16464:
+		return "uint8";
+	case 16552:
+		return "mz_timestamp";
+	case 16566:
+		return "mz_aclitem";
+	default:
+		return NULL;
+	}
+}
+
 static void
 describe_result(struct source *src, const PGresult *res)
 {
@@ -290,6 +323,8 @@ describe_result(struct source *src, const PGresult *res)
 	m->ncols = n;
 	for (int i = 0; i < n; i++) {
 		const char *name = coltype_name(PQftype(res, i));
+		if (name == NULL)
+			name = mz_builtin_type(PQftype(res, i));
 		m->cols[i].name = xstrdup(PQfname(res, i));
 		m->cols[i].oid = PQftype(res, i);
 		m->cols[i].type = name ? xstrdup(name) : NULL;
@@ -343,12 +378,17 @@ columns_known(struct source *src)
 		else
 			m->view_idx[m->nview++] = i;
 	}
-	if (m->i_ts < 0 || m->i_prog < 0 || m->i_diff < 0) {
-		log_error("feed=%s: the SUBSCRIBE's columns lack mz_timestamp, mz_progressed or "
-		          "mz_diff (is the upstream Materialize?)",
-		          fname(src));
-		return SOURCE_RETRY;
-	}
+	/* ENVELOPE UPSERT or DEBEZIUM in a view's text replace mz_diff with
+	 * mz_state: not a stream of diffs this source can apply.  A fix is
+	 * needed, not time: a permanent error (the feed's state says so). */
+	if (m->i_ts < 0 || m->i_prog < 0 || m->i_diff < 0)
+		return source_fail(
+		        src, true,
+		        "the SUBSCRIBE's columns lack %s (ENVELOPE UPSERT and DEBEZIUM are "
+		        "not supported; is the upstream Materialize?)",
+		        m->i_ts < 0     ? "mz_timestamp"
+		        : m->i_prog < 0 ? "mz_progressed"
+		                        : "mz_diff");
 	m->kinds = xcalloc((size_t)m->nview, sizeof(*m->kinds));
 	m->vals = xcalloc((size_t)m->nview, sizeof(*m->vals));
 	m->lens = xcalloc((size_t)m->nview, sizeof(*m->lens));
@@ -430,6 +470,39 @@ warn_types(struct source *src, const PGresult *res)
 	            pgconn_error(&e, "looking up type names", mzp(src)->conn, res));
 }
 
+/*
+ * The COPY ended without an error: the SUBSCRIBE is over because "all
+ * updates have been presented" (SUBSCRIBE, "Duration": a constant
+ * relation, which will never change again).  No progress row follows the
+ * last timestamp's rows (the frontier is empty), so close every pending
+ * timestamp now, keep the feed live with that final state and end the
+ * session without a retry.  A COPY that ended before its first progress
+ * row says nothing: retry.
+ */
+static enum source_status
+copy_complete(struct source *src)
+{
+	struct mz *m = mzp(src);
+
+	if (m->rows == 0 || m->want_snapshot) {
+		log_error("feed=%s: the SUBSCRIBE ended before its first progress row", fname(src));
+		return SOURCE_RETRY;
+	}
+	if (m->max_ts < UINT64_MAX && feed_progress(src->feed, m->max_ts + 1) != 0)
+		return SOURCE_RETRY;
+	feed_upstream_live(src->feed);
+	log_info("feed=%s: the SUBSCRIBE completed (every update presented: the relation will "
+	         "not change); holding its final state at %" PRIu64,
+	         fname(src), m->max_ts);
+	PQfinish(m->conn);
+	m->conn = NULL;
+	m->phase = MZ_COMPLETE;
+	src->fd = -1;
+	src->events = 0;
+	src->timer_ms = 1; /* mz_on_tick: confirmed from now on, never stalled */
+	return SOURCE_OK;
+}
+
 /* Consume every result available during setup; advance the phase when a
  * command's results end (PQgetResult returns NULL). */
 static enum source_status
@@ -461,8 +534,7 @@ setup_results(struct source *src)
 			case MZ_ENVIRONMENT:
 				return send_copy(src);
 			case MZ_COPY_END:
-				log_error("feed=%s: the SUBSCRIBE ended", fname(src));
-				return SOURCE_RETRY;
+				return copy_complete(src);
 			default:
 				log_error("feed=%s: unexpected end of results", fname(src));
 				return SOURCE_RETRY;
@@ -621,6 +693,8 @@ handle_row(struct source *src, const char *buf, int n)
 		return SOURCE_RETRY;
 	}
 	m->rows++;
+	if (ts > m->max_ts)
+		m->max_ts = ts;
 
 	if (prog[0] == 't') {
 		if (m->want_snapshot) {
@@ -662,6 +736,12 @@ handle_row(struct source *src, const char *buf, int n)
 		            "as a string (logged once per session): %.*s",
 		            fname(src), (int)(m->row.len > 200 ? 200 : m->row.len), m->row.p);
 	}
+	/* Timestamps come in non-decreasing order (SUBSCRIBE, "PROGRESS"): a
+	 * row at ts says no more rows come below ts, as a progress row at ts
+	 * would.  Close what lies below now instead of at the next progress
+	 * row, which an upstream may send only much later. */
+	if (ts > feed_frontier(src->feed) && feed_progress(src->feed, ts) != 0)
+		return SOURCE_RETRY;
 	if (feed_row(src->feed, ts, diff, m->row.p, m->row.len) != 0)
 		return SOURCE_RETRY;
 	return SOURCE_OK;
@@ -772,7 +852,7 @@ mz_on_ready(struct source *src, short revents, uint64_t now)
 
 	if (m->phase == MZ_CONNECTING)
 		return connect_poll(src);
-	if (m->phase == MZ_IDLE)
+	if (m->phase == MZ_IDLE || m->phase == MZ_COMPLETE)
 		return SOURCE_OK;
 	if (revents & POLLOUT) {
 		if ((st = flush_out(src)) != SOURCE_OK)
@@ -800,6 +880,14 @@ mz_on_tick(struct source *src, uint64_t now)
 
 	if (m->phase == MZ_STREAMING)
 		return read_copy(src, now);
+	if (m->phase == MZ_COMPLETE) {
+		/* Final, not stalled: nothing more will ever come.  Confirmed
+		 * well within stall_timeout_ms. */
+		uint64_t every = src->conf->stall_timeout_ms / 4;
+		feed_confirmed(src->feed);
+		src->timer_ms = now + (every == 0 || every > 1000 ? 1000 : every < 20 ? 20 : every);
+		return SOURCE_OK;
+	}
 	if (m->phase != MZ_IDLE) {
 		log_error("feed=%s: no answer from the upstream within %d s", fname(src),
 		          MZ_SETUP_TIMEOUT_MS / 1000);

@@ -49,8 +49,16 @@
  * configured columns itself, in the order the configuration lists them.
  * A row filter (where =) is the publication's, and the snapshot's WHERE.
  * Text values are encoded by column kind (encode.h); both connections use
- * the same conninfo and client_encoding UTF8, so the snapshot's text and
- * the stream's are the same bytes (the database must be UTF8).
+ * the same conninfo, client_encoding UTF8 and the pinned settings that
+ * shape text (PINNED_OPTIONS: TimeZone UTC, DateStyle ISO, ...), so the
+ * snapshot's text and the stream's are the same bytes in every session
+ * (the database must be UTF8).
+ *
+ * A partitioned table is published via its root (publish_via_partition_root)
+ * and read without ONLY; a feed of all columns starts over when a Relation
+ * message brings another column count (ADD COLUMN).  A commit the feed
+ * refuses makes the next session take a snapshot: a permanent slot would
+ * otherwise send the same commit again, forever.
  *
  * Slot and publication names: slot = NAME, or tailgate_FEED (lower-cased,
  * '-' as '_'); a temporary slot gets a random suffix so two hosts on one
@@ -136,6 +144,7 @@ struct pgsrc {
 	size_t ncols;
 	enum coltype_kind *kinds;
 	char replident;
+	bool partitioned;   /* relkind 'p': its rows live in its partitions */
 	bool need_snapshot; /* next session must not resume */
 	bool pub_exists;
 	bool created; /* this process created or updated the publication */
@@ -259,11 +268,50 @@ result_ok(const PGresult *r, ExecStatusType want_st)
 	return r != NULL && PQresultStatus(r) == want_st;
 }
 
+/*
+ * The settings that shape values' text, pinned on both connections: the
+ * snapshot's SELECT and the walsender's output functions must print a
+ * value as the same bytes, in this session and in every later one (the
+ * state holds rows by their text; a retraction printed otherwise would
+ * not find its row), and on every host.  A database or role default
+ * (ALTER DATABASE ... SET TimeZone) would otherwise change them between
+ * sessions.  Appended to the conninfo's own options (or PGOPTIONS), so
+ * these win.
+ */
+#define PINNED_OPTIONS                                                                             \
+	"-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex "          \
+	"-c extra_float_digits=1 -c lc_monetary=C"
+
+static char *
+pinned_options(const char *conninfo)
+{
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	const char *user = NULL;
+	struct bbuf b = {0};
+
+	for (PQconninfoOption *o = opts; o && o->keyword; o++)
+		if (strcmp(o->keyword, "options") == 0 && o->val && o->val[0])
+			user = o->val;
+	if (user == NULL)
+		user = getenv("PGOPTIONS");
+	if (user && user[0]) {
+		bbuf_adds(&b, user);
+		bbuf_adds(&b, " ");
+	}
+	bbuf_adds(&b, PINNED_OPTIONS);
+	bbuf_add(&b, "", 1);
+	PQconninfoFree(opts);
+	return b.p;
+}
+
 static PGconn *
 start_connect(struct pgsrc *s, bool replication)
 {
-	const struct pgconn_opts opts = {.replication = replication};
+	char *options = pinned_options(s->src->conf->conninfo);
+	const struct pgconn_opts opts = {.replication = replication, .options = options};
 	PGconn *c = pgconn_start(s->src->conf->conninfo, &opts);
+
+	free(options);
 
 	if (PQstatus(c) == CONNECTION_BAD) {
 		fail_result(s, replication ? "replication connection" : "connection", c, NULL);
@@ -360,9 +408,11 @@ send_meta(struct pgsrc *s, uint64_t now)
 	const char *params[3] = {cf->table, s->pub, s->slot};
 
 	/* One row per column (attnum order, generated columns left out: pgoutput
-	 * does not send them), with the table's identity and names, whether the
-	 * publication and the slot exist, the database encoding, and whether the
-	 * table has a primary key. */
+	 * does not send them) with its type, a domain's (or a domain over a
+	 * domain's) base type, with the table's identity and names, whether the
+	 * publication and the slot exist, the database encoding, whether the
+	 * table has a primary key, and its kind (a partitioned table holds no
+	 * rows itself). */
 	static const char *const q =
 	        "SELECT c.oid, c.relreplident, n.nspname, c.relname, a.attname, "
 	        "       bt.typname, bt.oid, "
@@ -370,13 +420,19 @@ send_meta(struct pgsrc *s, uint64_t now)
 	        "       EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $3), "
 	        "       pg_encoding_to_char(d.encoding), "
 	        "       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND "
-	        "i.indisprimary) "
+	        "i.indisprimary), "
+	        "       c.relkind "
 	        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
 	        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
 	        "     AND a.attgenerated = '' "
-	        "JOIN pg_type t ON t.oid = a.atttypid "
-	        "JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE "
-	        "t.oid END "
+	        "JOIN LATERAL (WITH RECURSIVE dom(oid, typtype, typbasetype) AS ("
+	        "      SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t "
+	        "      WHERE t.oid = a.atttypid "
+	        "    UNION ALL "
+	        "      SELECT t.oid, t.typtype, t.typbasetype FROM dom "
+	        "      JOIN pg_type t ON t.oid = dom.typbasetype WHERE dom.typtype = 'd') "
+	        "    SELECT oid FROM dom WHERE typtype <> 'd') base ON true "
+	        "JOIN pg_type bt ON bt.oid = base.oid "
 	        "JOIN pg_database d ON d.datname = current_database() "
 	        "WHERE c.oid = $1::regclass "
 	        "ORDER BY a.attnum";
@@ -478,6 +534,7 @@ meta_table(struct pgsrc *s, const PGresult *r)
 	s->relname = xstrdup(PQgetvalue(r, 0, 3));
 	s->pub_exists = strcmp(PQgetvalue(r, 0, 7), "t") == 0;
 	s->slot_exists = strcmp(PQgetvalue(r, 0, 8), "t") == 0;
+	s->partitioned = PQgetvalue(r, 0, 11)[0] == 'p';
 	if (!publishable(s, strcmp(PQgetvalue(r, 0, 10), "t") == 0))
 		return false;
 	if (strcmp(PQgetvalue(r, 0, 9), "UTF8") != 0 &&
@@ -598,8 +655,19 @@ send_publication(struct pgsrc *s, uint64_t now)
 		bbuf_adds(&q, cf->where);
 		bbuf_adds(&q, ")");
 	}
-	if (!s->pub_exists)
-		bbuf_adds(&q, " WITH (publish = 'insert, update, delete, truncate')");
+	/* A partitioned table's changes are its partitions': published as the
+	 * root's (its OID, name and columns), or the Relation messages would
+	 * name partitions this feed does not follow.  Only for one: the option
+	 * is PostgreSQL 13's (as publishing a partitioned table is) and
+	 * changes nothing for other tables. */
+	if (!s->pub_exists) {
+		bbuf_adds(&q, " WITH (publish = 'insert, update, delete, truncate'");
+		bbuf_adds(&q, s->partitioned ? ", publish_via_partition_root = true)" : ")");
+	} else if (s->partitioned) {
+		bbuf_adds(&q, "; ALTER PUBLICATION ");
+		bbuf_adds(&q, pubid);
+		bbuf_adds(&q, " SET (publish_via_partition_root = true)");
+	}
 	bbuf_add(&q, "", 1);
 	PQfreemem(pubid);
 	int ok = PQsendQuery(s->sql, q.p);
@@ -616,7 +684,7 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 {
 	enum source_status st;
 
-	if (!result_ok(r, PGRES_TUPLES_OK) || PQnfields(r) != 11)
+	if (!result_ok(r, PGRES_TUPLES_OK) || PQnfields(r) != 12)
 		return fail_result(s, "reading the catalog", s->sql, r);
 	if (PQntuples(r) == 0)
 		return source_fail(s->src, true, "table %s has no columns", s->src->cfeed->table);
@@ -700,7 +768,9 @@ send_snapshot_select(struct pgsrc *s, uint64_t now)
 		bbuf_adds(&q, id);
 		PQfreemem(id);
 	}
-	bbuf_adds(&q, " FROM ONLY ");
+	/* ONLY, as the publication: an inheritance parent's children are
+	 * not published; a partitioned table's rows are all in partitions. */
+	bbuf_adds(&q, s->partitioned ? " FROM " : " FROM ONLY ");
 	bbuf_adds(&q, s->qualname);
 	if (s->src->cfeed->where) {
 		bbuf_adds(&q, " WHERE (");
@@ -787,7 +857,11 @@ emit(struct pgsrc *s, int64_t diff)
 {
 	s->changes++;
 	s->txn_mine = true;
-	return feed_row(s->src->feed, s->txn_lsn, diff, s->row.p, s->row.len);
+	if (feed_row(s->src->feed, s->txn_lsn, diff, s->row.p, s->row.len) != 0) {
+		s->need_snapshot = true; /* as a refused commit: see PGO_COMMIT */
+		return -1;
+	}
+	return 0;
 }
 
 static enum source_status
@@ -821,6 +895,16 @@ on_relation(struct pgsrc *s, const struct pgo_msg *m)
 			        s->feedname, s->cols[i].name, s->qualname, tn);
 			return SOURCE_RETRY;
 		}
+	}
+	/* A feed of all the table's columns follows ADD COLUMN: the Relation
+	 * message, sent again before the first change after it, lists the
+	 * columns pgoutput sends (not dropped, not generated), which are
+	 * the ones the catalog query reads; any other count is a new
+	 * column set, and the next session publishes it (a new segment). */
+	if (s->src->cfeed->columns == NULL && m->u.relation.ncols != s->ncols) {
+		log_warning("feed=%s: %s now has %u columns, the feed %zu; starting over",
+		            s->feedname, s->qualname, m->u.relation.ncols, s->ncols);
+		return SOURCE_RETRY;
 	}
 	if (m->u.relation.replident != s->replident) {
 		s->replident = m->u.relation.replident;
@@ -866,8 +950,14 @@ on_message(struct pgsrc *s, const struct pgo_msg *m)
 		s->in_txn = false;
 		feed_confirmed(f);
 		if (!s->skip_txn) {
-			if (feed_progress(f, s->txn_lsn + 1) != 0)
+			/* The feed refused the transaction (a retraction of a row
+			 * it does not hold, an overflow): resuming would replay
+			 * it and fail again; a fresh snapshot, published as a
+			 * difference, brings the feed back to the table. */
+			if (feed_progress(f, s->txn_lsn + 1) != 0) {
+				s->need_snapshot = true;
 				return SOURCE_RETRY;
+			}
 			if (s->txn_mine)
 				s->txns++;
 		}

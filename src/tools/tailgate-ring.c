@@ -123,6 +123,9 @@ cmd_info(const char *feed)
 	printf("tail seq     %" PRIu64 "\n", i.tail_seq);
 	printf("snapshot     %" PRIu64 " (generation %" PRIu64 ")\n", i.snap_cursor, i.snap_gen);
 	printf("rows         %" PRIu64 "\n", i.row_count);
+	if (i.confirmed_ms != 0)
+		printf("confirmed    %" PRIu64 " ms ago%s\n", i.lag_ms,
+		       i.stalled ? " (stalled)" : "");
 	printf("columns      %s\n", ring_columns(r));
 	ring_close(r, false);
 	return 0;

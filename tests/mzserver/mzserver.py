@@ -719,13 +719,17 @@ class Scenario:
     # -- queries on the history ----------------------------------------------
     def cut_index(self, as_of):
         """Index of the first event that belongs after AS OF: data or
-        progress at a time > as_of.  Everything before it is history
-        folded into the snapshot (faults there are not replayed)."""
+        progress at a time > as_of, or the end of the history (every
+        subscription ends as the scenario says, also one whose AS OF is
+        past the last update: a finished relation stays finished).
+        Everything before it is history folded into the snapshot (faults
+        there are not replayed)."""
         c = self._cut_cache.get(as_of)
         if c is None:
             c = len(self.events)
             for i, e in enumerate(self.events):
-                if e.kind in ('row', 'tsmark', 'progress') and e.ts > as_of:
+                if (e.kind in ('row', 'tsmark', 'progress') and e.ts > as_of) or \
+                        e.kind == 'end':
                     c = i
                     break
             self._cut_cache[as_of] = c
