@@ -9,7 +9,7 @@
  * allocated while the buffers lived) sit between them, so arenas seldom
  * shrink from their top: the responder held 12-18 MB at 10,000 SSE
  * streams and 9-35 MB at 10,000 long-pollers, ~5 MB and ~2 MB trimmed
- * (docs/BENCHMARKS.md, runs 33-50).  malloc_trim(0) gives back every
+ * (docs/BENCHMARKS.md, runs 33-56).  malloc_trim(0) gives back every
  * whole free page of every arena (~30 madvise calls).
  *
  * memtrim_freed() counts requests that dropped their buffers (any thread,
