@@ -830,7 +830,7 @@ def operator_mistakes(pg, tmp):
        out)
     # A ring directory holding a segment of something else, and a second
     # daemon started on the same ring directory.
-    rd = os.path.join(d, "shared")
+    rd = os.path.join(d, "two-daemons")
     os.mkdir(rd)
     with open(os.path.join(rd, "a.ring"), "wb") as f:
         f.write(b"not a ring" * 400)
