@@ -171,7 +171,7 @@ def ring_space(pg, tmp):
 def responder_ring_dir(tmp):
     fcgi = os.path.join(builddir(), "tailgate-fcgi")
     empty = tempfile.mkdtemp(prefix="tailgate-op-empty.", dir=tmp)
-    for d, what in ((os.path.join(tmp, "no-such-dir"), "does not exist"),
+    for d, what in ((os.path.join(tmp, "no-such-dir"), "No such file or directory"),
                     (empty, "has no tailgated.lock")):
         sock = os.path.join(tmp, "op.sock")
         log = os.path.join(tmp, "fcgi.log")
@@ -187,7 +187,7 @@ def responder_ring_dir(tmp):
         p.terminate()
         p.wait(10)
         with open(log) as f:
-            ok(warned, "responder on a ring dir that %s: a warning naming --ring-dir" % what,
+            ok(warned, "responder on a ring dir: %s, a warning naming --ring-dir" % what,
                f.read())
 
 
@@ -245,7 +245,7 @@ def responder_socket(tmp):
     r = subprocess.run([fcgi, "--socket", missing, "--ring-dir", ring], timeout=10,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ok(r.returncode != 0 and ("cannot listen on " + missing) in r.stdout
-       and "directory must exist" in r.stdout,
+       and "does its directory exist" in r.stdout,
        "a socket in a missing directory: the error names the path and the fix", r.stdout)
 
 
