@@ -165,7 +165,6 @@ struct pgsrc {
 	uint64_t confirmed; /* what status updates confirm */
 	uint64_t last_status_ms, last_reply_ms, last_recv_ms;
 	bool status_due;
-	bool status_reply;
 	struct pgo_decoder dec;
 	struct bbuf row;
 	const char **vals;

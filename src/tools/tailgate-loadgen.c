@@ -173,7 +173,7 @@ struct gen {
 	double mean_bids;
 	struct gen_pipe pipe;
 	/* counters */
-	uint64_t auctions, bids, late_bids, closed;
+	uint64_t auctions, bids, closed;
 	double max_lag_ms;
 };
 
