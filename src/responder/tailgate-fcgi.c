@@ -327,10 +327,18 @@ handle_feed(struct responder *r, FCGX_Request *req, const char *name, struct thr
 	/* From here w owns req, and each path ends or hands on w. */
 	if (w->sse && !open_stream(r, w))
 		return;
-	if (from_snapshot)
+	if (from_snapshot) {
 		serve_snapshot(r, w, t);
-	else
-		park_serve(&r->park, w, t);
+		return;
+	}
+	/* A long-poll: what it need not keep while parked (most are, until
+	 * the next batch) is shed now: libfcgi's buffers, when it came on a
+	 * new connection; its reply still goes out in one write (conn_reply). */
+	if (!w->sse && !conn_shed(w->req)) {
+		writer_end(&r->writers, w, 0);
+		return;
+	}
+	park_serve(&r->park, w, t);
 	return;
 out:
 	send_error(r, req, kind, e.status, e.code, e.message);
@@ -435,6 +443,10 @@ handle_multi(struct responder *r, FCGX_Request *req, const char *list, struct th
 		goto out;
 	if (w->sse && !open_stream(r, w))
 		return;
+	if (kind == MK_LONGPOLL && !conn_shed(w->req)) { /* as handle_feed's */
+		writer_end(&r->writers, w, 0);
+		return;
+	}
 	multi_serve(&r->multi, w, t);
 	return;
 out:
