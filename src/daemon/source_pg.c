@@ -165,7 +165,6 @@ struct pgsrc {
 	uint64_t confirmed; /* what status updates confirm */
 	uint64_t last_status_ms, last_reply_ms, last_recv_ms;
 	bool status_due;
-	bool status_reply;
 	struct pgo_decoder dec;
 	struct bbuf row;
 	const char **vals;
@@ -1296,36 +1295,6 @@ after_snap_commit(struct pgsrc *s, PGresult *r, uint64_t now)
 }
 
 static enum step
-step_meta(struct pgsrc *s, uint64_t now)
-{
-	return on_sql_result(s, now, after_meta);
-}
-
-static enum step
-step_publication(struct pgsrc *s, uint64_t now)
-{
-	return on_sql_result(s, now, after_publication);
-}
-
-static enum step
-step_drop_slot(struct pgsrc *s, uint64_t now)
-{
-	return on_sql_result(s, now, after_drop_slot);
-}
-
-static enum step
-step_snap_begin(struct pgsrc *s, uint64_t now)
-{
-	return on_sql_result(s, now, after_snap_begin);
-}
-
-static enum step
-step_snap_commit(struct pgsrc *s, uint64_t now)
-{
-	return on_sql_result(s, now, after_snap_commit);
-}
-
-static enum step
 step_repl_connect(struct pgsrc *s, uint64_t now)
 {
 	int c = poll_connect(s, s->repl);
@@ -1495,20 +1464,33 @@ step_stream(struct pgsrc *s, uint64_t now)
 	return read_stream(s, now) == SOURCE_OK ? STEP_WAIT : STEP_RETRY;
 }
 
-static enum step (*const steps[])(struct pgsrc *s, uint64_t now) = {
-        [ST_IDLE] = step_idle,
-        [ST_SQL_CONNECT] = step_sql_connect,
-        [ST_META] = step_meta,
-        [ST_PUBLICATION] = step_publication,
-        [ST_DROP_SLOT] = step_drop_slot,
-        [ST_REPL_CONNECT] = step_repl_connect,
-        [ST_IDENTIFY] = step_identify,
-        [ST_CREATE_SLOT] = step_create_slot,
-        [ST_SNAP_BEGIN] = step_snap_begin,
-        [ST_SNAP_ROWS] = step_snap_rows,
-        [ST_SNAP_COMMIT] = step_snap_commit,
-        [ST_START] = step_start,
-        [ST_STREAM] = step_stream,
+/*
+ * What each state does when its socket (or the timer) wakes it.  A state
+ * that waits for the result of a query it sent on the regular connection
+ * names only `after`: on_sql_result collects that result and hands it to
+ * after, which checks it and sends the next state's query.  Every other
+ * state names its own `step`, which polls what it waits for.  Exactly one
+ * of the two is set.
+ */
+struct pg_state_ops {
+	enum step (*step)(struct pgsrc *s, uint64_t now);
+	enum source_status (*after)(struct pgsrc *s, PGresult *r, uint64_t now);
+};
+
+static const struct pg_state_ops states[] = {
+        [ST_IDLE] = {.step = step_idle},
+        [ST_SQL_CONNECT] = {.step = step_sql_connect},
+        [ST_META] = {.after = after_meta},
+        [ST_PUBLICATION] = {.after = after_publication},
+        [ST_DROP_SLOT] = {.after = after_drop_slot},
+        [ST_REPL_CONNECT] = {.step = step_repl_connect},
+        [ST_IDENTIFY] = {.step = step_identify},
+        [ST_CREATE_SLOT] = {.step = step_create_slot},
+        [ST_SNAP_BEGIN] = {.after = after_snap_begin},
+        [ST_SNAP_ROWS] = {.step = step_snap_rows},
+        [ST_SNAP_COMMIT] = {.after = after_snap_commit},
+        [ST_START] = {.step = step_start},
+        [ST_STREAM] = {.step = step_stream},
 };
 
 /* Run the current state's step, and the next one's, until one waits. */
@@ -1516,7 +1498,10 @@ static enum source_status
 step(struct pgsrc *s, uint64_t now)
 {
 	for (;;) {
-		switch (steps[s->st](s, now)) {
+		const struct pg_state_ops *ops = &states[s->st];
+		enum step r = ops->after ? on_sql_result(s, now, ops->after) : ops->step(s, now);
+
+		switch (r) {
 		case STEP_WAIT:
 			return SOURCE_OK;
 		case STEP_RETRY:
