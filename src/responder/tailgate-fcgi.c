@@ -564,9 +564,20 @@ nofile(void)
 		return 1 << 20;
 	return (int)rl.rlim_cur;
 }
+/* Has a tailgated ever run on dir?  Its lock file stays after it stops. */
+static bool
+has_lock(const char *dir)
+{
+	char lock[4096];
 
-/* A ring directory that is missing or unreadable is served (tailgated
- * may create it later) but said at start: every feed would be a 404. */
+	if (snprintf(lock, sizeof(lock), "%s/tailgated.lock", dir) >= (int)sizeof(lock))
+		return true;
+	return access(lock, F_OK) == 0;
+}
+
+/* A ring directory that is missing, unreadable or that no tailgated has
+ * used is served (tailgated may create it later) but said at start: every
+ * feed would be a 404. */
 static void
 ring_dir_check(const char *dir)
 {
@@ -581,6 +592,10 @@ ring_dir_check(const char *dir)
 	else if (access(dir, R_OK | X_OK) != 0)
 		log_warning("ring directory %s: %s: no feed is served (this user cannot read it)",
 		            dir, strerror(errno));
+	else if (!has_lock(dir))
+		log_warning("ring directory %s has no tailgated.lock: no tailgated has run with "
+		            "ring_dir = %s (--ring-dir must name tailgated.conf's ring_dir)",
+		            dir, dir);
 }
 
 /* One worker process: serve until SIGTERM/SIGINT. */
@@ -631,6 +646,32 @@ serve(void)
 }
 
 /* ---- the listening socket ---- */
+
+/* The unix socket this process made (its inode): removed at exit only if
+ * the path still names it. */
+static ino_t socket_ino;
+
+/* Does a process accept connections on the unix socket at path?  A second
+ * responder started on a running one's path would otherwise unlink it and
+ * take it over, then remove it at exit: the first one keeps running,
+ * unreachable, and nginx answers 502. */
+static bool
+socket_in_use(const char *path)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	int fd;
+	bool used;
+
+	if (strlen(path) >= sizeof(a.sun_path))
+		return false;
+	memcpy(a.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	used = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return used;
+}
 
 /* Listen on a unix socket path or [HOST]:PORT, as FCGX_OpenSocket does,
  * but a failure names the address and the reason (libfcgi's prints only
@@ -694,11 +735,19 @@ open_socket(void)
 		bool unix_path = strchr(opt.socket_path, ':') == NULL;
 		struct stat st;
 
-		if (unix_path && stat(opt.socket_path, &st) == 0 && S_ISSOCK(st.st_mode))
+		if (unix_path && stat(opt.socket_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+			if (socket_in_use(opt.socket_path))
+				fatalx("%s: another process (a running tailgate-fcgi?) accepts "
+				       "connections on this socket; stop it first, or give another "
+				       "--socket",
+				       opt.socket_path);
 			unlink(opt.socket_path); /* a previous run's */
+		}
 		listen_fd = listen_on(opt.socket_path, opt.backlog);
 		if (unix_path && chmod(opt.socket_path, (mode_t)opt.socket_mode) != 0)
 			fatal("chmod %s", opt.socket_path);
+		if (unix_path && stat(opt.socket_path, &st) == 0)
+			socket_ino = st.st_ino;
 		log_info("listening on %s", opt.socket_path);
 		return;
 	}
@@ -955,7 +1004,10 @@ main(int argc, char **argv)
 		rc = supervise();
 	else
 		rc = serve();
-	if (opt.socket_path != NULL && strchr(opt.socket_path, ':') == NULL)
-		unlink(opt.socket_path);
+	if (opt.socket_path != NULL && strchr(opt.socket_path, ':') == NULL) {
+		struct stat st;
+		if (stat(opt.socket_path, &st) == 0 && st.st_ino == socket_ino)
+			unlink(opt.socket_path);
+	}
 	return rc;
 }
