@@ -95,9 +95,13 @@ async function expectFlowing(page, n = 2, timeout = 30_000) {
   await waitFor(page, ([src, u, n]) => { const s = (0, eval)(src); return s.state === 'live' && (s.stats.updates ?? s.stats.batches) >= u + n; }, [SUB, u, n], timeout);
 }
 
-describe(`browser traffic ${tag}`, () => {
+// The development server has no multi-feed endpoint, and its faults are
+// its own: these checks are about the real server's traffic.
+const SKIP = stack.name === 'fake-dev-server' && 'needs a real server (TAILGATE_STACK or TAILGATE_URL)';
+
+describe(`browser traffic ${tag}`, { skip: SKIP }, () => {
   before(async () => {
-    chrome = await launch();
+    if (!SKIP) chrome = await launch();
   });
   after(async () => {
     await chrome?.close();
