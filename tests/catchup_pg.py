@@ -27,7 +27,7 @@ import tempfile
 top_srcdir = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 sys.path.insert(0, os.path.join(top_srcdir, "tests"))
-from pg import PgCluster, PgError, pg_bindir  # noqa: E402
+from pg import PgCluster, skip_unless_pg  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
 from stack import Stack  # noqa: E402
 from daemon_pg import TAILGATED, Daemon  # noqa: E402
@@ -98,14 +98,9 @@ def sse_events(st, cursor, n, after_first, timeout=20):
 
 
 def main():
-    try:
-        pg_bindir()
-    except PgError as e:
-        print("1..0 # SKIP %s" % e)
-        return 77
-    if not os.access(TAILGATED, os.X_OK):
-        print("1..0 # SKIP %s not built" % TAILGATED)
-        return 77
+    skip = skip_unless_pg(TAILGATED)
+    if skip is not None:
+        return skip
     tmp = tempfile.mkdtemp(prefix="tailgate-catchup.")
     os.chmod(tmp, 0o755)  # nginx's workers reach the socket below it
     ring_dir = os.path.join(tmp, "ring")

@@ -35,7 +35,7 @@ import time
 top_srcdir = os.environ.get("top_srcdir", ".")
 top_builddir = os.environ.get("top_builddir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
-from pg import PgCluster, PgError, pg_bindir  # noqa: E402
+from pg import PgCluster, skip_unless_pg  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
 
 TAILGATED = os.environ.get("TAILGATED", os.path.join(top_builddir, "tailgated"))
@@ -195,15 +195,9 @@ AUCTION_COLS = ["auction_id", "bid_id", "buyer", "seller", "item", "amount", "bi
 
 
 def main():
-    try:
-        pg_bindir()
-    except PgError as e:
-        print("1..0 # SKIP %s" % e)
-        return 77
-    for b in (TAILGATED, RING, LOADGEN):
-        if not os.access(b, os.X_OK):
-            print("1..0 # SKIP %s not built" % b)
-            return 77
+    skip = skip_unless_pg(TAILGATED, RING, LOADGEN)
+    if skip is not None:
+        return skip
     ring_dir = tempfile.mkdtemp(prefix="tailgate-pgtest.")
     pg = PgCluster()
     pg.start()

@@ -29,7 +29,7 @@ import urllib.parse
 top_srcdir = os.environ.get("top_srcdir", ".")
 top_builddir = os.environ.get("top_builddir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
-from pg import PgCluster, PgError, pg_bindir  # noqa: E402
+from pg import PgCluster, PgError, skip_unless_pg  # noqa: E402
 from tap import done, ok  # noqa: E402
 
 EVAL = os.path.join(top_builddir, "tests", "filter_eval")
@@ -158,14 +158,9 @@ def triples(corpus):
 
 
 def main():
-    try:
-        pg_bindir()
-    except PgError as e:
-        print("1..0 # SKIP %s" % e)
-        return 77
-    if not os.access(EVAL, os.X_OK):
-        print("1..0 # SKIP %s not built" % EVAL)
-        return 77
+    skip = skip_unless_pg(EVAL)
+    if skip is not None:
+        return skip
     pg = PgCluster()
     pg.start()
     try:

@@ -31,7 +31,6 @@ the directory).  Skips (77) without PostgreSQL or nginx.
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from tap import ok, done, wait_for  # noqa: E402
 from pg import PgCluster, skip_unless_pg  # noqa: E402
 from stack import builddir, nginx_bin  # noqa: E402
-from multihost import start_host, wait_live  # noqa: E402
+from multihost import report_abort, start_host, teardown, wait_live  # noqa: E402
 
 KEEP = os.environ.get("IDENTITY_KEEP") == "1"
 FEED = "items"
@@ -245,20 +244,9 @@ def main():
                    if "runtime error" in line or "Sanitizer" in line]
             ok(not rep, "no sanitizer reports in %s's daemon log" % n, "\n".join(rep[:10]))
     except Exception as e:  # report, clean up, fail
-        ok(False, "test aborted: %s: %s" % (type(e).__name__, e))
-        for n in hosts:
-            print("# tailgated %s log:\n# %s" % (n, hosts[n]["daemon"].log().replace(
-                "\n", "\n# ")))
+        report_abort(e, hosts)
     finally:
-        for h in hosts.values():
-            h["stack"].stop()
-            h["daemon"].stop()
-        for p in pgs.values():
-            p.cleanup()
-        if KEEP:
-            print("# kept " + tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        teardown(tmp, hosts=hosts, then=[p.cleanup for p in pgs.values()], keep=KEEP)
     return done()
 
 

@@ -48,7 +48,8 @@ from tap import ok, done, wait_for  # noqa: E402
 from stack import builddir, nginx_bin  # noqa: E402
 from mz import MzServer  # noqa: E402
 from multihost import (Balancer, FeedClient, parse_json, rows_key, start_host,  # noqa: E402
-                       stop_clients, sum_counts, wait_live, wait_tables, host_live)
+                       stop_clients, sum_counts, wait_live, wait_tables, host_live,
+                       report_abort, teardown)
 
 SECONDS = float(os.environ.get("MULTIHOST_SECONDS", "24"))
 KEEP = os.environ.get("MULTIHOST_KEEP") == "1"
@@ -422,21 +423,9 @@ def main():
         if total["gone"]:
             note("the 410s:\n# " + gone_diag(clients, 0).replace("\n", "\n# "))
     except Exception as e:  # report, clean up, fail
-        ok(False, "test aborted: %s: %s" % (type(e).__name__, e))
-        for n, h in hosts.items():
-            note("tailgated %s log:\n%s" % (n, h["daemon"].log().replace("\n", "\n# ")))
+        report_abort(e, hosts)
     finally:
-        stop_clients(clients)
-        if lb:
-            lb.stop()
-        for h in hosts.values():
-            h["stack"].stop()
-            h["daemon"].stop()
-        srv.stop()
-        if KEEP:
-            note("kept " + tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        teardown(tmp, clients, hosts, then=[lb and lb.stop, srv.stop], keep=KEEP)
     note("runtime %.0f s" % (time.monotonic() - START))
     return done()
 

@@ -39,7 +39,6 @@ MULTIHOST_KEEP=1 (keep the directory).  Skips (77) without PostgreSQL or
 nginx.
 """
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -49,7 +48,8 @@ sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from tap import ok, done, wait_for  # noqa: E402
 from pg import skip_unless_pg  # noqa: E402
 from stack import builddir, nginx_bin  # noqa: E402
-from multihost import FeedClient, PgHosts, stop_clients, sum_counts, wait_tables  # noqa: E402
+from multihost import (FeedClient, PgHosts, report_abort, stop_clients, sum_counts,  # noqa: E402
+                       teardown, wait_tables)
 
 SECONDS = float(os.environ.get("MULTIHOST_SECONDS", "24"))
 KEEP = os.environ.get("MULTIHOST_KEEP") == "1"
@@ -210,17 +210,9 @@ def main():
                if "runtime error" in line or "Sanitizer" in line]
         ok(not rep, "no sanitizer reports in the daemons' logs", "\n".join(rep[:10]))
     except Exception as e:  # report, clean up, fail
-        ok(False, "test aborted: %s: %s" % (type(e).__name__, e))
-        for n in h.hosts:
-            note("tailgated %s log:\n%s" % (n, h.hosts[n]["daemon"].log().replace(
-                "\n", "\n# ")))
+        report_abort(e, h.hosts)
     finally:
-        stop_clients(clients)
-        h.stop()
-        if KEEP:
-            note("kept " + tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        teardown(tmp, clients, then=[h.stop], keep=KEEP)
     note("runtime %.0f s" % (time.monotonic() - T0))
     return done()
 

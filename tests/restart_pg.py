@@ -31,7 +31,7 @@ import time
 top_srcdir = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 sys.path.insert(0, os.path.join(top_srcdir, "tests"))
-from pg import PgCluster, PgError, pg_bindir  # noqa: E402
+from pg import PgCluster, skip_unless_pg  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
 from stack import Stack  # noqa: E402
 from daemon_pg import LOADGEN, TAILGATED, AUCTION_COLS, Daemon, db_rows, norm  # noqa: E402
@@ -171,15 +171,9 @@ def quiet_cursors(st, load):
 
 
 def main():
-    try:
-        pg_bindir()
-    except PgError as e:
-        print("1..0 # SKIP %s" % e)
-        return 77
-    for b in (TAILGATED, LOADGEN):
-        if not os.access(b, os.X_OK):
-            print("1..0 # SKIP %s not built" % b)
-            return 77
+    skip = skip_unless_pg(TAILGATED, LOADGEN)
+    if skip is not None:
+        return skip
     tmp = tempfile.mkdtemp(prefix="tailgate-restart.")
     os.chmod(tmp, 0o755)  # nginx's workers reach the socket below it
     ring_dir = os.path.join(tmp, "ring")

@@ -17,16 +17,14 @@ import time
 top_srcdir = os.path.abspath(os.environ.get("top_srcdir", "."))
 top_builddir = os.path.abspath(os.environ.get("top_builddir", "."))
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
-from pg import PgCluster, pg_bindir  # noqa: E402
+from pg import PgCluster, pg_bindir, skip_unless_pg  # noqa: E402
 from tap import done, failed, ok, wait_for  # noqa: E402
 
 
 def main():
-    try:
-        pg_bindir()
-    except Exception as e:  # noqa: BLE001
-        print("1..0 # SKIP no PostgreSQL: %s" % e)
-        return 77
+    skip = skip_unless_pg()
+    if skip is not None:
+        return skip
     with PgCluster() as pg:
         pg.psql(file=os.path.join(top_srcdir, "sql", "shop", "shop.sql"))
         pg.psql(file=os.path.join(top_srcdir, "sql", "shop", "shop.sql"))

@@ -168,6 +168,37 @@ test_conninfo(void)
 	ok(strstr(buf, "no secret here") != NULL, "  other lines are untouched");
 }
 
+/* Files saved by Windows editors: a UTF-8 byte-order mark is skipped, CRLF
+ * and tabs are blanks; UTF-16 is refused by name (its NULs would say "NUL
+ * byte"); a misspelt conninfo key gets a hint (the word stays hidden). */
+static void
+test_windows_files(void)
+{
+	static const char bom[] = "\xef\xbb\xbfsource\t=\tpostgresql\r\nring_dir = /tmp/r\t\r\n"
+	                          "[feed a]\r\n\ttable\t=\tt\r\n";
+	static const char utf16[] = "\xff\xfes\0o\0u\0r\0c\0e\0";
+	char err[512];
+	struct conf *c = conf_parse("w.conf", bom, strlen(bom), err, sizeof(err));
+
+	ok(c != NULL, "a UTF-8 BOM, CRLF and tabs: parsed%s%s", c ? "" : ": ", c ? "" : err);
+	if (c != NULL) {
+		is_str(c->source, "postgresql", "  the first key after the BOM");
+		is_str(c->ring_dir, "/tmp/r", "  a value before a tab and CR");
+		is_str(c->feeds[0].table, "t", "  a feed key between tabs");
+	}
+	conf_free(c);
+	c = conf_parse("w.conf", utf16, sizeof(utf16) - 1, err, sizeof(err));
+	ok(c == NULL && strstr(err, "w.conf:1: the file is UTF-16") != NULL &&
+	           strstr(err, "save it as UTF-8") != NULL,
+	   "a UTF-16 file is refused by name");
+	conf_free(c);
+	c = parse_conninfo("host=h prot=5432", err, sizeof(err));
+	ok(c == NULL && strstr(err, "bad conninfo") != NULL && strstr(err, "spelling") != NULL &&
+	           strstr(err, "prot") == NULL,
+	   "a misspelt conninfo key: a hint, not the word");
+	conf_free(c);
+}
+
 int
 main(void)
 {
@@ -251,6 +282,7 @@ main(void)
 	   "bad sizes refused");
 
 	test_conninfo();
+	test_windows_files();
 
 	c = conf_load("/nonexistent/tailgated.conf", err, sizeof(err));
 	ok(c == NULL && strstr(err, "/nonexistent/tailgated.conf: No such file") != NULL,

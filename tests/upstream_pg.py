@@ -47,7 +47,7 @@ top_srcdir = os.environ.get("top_srcdir", ".")
 top_builddir = os.environ.get("top_builddir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 sys.path.insert(0, os.path.join(top_srcdir, "tests"))
-from pg import PgCluster, PgError, pg_bindir  # noqa: E402
+from pg import PgCluster, skip_unless_pg  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
 from daemon_pg import Daemon, RING, TAILGATED
 from daemon_pg import Feed as RingFeed  # noqa: E402
@@ -178,15 +178,9 @@ TYPED_VALUES = [
 
 
 def main():
-    try:
-        pg_bindir()
-    except PgError as e:
-        print("1..0 # SKIP %s" % e)
-        return 77
-    for b in (TAILGATED, RING):
-        if not os.access(b, os.X_OK):
-            print("1..0 # SKIP %s not built" % b)
-            return 77
+    skip = skip_unless_pg(TAILGATED, RING)
+    if skip is not None:
+        return skip
     ring_dir = tempfile.mkdtemp(prefix="tailgate-upstream.")
     pg = PgCluster()
     pg.start()

@@ -19,7 +19,7 @@ import urllib.request
 
 top_srcdir = os.path.abspath(os.environ.get("top_srcdir", "."))
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
-from pg import PgCluster, pg_bindir  # noqa: E402
+from pg import PgCluster, pg_bindir, skip_unless_pg  # noqa: E402
 from tap import done, ok  # noqa: E402
 
 SECRET = b"s3cret-for-the-test"
@@ -43,11 +43,10 @@ def post(url, msg, key, secret=SECRET, raw=None):
 
 
 def main():
-    try:
-        bindir = pg_bindir()
-    except Exception as e:  # noqa: BLE001
-        print("1..0 # SKIP no PostgreSQL: %s" % e)
-        return 77
+    skip = skip_unless_pg()
+    if skip is not None:
+        return skip
+    bindir = pg_bindir()
     with PgCluster() as pg, tempfile.TemporaryDirectory() as tmp:
         pg.psql(file=os.path.join(top_srcdir, "sql", "shop", "shop.sql"))
         pg.psql("INSERT INTO items VALUES (1,'Mug','kitchen',4,3),(2,'Hat','apparel',9,50),"

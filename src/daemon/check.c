@@ -6,7 +6,8 @@
  * the configured conninfo and verifies what the daemon needs, so a
  * mistake is found before the first start and not as a reconnect loop:
  *
- *   every source   ring_dir exists, is a directory, writable and searchable
+ *   every source   ring_dir exists, is a directory, writable and searchable,
+ *                  and its filesystem has room for the rings it must create
  *   postgresql     the connection (credentials, pg_hba), wal_level = logical,
  *                  the role's REPLICATION attribute and a replication
  *                  connection, and per feed: the table exists and can be
@@ -33,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 struct checker {
@@ -56,6 +58,37 @@ problem(struct checker *k, const struct conf_feed *cf, const char *fmt, ...)
 	k->problems++;
 }
 
+/* posix_fallocate reserves every ring's pages when it is created, so a
+ * tmpfs too small for the configured ring sizes fails each feed at its
+ * first snapshot.  Rings of feeds that have a segment already may be taken
+ * over and are not counted; the sum is of data areas, a lower bound. */
+static void
+check_ring_space(struct checker *k)
+{
+	const char *dir = k->conf->ring_dir;
+	struct statvfs vfs;
+	unsigned long long need = 0, avail;
+
+	if (statvfs(dir, &vfs) != 0)
+		return;
+	for (size_t i = 0; i < k->conf->nfeeds; i++) {
+		const struct conf_feed *cf = &k->conf->feeds[i];
+		char path[4096];
+		struct stat st;
+
+		snprintf(path, sizeof(path), "%s/%s.ring", dir, cf->name);
+		if (stat(path, &st) != 0)
+			need += cf->ring_size;
+	}
+	avail = (unsigned long long)vfs.f_bavail * vfs.f_frsize;
+	if (need > avail)
+		problem(k, NULL,
+		        "ring_dir %s has %llu MiB free, and the new rings need at least %llu "
+		        "MiB; lower ring_size, or give the filesystem more room (a tmpfs: "
+		        "mount -o remount,size=... %s)",
+		        dir, avail >> 20, (need + (1 << 20) - 1) >> 20, dir);
+}
+
 static void
 check_ring_dir(struct checker *k)
 {
@@ -70,8 +103,12 @@ check_ring_dir(struct checker *k)
 	else if (!S_ISDIR(st.st_mode))
 		problem(k, NULL, "ring_dir %s is not a directory", dir);
 	else if (access(dir, W_OK | X_OK) != 0)
-		problem(k, NULL, "ring_dir %s is not writable by this user (uid %ld)", dir,
-		        (long)getuid());
+		problem(k, NULL,
+		        "ring_dir %s is not writable by this user (uid %ld); make the daemon's "
+		        "user its owner (chown USER %s, or install -d -o USER %s)",
+		        dir, (long)getuid(), dir, dir);
+	else
+		check_ring_space(k);
 }
 
 static PGconn *
@@ -175,6 +212,47 @@ check_pg_columns(struct checker *k, const struct conf_feed *cf, PGconn *c)
 	}
 }
 
+/* The feed's where, as the daemon will publish it: a publication made and
+ * rolled back in one transaction, so PostgreSQL checks the filter (its
+ * syntax, its columns, what a row filter may call) and the guard refuses
+ * one that reads a column outside the replica identity. */
+static void
+check_pg_where(struct checker *k, const struct conf_feed *cf, PGconn *c)
+{
+	char pub[64], *pubid, *lit, *guard, *sql;
+	struct pgconn_error e;
+	PGresult *r;
+	int n;
+
+	snprintf(pub, sizeof(pub), "tailgate_check_%ld", (long)getpid());
+	pubid = PQescapeIdentifier(c, pub, strlen(pub));
+	lit = PQescapeLiteral(c, pub, strlen(pub));
+	if (pubid == NULL || lit == NULL) {
+		problem(k, cf, "out of memory");
+		PQfreemem(pubid);
+		PQfreemem(lit);
+		return;
+	}
+	guard = source_pg_where_guard(lit);
+	n = asprintf(&sql, "CREATE PUBLICATION %s FOR TABLE ONLY %s WHERE (%s); %s", pubid,
+	             cf->table, cf->where, guard);
+	free(guard);
+	PQfreemem(pubid);
+	PQfreemem(lit);
+	if (n < 0) {
+		problem(k, cf, "out of memory");
+		return;
+	}
+	PQclear(PQexec(c, "BEGIN"));
+	r = PQexec(c, sql);
+	free(sql);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		problem(k, cf, "where = %s: %s", cf->where,
+		        pgconn_error(&e, "a trial publication", c, r));
+	PQclear(r);
+	PQclear(PQexec(c, "ROLLBACK"));
+}
+
 static void
 check_pg_feed(struct checker *k, const struct conf_feed *cf, PGconn *c)
 {
@@ -188,7 +266,7 @@ check_pg_feed(struct checker *k, const struct conf_feed *cf, PGconn *c)
 	        "  EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), "
 	        "  has_table_privilege(c.oid, 'SELECT'), "
 	        "  pg_has_role(c.relowner, 'USAGE'), "
-	        "  has_database_privilege(current_database(), 'CREATE')) "
+	        "  has_database_privilege(current_database(), 'CREATE'), c.relkind) "
 	        "FROM pg_class c WHERE c.oid = to_regclass($1)",
 	        1, params, &r);
 	if (v == NULL) {
@@ -200,9 +278,16 @@ check_pg_feed(struct checker *k, const struct conf_feed *cf, PGconn *c)
 	}
 	char ident = v[0];
 	bool pk = strncmp(v + 2, "t", 1) == 0;
-	char sel, own, create;
-	if (sscanf(v + 2, "%*c %c %c %c", &sel, &own, &create) != 3)
-		sel = own = create = 't';
+	char sel, own, create, kind;
+	if (sscanf(v + 2, "%*c %c %c %c %c", &sel, &own, &create, &kind) != 4)
+		sel = own = create = kind = 't';
+	const char *not_table = source_pg_not_table(kind);
+	if (not_table != NULL) {
+		problem(k, cf, "%s is %s, not a table: %s", cf->table, not_table,
+		        SOURCE_PG_TABLES_ONLY);
+		PQclear(r);
+		return;
+	}
 	const char *unpublishable = source_pg_unpublishable(ident, pk);
 	if (unpublishable != NULL)
 		problem(k, cf,
@@ -226,6 +311,8 @@ check_pg_feed(struct checker *k, const struct conf_feed *cf, PGconn *c)
 		        "DATABASE ... TO ROLE");
 	PQclear(r);
 	check_pg_columns(k, cf, c);
+	if (cf->where != NULL && unpublishable == NULL && own == 't' && create == 't')
+		check_pg_where(k, cf, c);
 }
 
 static void

@@ -284,8 +284,18 @@ check_conninfo(struct parser *p, const char *val)
 	opts = PQconninfoParse(val, &msg);
 	if (opts == NULL) {
 		char clean[256];
+		const char *hint = "";
 		unquote_message(clean, sizeof(clean), msg ? msg : "out of memory");
-		perr(p, p->line, "bad conninfo: %s", clean);
+		/* The word libpq names is hidden (it may be a piece of a
+		 * password): say what to look for instead. */
+		if (msg != NULL && strncmp(msg, "invalid connection option", 25) == 0)
+			hint = " (a key libpq does not know: check the spelling of each key= "
+			       "against libpq's parameter keywords, e.g. host port user dbname "
+			       "password sslmode; a value with blanks needs single quotes)";
+		else if (msg != NULL && strncmp(msg, "missing \"=\"", 11) == 0)
+			hint = " (every piece is key=value; a value with blanks needs single "
+			       "quotes: password='a b')";
+		perr(p, p->line, "bad conninfo: %s%s", clean, hint);
 		PQfreemem(msg);
 		return -1;
 	}
@@ -586,10 +596,20 @@ conf_parse(const char *name, const char *text, size_t len, char *err, size_t err
 	c->error_retry_ms = CONF_DEFAULT_ERROR_RETRY_MS;
 	c->slot_check_ms = CONF_DEFAULT_SLOT_CHECK_MS;
 
+	if (len >= 2 && ((unsigned char)text[0] == 0xff || (unsigned char)text[0] == 0xfe) &&
+	    ((unsigned char)text[1] == 0xff || (unsigned char)text[1] == 0xfe)) {
+		perr(&p, 1,
+		     "the file is UTF-16 (it starts with a byte-order mark); save it as UTF-8");
+		goto failed;
+	}
 	if (memchr(text, '\0', len) != NULL) {
 		perr(&p, 0, "NUL byte in the file");
 		goto failed;
 	}
+	/* A UTF-8 byte-order mark (some Windows editors write one) is not part
+	 * of the first key. */
+	if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
+		pos = 3;
 	while (pos < len) {
 		const char *ls = text + pos;
 		const char *nl = memchr(ls, '\n', len - pos);

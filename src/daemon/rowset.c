@@ -133,7 +133,7 @@ entry_alloc(struct rowset *rs, size_t len)
 	}
 	if (rs->free_list[cls] != NULL) {
 		p = rs->free_list[cls];
-		memcpy(&rs->free_list[cls], p, sizeof(void *));
+		memcpy(&rs->free_list[cls], p, sizeof(rs->free_list[cls]));
 		return p;
 	}
 	if (rs->slab_left < size) {
@@ -166,7 +166,8 @@ entry_free(struct rowset *rs, struct rowset_entry *e)
 		free(e);
 		return;
 	}
-	memcpy(e, &rs->free_list[cls], sizeof(void *));
+	/* A free entry holds the list's link in its first bytes. */
+	memcpy(e, &rs->free_list[cls], sizeof(rs->free_list[cls]));
 	rs->free_list[cls] = e;
 }
 

@@ -165,7 +165,6 @@ struct pgsrc {
 	uint64_t confirmed; /* what status updates confirm */
 	uint64_t last_status_ms, last_reply_ms, last_recv_ms;
 	bool status_due;
-	bool status_reply;
 	struct pgo_decoder dec;
 	struct bbuf row;
 	const char **vals;
@@ -494,6 +493,57 @@ source_pg_unpublishable(char replident, bool has_pk)
 	return NULL;
 }
 
+const char *
+source_pg_not_table(char relkind)
+{
+	switch (relkind) {
+	case 'r':
+	case 'p':
+		return NULL;
+	case 'v':
+		return "a view";
+	case 'm':
+		return "a materialized view";
+	case 'f':
+		return "a foreign table";
+	case 'S':
+		return "a sequence";
+	default:
+		return "not a table";
+	}
+}
+
+char *
+source_pg_where_guard(const char *pub_literal)
+{
+	/* A publication's filter is stored as a node tree: its columns are
+	 * its Vars' varattno (a filter reads only its own table). */
+	static const char fmt[] =
+	        "DO $tailgate$ DECLARE bad text; tbl text; BEGIN "
+	        "SELECT string_agg(DISTINCT quote_ident(a.attname), ', '), "
+	        "       min(c.oid::regclass::text) INTO bad, tbl "
+	        "FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid "
+	        "JOIN pg_class c ON c.oid = pr.prrelid "
+	        "CROSS JOIN LATERAL regexp_matches(pr.prqual::text, ':varattno (\\d+)', "
+	        "'g') m "
+	        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = m[1]::int "
+	        "WHERE p.pubname = %s AND c.relreplident IN ('d', 'i') "
+	        "  AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
+	        "    AND ((c.relreplident = 'd' AND i.indisprimary) "
+	        "      OR (c.relreplident = 'i' AND i.indisreplident)) "
+	        "    AND a.attnum = ANY (i.indkey)); "
+	        "IF bad IS NOT NULL THEN RAISE EXCEPTION USING ERRCODE = '55000', "
+	        "MESSAGE = format('" SOURCE_PG_WHERE_REFUSED " on %%s: it reads %%s, not in "
+	        "the table''s replica identity, so publishing it would make the "
+	        "application''s UPDATE and DELETE fail; nothing was created. Fix: ALTER "
+	        "TABLE %%s REPLICA IDENTITY FULL', tbl, bad, tbl); END IF; END $tailgate$";
+	int n = snprintf(NULL, 0, fmt, pub_literal);
+	char *sql = xcalloc((size_t)n + 1, 1);
+
+	snprintf(sql, (size_t)n + 1, fmt, pub_literal);
+	return sql;
+}
+
 /*
  * Can the table be published without harming the application?  A table in
  * a publication that publishes UPDATE and DELETE must have a replica
@@ -535,6 +585,12 @@ meta_table(struct pgsrc *s, const PGresult *r)
 	s->pub_exists = strcmp(PQgetvalue(r, 0, 7), "t") == 0;
 	s->slot_exists = strcmp(PQgetvalue(r, 0, 8), "t") == 0;
 	s->partitioned = PQgetvalue(r, 0, 11)[0] == 'p';
+	const char *not_table = source_pg_not_table(PQgetvalue(r, 0, 11)[0]);
+	if (not_table != NULL) {
+		source_fail(s->src, true, "refusing %s.%s: it is %s, not a table: %s", s->nspname,
+		            s->relname, not_table, SOURCE_PG_TABLES_ONLY);
+		return false;
+	}
 	if (!publishable(s, strcmp(PQgetvalue(r, 0, 10), "t") == 0))
 		return false;
 	if (strcmp(PQgetvalue(r, 0, 9), "UTF8") != 0 &&
@@ -667,6 +723,18 @@ send_publication(struct pgsrc *s, uint64_t now)
 		bbuf_adds(&q, "; ALTER PUBLICATION ");
 		bbuf_adds(&q, pubid);
 		bbuf_adds(&q, " SET (publish_via_partition_root = true)");
+	}
+	/* One simple query is one transaction: a filter the guard refuses
+	 * leaves no publication behind. */
+	if (cf->where && s->replident != 'f') {
+		char *lit = PQescapeLiteral(s->sql, s->pub, strlen(s->pub));
+		if (!lit)
+			fatalx("out of memory");
+		char *guard = source_pg_where_guard(lit);
+		bbuf_adds(&q, "; ");
+		bbuf_adds(&q, guard);
+		free(guard);
+		PQfreemem(lit);
 	}
 	bbuf_add(&q, "", 1);
 	PQfreemem(pubid);
@@ -1184,8 +1252,17 @@ static enum source_status
 after_publication(struct pgsrc *s, PGresult *r, uint64_t now)
 {
 	s->created = s->created || result_ok(r, PGRES_COMMAND_OK);
-	if (!result_ok(r, PGRES_COMMAND_OK))
-		return fail_result(s, "creating the publication", s->sql, r);
+	if (!result_ok(r, PGRES_COMMAND_OK)) {
+		const char *m = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+		enum source_status st = fail_result(s, "creating the publication", s->sql, r);
+		/* Ours from an earlier run, with a filter that harms the
+		 * application's writes: gone, as for a table refused. */
+		if (m != NULL &&
+		    strncmp(m, SOURCE_PG_WHERE_REFUSED, strlen(SOURCE_PG_WHERE_REFUSED)) == 0 &&
+		    s->pub_exists)
+			pgsrc_drop_publication(s);
+		return st;
+	}
 	return next_after_publication(s, now);
 }
 
@@ -1215,36 +1292,6 @@ after_snap_commit(struct pgsrc *s, PGresult *r, uint64_t now)
 	PQfinish(s->sql);
 	s->sql = NULL;
 	return send_start(s, s->consistent_point, now);
-}
-
-static enum step
-step_meta(struct pgsrc *s, uint64_t now)
-{
-	return on_sql_result(s, now, after_meta);
-}
-
-static enum step
-step_publication(struct pgsrc *s, uint64_t now)
-{
-	return on_sql_result(s, now, after_publication);
-}
-
-static enum step
-step_drop_slot(struct pgsrc *s, uint64_t now)
-{
-	return on_sql_result(s, now, after_drop_slot);
-}
-
-static enum step
-step_snap_begin(struct pgsrc *s, uint64_t now)
-{
-	return on_sql_result(s, now, after_snap_begin);
-}
-
-static enum step
-step_snap_commit(struct pgsrc *s, uint64_t now)
-{
-	return on_sql_result(s, now, after_snap_commit);
 }
 
 static enum step
@@ -1417,20 +1464,33 @@ step_stream(struct pgsrc *s, uint64_t now)
 	return read_stream(s, now) == SOURCE_OK ? STEP_WAIT : STEP_RETRY;
 }
 
-static enum step (*const steps[])(struct pgsrc *s, uint64_t now) = {
-        [ST_IDLE] = step_idle,
-        [ST_SQL_CONNECT] = step_sql_connect,
-        [ST_META] = step_meta,
-        [ST_PUBLICATION] = step_publication,
-        [ST_DROP_SLOT] = step_drop_slot,
-        [ST_REPL_CONNECT] = step_repl_connect,
-        [ST_IDENTIFY] = step_identify,
-        [ST_CREATE_SLOT] = step_create_slot,
-        [ST_SNAP_BEGIN] = step_snap_begin,
-        [ST_SNAP_ROWS] = step_snap_rows,
-        [ST_SNAP_COMMIT] = step_snap_commit,
-        [ST_START] = step_start,
-        [ST_STREAM] = step_stream,
+/*
+ * What each state does when its socket (or the timer) wakes it.  A state
+ * that waits for the result of a query it sent on the regular connection
+ * names only `after`: on_sql_result collects that result and hands it to
+ * after, which checks it and sends the next state's query.  Every other
+ * state names its own `step`, which polls what it waits for.  Exactly one
+ * of the two is set.
+ */
+struct pg_state_ops {
+	enum step (*step)(struct pgsrc *s, uint64_t now);
+	enum source_status (*after)(struct pgsrc *s, PGresult *r, uint64_t now);
+};
+
+static const struct pg_state_ops states[] = {
+        [ST_IDLE] = {.step = step_idle},
+        [ST_SQL_CONNECT] = {.step = step_sql_connect},
+        [ST_META] = {.after = after_meta},
+        [ST_PUBLICATION] = {.after = after_publication},
+        [ST_DROP_SLOT] = {.after = after_drop_slot},
+        [ST_REPL_CONNECT] = {.step = step_repl_connect},
+        [ST_IDENTIFY] = {.step = step_identify},
+        [ST_CREATE_SLOT] = {.step = step_create_slot},
+        [ST_SNAP_BEGIN] = {.after = after_snap_begin},
+        [ST_SNAP_ROWS] = {.step = step_snap_rows},
+        [ST_SNAP_COMMIT] = {.after = after_snap_commit},
+        [ST_START] = {.step = step_start},
+        [ST_STREAM] = {.step = step_stream},
 };
 
 /* Run the current state's step, and the next one's, until one waits. */
@@ -1438,7 +1498,10 @@ static enum source_status
 step(struct pgsrc *s, uint64_t now)
 {
 	for (;;) {
-		switch (steps[s->st](s, now)) {
+		const struct pg_state_ops *ops = &states[s->st];
+		enum step r = ops->after ? on_sql_result(s, now, ops->after) : ops->step(s, now);
+
+		switch (r) {
 		case STEP_WAIT:
 			return SOURCE_OK;
 		case STEP_RETRY:

@@ -31,4 +31,27 @@ extern const struct source_ops source_pg_ops;
  * tailgated --check reports it: one rule for both. */
 const char *source_pg_unpublishable(char replident, bool has_pk);
 
+/* What a relation of this pg_class.relkind is ("a view", "a materialized
+ * view", ...) when logical replication cannot follow it, or NULL for a
+ * table or a partitioned table.  SOURCE_PG_TABLES_ONLY is the fix both
+ * the daemon and tailgated --check name. */
+const char *source_pg_not_table(char relkind);
+
+/*
+ * A row filter (where) that reads a column outside the table's replica
+ * identity makes PostgreSQL refuse the application's UPDATE and DELETE on
+ * the table while the publication exists ("Column used in the publication
+ * WHERE expression is not part of the replica identity").  This returns a
+ * DO statement (malloc'd) to run right after CREATE or ALTER PUBLICATION
+ * pub_literal (an SQL string literal) in the same transaction: it raises
+ * SQLSTATE 55000 with SOURCE_PG_WHERE_REFUSED and the fix when the
+ * publication's filter reads such a column, so the publication is never
+ * committed.  Nothing for REPLICA IDENTITY FULL.
+ */
+char *source_pg_where_guard(const char *pub_literal);
+#define SOURCE_PG_WHERE_REFUSED "refusing the where filter"
+#define SOURCE_PG_TABLES_ONLY                                                                      \
+	"PostgreSQL logical replication follows tables only: set table = the table under it "      \
+	"(where = its filter), or serve the view from Materialize"
+
 #endif

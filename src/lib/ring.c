@@ -363,8 +363,12 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	/* posix_fallocate reserves the pages now, so a full /dev/shm is an
 	 * error here rather than a SIGBUS on first touch. */
 	if ((errno = posix_fallocate(fd, 0, (off_t)total)) != 0) {
-		log_seterr(err, errlen, "cannot size %s to %llu bytes: %s", tmp,
-		           (unsigned long long)total, strerror(errno));
+		log_seterr(err, errlen, "cannot size %s to %llu bytes: %s%s", tmp,
+		           (unsigned long long)total, strerror(errno),
+		           errno == ENOSPC ? " (the ring directory's filesystem is full: lower "
+		                             "ring_size, or give it more room; tailgated --check "
+		                             "compares the two)"
+		                           : "");
 		close(fd);
 		unlink(tmp);
 		goto failed;

@@ -13,6 +13,7 @@
 #include "clock.h"
 #include "fcgi_request.h"
 #include "log.h"
+#include "memtrim.h"
 #include "xmalloc.h"
 
 #include <errno.h>
@@ -732,6 +733,7 @@ conn_detach(FCGX_Request *req)
 		r->out = NULL;
 		r->out_cap = 0;
 		fcgireq_free_params(r);
+		memtrim_freed(1);
 		return true;
 	}
 	if (req->out == NULL)
@@ -742,7 +744,16 @@ conn_detach(FCGX_Request *req)
 	 * stays; only the streams and the params go. */
 	FCGX_Free(req, 0);
 	req->envp = NULL;
+	memtrim_freed(1);
 	return true;
+}
+
+bool
+conn_shed(FCGX_Request *req)
+{
+	/* One read by fcgi_request.c has no buffer to shed, and gathers its
+	 * reply for one write already. */
+	return fcgireq_is(req) || conn_detach(req);
 }
 
 /* data as FCGI_STDOUT records straight from the caller's bytes. */
@@ -776,6 +787,64 @@ detached_write(FCGX_Request *req, const char *data, size_t len)
 	return true;
 }
 
+#define REPLY_IOV 64
+
+/* A detached libfcgi request's whole reply, piece[0..np) (np <= 3), as
+ * FCGI_STDOUT records of at most FCGI_MAX_CONTENT bytes, and its end
+ * records, in one writev while they fit in REPLY_IOV entries (a reply
+ * under 64 kB: one record, one syscall, as libfcgi's buffered reply and
+ * end were).  Blocking, as detached_write; false: not all written (the
+ * connection is then closed). */
+static bool
+detached_reply(FCGX_Request *req, const struct iovec *piece, int np)
+{
+	struct iovec iov[REPLY_IOV];
+	unsigned char hdr[REPLY_IOV][FCGI_HEADER_LEN], end[3 * FCGI_HEADER_LEN] = {0};
+	size_t total = 0, off = 0;
+	int n = 0, p = 0;
+
+	for (int i = 0; i < np; i++)
+		total += piece[i].iov_len;
+	while (total > 0) {
+		size_t clen = total > FCGI_MAX_CONTENT ? FCGI_MAX_CONTENT : total, left = clen;
+
+		if (n + 1 + np >= REPLY_IOV) { /* a record and its pieces, and the end */
+			if (req->ipcFd < 0 || !writev_all(req->ipcFd, iov, n))
+				goto fail;
+			n = 0;
+		}
+		record_header(hdr[n], FCGI_TYPE_STDOUT, req->requestId, clen);
+		iov[n] = (struct iovec){hdr[n], FCGI_HEADER_LEN};
+		n++;
+		while (left > 0) {
+			size_t take = piece[p].iov_len - off;
+			if (take > left)
+				take = left;
+			if (take > 0)
+				iov[n++] = (struct iovec){(char *)piece[p].iov_base + off, take};
+			off += take;
+			left -= take;
+			if (off == piece[p].iov_len) {
+				p++;
+				off = 0;
+			}
+		}
+		total -= clen;
+	}
+	/* The empty FCGI_STDOUT and FCGI_END_REQUEST (body: appStatus 0,
+	 * FCGI_REQUEST_COMPLETE, reserved). */
+	record_header(end, FCGI_TYPE_STDOUT, req->requestId, 0);
+	record_header(end + FCGI_HEADER_LEN, FCGI_TYPE_END_REQUEST, req->requestId, 8);
+	iov[n++] = (struct iovec){end, sizeof(end)};
+	if (req->ipcFd >= 0 && writev_all(req->ipcFd, iov, n))
+		return true;
+fail:
+	if (req->ipcFd >= 0)
+		close(req->ipcFd);
+	req->ipcFd = -1;
+	return false;
+}
+
 /* End a detached request: the empty FCGI_STDOUT record and
  * FCGI_END_REQUEST, without blocking; false: not written (the connection
  * must then be closed, not kept). */
@@ -799,8 +868,10 @@ conn_flush(FCGX_Request *req)
 	return req->out == NULL || FCGX_FFlush(req->out) == 0;
 }
 
-void
-conn_finish(struct conns *c, FCGX_Request *req)
+/* conn_finish; end_written: a detached libfcgi request whose end records
+ * are already out (conn_reply). */
+static void
+finish(struct conns *c, FCGX_Request *req, bool end_written)
 {
 	bool keep_conn;
 	int fd;
@@ -830,7 +901,7 @@ conn_finish(struct conns *c, FCGX_Request *req)
 		closer_add(c, fd);
 		return;
 	}
-	if (req->out == NULL && req->ipcFd >= 0 && !detached_end(req))
+	if (req->out == NULL && req->ipcFd >= 0 && !end_written && !detached_end(req))
 		keep_conn = false; /* a stream whose end did not fit: close */
 	/* keepConnection: FCGX_Finish_r flushes, writes FCGI_END_REQUEST and
 	 * frees the streams but leaves the descriptor to us (unless a stream
@@ -846,6 +917,12 @@ conn_finish(struct conns *c, FCGX_Request *req)
 	if (keep_conn && keep(c, fd))
 		return;
 	closer_add(c, fd);
+}
+
+void
+conn_finish(struct conns *c, FCGX_Request *req)
+{
+	finish(c, req, false);
 }
 
 bool
@@ -876,6 +953,35 @@ conn_write_head(FCGX_Request *req, const char *data, size_t len, const char *ext
 	first = (size_t)(eol - data) + 1;
 	return conn_write(req, data, first) && conn_write(req, extra, extra_len) &&
 	       conn_write(req, data + first, len - first);
+}
+
+bool
+conn_reply(struct conns *c, FCGX_Request *req, const char *data, size_t len, const char *extra,
+           size_t extra_len)
+{
+	struct iovec piece[3] = {{(char *)data, len}};
+	const char *eol;
+	int np = 1;
+	bool ok;
+
+	/* Gathered (fcgi_request.c's) or buffered (libfcgi's): the reply
+	 * and its end go out in one write as it is. */
+	if (fcgireq_is(req) || req->out != NULL) {
+		ok = conn_write_head(req, data, len, extra, extra_len);
+		conn_finish(c, req);
+		return ok;
+	}
+	if (extra_len > 0 && len >= 7 && memcmp(data, "Status:", 7) == 0 &&
+	    (eol = memchr(data, '\n', len)) != NULL) {
+		size_t first = (size_t)(eol - data) + 1;
+		piece[0].iov_len = first;
+		piece[1] = (struct iovec){(char *)extra, extra_len};
+		piece[2] = (struct iovec){(char *)data + first, len - first};
+		np = 3;
+	}
+	ok = detached_reply(req, piece, np);
+	finish(c, req, true);
+	return ok;
 }
 
 /* ---- start and stop ---- */

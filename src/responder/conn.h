@@ -45,7 +45,10 @@
  * frees them (and the params) once its head is written: conn_write then
  * sends each event as FCGI_STDOUT records straight from the reply's
  * bytes (writev: a header and the data, no copy), and conn_finish writes
- * the end records itself.
+ * the end records itself.  A long-poll that came on a new connection
+ * (read by libfcgi) is detached as soon as its request is read
+ * (conn_shed): a parked one keeps no buffer while it waits, and its reply
+ * goes out with its end records in one writev (conn_reply).
  *
  * What a request is for is not known here: the handler (and whether a
  * request is quick) is passed in to conn_start.
@@ -171,6 +174,16 @@ bool conn_detach(FCGX_Request *req);
  * the reply as it is). */
 bool conn_write_head(FCGX_Request *req, const char *data, size_t len, const char *extra,
                      size_t extra_len);
+/* Before req parks (a long-poll): conn_detach for a request libfcgi read
+ * (its 17 kB of buffers go), nothing for one fcgi_request.c read (it has
+ * none, and gathers its reply).  false: the flush failed. */
+bool conn_shed(FCGX_Request *req);
+/* A whole reply (as conn_write_head) and its end (conn_finish) in one: a
+ * detached libfcgi request's records and FCGI_END_REQUEST go out in one
+ * writev; a gathered or buffered one's as they would anyway.  Frees req,
+ * written or not; false: not written. */
+bool conn_reply(struct conns *c, FCGX_Request *req, const char *data, size_t len, const char *extra,
+                size_t extra_len);
 
 /* Is the params block of a FastCGI request complete in buf[0..len)?
  * 1 yes, 0 not yet, -1 malformed. */

@@ -206,7 +206,8 @@ feeds_live(struct seg *s, struct ring_info *info, const char **why)
 {
 	ring_info(s->ring, info);
 	if (info->state == RING_STATE_CLOSED) {
-		*why = "the daemon closed this feed";
+		*why = "the daemon closed this feed (it stopped, or the feed left its "
+		       "configuration)";
 		return false;
 	}
 	if (!info->writer_alive) {

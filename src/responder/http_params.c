@@ -347,12 +347,20 @@ param_filter(struct parse_state *ps, char **key, const char *val)
 	}
 	if (dot == NULL) {
 		/* Columns are known later (filter.c): say both what an unknown
-		 * name and what a filter missing its operator (amount=100) needs. */
+		 * name and what a filter missing its operator (amount=100) needs.
+		 * With no value, or an operator as the value (amount=gt), the
+		 * example holds VALUE rather than what was sent. */
+		bool no_value = *val == '\0' || strcmp(val, "eq") == 0 || strcmp(val, "neq") == 0 ||
+		                strcmp(val, "gt") == 0 || strcmp(val, "gte") == 0 ||
+		                strcmp(val, "lt") == 0 || strcmp(val, "lte") == 0 ||
+		                strcmp(val, "in") == 0;
+
 		log_seterr(ps->err, ps->errlen,
 		           "unknown parameter \"%.64s\", or a filter missing its operator: "
-		           "write %.64s=eq.%.32s (a filter is column=op.value, op one of "
+		           "write %.64s=%s.%.32s (a filter is column=op.value, op one of "
 		           "" OPS_HINT ")",
-		           *key, *key, val);
+		           *key, *key, no_value && *val != '\0' ? val : "eq",
+		           no_value ? "VALUE" : val);
 		return false;
 	}
 	f = &ps->req.filters[ps->req.n_filters];

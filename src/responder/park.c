@@ -18,6 +18,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "memtrim.h"
 #include "metrics.h"
 #include "reply.h"
 #include "xmalloc.h"
@@ -739,6 +740,7 @@ watch_main(void *arg)
 		round_segments(p, &rd);
 		round_collect(p, &rd, &last_sweep);
 		end_abandoned(p, &rd);
+		memtrim_tick(rd.now);
 		answered = rd.ready != NULL;
 		answer_ready(p, &rd, &t, wake_ns);
 		answer_expired(p, &rd);

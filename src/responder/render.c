@@ -487,7 +487,7 @@ render_next(const struct render *rd, struct waiter *w, uint64_t head, struct rin
 		if (rc == RING_GONE || rc == RING_UNKNOWN)
 			return gone_reply(w, scratch, NULL);
 		log_warning("feed=%s: corrupt batch at seq %" PRIu64, w->feed->name, w->seq_after);
-		return render_error_reply(503, "feed_unavailable",
+		return render_error_reply(503, "feed_not_live",
 		                          "the feed's segment holds a corrupt batch");
 	}
 	w->seq_after = rr.next_seq;

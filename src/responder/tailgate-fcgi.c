@@ -30,6 +30,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -39,6 +40,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -327,10 +329,18 @@ handle_feed(struct responder *r, FCGX_Request *req, const char *name, struct thr
 	/* From here w owns req, and each path ends or hands on w. */
 	if (w->sse && !open_stream(r, w))
 		return;
-	if (from_snapshot)
+	if (from_snapshot) {
 		serve_snapshot(r, w, t);
-	else
-		park_serve(&r->park, w, t);
+		return;
+	}
+	/* A long-poll: what it need not keep while parked (most are, until
+	 * the next batch) is shed now: libfcgi's buffers, when it came on a
+	 * new connection; its reply still goes out in one write (conn_reply). */
+	if (!w->sse && !conn_shed(w->req)) {
+		writer_end(&r->writers, w, 0);
+		return;
+	}
+	park_serve(&r->park, w, t);
 	return;
 out:
 	send_error(r, req, kind, e.status, e.code, e.message);
@@ -435,6 +445,10 @@ handle_multi(struct responder *r, FCGX_Request *req, const char *list, struct th
 		goto out;
 	if (w->sse && !open_stream(r, w))
 		return;
+	if (kind == MK_LONGPOLL && !conn_shed(w->req)) { /* as handle_feed's */
+		writer_end(&r->writers, w, 0);
+		return;
+	}
 	multi_serve(&r->multi, w, t);
 	return;
 out:
@@ -479,7 +493,12 @@ handle(void *arg, FCGX_Request *req, struct thread_ctx *t)
 	struct bbuf b = {0};
 
 	if (method != NULL && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-		send_error(r, req, MK_OTHER, 405, "method_not_allowed", "only GET and HEAD");
+		/* As the nginx snippet answers it: with Allow. */
+		render_head(&b, 405, "application/json", "no-store", "Allow: GET, HEAD\r\n");
+		bbuf_adds(&b,
+		          "{\"error\":\"method_not_allowed\",\"message\":\"only GET and HEAD\"}\n");
+		send_now(r, req, MK_OTHER, 405, &b);
+		bbuf_free(&b);
 		return;
 	}
 	if (strcmp(route, "/healthz") == 0) {
@@ -491,6 +510,13 @@ handle(void *arg, FCGX_Request *req, struct thread_ctx *t)
 		render_slot_metrics(r->feeds.ring_dir, &b);
 		send_text(r, req, MK_METRICS, "text/plain; version=0.0.4", &b);
 	} else if (strcmp(route, "/feeds") == 0 || strcmp(route, "/feeds/") == 0) {
+		const char *q = param(req, "QUERY_STRING");
+
+		if (q != NULL && *q != '\0') { /* the list takes no parameter */
+			send_error(r, req, MK_FEEDS, 400, "bad_parameter",
+			           "the feed list takes no parameters: GET /feeds");
+			return;
+		}
 		render_feed_list(&r->feeds, &b);
 		send_text(r, req, MK_FEEDS, "application/json", &b);
 	} else if (strncmp(route, "/feeds/", 7) == 0 && strchr(route + 7, ',') != NULL) {
@@ -498,8 +524,17 @@ handle(void *arg, FCGX_Request *req, struct thread_ctx *t)
 	} else if (strncmp(route, "/feeds/", 7) == 0) {
 		handle_feed(r, req, route + 7, t);
 	} else {
-		send_error(r, req, MK_OTHER, 404, "not_found",
-		           "no such endpoint: use /feeds, /feeds/FEED, /metrics or /healthz");
+		/* Named, for an operator whose prefix reached the responder
+		 * (/live/feeds/x: nginx passed the whole path as the route). */
+		char msg[320];
+
+		snprintf(
+		        msg, sizeof(msg),
+		        "no such endpoint \"%.100s\": the routes are /feeds, /feeds/FEED, /metrics "
+		        "and /healthz (under a prefix, nginx passes the route in PATH_INFO: see "
+		        "nginx/tailgate.conf)",
+		        route);
+		send_error(r, req, MK_OTHER, 404, "not_found", msg);
 	}
 	bbuf_free(&b);
 }
@@ -528,6 +563,39 @@ nofile(void)
 	    rl.rlim_cur > (1 << 22))
 		return 1 << 20;
 	return (int)rl.rlim_cur;
+}
+/* Has a tailgated ever run on dir?  Its lock file stays after it stops. */
+static bool
+has_lock(const char *dir)
+{
+	char lock[4096];
+
+	if (snprintf(lock, sizeof(lock), "%s/tailgated.lock", dir) >= (int)sizeof(lock))
+		return true;
+	return access(lock, F_OK) == 0;
+}
+
+/* A ring directory that is missing, unreadable or that no tailgated has
+ * used is served (tailgated may create it later) but said at start: every
+ * feed would be a 404. */
+static void
+ring_dir_check(const char *dir)
+{
+	struct stat st;
+
+	if (stat(dir, &st) != 0)
+		log_warning("ring directory %s: %s: no feed is served until tailgated creates it "
+		            "(--ring-dir must name tailgated.conf's ring_dir)",
+		            dir, strerror(errno));
+	else if (!S_ISDIR(st.st_mode))
+		log_warning("ring directory %s is not a directory: no feed is served", dir);
+	else if (access(dir, R_OK | X_OK) != 0)
+		log_warning("ring directory %s: %s: no feed is served (this user cannot read it)",
+		            dir, strerror(errno));
+	else if (!has_lock(dir))
+		log_warning("ring directory %s has no tailgated.lock: no tailgated has run with "
+		            "ring_dir = %s (--ring-dir must name tailgated.conf's ring_dir)",
+		            dir, dir);
 }
 
 /* One worker process: serve until SIGTERM/SIGINT. */
@@ -558,6 +626,13 @@ serve(void)
 	responder_init(&r, &ro);
 	log_info("serving %s with %d handlers, %d writers, fd limit %d", r.feeds.ring_dir,
 	         opt.handlers, opt.writers, nofile());
+	ring_dir_check(r.feeds.ring_dir);
+	if (opt.max_timeout_s >= 60 || opt.sse_keepalive_s >= 60)
+		log_warning(
+		        "--max-timeout %d s / --sse-keepalive %d s: nginx must wait longer "
+		        "between two reads (fastcgi_read_timeout, 60 s in nginx/tailgate.conf), or "
+		        "it answers parked requests 504",
+		        opt.max_timeout_s, opt.sse_keepalive_s);
 	responder_start(&r, listen_fd, nofile(), handle, quick);
 
 	do {
@@ -572,6 +647,83 @@ serve(void)
 
 /* ---- the listening socket ---- */
 
+/* The unix socket this process made (its inode): removed at exit only if
+ * the path still names it. */
+static ino_t socket_ino;
+
+/* Does a process accept connections on the unix socket at path?  A second
+ * responder started on a running one's path would otherwise unlink it and
+ * take it over, then remove it at exit: the first one keeps running,
+ * unreachable, and nginx answers 502. */
+static bool
+socket_in_use(const char *path)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	int fd;
+	bool used;
+
+	if (strlen(path) >= sizeof(a.sun_path))
+		return false;
+	memcpy(a.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	used = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return used;
+}
+
+/* Listen on a unix socket path or [HOST]:PORT, as FCGX_OpenSocket does,
+ * but a failure names the address and the reason (libfcgi's prints only
+ * "bind/listen" and exits). */
+static int
+listen_on(const char *spec, int backlog)
+{
+	const char *colon = strrchr(spec, ':');
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res, *ai;
+	char host[256];
+	int fd = -1, one = 1, rc, saved = 0;
+
+	if (colon == NULL) {
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+
+		if (strlen(spec) >= sizeof(sa.sun_path))
+			fatalx("cannot listen on %s: a unix socket path is at most %zu bytes", spec,
+			       sizeof(sa.sun_path) - 1);
+		memcpy(sa.sun_path, spec, strlen(spec) + 1);
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+		    listen(fd, backlog) != 0)
+			fatal("cannot listen on %s (does its directory exist, and may this user "
+			      "write there?)",
+			      spec);
+		return fd;
+	}
+	if (*spec == '[' && colon > spec && colon[-1] == ']') /* [::1]:9000 */
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - spec - 2), spec + 1);
+	else
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
+	rc = getaddrinfo(*host != '\0' ? host : NULL, colon + 1, &hints, &res);
+	if (rc != 0)
+		fatalx("cannot listen on %s: %s", spec, gai_strerror(rc));
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+		if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+		    bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, backlog) == 0)
+			break;
+		saved = errno;
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		errno = saved;
+		fatal("cannot listen on %s", spec);
+	}
+	return fd;
+}
+
 static void
 open_socket(void)
 {
@@ -583,13 +735,19 @@ open_socket(void)
 		bool unix_path = strchr(opt.socket_path, ':') == NULL;
 		struct stat st;
 
-		if (unix_path && stat(opt.socket_path, &st) == 0 && S_ISSOCK(st.st_mode))
+		if (unix_path && stat(opt.socket_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+			if (socket_in_use(opt.socket_path))
+				fatalx("%s: another process (a running tailgate-fcgi?) accepts "
+				       "connections on this socket; stop it first, or give another "
+				       "--socket",
+				       opt.socket_path);
 			unlink(opt.socket_path); /* a previous run's */
-		listen_fd = FCGX_OpenSocket(opt.socket_path, opt.backlog);
-		if (listen_fd < 0)
-			fatal("cannot listen on %s", opt.socket_path);
+		}
+		listen_fd = listen_on(opt.socket_path, opt.backlog);
 		if (unix_path && chmod(opt.socket_path, (mode_t)opt.socket_mode) != 0)
 			fatal("chmod %s", opt.socket_path);
+		if (unix_path && stat(opt.socket_path, &st) == 0)
+			socket_ino = st.st_ino;
 		log_info("listening on %s", opt.socket_path);
 		return;
 	}
@@ -846,7 +1004,10 @@ main(int argc, char **argv)
 		rc = supervise();
 	else
 		rc = serve();
-	if (opt.socket_path != NULL && strchr(opt.socket_path, ':') == NULL)
-		unlink(opt.socket_path);
+	if (opt.socket_path != NULL && strchr(opt.socket_path, ':') == NULL) {
+		struct stat st;
+		if (stat(opt.socket_path, &st) == 0 && st.st_ino == socket_ino)
+			unlink(opt.socket_path);
+	}
 	return rc;
 }

@@ -73,16 +73,21 @@ share_append(struct thread_ctx *t, struct waiter *w, struct reply *r)
 
 /* Write r to w: a long-poll's reply with its feed's state header as the
  * ring says now (the reply itself is shared and cached, so it cannot
- * hold it); an SSE stream's events as they are (its head said it). */
+ * hold it), and its end, in one write (conn_reply: w->req is then NULL);
+ * an SSE stream's events as they are (its head said it). */
 static bool
-write_reply(const struct waiter *w, const struct reply *r)
+write_reply(struct writers *wp, struct waiter *w, const struct reply *r)
 {
 	char extra[WRITER_STATE_HEADERS_MAX];
-	size_t n = 0;
+	size_t n;
+	bool ok;
 
-	if (!w->sse)
-		n = writer_state_headers(w, extra, sizeof(extra));
-	return conn_write_head(w->req, r->data, r->len, extra, n);
+	if (w->sse)
+		return conn_write_head(w->req, r->data, r->len, NULL, 0);
+	n = writer_state_headers(w, extra, sizeof(extra));
+	ok = conn_reply(wp->conns, w->req, r->data, r->len, extra, n);
+	w->req = NULL;
+	return ok;
 }
 
 size_t
@@ -117,7 +122,7 @@ writer_deliver(struct writers *wp, struct thread_ctx *t, struct waiter *w, struc
 		return;
 	}
 	const struct reply *s = reply_for(r, w->gzip);
-	ok = write_reply(w, s);
+	ok = write_reply(wp, w, s);
 	if (ok)
 		metrics_served(s->batches, s->len);
 	reply_release(r);
@@ -222,7 +227,7 @@ write_one(struct writers *wp, struct waiter *w, struct reply *r, const struct re
 	if (guard)
 		send_timeout(w->req, SSE_STALL_S);
 	*sent = reply_for(r, w->gzip);
-	ok = write_reply(w, *sent);
+	ok = write_reply(wp, w, *sent);
 	if (ok && w->sse)
 		ok = conn_flush(w->req);
 	if (guard) {

@@ -185,6 +185,20 @@ gen_connect(const char *dsn, const char *app)
 }
 
 bool
+gen_connect_retry(bool (*connect)(void *arg), void *arg)
+{
+	double backoff = 0.25;
+
+	while (!connect(arg)) {
+		if (gen_stop)
+			return false;
+		gen_sleep_until(gen_now_s() + backoff);
+		backoff = backoff * 2 > 5 ? 5 : backoff * 2;
+	}
+	return true;
+}
+
+bool
 gen_pipeline_mode(PGconn *c)
 {
 	if (PQenterPipelineMode(c) != 1 || PQsetnonblocking(c, 1) != 0) {
@@ -302,4 +316,22 @@ gen_read_results(PGconn *c, struct gen_pipe *p, bool wait)
 		if (!wait_socket(c) || gen_stop > 1)
 			return false;
 	}
+}
+
+bool
+gen_wait_tick(PGconn *c, struct gen_pipe *p, double due, int max_in_flight, double *lag_ms)
+{
+	double lag = (gen_now_s() - due) * 1000.0;
+
+	*lag_ms = lag < 0 ? 0 : lag;
+	if (lag < 0) {
+		/* Early: read what has come back, then sleep till the tick. */
+		if (!gen_read_results(c, p, false))
+			return false;
+		gen_sleep_until(due);
+	}
+	while (p->in_flight >= max_in_flight)
+		if (!gen_read_results(c, p, true))
+			return false;
+	return true;
 }

@@ -2,7 +2,8 @@
  * gen.h - what the load generators (tailgate-loadgen, tailgate-shopgen)
  * share: stopping on a signal, option numbers, a seeded random stream,
  * SQL text built in a growable buffer, the users' names, the clock in
- * seconds, and the libpq calls outside and into pipeline mode.
+ * seconds, the libpq calls outside and into pipeline mode, connecting
+ * again with a backoff, and pacing the ticks.
  */
 #ifndef TAILGATE_GEN_H
 #define TAILGATE_GEN_H
@@ -47,6 +48,10 @@ void gen_sleep_until(double t);
 
 /* Connect to dsn as application app: the connection, or NULL (logged). */
 PGconn *gen_connect(const char *dsn, const char *app);
+/* Call connect(arg) until it returns true, sleeping 0.25 s after the first
+ * failure and twice as long after each next one, 5 s at most; false when a
+ * signal came first (gen_stop). */
+bool gen_connect_retry(bool (*connect)(void *arg), void *arg);
 /* Pipeline mode, non-blocking; false (logged) when refused. */
 bool gen_pipeline_mode(PGconn *c);
 /* Run one statement outside the pipeline: its result when its status is
@@ -68,5 +73,10 @@ struct gen_pipe {
  * or all are read).  A failed statement counts in errors and is logged.
  * False when the connection is lost or a second signal came. */
 bool gen_read_results(PGconn *c, struct gen_pipe *p, bool wait);
+/* Wait until the tick due at time due (gen_now_s) may be sent: read what
+ * results arrive while it is early, sleep until it is due, then wait for
+ * fewer than max_in_flight syncs in flight.  *lag_ms: how late the tick
+ * is, 0 when early.  False as gen_read_results. */
+bool gen_wait_tick(PGconn *c, struct gen_pipe *p, double due, int max_in_flight, double *lag_ms);
 
 #endif

@@ -173,7 +173,7 @@ struct gen {
 	double mean_bids;
 	struct gen_pipe pipe;
 	/* counters */
-	uint64_t auctions, bids, late_bids, closed;
+	uint64_t auctions, bids, closed;
 	double max_lag_ms;
 };
 
@@ -233,9 +233,12 @@ done:
 	return ok;
 }
 
+/* For gen_connect_retry: arg is the struct gen. */
 static bool
-connect_db(struct gen *g)
+connect_db(void *arg)
 {
+	struct gen *g = arg;
+
 	g->conn = gen_connect(g->o.dsn, "tailgate-loadgen");
 	if (g->conn == NULL)
 		return false;
@@ -407,21 +410,14 @@ static int
 run(struct gen *g)
 {
 	double t0 = gen_now_s(), tick_s = g->o.tick_ms / 1000.0, next_report;
-	double backoff = 0.25;
 	uint64_t last_tick = UINT64_MAX;  /* with --duration: the last tick that makes auctions */
 	uint64_t final_tick = UINT64_MAX; /* with --drain: the last tick that places bids */
 
 	if (g->o.duration > 0)
 		last_tick = (uint64_t)(g->o.duration / tick_s);
 	next_report = g->o.report_s;
-	while (!g->conn) {
-		if (connect_db(g))
-			break;
-		if (gen_stop)
-			return 1;
-		gen_sleep_until(gen_now_s() + backoff);
-		backoff = backoff * 2 > 5 ? 5 : backoff * 2;
-	}
+	if (!gen_connect_retry(connect_db, g))
+		return 1;
 	for (;;) {
 		bool stopping = gen_stop || g->tick > last_tick;
 
@@ -433,20 +429,13 @@ run(struct gen *g)
 			break;
 
 		double due = t0 + (double)g->tick * tick_s;
-		double lag_ms = (gen_now_s() - due) * 1000.0;
+		double lag_ms;
+		bool ready = gen_wait_tick(g->conn, &g->pipe, due, 2 * g->o.pipeline, &lag_ms);
 
-		if (lag_ms < 0) {
-			/* Early: read what has come back, then sleep till the tick. */
-			if (!gen_read_results(g->conn, &g->pipe, false))
-				goto reconnect;
-			gen_sleep_until(due);
-			lag_ms = 0;
-		}
 		if (lag_ms > g->max_lag_ms)
 			g->max_lag_ms = lag_ms;
-		while (g->pipe.in_flight >= 2 * g->o.pipeline)
-			if (!gen_read_results(g->conn, &g->pipe, true))
-				goto reconnect;
+		if (!ready)
+			goto reconnect;
 		if (!send_tick(g, g->tick, stopping))
 			goto reconnect;
 		g->tick++;
@@ -468,13 +457,8 @@ run(struct gen *g)
 		g->conn = NULL;
 		wheel_clear(&g->wheel);
 		g->pipe.errors++;
-		backoff = 0.25;
-		while (!connect_db(g)) {
-			if (gen_stop)
-				goto out;
-			gen_sleep_until(gen_now_s() + backoff);
-			backoff = backoff * 2 > 5 ? 5 : backoff * 2;
-		}
+		if (!gen_connect_retry(connect_db, g))
+			goto out;
 		/* Resume at the wall clock: do not replay the ticks missed. */
 		g->tick = (uint64_t)((gen_now_s() - t0) / tick_s) + 1;
 	}

@@ -256,9 +256,12 @@ setup_once(struct gen *g)
 	return create_catalog(g) && load_items(g);
 }
 
+/* For gen_connect_retry: arg is the struct gen. */
 static bool
-connect_db(struct gen *g)
+connect_db(void *arg)
 {
+	struct gen *g = arg;
+
 	g->conn = gen_connect(g->o.dsn, "tailgate-shopgen");
 	if (g->conn == NULL)
 		return false;
@@ -396,32 +399,22 @@ static int
 run(struct gen *g)
 {
 	double t0 = gen_now_s(), tick_s = g->o.tick_ms / 1000.0, next_report = g->o.report_s;
-	double backoff = 0.25;
 	uint64_t last_tick = UINT64_MAX;
 
 	if (g->o.duration > 0)
 		last_tick = (uint64_t)(g->o.duration / tick_s);
-	while (!connect_db(g)) {
-		if (gen_stop)
-			return 1;
-		gen_sleep_until(gen_now_s() + backoff);
-		backoff = backoff * 2 > 5 ? 5 : backoff * 2;
-	}
+	if (!gen_connect_retry(connect_db, g))
+		return 1;
 	while (!gen_stop && g->tick < last_tick) {
 		double due = t0 + (double)g->tick * tick_s;
-		double lag_ms = (gen_now_s() - due) * 1000.0;
+		double lag_ms;
+		bool ready = gen_wait_tick(g->conn, &g->pipe, due, SYNCS_PER_TICK * g->o.pipeline,
+		                           &lag_ms);
 
-		if (lag_ms < 0) {
-			if (!gen_read_results(g->conn, &g->pipe, false))
-				goto reconnect;
-			gen_sleep_until(due);
-			lag_ms = 0;
-		}
 		if (lag_ms > g->max_lag_ms)
 			g->max_lag_ms = lag_ms;
-		while (g->pipe.in_flight >= SYNCS_PER_TICK * g->o.pipeline)
-			if (!gen_read_results(g->conn, &g->pipe, true))
-				goto reconnect;
+		if (!ready)
+			goto reconnect;
 		if (!send_tick(g))
 			goto reconnect;
 		g->tick++;
@@ -440,13 +433,8 @@ run(struct gen *g)
 		PQfinish(g->conn);
 		g->conn = NULL;
 		g->pipe.errors++;
-		backoff = 0.25;
-		while (!connect_db(g)) {
-			if (gen_stop)
-				goto out;
-			gen_sleep_until(gen_now_s() + backoff);
-			backoff = backoff * 2 > 5 ? 5 : backoff * 2;
-		}
+		if (!gen_connect_retry(connect_db, g))
+			goto out;
 		/* Resume at the wall clock: do not replay the ticks missed. */
 		g->tick = (uint64_t)((gen_now_s() - t0) / tick_s) + 1;
 	}

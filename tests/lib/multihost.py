@@ -42,6 +42,12 @@ Python (stdlib only):
     host_live(host, feeds); wait_live(host, feeds)
     h = PgHosts(build, src, tmp)      # PostgreSQL + load + hosts a, b + balancer
 
+    try: ...
+    except Exception as e:
+        report_abort(e, hosts)        # not ok, and each host's tailgated log
+    finally:
+        teardown(tmp, clients, hosts, then=[srv.stop], keep=KEEP)
+
 Counts (c.counts(), a Counter): polls (long-polls answered), snapshots,
 batches, bytes (reply bodies, uncompressed), status_NNN per status,
 gone (410s, and SSE streams resumed with Last-Event-ID that restarted
@@ -57,13 +63,16 @@ import socket
 import subprocess
 import threading
 import time
+import shutil
 import urllib.parse
 
 from stack import nginx_bin
+from tap import ok
 from util import free_port, tail, terminate
 
 __all__ = ["Balancer", "Daemon", "FeedClient", "PgHosts", "parse_json", "rows_key",
-           "stop_clients", "sum_counts", "wait_tables", "start_host", "feeds_state", "host_live", "wait_live"]
+           "stop_clients", "sum_counts", "wait_tables", "start_host", "feeds_state", "host_live", "wait_live", "stop_hosts",
+           "report_abort", "teardown"]
 
 MAX_VIOLATIONS = 50
 
@@ -583,6 +592,13 @@ def start_host(build, tmp, name, conf_for_ring):
             "ring": ring}
 
 
+def stop_hosts(hosts):
+    """Stop each host ({name: host}): its nginx + responder, then its tailgated."""
+    for h in hosts.values():
+        h["stack"].stop()
+        h["daemon"].stop()
+
+
 def feeds_state(host):
     """{feed: its /feeds entry} on one host, {} when the host does not answer."""
     try:
@@ -691,7 +707,31 @@ class PgHosts:
             terminate(self.load)
         if self.balancer is not None:
             self.balancer.stop()
-        for h in self.hosts.values():
-            h["stack"].stop()
-            h["daemon"].stop()
+        stop_hosts(self.hosts)
         self.pg.cleanup()
+
+
+# ---- the end of a test --------------------------------------------------------------
+
+def report_abort(e, hosts):
+    """A test's `except Exception as e`: fail with what aborted it, and show
+    each host's tailgated log (hosts: {name: host})."""
+    ok(False, "test aborted: %s: %s" % (type(e).__name__, e))
+    for name, h in hosts.items():
+        print("# tailgated %s log:\n# %s" % (name, h["daemon"].log().replace("\n", "\n# ")),
+              flush=True)
+
+
+def teardown(tmp, clients=(), hosts=None, then=(), keep=False):
+    """A test's `finally`, whatever happened: stop the clients, then each
+    host (stop_hosts), then call each of then in order (None entries, for
+    what was never started, are passed over), and remove tmp unless keep."""
+    stop_clients(clients)
+    stop_hosts(hosts or {})
+    for stop in then:
+        if stop is not None:
+            stop()
+    if keep:
+        print("# kept " + tmp, flush=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -413,6 +413,9 @@ class Stack:
             "@HTDOCS@": self.htdocs, "@WORKERS@": str(self.nginx_workers),
             "@CONNECTIONS@": str(self.connections), "@NOFILE@": str(self.nofile),
             "@SNIPPET@": self._snippet(), "@USER@": user,
+            "@CACHE_PATH@": ("fastcgi_cache_path %s/cache levels=1:2 keys_zone=tailgate:10m "
+                             "max_size=64m inactive=2m use_temp_path=off;" % self.prefix
+                             if self.cache else ""),
         }
         for k, v in subst.items():
             conf = conf.replace(k, v)
