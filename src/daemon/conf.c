@@ -5,7 +5,9 @@
  * or ';' at the start of a line is a comment, a line ending in a
  * backslash continues on the next (joined with a newline, for long
  * queries).  A value wholly in double quotes loses them (wholly_quoted:
- * not SQL names).  Everything is
+ * not SQL names; quotes inside table, columns and view are SQL's and
+ * kept).  A UTF-8 byte-order mark and CRLF line ends are read; a UTF-16
+ * file is refused by name.  Everything is
  * checked while parsing; the first problem ends the parse with
  * "FILE:LINE: reason".
  */

@@ -5,10 +5,13 @@
  * Threads of one process (responder.h): the accepting thread, a few
  * handlers and the closer (conn.c: a connection slow to send its params
  * stalls nobody), the watcher (park.c: every parked request, one
- * futex_waitv) and the writer pool (writer.c).  Nothing blocks per
- * waiting request.  This file routes each request and starts a feed
- * request on its way: parse, attach, make its waiter, hand it to the
- * parking lot.
+ * futex_waitv), the watcher of requests for several feeds (multi.c) and
+ * the writer pool (writer.c).  Nothing blocks per waiting request.  This
+ * file routes each request (/feeds, /feeds/FEED, /feeds/A,B, /metrics,
+ * /healthz; 404 and 405 otherwise) and starts a feed request on its way:
+ * parse, attach, make its waiter, drop a long-poll's libfcgi buffers
+ * (conn_shed), hand it to the parking lot (handle_feed) or to multi.c
+ * (handle_multi).
  *
  * Processes: --workers N forks N such processes on one listening socket;
  * without --socket the socket is inherited, from systemd (LISTEN_FDS) or
