@@ -25,7 +25,7 @@ none of them may park):
 
 Part 2, straight to the responder's FastCGI socket (what nginx would pass
 if an operator raised its limits, and what any local user can send when
-the socket is mode 0666): a 1 MB query string, 100,000 parameters, NUL
+the socket's mode lets them): a 1 MB query string, 100,000 parameters, NUL
 and invalid UTF-8 inside PATH_INFO, traversal in PATH_INFO without nginx's
 normalisation, POST with a body, malformed FastCGI records, a connection
 that never completes its params while others are served.

@@ -28,6 +28,11 @@ daemon, the responder and nginx with the shipped snippet:
     and the first keeps its socket (it used to take the path over and
     remove it at exit: the first ran on, unreachable); a stale socket file
     is replaced; a socket in a missing directory is named in the error;
+  * the responder's socket is mode 0660 by default (another local user,
+    nobody, cannot connect and so cannot bypass nginx's access rules);
+    --socket-group gives it a group whose members (nginx's workers) can
+    connect; an unknown group is an error naming it, leaving no socket;
+    --socket-mode still overrides the mode;
   * nginx with the snippet and no responder answers the API's JSON error
     (502 responder_unavailable, no-store), not nginx's HTML page.
 
@@ -249,6 +254,87 @@ def responder_socket(tmp):
        "a socket in a missing directory: the error names the path and the fix", r.stdout)
 
 
+def responder_socket_access(tmp):
+    import grp
+    import pwd
+    fcgi = os.path.join(builddir(), "tailgate-fcgi")
+    ring = tempfile.mkdtemp(prefix="tailgate-op-perm.", dir=tmp)
+    sock = os.path.join(tmp, "perm.sock")
+    log = os.path.join(tmp, "perm.log")
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        nobody = None
+
+    def connect_as_nobody():
+        """'ok' or the errno name of nobody's connect to sock (a forked
+        child that drops to nobody, no supplementary groups)."""
+        import errno
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(sock)
+            except OSError as e:
+                code = e.errno or 255
+            finally:
+                os._exit(code)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        return "ok" if code == 0 else errno.errorcode.get(code, str(code))
+
+    def serve(args):
+        with open(log, "w") as lf:
+            p = subprocess.Popen([fcgi, "--socket", sock, "--ring-dir", ring] + args,
+                                 stdout=lf, stderr=subprocess.STDOUT)
+        wait_for(lambda: os.path.exists(sock) or p.poll() is not None, timeout=10)
+        return p
+
+    def stop(p):
+        p.terminate()
+        p.wait(10)
+
+    p = serve([])
+    try:
+        st = os.stat(sock)
+        ok(st.st_mode & 0o7777 == 0o660, "the socket's default mode is 0660", oct(st.st_mode))
+        if os.geteuid() == 0 and nobody is not None and nobody.pw_gid != st.st_gid:
+            ok(connect_as_nobody() == "EACCES",
+               "another local user (nobody) cannot connect to the default socket")
+    finally:
+        stop(p)
+    if os.geteuid() != 0 or nobody is None:
+        ok(True, "# SKIP --socket-group: needs root and a user nobody")
+        return
+    group = grp.getgrgid(nobody.pw_gid).gr_name
+    p = serve(["--socket-group", group])
+    try:
+        st = os.stat(sock)
+        ok(st.st_gid == nobody.pw_gid and st.st_mode & 0o7777 == 0o660,
+           "--socket-group %s: the socket belongs to that group, mode 0660" % group,
+           (st.st_gid, oct(st.st_mode)))
+        r = connect_as_nobody()
+        ok(r == "ok", "a member of the group (nobody) connects", r)
+    finally:
+        stop(p)
+    r = subprocess.run([fcgi, "--socket", sock, "--ring-dir", ring, "--socket-group",
+                        "no-such-group-here"], timeout=10, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    ok(r.returncode != 0 and "--socket-group no-such-group-here: no such group" in r.stdout
+       and not os.path.exists(sock),
+       "--socket-group with an unknown group: an error naming it, no socket left", r.stdout)
+    p = serve(["--socket-mode", "0600"])
+    try:
+        st = os.stat(sock)
+        ok(st.st_mode & 0o7777 == 0o600, "--socket-mode 0600 overrides the default",
+           oct(st.st_mode))
+    finally:
+        stop(p)
+
+
 def nginx_without_responder():
     if not os.access(nginx_bin(), os.X_OK):
         ok(True, "# SKIP no nginx")
@@ -288,6 +374,7 @@ def main():
         ring_space(pg, tmp)
         responder_ring_dir(tmp)
         responder_socket(tmp)
+        responder_socket_access(tmp)
         nginx_without_responder()
     finally:
         pg.stop()
