@@ -769,7 +769,10 @@ def part_security(st, pid):
     except KeyError:
         ok(True, "# skip --user: no user nobody")
         return
-    # A second responder as nobody on its own socket, reading the same rings.
+    # A second responder as nobody on its own socket, reading the same rings
+    # (mode 0640: given to nobody's group, as tailgated's ring_group does).
+    for name in os.listdir(st.ring_dir):
+        os.chown(os.path.join(st.ring_dir, name), -1, nobody.pw_gid)
     sock = os.path.join(st.dir, "nobody.sock")
     logp = os.path.join(st.dir, "nobody.log")
     exe = os.path.join(st.build, "tailgate-fcgi")

@@ -808,7 +808,8 @@ open_socket(void)
 
 /* Started as root: become --user once the socket is open (before any
  * thread or worker exists).  The responder needs no privilege to serve:
- * it reads the world-readable ring files and writes to its socket. */
+ * it reads the ring files (by group: tailgated.conf's ring_group) and
+ * writes to its socket. */
 static void
 drop_privileges(void)
 {
