@@ -779,8 +779,8 @@ class TestSocketActivation(StackCase):
         if not spawn:
             self.skipTest("spawn-fcgi not installed")
         group = ["-G", self.st.socket_group] if self.st.socket_group else []
-        p = subprocess.Popen([spawn, "-n", "-s", self.st.socket, "-M", "0660"] + group + ["--", exe,
-                              "--ring-dir", self.st.ring_dir],
+        p = subprocess.Popen([spawn, "-n", "-s", self.st.socket, "-M", "0660"] + group +
+                             ["--", exe, "--ring-dir", self.st.ring_dir],
                              stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(lambda: self.st.get("/healthz")[0] == 200, what="healthz via spawn-fcgi")
