@@ -52,6 +52,7 @@
 static struct {
 	const char *socket_path;
 	int socket_mode;
+	const char *socket_group; /* --socket-group GROUP */
 	const char *ring_dir;
 	int workers;
 	int handlers;
@@ -62,7 +63,7 @@ static struct {
 	int sse_keepalive_s;
 	int cache_max_age_s;
 	int multi_cache; /* shared replies of several-feed requests (multi.h) */
-} opt = {NULL, 0666, NULL, 1, 2, 4, HP_DEFAULT_TIMEOUT_S, 4096, NULL, 15, 60, MULTI_CACHE_N};
+} opt = {NULL, 0660, NULL, NULL, 1, 2, 4, HP_DEFAULT_TIMEOUT_S, 4096, NULL, 15, 60, MULTI_CACHE_N};
 
 static int listen_fd = -1;
 static volatile sig_atomic_t got_stop;
@@ -80,7 +81,10 @@ usage(FILE *out)
 	        "                             without it the listening socket is inherited:\n"
 	        "                             systemd socket activation (LISTEN_FDS) or\n"
 	        "                             spawn-fcgi (a listening socket on fd 0)\n"
-	        "  -m, --socket-mode MODE     permissions of a unix socket (octal, default 0666)\n"
+	        "  -m, --socket-mode MODE     permissions of a unix socket (octal, default 0660:\n"
+	        "                             its owner and group only)\n"
+	        "  -g, --socket-group GROUP   the unix socket's group (e.g. nginx's worker\n"
+	        "                             group, www-data), so nginx may connect\n"
 	        "  -b, --backlog N            listen backlog (default 4096)\n"
 	        "  -u, --user USER[:GROUP]    started as root: switch to this user (and its\n"
 	        "                             group, or GROUP) once the socket is open; the\n"
@@ -727,6 +731,29 @@ listen_on(const char *spec, int backlog)
 	return fd;
 }
 
+/* --socket-group: hand the freshly bound unix socket to GROUP (nginx's
+ * worker group) so that the default mode 0660 lets nginx, and only it
+ * and the owner, connect.  Root may give any group; another user only a
+ * group it belongs to. */
+static void
+chgrp_socket(void)
+{
+	struct group *gr = getgrnam(opt.socket_group);
+
+	if (gr == NULL) {
+		unlink(opt.socket_path);
+		fatalx("--socket-group %s: no such group", opt.socket_group);
+	}
+	if (chown(opt.socket_path, (uid_t)-1, gr->gr_gid) != 0) {
+		int e = errno;
+		unlink(opt.socket_path);
+		errno = e;
+		fatal("--socket-group %s: cannot give %s to group %s (gid %d; only root, or a "
+		      "member of the group, may)",
+		      opt.socket_group, opt.socket_path, opt.socket_group, (int)gr->gr_gid);
+	}
+}
+
 static void
 open_socket(void)
 {
@@ -747,6 +774,8 @@ open_socket(void)
 			unlink(opt.socket_path); /* a previous run's */
 		}
 		listen_fd = listen_on(opt.socket_path, opt.backlog);
+		if (unix_path && opt.socket_group != NULL)
+			chgrp_socket();
 		if (unix_path && chmod(opt.socket_path, (mode_t)opt.socket_mode) != 0)
 			fatal("chmod %s", opt.socket_path);
 		if (unix_path && stat(opt.socket_path, &st) == 0)
@@ -779,7 +808,8 @@ open_socket(void)
 
 /* Started as root: become --user once the socket is open (before any
  * thread or worker exists).  The responder needs no privilege to serve:
- * it reads the world-readable ring files and writes to its socket. */
+ * it reads the ring files (by group: tailgated.conf's ring_group) and
+ * writes to its socket. */
 static void
 drop_privileges(void)
 {
@@ -816,7 +846,7 @@ drop_privileges(void)
 		       (int)geteuid());
 	}
 	if (opt.socket_path != NULL && strchr(opt.socket_path, ':') == NULL &&
-	    chown(opt.socket_path, uid, gid) != 0)
+	    chown(opt.socket_path, uid, opt.socket_group != NULL ? (gid_t)-1 : gid) != 0)
 		fatal("chown %s to %s", opt.socket_path, opt.user);
 	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
 		fatal("cannot switch to user %s", opt.user);
@@ -899,6 +929,7 @@ main(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"socket", required_argument, NULL, 's'},
 	                                         {"socket-mode", required_argument, NULL, 'm'},
+	                                         {"socket-group", required_argument, NULL, 'g'},
 	                                         {"backlog", required_argument, NULL, 'b'},
 	                                         {"user", required_argument, NULL, 'u'},
 	                                         {"ring-dir", required_argument, NULL, 'd'},
@@ -919,7 +950,7 @@ main(int argc, char **argv)
 	bool use_syslog = false;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "s:m:b:d:u:w:a:W:T:k:c:z:M:vqVh", longopts, NULL)) !=
+	while ((c = getopt_long(argc, argv, "s:m:g:b:d:u:w:a:W:T:k:c:z:M:vqVh", longopts, NULL)) !=
 	       -1) {
 		switch (c) {
 		case 's':
@@ -936,6 +967,9 @@ main(int argc, char **argv)
 			opt.socket_mode = (int)m;
 			break;
 		}
+		case 'g':
+			opt.socket_group = optarg;
+			break;
 		case 'b':
 			opt.backlog = parse_int(optarg, 1, 1 << 20, "--backlog");
 			break;
