@@ -773,7 +773,11 @@ open_socket(void)
 				       opt.socket_path);
 			unlink(opt.socket_path); /* a previous run's */
 		}
+		/* The socket file is born with its final mode (bind applies the
+		 * umask): no moment in which another user could connect. */
+		mode_t old_mask = umask(0777 & ~(mode_t)opt.socket_mode);
 		listen_fd = listen_on(opt.socket_path, opt.backlog);
+		umask(old_mask);
 		if (unix_path && opt.socket_group != NULL)
 			chgrp_socket();
 		if (unix_path && chmod(opt.socket_path, (mode_t)opt.socket_mode) != 0)
