@@ -3,7 +3,7 @@
 // filtered snapshot is swapped in as one diff, so the table does not flash.
 import { subscribe } from './tailgate.js';
 import { LiveTable } from './livetable.js';
-import { StateBadge, feedUrl, params, transport, expose, markReady, fmtNumber, fmtAgo, showProblem } from './ui.js';
+import { StateBadge, feedUrl, params, transport, expose, markReady, fmtNumber, fmtAgo, showProblem, outageText } from './ui.js';
 
 const FEED = params.get('feed') || 'winning_bids';
 const LIMIT = params.get('limit') === 'all' ? Infinity : Number(params.get('limit')) || 100;
@@ -66,6 +66,7 @@ const sub = subscribe(feedUrl(FEED), {
     badgeState(state, detail);
     if (state === 'failed') showProblem(`The server refused the request: ${detail.error}`);
     else if (state === 'live') showProblem('');
+    else if (outageText(state, detail)) showProblem(outageText(state, detail, FEED));
   },
 });
 expose(FEED, sub);

@@ -1,7 +1,7 @@
 // feed.js - any feed as a live table: feed.html?feed=NAME[&filter=...].
 import { subscribe, encodeFilter } from './tailgate.js';
 import { LiveTable } from './livetable.js';
-import { StateBadge, feedUrl, params, transport, expose, markReady, fmtNumber, showProblem } from './ui.js';
+import { StateBadge, feedUrl, params, transport, expose, markReady, fmtNumber, showProblem, outageText } from './ui.js';
 
 const $ = (id) => document.getElementById(id);
 const FEED = params.get('feed');
@@ -68,6 +68,7 @@ if (!FEED) {
       else if (d.status === 404)
         showProblem(`There is no feed named "${FEED}" (${String(d.error).replace(/^tailgate: /, '')}). Pick one from the feeds list; retrying in case it appears.`);
       else if (s === 'live') showProblem(badFilter || '');
+      else if (outageText(s, d)) showProblem(outageText(s, d, FEED));
     },
   });
   expose(FEED, sub);

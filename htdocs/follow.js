@@ -9,7 +9,7 @@
 // delta, change.live only for deltas that arrived as they happened (not the
 // catch-up after a failure), and view.objects()/rows()/cursor/state/stats.
 import { subscribe, subscribeMany, STATES } from './tailgate.js';
-import { apiBase, feedUrl, params, transport, expose, markReady, showProblem } from './ui.js';
+import { apiBase, feedUrl, params, transport, expose, markReady, showProblem, outageText } from './ui.js';
 
 // An SSE stream resumed after a failure delivers what it missed back to
 // back: updates closer than this to the previous catch-up one are catch-up.
@@ -114,8 +114,9 @@ export function followFeeds(feeds, badge) {
       }
       onBadge(s, d);
       if (s === STATES.RECONNECTING || s === STATES.STALLED) catchUp = { pending: true, last: 0 };
-      if (s === STATES.FAILED || (d && d.status === 503)) showProblem(`${names.join(', ')}: ${d.error}`);
+      if (s === STATES.FAILED) showProblem(`${names.join(', ')}: ${d.error}`);
       else if (s === STATES.LIVE) showProblem('');
+      else if (outageText(s, d)) showProblem(outageText(s, d, names.join(', ')));
     },
   });
   for (const n of names) {

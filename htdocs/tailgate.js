@@ -400,6 +400,27 @@ export function backoffDelay(attempt, { base = 500, cap = 30000 } = {}, random =
   return Math.floor(random() * ceiling);
 }
 
+// The browser says a retry may work now: the network is back ("online"),
+// the page is shown again from the back/forward cache ("pageshow",
+// persisted) or thawed after being frozen ("resume").  fn is called then;
+// returns the function that stops listening.  Nothing outside a browser.
+export function onRetryHint(fn) {
+  const win = typeof window !== 'undefined' && window && typeof window.addEventListener === 'function' ? window : null;
+  const doc = typeof document !== 'undefined' && document && typeof document.addEventListener === 'function' ? document : null;
+  if (!win) return () => {};
+  const onPageShow = (e) => e && e.persisted && fn('pageshow');
+  const onOnline = () => fn('online');
+  const onResume = () => fn('resume');
+  win.addEventListener('online', onOnline);
+  win.addEventListener('pageshow', onPageShow);
+  if (doc) doc.addEventListener('resume', onResume);
+  return () => {
+    win.removeEventListener('online', onOnline);
+    win.removeEventListener('pageshow', onPageShow);
+    if (doc) doc.removeEventListener('resume', onResume);
+  };
+}
+
 // ---------------------------------------------------------------------------
 // Replies and errors
 
@@ -688,6 +709,7 @@ class Subscription {
     if (this._closed && !this._failed) return;
     this._closed = true;
     this._failed = false;
+    if (this._unhint) this._unhint();
     this._interrupt('closed');
     clearTimeout(this._stallTimer);
     this._setState(STATES.CLOSED, {});
@@ -830,6 +852,11 @@ class Subscription {
 
   _start() {
     this._armStall();
+    // Back online (or shown again): a backoff in progress ends now, not up
+    // to 30 s later.  Only the sleep is cut short: still one request at a time.
+    this._unhint = onRetryHint(() => {
+      if (this._wake && !this._closed) this._wake();
+    });
     // Let the caller keep the handle before the first callback.
     Promise.resolve().then(() => {
       if (this._closed) return;
@@ -1207,6 +1234,8 @@ class MultiSubscription {
     this._ES = o.EventSource || globalThis.EventSource || FetchEventSource;
     this._backoff = { base: o.backoff?.base ?? 500, cap: o.backoff?.cap ?? 30000 };
     this._random = o.random || Math.random;
+    this._deadline = o.requestTimeout ?? (this.timeout != null ? (this.timeout + 15) * 1000 : 90000);
+    this._snapshotDeadline = o.snapshotTimeout ?? 90000;
     this._sets = Object.fromEntries(this.names.map((n) => [n, new RowSet([])]));
     this._hasState = false;
     this._cursor = null;
@@ -1223,6 +1252,10 @@ class MultiSubscription {
   get state() {
     return this._state;
   }
+  /** The detail of the last state report: {failures, delay, status, error, reason}. */
+  get detail() {
+    return this._detail || {};
+  }
   /** Feed name's rows (arrays), objects and columns, as of the cursor. */
   rows(name) {
     return this._sets[name].rows();
@@ -1236,6 +1269,7 @@ class MultiSubscription {
   unsubscribe() {
     if (this._closed) return;
     this._closed = true;
+    if (this._unhint) this._unhint();
     if (this._ac) this._ac.abort();
     if (this._wake) this._wake();
     if (this._es) this._es.close();
@@ -1251,6 +1285,7 @@ class MultiSubscription {
   _setState(state, detail) {
     if (state === this._state && !Object.keys(detail).length) return;
     this._state = state;
+    this._detail = detail;
     if (this._onState)
       try {
         this._onState(state, detail, this);
@@ -1315,7 +1350,8 @@ class MultiSubscription {
     }
     this._failures++;
     this.stats.failures++;
-    const delay = backoffDelay(this._failures, this._backoff, this._random);
+    let delay = backoffDelay(this._failures, this._backoff, this._random);
+    if (e && e.retryAfter > delay) delay = Math.min(e.retryAfter, this._backoff.cap);
     this._setState(this._failures >= 5 ? STATES.STALLED : STATES.RECONNECTING, {
       failures: this._failures,
       delay,
@@ -1335,11 +1371,20 @@ class MultiSubscription {
         cursor: this._cursor ?? undefined,
         timeout: snapshot ? undefined : (this.timeout ?? undefined),
       });
+      // A request not answered by its deadline (a connection that died
+      // without a word: a sleeping laptop, a NAT that forgot it) is given up
+      // as a failure.
+      const deadline = snapshot ? this._snapshotDeadline : this._deadline;
+      let timedOut = false;
+      const ac = (this._ac = new AbortController());
+      const timer = setTimeout(() => {
+        timedOut = true;
+        ac.abort();
+      }, deadline);
       try {
-        this._ac = new AbortController();
         this.stats.requests++;
         const res = await this._fetch(url, {
-          signal: this._ac.signal,
+          signal: ac.signal,
           headers: { Accept: 'application/json' },
           cache: snapshot ? 'no-store' : undefined,
         });
@@ -1349,13 +1394,20 @@ class MultiSubscription {
           this._setState(STATES.RESYNCING, { reason: 'gone', status: 410 });
           continue;
         }
-        if (res.status !== 200) throw httpError(res.status, text);
+        if (res.status !== 200) {
+          const err = httpError(res.status, text);
+          const ra = res.headers && res.headers.get && res.headers.get('retry-after');
+          if (ra && /^\d+$/.test(ra)) err.retryAfter = Number(ra) * 1000;
+          throw err;
+        }
         this._apply(parseReply(text), snapshot);
       } catch (e) {
         if (this._closed) break;
-        if (this._ac && this._ac.signal.aborted) continue; // resync()
-        await this._fail(e);
+        if (timedOut) await this._fail(new Error(`tailgate: no reply within ${deadline} ms`));
+        else if (ac.signal.aborted) continue; // resync()
+        else await this._fail(e);
       } finally {
+        clearTimeout(timer);
         this._ac = null;
       }
     }
@@ -1400,17 +1452,21 @@ class MultiSubscription {
  *            onBatch; batches: a delta's raw batches, none for a snapshot),
  *            kind "snapshot" | "resync" | "delta"; onState(state, detail);
  *            transport "longpoll" (default) or "sse"; timeout; fetch,
- *            EventSource, backoff, random, onError as for subscribe.
+ *            EventSource, backoff, random, requestTimeout, snapshotTimeout,
+ *            onError as for subscribe.
  * A 410 takes new snapshots, keeping the rows until they replace them
  * (reported as their difference, kind "resync").
  * Returns the subscription: rows(name), objects(name), columns(name),
- * cursor, state, stats, resync(), unsubscribe().
+ * cursor, state, detail, stats, resync(), unsubscribe().
  */
 export function subscribeMany(base, feeds, options = {}) {
   const sub = new MultiSubscription(base, feeds, options);
   Promise.resolve().then(() => {
     if (sub._closed) return;
     sub._setState(STATES.CONNECTING, {});
+    sub._unhint = onRetryHint(() => {
+      if (sub._wake && !sub._closed) sub._wake();
+    });
     if (sub.transport === 'sse') sub._startSSE();
     else sub._runLongPoll().catch((e) => sub._onError(e));
   });

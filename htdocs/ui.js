@@ -161,3 +161,20 @@ export function showProblem(text) {
     el.hidden = !text;
   }
 }
+
+/**
+ * What to tell the reader while a subscription retries (reconnecting or
+ * stalled): the server's gateway without its responder (502, 504), a feed
+ * not live (503), no network at all.  '' when there is nothing to say.
+ */
+export function outageText(state, detail, what = 'the feed') {
+  if (state !== 'reconnecting' && state !== 'stalled') return '';
+  const d = detail || {};
+  const err = String(d.error || '').replace(/^tailgate: /, '');
+  if (d.status === 502 || d.status === 504)
+    return `The server is not answering for ${what} (HTTP ${d.status}: its responder is down); showing the last rows, retrying.`;
+  if (d.status === 503) return `${what}: ${err || 'not live on the server'} (HTTP 503); showing the last rows, retrying.`;
+  if (d.status == null && typeof navigator !== 'undefined' && navigator.onLine === false)
+    return `Offline: showing the last rows of ${what}; they catch up when the network is back.`;
+  return '';
+}

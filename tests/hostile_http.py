@@ -25,7 +25,7 @@ none of them may park):
 
 Part 2, straight to the responder's FastCGI socket (what nginx would pass
 if an operator raised its limits, and what any local user can send when
-the socket is mode 0666): a 1 MB query string, 100,000 parameters, NUL
+the socket's mode lets them): a 1 MB query string, 100,000 parameters, NUL
 and invalid UTF-8 inside PATH_INFO, traversal in PATH_INFO without nginx's
 normalisation, POST with a body, malformed FastCGI records, a connection
 that never completes its params while others are served.
@@ -769,7 +769,10 @@ def part_security(st, pid):
     except KeyError:
         ok(True, "# skip --user: no user nobody")
         return
-    # A second responder as nobody on its own socket, reading the same rings.
+    # A second responder as nobody on its own socket, reading the same rings
+    # (mode 0640: given to nobody's group, as tailgated's ring_group does).
+    for name in os.listdir(st.ring_dir):
+        os.chown(os.path.join(st.ring_dir, name), -1, nobody.pw_gid)
     sock = os.path.join(st.dir, "nobody.sock")
     logp = os.path.join(st.dir, "nobody.log")
     exe = os.path.join(st.build, "tailgate-fcgi")

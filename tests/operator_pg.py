@@ -28,6 +28,16 @@ daemon, the responder and nginx with the shipped snippet:
     and the first keeps its socket (it used to take the path over and
     remove it at exit: the first ran on, unreachable); a stale socket file
     is replaced; a socket in a missing directory is named in the error;
+  * the responder's socket is mode 0660 by default (another local user,
+    nobody, cannot connect and so cannot bypass nginx's access rules);
+    --socket-group gives it a group whose members (nginx's workers) can
+    connect; an unknown group is an error naming it, leaving no socket;
+    --socket-mode still overrides the mode;
+  * the daemon's ring files are mode 0640, and a ring file an earlier
+    version left 0644 is made 0640 at start; with ring_group the ring
+    directory becomes that group's, mode 2750, every file in it the
+    group's, and a member of the group (nobody) can read the rings while
+    another user could not; an unknown ring_group is refused naming it;
   * nginx with the snippet and no responder answers the API's JSON error
     (502 responder_unavailable, no-store), not nginx's HTML page.
 
@@ -249,6 +259,173 @@ def responder_socket(tmp):
        "a socket in a missing directory: the error names the path and the fix", r.stdout)
 
 
+def responder_socket_access(tmp):
+    import grp
+    import pwd
+    fcgi = os.path.join(builddir(), "tailgate-fcgi")
+    ring = tempfile.mkdtemp(prefix="tailgate-op-perm.", dir=tmp)
+    sock = os.path.join(tmp, "perm.sock")
+    log = os.path.join(tmp, "perm.log")
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        nobody = None
+
+    def connect_as_nobody():
+        """'ok' or the errno name of nobody's connect to sock (a forked
+        child that drops to nobody, no supplementary groups)."""
+        import errno
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(sock)
+            except OSError as e:
+                code = e.errno or 255
+            finally:
+                os._exit(code)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        return "ok" if code == 0 else errno.errorcode.get(code, str(code))
+
+    def serve(args):
+        with open(log, "w") as lf:
+            p = subprocess.Popen([fcgi, "--socket", sock, "--ring-dir", ring] + args,
+                                 stdout=lf, stderr=subprocess.STDOUT)
+        wait_for(lambda: os.path.exists(sock) or p.poll() is not None, timeout=10)
+        return p
+
+    def stop(p):
+        p.terminate()
+        p.wait(10)
+
+    p = serve([])
+    try:
+        st = os.stat(sock)
+        ok(st.st_mode & 0o7777 == 0o660, "the socket's default mode is 0660", oct(st.st_mode))
+        if os.geteuid() == 0 and nobody is not None and nobody.pw_gid != st.st_gid:
+            ok(connect_as_nobody() == "EACCES",
+               "another local user (nobody) cannot connect to the default socket")
+    finally:
+        stop(p)
+    if os.geteuid() != 0 or nobody is None:
+        ok(True, "# SKIP --socket-group: needs root and a user nobody")
+        return
+    group = grp.getgrgid(nobody.pw_gid).gr_name
+    p = serve(["--socket-group", group])
+    try:
+        st = os.stat(sock)
+        ok(st.st_gid == nobody.pw_gid and st.st_mode & 0o7777 == 0o660,
+           "--socket-group %s: the socket belongs to that group, mode 0660" % group,
+           (st.st_gid, oct(st.st_mode)))
+        r = connect_as_nobody()
+        ok(r == "ok", "a member of the group (nobody) connects", r)
+    finally:
+        stop(p)
+    r = subprocess.run([fcgi, "--socket", sock, "--ring-dir", ring, "--socket-group",
+                        "no-such-group-here"], timeout=10, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    ok(r.returncode != 0 and "--socket-group no-such-group-here: no such group" in r.stdout
+       and not os.path.exists(sock),
+       "--socket-group with an unknown group: an error naming it, no socket left", r.stdout)
+    p = serve(["--socket-mode", "0600"])
+    try:
+        st = os.stat(sock)
+        ok(st.st_mode & 0o7777 == 0o600, "--socket-mode 0600 overrides the default",
+           oct(st.st_mode))
+    finally:
+        stop(p)
+
+
+def as_nobody_open(path):
+    """'ok' or the errno name of a read-only open of path by nobody (a
+    forked child that drops to nobody, no supplementary groups)."""
+    import errno
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            os.close(os.open(path, os.O_RDONLY))
+        except OSError as e:
+            code = e.errno or 255
+        finally:
+            os._exit(code)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return "ok" if code == 0 else errno.errorcode.get(code, str(code))
+
+
+def ring_permissions(pg, tmp):
+    import grp
+    import pwd
+    if os.geteuid() != 0:
+        ok(True, "# SKIP ring file permissions: needs root (a user nobody to read as)")
+        return
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        ok(True, "# SKIP ring file permissions: no user nobody")
+        return
+    group = grp.getgrgid(nobody.pw_gid).gr_name
+    for ring_group in (None, group):
+        ring_dir = tempfile.mkdtemp(prefix="tailgate-op-perm.", dir=tmp)
+        os.chmod(ring_dir, 0o755)
+        stale = os.path.join(ring_dir, "stale.snap")   # an earlier version's, 0644
+        with open(stale, "w") as f:
+            f.write("x")
+        os.chmod(stale, 0o644)
+        conf = os.path.join(tmp, "perm.conf")
+        write(conf, ("source = postgresql\nconninfo = %s\nring_dir = %s\n%s"
+                     "[feed perm]\ntable = orders\n"
+                     % (pg.dsn, ring_dir, "ring_group = %s\n" % ring_group if ring_group
+                        else "")).encode())
+        log = os.path.join(tmp, "perm-daemon.log")
+        with open(log, "w") as lf:
+            p = subprocess.Popen([TAILGATED, "-c", conf], stdout=lf, stderr=subprocess.STDOUT)
+        ring = os.path.join(ring_dir, "perm.ring")
+        what = "ring_group = %s" % ring_group if ring_group else "no ring_group"
+        try:
+            made = wait_for(lambda: os.path.exists(ring), timeout=20)
+            with open(log) as f:
+                ok(made, "%s: the daemon creates its ring" % what, f.read()[-1500:])
+            if not made:
+                continue
+            rs, ds, ss = os.stat(ring), os.stat(ring_dir), os.stat(stale)
+            lock = os.stat(os.path.join(ring_dir, "tailgated.lock"))
+            ok(rs.st_mode & 0o7777 == 0o640 and lock.st_mode & 0o7777 == 0o640,
+               "%s: the ring and tailgated.lock are mode 0640" % what,
+               (oct(rs.st_mode), oct(lock.st_mode)))
+            ok(ss.st_mode & 0o7777 == 0o640,
+               "%s: a file an earlier version left 0644 is made 0640" % what, oct(ss.st_mode))
+            if ring_group is None:
+                ok(as_nobody_open(ring) == "EACCES", "another user (nobody) cannot read the ring")
+                continue
+            ok(ds.st_gid == nobody.pw_gid and ds.st_mode & 0o7777 == 0o2750,
+               "ring_group: the directory is the group's, mode 2750",
+               (ds.st_gid, oct(ds.st_mode)))
+            ok(rs.st_gid == nobody.pw_gid and ss.st_gid == nobody.pw_gid,
+               "ring_group: the ring and the older file are the group's",
+               (rs.st_gid, ss.st_gid))
+            r = as_nobody_open(ring)
+            ok(r == "ok", "ring_group: a member of the group (nobody) reads the ring", r)
+        finally:
+            p.terminate()
+            p.wait(10)
+    bad = os.path.join(tmp, "perm-bad.conf")
+    write(bad, ("source = postgresql\nconninfo = %s\nring_group = no-such-group-here\n"
+                "[feed perm]\ntable = orders\n" % pg.dsn).encode())
+    rc, out = check(bad, "--syntax")
+    ok(rc != 0 and 'bad ring_group "no-such-group-here": no such group' in out,
+       "an unknown ring_group is refused, naming it", out)
+
+
 def nginx_without_responder():
     if not os.access(nginx_bin(), os.X_OK):
         ok(True, "# SKIP no nginx")
@@ -288,6 +465,8 @@ def main():
         ring_space(pg, tmp)
         responder_ring_dir(tmp)
         responder_socket(tmp)
+        responder_socket_access(tmp)
+        ring_permissions(pg, tmp)
         nginx_without_responder()
     finally:
         pg.stop()

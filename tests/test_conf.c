@@ -65,6 +65,9 @@ static const struct {
          "4: unknown key \"bogus\" in [feed a]"},
         {"view = v\n", "1: key \"view\" belongs in a [feed NAME] section"},
         {"ring_dir = relative\n", "1: bad ring_dir \"relative\""},
+        {"ring_group = no-such-group-here\n",
+         "1: bad ring_group \"no-such-group-here\": no such group"},
+        {"ring_group = root\nring_group = root\n", "2: duplicate key \"ring_group\""},
         {"backoff_min_ms = 0\n", "1: bad backoff_min_ms \"0\""},
         {"backoff_min_ms = 500\nbackoff_max_ms = 100\n[feed a]\ntable = t\n",
          " backoff_min_ms (500) is larger than backoff_max_ms (100)"},
@@ -241,6 +244,16 @@ main(void)
 	   "postgresql keys parse");
 	ok(c && p && !conf_feed_equal(c, &c->feeds[0], p, &p->feeds[0]),
 	   "different sources are not equal");
+	ok(p != NULL && p->ring_group == NULL, "no ring_group by default");
+	conf_free(p);
+
+	/* ring_group names a group; its gid is resolved when parsed (root: gid 0
+	 * on every system). */
+	const char *g = "ring_group = root\n[feed g]\ntable = t\n";
+	p = conf_parse("g.conf", g, strlen(g), err, sizeof(err));
+	ok(p != NULL && p->ring_group != NULL && strcmp(p->ring_group, "root") == 0 &&
+	           p->ring_gid == 0,
+	   "ring_group = root: the group and its gid 0%s%s", p ? "" : ": ", p ? "" : err);
 	conf_free(p);
 
 	/* Double quotes: SQL's own in table and columns, stripped elsewhere

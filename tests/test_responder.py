@@ -743,7 +743,7 @@ class TestSocketActivation(StackCase):
         if os.path.exists(self.st.socket):
             os.unlink(self.st.socket)
         lsock.bind(self.st.socket)
-        os.chmod(self.st.socket, 0o666)
+        self.st.give_socket(self.st.socket)
         lsock.listen(64)
         exe = os.path.join(builddir(), "tailgate-fcgi")
         # fd 3 is the socket, LISTEN_PID is the responder's own pid.
@@ -765,7 +765,7 @@ class TestSocketActivation(StackCase):
 
     def test_own_socket_and_spawn_fcgi(self):
         exe = os.path.join(builddir(), "tailgate-fcgi")
-        p = subprocess.Popen([exe, "--socket", self.st.socket, "--ring-dir", self.st.ring_dir],
+        p = subprocess.Popen([exe] + self.st.socket_args() + ["--ring-dir", self.st.ring_dir],
                              stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(lambda: self.st.get("/healthz")[0] == 200, what="healthz via --socket")
@@ -778,8 +778,9 @@ class TestSocketActivation(StackCase):
                                text=True).stdout.strip()
         if not spawn:
             self.skipTest("spawn-fcgi not installed")
-        p = subprocess.Popen([spawn, "-n", "-s", self.st.socket, "-M", "0666", "--", exe,
-                              "--ring-dir", self.st.ring_dir],
+        group = ["-G", self.st.socket_group] if self.st.socket_group else []
+        p = subprocess.Popen([spawn, "-n", "-s", self.st.socket, "-M", "0660"] + group +
+                             ["--", exe, "--ring-dir", self.st.ring_dir],
                              stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for(lambda: self.st.get("/healthz")[0] == 200, what="healthz via spawn-fcgi")

@@ -10,12 +10,15 @@
  *                  and its filesystem has room for the rings it must create
  *   postgresql     the connection (credentials, pg_hba), wal_level = logical,
  *                  the role's REPLICATION attribute and a replication
- *                  connection, and per feed: the table exists and can be
- *                  read, the configured columns exist, the table has a
- *                  replica identity (a primary key or REPLICA IDENTITY
- *                  FULL; without one the feed is refused), and the role
- *                  may create its publication (CREATE on the database and
- *                  ownership of the table)
+ *                  connection, and per feed: the table exists, is a table
+ *                  or a partitioned table (a view is refused as a view),
+ *                  and can be read, the configured columns exist, the
+ *                  table has a replica identity (a primary key or REPLICA
+ *                  IDENTITY FULL; without one the feed is refused), the
+ *                  role may create its publication (CREATE on the database
+ *                  and ownership of the table), and the where filter is
+ *                  accepted by PostgreSQL and reads only replica-identity
+ *                  columns (a publication made and rolled back)
  *   materialize    the connection, and per feed that the view or query can
  *                  be described (SELECT ... LIMIT 0)
  *

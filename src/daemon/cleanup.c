@@ -41,6 +41,7 @@
 
 #include "log.h"
 #include "pgconn.h"
+#include "ring.h"
 
 #include "xmalloc.h"
 
@@ -358,7 +359,7 @@ watch_write(const struct watch_conf *wc, const PGresult *r)
 	int fd;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", wc->file);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, RING_FILE_MODE);
 	if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
 		log_warning("cannot write %s: %s", tmp, strerror(errno));
 		if (fd >= 0)

@@ -5,7 +5,9 @@
  * or ';' at the start of a line is a comment, a line ending in a
  * backslash continues on the next (joined with a newline, for long
  * queries).  A value wholly in double quotes loses them (wholly_quoted:
- * not SQL names).  Everything is
+ * not SQL names; quotes inside table, columns and view are SQL's and
+ * kept).  A UTF-8 byte-order mark and CRLF line ends are read; a UTF-16
+ * file is refused by name.  Everything is
  * checked while parsing; the first problem ends the parse with
  * "FILE:LINE: reason".
  */
@@ -17,6 +19,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,9 +42,9 @@ struct feed_lines {
 
 /* The global keys, in the order global_key's switch handles them.  A
  * parser remembers which it has seen (a key given twice is an error). */
-static const char *const global_keys[] = {"source",           "conninfo",       "ring_dir",
-                                          "ring_size",        "backoff_min_ms", "backoff_max_ms",
-                                          "stall_timeout_ms", "error_retry_ms", "slot_check_ms"};
+static const char *const global_keys[] = {
+        "source",         "conninfo",         "ring_dir",       "ring_size",     "backoff_min_ms",
+        "backoff_max_ms", "stall_timeout_ms", "error_retry_ms", "slot_check_ms", "ring_group"};
 #define NGLOBAL_KEYS (sizeof(global_keys) / sizeof(global_keys[0]))
 
 struct parser {
@@ -393,6 +396,17 @@ global_key(struct parser *p, const char *key, char *val)
 			c->error_retry_ms = v;
 		else
 			c->slot_check_ms = v;
+		return 0;
+	}
+	case 9: {
+		struct group *gr = getgrnam(val);
+		if (gr == NULL) {
+			perr(p, p->line, "bad ring_group \"%s\": no such group", val);
+			return -1;
+		}
+		free(c->ring_group);
+		c->ring_group = xstrdup(val);
+		c->ring_gid = (unsigned)gr->gr_gid;
 		return 0;
 	}
 	}
@@ -748,6 +762,7 @@ conf_free(struct conf *c)
 	free(c->conninfo);
 	free(c->password);
 	free(c->ring_dir);
+	free(c->ring_group);
 	free(c);
 }
 

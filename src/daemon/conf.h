@@ -63,6 +63,8 @@ struct conf {
 	char *password; /* the conninfo's password, NULL when none: for
 	                   log_redact(), never for printing */
 	char *ring_dir;
+	char *ring_group;          /* NULL: none; the group ring_dir and its files get */
+	unsigned ring_gid;         /* its gid (resolved when parsed) */
 	uint64_t ring_size;        /* default for feeds */
 	unsigned backoff_min_ms;   /* first reconnect delay */
 	unsigned backoff_max_ms;   /* reconnect delay cap */

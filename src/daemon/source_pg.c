@@ -8,7 +8,11 @@
  *   1. a regular connection reads the table's columns and replica
  *      identity from the catalog, hands the columns to the feed
  *      (feed_set_columns), and creates or updates the publication
- *      tailgate_FEED FOR TABLE ONLY t [WHERE (filter)];
+ *      tailgate_FEED FOR TABLE ONLY t [WHERE (filter)] (a partitioned
+ *      table with publish_via_partition_root); a filter that reads a
+ *      column outside the replica identity is refused by a guard in the
+ *      same transaction (source_pg_where_guard), so no publication that
+ *      would block the application's UPDATE and DELETE is left behind;
  *   2. resume or snapshot.  With a permanent slot that exists and a feed
  *      that holds state (feed_can_resume), go straight to 4 from
  *      feed_frontier().  Otherwise (no state, or a temporary slot, which
@@ -47,7 +51,9 @@
  * FULL, PostgreSQL 15 refuses UPDATE and DELETE on a table whose
  * publication lists only some columns); the source projects the
  * configured columns itself, in the order the configuration lists them.
- * A row filter (where =) is the publication's, and the snapshot's WHERE.
+ * A row filter (where =) is the publication's, and the snapshot's WHERE;
+ * it may read only the replica identity's columns (every column with
+ * FULL), as PostgreSQL refuses UPDATE and DELETE otherwise.
  * Text values are encoded by column kind (encode.h); both connections use
  * the same conninfo, client_encoding UTF8 and the pinned settings that
  * shape text (PINNED_OPTIONS: TimeZone UTC, DateStyle ISO, ...), so the

@@ -25,7 +25,9 @@
 #include "cleanup.h"
 #include "daemon.h"
 #include "log.h"
+#include "ring.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -71,6 +73,75 @@ usage(FILE *f)
 	        DEFAULT_CONFIG);
 }
 
+static bool
+ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/*
+ * The feeds are for the responder's user alone, not every local user.
+ * New files are created RING_FILE_MODE (0640).  At start the files of
+ * ours an earlier version left world-readable (0644) are given that mode
+ * too.  With ring_group, ring_dir becomes that group's, mode 2750: the
+ * setgid bit gives every file created in it the group, so a responder
+ * running as a member of it reads the feeds.  A shared directory (sticky,
+ * like /dev/shm itself) is refused rather than changed.  Read at start
+ * only: a reload does not change ring_group.
+ */
+static void
+secure_ring_dir(const struct conf *conf)
+{
+	const char *dir = conf->ring_dir;
+	struct dirent *e;
+	struct stat st;
+	DIR *d;
+	int dfd;
+
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fstat(dfd, &st) != 0)
+		fatal("ring_dir %s", dir);
+	if (conf->ring_group != NULL) {
+		if (st.st_mode & S_ISVTX)
+			fatalx("ring_group %s: ring_dir %s is a shared directory (sticky bit, like "
+			       "/dev/shm): give tailgated a directory of its own (e.g. "
+			       "/dev/shm/tailgate) to hand to the group",
+			       conf->ring_group, dir);
+		if (fchown(dfd, (uid_t)-1, (gid_t)conf->ring_gid) != 0 ||
+		    fchmod(dfd, S_ISGID | 0750) != 0)
+			fatal("ring_group %s: cannot give ring_dir %s to group %s (gid %u) mode "
+			      "2750 "
+			      "(the daemon's user must own it and, unless root, be a member of "
+			      "the group)",
+			      conf->ring_group, dir, conf->ring_group, conf->ring_gid);
+	}
+	d = fdopendir(dfd);
+	if (d == NULL)
+		fatal("ring_dir %s", dir);
+	while ((e = readdir(d)) != NULL) {
+		const char *n = e->d_name;
+		struct stat fs;
+
+		if (!ends_with(n, ".ring") && !ends_with(n, ".snap") &&
+		    strcmp(n, "tailgated.lock") != 0 && strcmp(n, "tailgated.slots") != 0)
+			continue;
+		if (fstatat(dfd, n, &fs, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(fs.st_mode) ||
+		    fs.st_uid != geteuid())
+			continue;
+		if (conf->ring_group != NULL && fs.st_gid != (gid_t)conf->ring_gid &&
+		    fchownat(dfd, n, (uid_t)-1, (gid_t)conf->ring_gid, AT_SYMLINK_NOFOLLOW) != 0)
+			log_warning("ring_group %s: cannot give %s/%s to the group: %s",
+			            conf->ring_group, dir, n, strerror(errno));
+		if ((fs.st_mode & 07777) != RING_FILE_MODE &&
+		    fchmodat(dfd, n, RING_FILE_MODE, 0) != 0)
+			log_warning("cannot make %s/%s mode %04o: %s", dir, n, RING_FILE_MODE,
+			            strerror(errno));
+	}
+	closedir(d);
+}
+
 /*
  * One daemon per ring directory.  Two would both write the same segments:
  * the second replaces the rings and the first streams into files nobody
@@ -87,7 +158,7 @@ lock_ring_dir(const char *ring_dir)
 
 	if (snprintf(path, sizeof(path), "%s/tailgated.lock", ring_dir) >= (int)sizeof(path))
 		fatalx("ring_dir %s: path too long", ring_dir);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, RING_FILE_MODE);
 	if (fd < 0)
 		fatal("ring_dir %s: cannot open %s (the directory must exist and be writable by "
 		      "the daemon's user)",
@@ -241,6 +312,7 @@ main(int argc, char **argv)
 	log_redact(conf->password); /* libpq's messages must never show it */
 	warn_readable_password(conf, path, NULL);
 	lock_ring_dir(conf->ring_dir);
+	secure_ring_dir(conf);
 
 	/* Signals come through the poll loop. */
 	sigemptyset(&mask);

@@ -352,7 +352,7 @@ ring_create(const struct ring_config *cfg, struct ring **out, char *err, size_t 
 	total = data_off + data_size;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", r->path);
-	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, RING_FILE_MODE);
 	if (fd < 0) {
 		log_seterr(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
 		goto failed;
@@ -643,7 +643,7 @@ ring_write_snapshot(struct ring *r, const struct iovec *iov, int iovcnt, char *e
 	sh.ident = load_relaxed(&h->base_ident);
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", r->snap_path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, RING_FILE_MODE);
 	if (fd < 0) {
 		log_seterr(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
 		return RING_ERR;

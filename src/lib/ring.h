@@ -57,6 +57,9 @@
 	                    * 3: frontier, upstream identity, ranges */
 #define RING_ERROR_MAX 255 /* bytes of the error message */
 #define RING_DEFAULT_DIR "/dev/shm/tailgate"
+/* Rings, snapshots and the daemon's other files in ring_dir: the owner
+ * writes, its group (tailgated.conf's ring_group) reads, nobody else. */
+#define RING_FILE_MODE 0640
 #define RING_FEED_NAME_MAX 63
 #define RING_COLUMNS_MAX (64 * 1024) /* bytes of column-list JSON */
 #define RING_UPSTREAM_MAX 127        /* bytes of the upstream's identity text */

@@ -166,27 +166,11 @@ read_request(int fd)
 	return req;
 }
 
-/* fd's params block is complete (the accepting thread): read it here
- * (cannot block) and serve a quick request on this thread, no hand-off;
- * the rest goes to a handler. */
+/* The whole request in buf[0..len) (fcgireq_scan), read by us from fd on
+ * the accepting thread: a quick request is served here, no hand-off; the
+ * rest goes to a handler. */
 static void
-dispatch(struct conns *c, int fd)
-{
-	FCGX_Request *req = read_request(fd);
-
-	if (req == NULL)
-		return;
-	if (c->quick != NULL && c->quick(c->arg, req))
-		c->handle(c->arg, req, &c->acc_ctx);
-	else
-		rq_push(c, -1, req);
-}
-
-/* The whole request in buf[0..len) (fcgireq_scan), read by us from fd:
- * served as dispatch() serves one, here when on the accepting thread. */
-static void
-dispatch_ours(struct conns *c, int fd, const unsigned char *buf, size_t len, bool here,
-              struct thread_ctx *t)
+dispatch(struct conns *c, int fd, const unsigned char *buf, size_t len)
 {
 	struct fcgireq *r = fcgireq_parse(buf, len, fd);
 
@@ -195,9 +179,7 @@ dispatch_ours(struct conns *c, int fd, const unsigned char *buf, size_t len, boo
 		close(fd);
 		return;
 	}
-	if (!here)
-		c->handle(c->arg, &r->req, t);
-	else if (c->quick != NULL && c->quick(c->arg, &r->req))
+	if (c->quick != NULL && c->quick(c->arg, &r->req))
 		c->handle(c->arg, &r->req, &c->acc_ctx);
 	else
 		rq_push(c, -1, &r->req);
@@ -242,7 +224,7 @@ check_part(struct conns *c, int fd, bool hup)
 	p->buf = NULL; /* ours now: drop_pending leaves it */
 	drop_pending(c, fd);
 	if (whole > 0 && (size_t)whole == len) {
-		dispatch_ours(c, fd, buf, len, true, NULL);
+		dispatch(c, fd, buf, len);
 	} else {
 		log_debug("fd %d: its next FastCGI request malformed or cut short, closed", fd);
 		close(fd);
@@ -252,13 +234,13 @@ check_part(struct conns *c, int fd, bool hup)
 
 /* Look at what fd has sent so far: 1 handed on (or closed), 0 wait.
  * hup: the peer has shut down its side (EPOLLRDHUP), so an incomplete
- * params block will stay incomplete.  here: read a complete request on
- * this thread (dispatch), for a kept connection; a new connection goes
- * to a handler as it is, so that a storm of new connections (thousands
- * of SSE streams opening) costs this thread no more than the accept and
- * the peek, and the listen queue keeps moving. */
+ * params block will stay incomplete.  A new connection goes to a handler
+ * as it is, so that a storm of new connections (thousands of SSE streams
+ * opening) costs this thread no more than the accept and the peek, and
+ * the listen queue keeps moving (kept connections' requests are read
+ * here: check_kept, check_part). */
 static int
-check_pending(struct conns *c, int fd, bool watched, bool hup, bool here)
+check_pending(struct conns *c, int fd, bool watched, bool hup)
 {
 	ssize_t n = recv(fd, c->peek, CONN_PEEK_MAX, MSG_PEEK | MSG_DONTWAIT);
 	int complete;
@@ -282,10 +264,7 @@ check_pending(struct conns *c, int fd, bool watched, bool hup, bool here)
 		close(fd);
 		return 1;
 	}
-	if (complete > 0 && here)
-		dispatch(c, fd);
-	else
-		rq_push(c, fd, NULL); /* a handler reads it (blocking, when too large to peek) */
+	rq_push(c, fd, NULL); /* a handler reads it (blocking, when too large to peek) */
 	return 1;
 }
 
@@ -338,7 +317,7 @@ check_kept(struct conns *c, int fd, uint32_t events)
 	}
 	whole = n > 0 ? fcgireq_scan(c->peek, (size_t)n) : -1;
 	if (whole > 0 && whole == n) {
-		dispatch_ours(c, fd, c->peek, (size_t)n, true, NULL);
+		dispatch(c, fd, c->peek, (size_t)n);
 	} else if (whole == 0 && !hup && n < FCGIREQ_MAX) {
 		/* Part of it: kept with the pending connections (and their
 		 * deadline) until the rest comes, see check_part. */
@@ -389,14 +368,14 @@ accept_some(struct conns *c)
 			atomic_store(&c->kept[fd], KEPT_NONE);
 		/* nginx usually sent the params with the connection: look
 		 * before paying for the epoll registration. */
-		if (check_pending(c, fd, false, false, false))
+		if (check_pending(c, fd, false, false))
 			continue;
 		if (fd >= c->max_fds) {
 			rq_push(c, fd, NULL); /* outside the table: let libfcgi read it */
 			continue;
 		}
 		if (watch_pending(c, fd, false)) /* the params may have come meanwhile: */
-			check_pending(c, fd, true, false, false);
+			check_pending(c, fd, true, false);
 	}
 }
 
@@ -437,7 +416,7 @@ accept_main(void *arg)
 			else if (fd < c->max_fds && c->pend_gen[fd] != 0 && c->part[fd].buf != NULL)
 				check_part(c, fd, hup);
 			else if (fd < c->max_fds && c->pend_gen[fd] != 0)
-				check_pending(c, fd, true, hup, false);
+				check_pending(c, fd, true, hup);
 		}
 		expire_pending(c);
 	}

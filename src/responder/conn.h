@@ -11,11 +11,10 @@
  * record headers only; a connection that does not complete it within
  * CONN_PARAMS_MS is closed.  A complete params block is read with
  * FCGX_Accept_r (keepConnection set, so it reads the params from the open
- * descriptor instead of accepting): by then the read cannot block.  Quick
- * requests (the long-poll with a cursor: parse, look up, park) are served
- * on the accepting thread, saving a thread hand-off (a futex wake and a
- * context switch) per poll; the rest go to the handler threads.  Several
- * processes may accept on one socket.
+ * descriptor instead of accepting) on a handler thread: by then the read
+ * cannot block, and a storm of new connections (thousands of SSE streams
+ * opening) costs the accepting thread no more than the accept and the
+ * peek.  Several processes may accept on one socket.
  *
  * Keeping.  When nginx keeps its FastCGI connections (upstream keepalive,
  * fastcgi_keep_conn), a finished request's descriptor goes back to the
@@ -26,7 +25,10 @@
  * next request on it is read with one recv, no peek, and made into a
  * request by fcgi_request.c instead of libfcgi (no 17 kB of stream
  * buffers per request); what is written to it is gathered and sent with
- * the end records in one write.  A request that comes in pieces waits
+ * the end records in one write.  Quick requests (the long-poll with a
+ * cursor: parse, look up, park; conn_quick) are served there on the
+ * accepting thread, saving a thread hand-off (a futex wake and a context
+ * switch) per poll; the rest go to the handler threads.  A request that comes in pieces waits
  * with the pending connections (CONN_PARAMS_MS at most) with what came so
  * far; a malformed one, or one over FCGIREQ_MAX, closes the connection.
  *

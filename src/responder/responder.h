@@ -7,19 +7,24 @@
  *   tailgate-fcgi.c  options, socket, workers; routes a request, parses
  *                    it (http_params), attaches the feed (feeds), makes
  *                    its waiter (waiter)
+ *   multi            requests for several feeds at one common position
+ *                    (its own watcher thread, its shared replies)
  *   park             serves a waiter from its position, or parks it until
  *                    its ring moves (the watcher thread)
- *   render           the reply for a waiter's position, through its cache
+ *   render           the reply for a waiter's position, through its cache;
+ *                    a client far behind gets one net batch (netbatch)
  *   writer           writes replies (the writer threads); re-serves SSE
  *                    streams through the function it was given (park's)
  *   conn             a connection's lifecycle: accept, keep, close (the
- *                    accepting thread, the handlers, the closer); calls the
- *                    handler it was given (tailgate-fcgi.c's)
+ *                    accepting thread, the handlers, the closer); a kept
+ *                    connection's requests parsed by fcgi_request; calls
+ *                    the handler it was given (tailgate-fcgi.c's)
  *
- * below them all: reply (bytes), waiter, feeds, filter, metrics, mono, and
- * src/lib.  Each part keeps its state in its own struct, and struct
- * responder holds them all; a thread gets a pointer to the part it runs
- * (and that part points at the parts below it that it uses).
+ * below them all: reply (bytes and their gzip form), waiter, memtrim,
+ * feeds, filter, numcmp, http_params, metrics, thread_ctx, and src/lib.
+ * Each part keeps its state in its own struct, and struct responder holds
+ * them all; a thread gets a pointer to the part it runs (and that part
+ * points at the parts below it that it uses).
  *
  * Out of memory.  The responder aborts: an allocation that fails logs
  * what it was for and exits (fatalx, through xmalloc.h, bbuf and

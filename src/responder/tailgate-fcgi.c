@@ -5,10 +5,13 @@
  * Threads of one process (responder.h): the accepting thread, a few
  * handlers and the closer (conn.c: a connection slow to send its params
  * stalls nobody), the watcher (park.c: every parked request, one
- * futex_waitv) and the writer pool (writer.c).  Nothing blocks per
- * waiting request.  This file routes each request and starts a feed
- * request on its way: parse, attach, make its waiter, hand it to the
- * parking lot.
+ * futex_waitv), the watcher of requests for several feeds (multi.c) and
+ * the writer pool (writer.c).  Nothing blocks per waiting request.  This
+ * file routes each request (/feeds, /feeds/FEED, /feeds/A,B, /metrics,
+ * /healthz; 404 and 405 otherwise) and starts a feed request on its way:
+ * parse, attach, make its waiter, drop a long-poll's libfcgi buffers
+ * (conn_shed), hand it to the parking lot (handle_feed) or to multi.c
+ * (handle_multi).
  *
  * Processes: --workers N forks N such processes on one listening socket;
  * without --socket the socket is inherited, from systemd (LISTEN_FDS) or
@@ -49,6 +52,7 @@
 static struct {
 	const char *socket_path;
 	int socket_mode;
+	const char *socket_group; /* --socket-group GROUP */
 	const char *ring_dir;
 	int workers;
 	int handlers;
@@ -59,7 +63,7 @@ static struct {
 	int sse_keepalive_s;
 	int cache_max_age_s;
 	int multi_cache; /* shared replies of several-feed requests (multi.h) */
-} opt = {NULL, 0666, NULL, 1, 2, 4, HP_DEFAULT_TIMEOUT_S, 4096, NULL, 15, 60, MULTI_CACHE_N};
+} opt = {NULL, 0660, NULL, NULL, 1, 2, 4, HP_DEFAULT_TIMEOUT_S, 4096, NULL, 15, 60, MULTI_CACHE_N};
 
 static int listen_fd = -1;
 static volatile sig_atomic_t got_stop;
@@ -77,7 +81,10 @@ usage(FILE *out)
 	        "                             without it the listening socket is inherited:\n"
 	        "                             systemd socket activation (LISTEN_FDS) or\n"
 	        "                             spawn-fcgi (a listening socket on fd 0)\n"
-	        "  -m, --socket-mode MODE     permissions of a unix socket (octal, default 0666)\n"
+	        "  -m, --socket-mode MODE     permissions of a unix socket (octal, default 0660:\n"
+	        "                             its owner and group only)\n"
+	        "  -g, --socket-group GROUP   the unix socket's group (e.g. nginx's worker\n"
+	        "                             group, www-data), so nginx may connect\n"
 	        "  -b, --backlog N            listen backlog (default 4096)\n"
 	        "  -u, --user USER[:GROUP]    started as root: switch to this user (and its\n"
 	        "                             group, or GROUP) once the socket is open; the\n"
@@ -724,6 +731,29 @@ listen_on(const char *spec, int backlog)
 	return fd;
 }
 
+/* --socket-group: hand the freshly bound unix socket to GROUP (nginx's
+ * worker group) so that the default mode 0660 lets nginx, and only it
+ * and the owner, connect.  Root may give any group; another user only a
+ * group it belongs to. */
+static void
+chgrp_socket(void)
+{
+	struct group *gr = getgrnam(opt.socket_group);
+
+	if (gr == NULL) {
+		unlink(opt.socket_path);
+		fatalx("--socket-group %s: no such group", opt.socket_group);
+	}
+	if (chown(opt.socket_path, (uid_t)-1, gr->gr_gid) != 0) {
+		int e = errno;
+		unlink(opt.socket_path);
+		errno = e;
+		fatal("--socket-group %s: cannot give %s to group %s (gid %d; only root, or a "
+		      "member of the group, may)",
+		      opt.socket_group, opt.socket_path, opt.socket_group, (int)gr->gr_gid);
+	}
+}
+
 static void
 open_socket(void)
 {
@@ -743,7 +773,13 @@ open_socket(void)
 				       opt.socket_path);
 			unlink(opt.socket_path); /* a previous run's */
 		}
+		/* The socket file is born with its final mode (bind applies the
+		 * umask): no moment in which another user could connect. */
+		mode_t old_mask = umask(0777 & ~(mode_t)opt.socket_mode);
 		listen_fd = listen_on(opt.socket_path, opt.backlog);
+		umask(old_mask);
+		if (unix_path && opt.socket_group != NULL)
+			chgrp_socket();
 		if (unix_path && chmod(opt.socket_path, (mode_t)opt.socket_mode) != 0)
 			fatal("chmod %s", opt.socket_path);
 		if (unix_path && stat(opt.socket_path, &st) == 0)
@@ -776,7 +812,8 @@ open_socket(void)
 
 /* Started as root: become --user once the socket is open (before any
  * thread or worker exists).  The responder needs no privilege to serve:
- * it reads the world-readable ring files and writes to its socket. */
+ * it reads the ring files (by group: tailgated.conf's ring_group) and
+ * writes to its socket. */
 static void
 drop_privileges(void)
 {
@@ -813,7 +850,7 @@ drop_privileges(void)
 		       (int)geteuid());
 	}
 	if (opt.socket_path != NULL && strchr(opt.socket_path, ':') == NULL &&
-	    chown(opt.socket_path, uid, gid) != 0)
+	    chown(opt.socket_path, uid, opt.socket_group != NULL ? (gid_t)-1 : gid) != 0)
 		fatal("chown %s to %s", opt.socket_path, opt.user);
 	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
 		fatal("cannot switch to user %s", opt.user);
@@ -896,6 +933,7 @@ main(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"socket", required_argument, NULL, 's'},
 	                                         {"socket-mode", required_argument, NULL, 'm'},
+	                                         {"socket-group", required_argument, NULL, 'g'},
 	                                         {"backlog", required_argument, NULL, 'b'},
 	                                         {"user", required_argument, NULL, 'u'},
 	                                         {"ring-dir", required_argument, NULL, 'd'},
@@ -916,7 +954,7 @@ main(int argc, char **argv)
 	bool use_syslog = false;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "s:m:b:d:u:w:a:W:T:k:c:z:M:vqVh", longopts, NULL)) !=
+	while ((c = getopt_long(argc, argv, "s:m:g:b:d:u:w:a:W:T:k:c:z:M:vqVh", longopts, NULL)) !=
 	       -1) {
 		switch (c) {
 		case 's':
@@ -933,6 +971,9 @@ main(int argc, char **argv)
 			opt.socket_mode = (int)m;
 			break;
 		}
+		case 'g':
+			opt.socket_group = optarg;
+			break;
 		case 'b':
 			opt.backlog = parse_int(optarg, 1, 1 << 20, "--backlog");
 			break;

@@ -3,7 +3,7 @@
  * feed is POSTed as JSON to a target URL, at least once and in order.
  *
  *   tailgate-hook --state FILE [--secret-file FILE] [--filter EXPR]...
- *                 [--skip-4xx] [--once] FEED_URL TARGET_URL
+ *                 [--skip-4xx] [--once] [--timeout S] FEED_URL TARGET_URL
  *
  * A POST carries one reply of the feed (the snapshot first, then each
  * long-poll reply, its batches netted into one change):

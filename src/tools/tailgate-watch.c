@@ -2,7 +2,7 @@
  * tailgate-watch.c - watch a live feed in a terminal, as watch-sql does.
  *
  *   tailgate-watch [--once] [--filter EXPR]... [--sort COL] [--limit N]
- *                  [--columns a,b] URL
+ *                  [--columns a,b] [--timeout S] URL
  *
  * On a terminal it draws the table on the alternate screen and redraws it
  * in place after every change, the rows of the last change in reverse

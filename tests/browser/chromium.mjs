@@ -23,12 +23,19 @@ export function chromiumPath() {
 /**
  * Launch Chromium.  playwright's launch() gives every run a fresh temporary
  * profile (user-data-dir), removed on close; each page gets its own context.
+ * bfcache: true leaves the back/forward cache on (playwright turns it off).
  * Returns {browser, newPage(opts), close()}.
  * newPage opts: {viewport, mobile} -> a page in its own context, with the
  * page's console errors and uncaught exceptions collected in page.errors.
  */
-export async function launch() {
-  const browser = await chromium.launch({ executablePath: chromiumPath(), headless: true, args: ARGS });
+export async function launch({ bfcache = false } = {}) {
+  // playwright turns the back/forward cache off; bfcache: true keeps it on.
+  const browser = await chromium.launch({
+    executablePath: chromiumPath(),
+    headless: true,
+    args: ARGS,
+    ignoreDefaultArgs: bfcache ? ['--disable-back-forward-cache'] : undefined,
+  });
   const contexts = new Set();
   return {
     browser,

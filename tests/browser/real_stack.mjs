@@ -46,6 +46,8 @@ export async function start() {
     apiPath: '/feeds',
     restartResponder: () => call('restart-responder'),
     restartDaemon: () => call('restart-daemon'),
+    stopResponder: () => call('stop-responder'),
+    startResponder: () => call('start-responder'),
     pauseLoad: () => call('pause-load'),
     resumeLoad: () => call('resume-load'),
     dbRows: async (feed) => (await call(`db-rows ${feed}`)).rows,

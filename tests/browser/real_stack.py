@@ -154,6 +154,14 @@ def main():
                     elif cmd[0] == "restart-responder":
                         st.stop_responders()
                         st.start_responders()
+                    elif cmd[0] == "stop-responder":
+                        # Down, socket gone: nginx answers 502 until started again.
+                        st.stop_responders()
+                        st._listen.close()
+                        st._listen = None
+                        os.unlink(st.socket)
+                    elif cmd[0] == "start-responder":
+                        st.start_responders()
                     elif cmd[0] == "restart-daemon":
                         procs.stop_daemon()
                         procs.start_daemon()

@@ -10,6 +10,7 @@
 //        // optional hooks; tests that need a missing hook are skipped:
 //        restartResponder(),           // kill and restart tailgate-fcgi
 //        restartDaemon(),              // kill and restart tailgated
+//        stopResponder(), startResponder(), // tailgate-fcgi down (nginx: 502), up
 //        pauseLoad(), resumeLoad(),    // stop/start the load generator
 //        dbRows(feed),                 // the rows as the database has them now,
 //                                      // arrays in column order, values encoded
@@ -17,7 +18,8 @@
 //      }
 // 2. TAILGATE_URL=http://host:port/   (a stack someone already started)
 //    Hooks from shell commands, each optional: TAILGATE_RESTART_RESPONDER_CMD,
-//    TAILGATE_RESTART_DAEMON_CMD, TAILGATE_PAUSE_LOAD_CMD,
+//    TAILGATE_RESTART_DAEMON_CMD, TAILGATE_STOP_RESPONDER_CMD,
+//    TAILGATE_START_RESPONDER_CMD, TAILGATE_PAUSE_LOAD_CMD,
 //    TAILGATE_RESUME_LOAD_CMD, TAILGATE_DB_ROWS_CMD (run with the feed name as
 //    $1, prints a JSON array of rows).  TAILGATE_API_PATH overrides /feeds.
 // 3. Neither: the DEVELOPMENT fake server (tests/browser/fake_server.mjs), in
@@ -47,6 +49,8 @@ export async function startStack() {
       apiPath: env.TAILGATE_API_PATH || '/feeds',
       restartResponder: hook('TAILGATE_RESTART_RESPONDER_CMD'),
       restartDaemon: hook('TAILGATE_RESTART_DAEMON_CMD'),
+      stopResponder: hook('TAILGATE_STOP_RESPONDER_CMD'),
+      startResponder: hook('TAILGATE_START_RESPONDER_CMD'),
       pauseLoad: hook('TAILGATE_PAUSE_LOAD_CMD'),
       resumeLoad: hook('TAILGATE_RESUME_LOAD_CMD'),
       dbRows: env.TAILGATE_DB_ROWS_CMD ? async (feed) => JSON.parse((await sh(env.TAILGATE_DB_ROWS_CMD, feed)).stdout) : undefined,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """follower.py - HTTP clients that follow a tailgate feed and check what they see.
 
-A Follower is one client of the HTTP API (PRODUCT.md), as a browser's
+A Follower is one client of the HTTP API (docs/API.md), as a browser's
 tailgate.js would be, on its own thread (stdlib only; hundreds per process
 are fine): it takes a snapshot of a feed through nginx, then follows it by
 long-poll with the reply's cursor, or (mode="sse") by Server-Sent Events

@@ -524,3 +524,25 @@ test('change.live: deltas as they happen; not the snapshot, nor what the first r
   await until(() => events.length === 5, 2000, 'live again');
   assert.equal(events[4].change.live, true);
 });
+
+test("a backoff ends at the browser's online event (subscribe)", async (t) => {
+  const had = Object.getOwnPropertyDescriptor(globalThis, 'window');
+  const win = (globalThis.window = new EventTarget());
+  t.after(() => (had ? Object.defineProperty(globalThis, 'window', had) : delete globalThis.window));
+  let calls = 0;
+  const fetch = async (url, init) => {
+    calls++;
+    if (calls === 1) throw new TypeError('Failed to fetch'); // offline
+    if (calls === 2) return json(200, { cursor: '3.x', columns: COLS, batches: [{ timestamp: '3', inserted: ROWS, deleted: [] }] });
+    return new Promise((_, rej) => init.signal.addEventListener('abort', () => rej(new Error('aborted'))));
+  };
+  const sub = subscribe('/feeds/w', { fetch, backoff: { base: 60000, cap: 60000 }, random: () => 0.99 });
+  t.after(() => sub.unsubscribe());
+  await until(() => sub.state === STATES.RECONNECTING, 2000, 'reconnecting');
+  await sleep(20);
+  assert.equal(calls, 1, 'sleeping in the backoff');
+  win.dispatchEvent(new Event('online'));
+  await until(() => sub.state === STATES.LIVE, 2000, 'live within 2 s, not 59');
+  assert.equal(sub.cursor, '3.x');
+  assert.deepEqual(bag(sub.rows()), bag(ROWS));
+});

@@ -162,6 +162,66 @@ test('400: failed, no retry', async () => {
   sub.unsubscribe();
 });
 
+// A browser's hints that a retry may work now: the network back
+// ("online"), the page back from the back/forward cache ("pageshow",
+// persisted).  A stand-in window for node.
+function fakeWindow(t) {
+  const had = Object.getOwnPropertyDescriptor(globalThis, 'window');
+  globalThis.window = new EventTarget();
+  t.after(() => (had ? Object.defineProperty(globalThis, 'window', had) : delete globalThis.window));
+  return globalThis.window;
+}
+
+for (const [what, event] of [
+  ['online', () => new Event('online')],
+  ['pageshow (persisted)', () => Object.assign(new Event('pageshow'), { persisted: true })],
+]) {
+  test(`a backoff ends at the browser's ${what} event, not a minute later`, async (t) => {
+    const win = fakeWindow(t);
+    let calls = 0;
+    const rest = scripted([reply(200, snap('5.x', [1], 1))]); // then polls hang
+    const fetch = async (url, init) => {
+      if (++calls === 1) throw new TypeError('Failed to fetch'); // offline
+      return rest(url, init);
+    };
+    const states = [];
+    const sub = subscribeMany('/feeds', ['items', 'counts'], {
+      fetch,
+      backoff: { base: 60000, cap: 60000 },
+      random: () => 0.99,
+      onState: (s) => states.push(s),
+    });
+    t.after(() => sub.unsubscribe());
+    await until(() => states.includes(STATES.RECONNECTING));
+    await sleep(20);
+    assert.equal(calls, 1, 'sleeping in the backoff');
+    win.dispatchEvent(new Event('pageshow')); // not persisted: no hint
+    await sleep(20);
+    assert.equal(calls, 1, 'a plain pageshow is no reason to retry');
+    win.dispatchEvent(event());
+    await until(() => sub.state === STATES.LIVE); // within 2 s, not 59
+    assert.equal(sub.cursor, '5.x');
+  });
+}
+
+test('a request unanswered past requestTimeout is a failure, retried', async (t) => {
+  const fetch = scripted([reply(200, snap('5.x', [1], 1))]); // then polls hang
+  const states = [];
+  const sub = subscribeMany('/feeds', ['items', 'counts'], {
+    fetch,
+    requestTimeout: 40,
+    backoff: { base: 1, cap: 1 },
+    onState: (s, d) => states.push([s, d]),
+  });
+  t.after(() => sub.unsubscribe());
+  await until(() => states.some(([s]) => s === STATES.RECONNECTING));
+  const [, d] = states.find(([s]) => s === STATES.RECONNECTING);
+  assert.match(d.error, /no reply within 40 ms/);
+  assert.equal(sub.detail.failures >= 1, true);
+  await until(() => fetch.urls.length >= 3); // polls again, from the same cursor
+  assert.match(fetch.urls.at(-1), /cursor=5\.x/);
+});
+
 test('SSE: the snapshot event, then one event per common step', async (t) => {
   let es = null;
   class FakeES {

@@ -5,7 +5,8 @@ Everything lives in one temporary directory (mkdtemp, or `base_dir`): the
 ring directory, the responder's unix socket, nginx's prefix (config, pid,
 temp files, cache).  nginx listens on a free 127.0.0.1 port only.  When
 run as root, nginx's workers run as `nobody` (the directories are made
-traversable and the socket mode is 0666), or as root when nobody could not
+traversable; the socket is mode 0660, the responder's default, and belongs
+to the workers' group: st.socket_group), or as root when nobody could not
 reach htdocs (a clone under /root).  Readiness is polled (the port answers
 /healthz), never slept for.  Leaving the `with` block, an atexit hook, or
 SIGTERM stop every process it started and remove the directory.
@@ -50,6 +51,11 @@ Python (stdlib only):
     st.reload_nginx()            SIGHUP nginx's master, wait until it answers
     st.restart_nginx()           stop and start nginx on the same port
     st.dir, st.ring_dir, st.socket, st.port, st.prefix
+    st.socket_group              nginx's worker group (None: not root, the
+                                 workers run as this user)
+    st.socket_args()             ["--socket", st.socket] plus --socket-group
+                                 when needed: a responder of your own that
+                                 nginx can reach
 
 Errors raise StackError with the tail of the relevant log.
 
@@ -233,6 +239,7 @@ class Stack:
         self.ring_dir = os.path.abspath(ring_dir or os.path.join(self.dir, "ring"))
         self.prefix = os.path.join(self.dir, "nginx")
         self.socket = os.path.join(self.dir, "fcgi.sock")
+        self.nginx_user, self.socket_group = self._nginx_identity()
         self.responders = []
         self.responder_exits = []
         self.feeds = []
@@ -312,6 +319,35 @@ class Stack:
                    ] + cmd
         return cmd
 
+    def _nginx_identity(self):
+        """(user, group) nginx's workers run as; (None, None) when not root
+        (they run as this user).  As root: nobody, unless nobody could not
+        reach htdocs (a clone under /root): then root, so static files work."""
+        if os.geteuid() != 0:
+            return None, None
+        try:
+            pwd.getpwnam("nobody")
+        except KeyError:
+            return "root", "root"
+        if not _world_traversable(self.htdocs):
+            return "root", "root"
+        return "nobody", "nogroup" if _group_exists("nogroup") else "nobody"
+
+    def socket_args(self):
+        """tailgate-fcgi arguments for a responder of the caller's own on
+        st.socket that nginx's workers may connect to (mode 0660, their
+        group)."""
+        return ["--socket", self.socket] + (
+            ["--socket-group", self.socket_group] if self.socket_group else [])
+
+    def give_socket(self, path):
+        """Make a socket the stack (not the responder) bound like the
+        responder's own: mode 0660, group nginx's workers'."""
+        os.chmod(path, 0o660)
+        if self.socket_group:
+            import grp
+            os.chown(path, -1, grp.getgrnam(self.socket_group).gr_gid)
+
     def start_responders(self, n=None):
         """Start n (default: as configured) responder processes, each with
         the listening socket on fd 0 (as spawn-fcgi passes it)."""
@@ -321,7 +357,7 @@ class Stack:
                 os.unlink(self.socket)
             self._listen = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self._listen.bind(self.socket)
-            os.chmod(self.socket, 0o666)
+            self.give_socket(self.socket)
             self._listen.listen(4096)
         env = dict(os.environ)
         env.pop("LISTEN_FDS", None)
@@ -398,16 +434,10 @@ class Stack:
         with open(os.path.join(self.src, "nginx", "nginx.conf")) as f:
             conf = f.read()
         user = ""
-        if os.geteuid() == 0:
-            # Workers as nobody, unless nobody could not reach htdocs (a
-            # clone under /root): then as root, so static files still work.
-            try:
-                pwd.getpwnam("nobody")
-                user = "user nobody %s;" % ("nogroup" if _group_exists("nogroup") else "nobody")
-            except KeyError:
-                user = "user root;"
-            if not _world_traversable(self.htdocs):
-                user = "user root;"
+        if self.nginx_user == "root":
+            user = "user root;"
+        elif self.nginx_user is not None:
+            user = "user %s %s;" % (self.nginx_user, self.socket_group)
         subst = {
             "@PREFIX@": self.prefix, "@PORT@": str(self.port), "@FCGI_SOCKET@": self.socket,
             "@HTDOCS@": self.htdocs, "@WORKERS@": str(self.nginx_workers),
