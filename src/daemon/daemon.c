@@ -18,6 +18,7 @@
 #include "source.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,7 @@ struct daemon {
 	struct pollfd *pfd;
 	struct dfeed **pfd_feed;
 	size_t pfd_cap;
+	bool trace; /* TAILGATE_TRACE set: log each wake's timing */
 };
 
 /* What the feed streams, for the segment (feed_params.definition): every
@@ -187,6 +189,7 @@ daemon_new(struct conf *conf, bool remove_on_exit)
 	if (d == NULL)
 		fatalx("out of memory");
 	d->conf = conf;
+	d->trace = getenv("TAILGATE_TRACE") != NULL;
 	d->remove_on_exit = remove_on_exit;
 	d->feeds = calloc(conf->nfeeds ? conf->nfeeds : 1, sizeof(*d->feeds));
 	if (d->feeds == NULL)
@@ -325,6 +328,7 @@ daemon_step(struct daemon *d, int extra_fd, int max_wait_ms)
 	if (rc < 0 && errno != EINTR)
 		fatal("poll");
 	now = clock_mono_ms();
+	int64_t ready_ns = d->trace ? clock_mono_ns() : 0;
 
 	for (size_t i = 0; rc > 0 && i < npfd; i++) {
 		struct dfeed *df = d->pfd_feed[i];
@@ -356,8 +360,14 @@ daemon_step(struct daemon *d, int extra_fd, int max_wait_ms)
 			feed_heartbeat(d->feeds[i]->feed);
 		d->next_heartbeat = now + HEARTBEAT_MS;
 	}
-	for (size_t i = 0; i < d->nfeeds; i++)
-		feed_flush(d->feeds[i]->feed);
+	for (size_t i = 0; i < d->nfeeds; i++) {
+		/* TAILGATE_TRACE: the time is taken before the wake, since the
+		 * woken watcher may take this CPU before futex(2) returns. */
+		int64_t wake_ns = d->trace ? clock_mono_ns() : 0;
+		if (feed_flush(d->feeds[i]->feed) && d->trace)
+			log_info("trace feed=%s ready_ns=%" PRId64 " wake_ns=%" PRId64,
+			         d->feeds[i]->cf->name, ready_ns, wake_ns);
+	}
 	return extra;
 }
 

@@ -1073,13 +1073,15 @@ feed_upstream_lost(struct feed *f)
 	}
 }
 
-void
+bool
 feed_flush(struct feed *f)
 {
 	if (f->appended && f->ring != NULL) {
 		ring_wake(f->ring);
 		f->appended = false;
+		return true;
 	}
+	return false;
 }
 
 void

@@ -168,8 +168,8 @@ void feed_confirmed(struct feed *f);
 bool feed_is_live(const struct feed *f);
 
 /* Once per event-loop iteration: wake readers if anything was appended
- * since the last call. */
-void feed_flush(struct feed *f);
+ * since the last call; true when it woke them. */
+bool feed_flush(struct feed *f);
 
 /* Once a second: the ring's heartbeat. */
 void feed_heartbeat(struct feed *f);

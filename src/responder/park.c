@@ -749,8 +749,12 @@ watch_main(void *arg)
 				break;
 			continue;
 		}
-		if (answered)
-			continue; /* look again before sleeping */
+		if (answered) {
+			/* Look again before sleeping; what that round answers was
+			 * seen from now (the wake latency metric starts here). */
+			wake_ns = clock_mono_ns();
+			continue;
+		}
 		round_sleep(&rd, &have_waitv);
 		wake_ns = clock_mono_ns();
 	}

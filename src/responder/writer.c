@@ -9,6 +9,7 @@
 #include "render.h"
 #include "xmalloc.h"
 
+#include <inttypes.h>
 #include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,6 +280,30 @@ share_pop(struct thread_ctx *t)
 	return w;
 }
 
+/* TAILGATE_TRACE: the replies of one watcher wake (wake_ns) are written
+ * between first and last; the line goes out when the next wake's first
+ * reply is written. */
+static void
+trace_written(struct writers *wp, int64_t wake_ns)
+{
+	int64_t now = clock_mono_ns();
+
+	pthread_mutex_lock(&wp->trace_mu);
+	if (wake_ns != wp->trace_wake_ns) {
+		if (wp->trace_n > 0)
+			log_info("trace wake_ns=%" PRId64 " first_ns=%" PRId64 " last_ns=%" PRId64
+			         " replies=%zu",
+			         wp->trace_wake_ns, wp->trace_first_ns, wp->trace_last_ns,
+			         wp->trace_n);
+		wp->trace_wake_ns = wake_ns;
+		wp->trace_first_ns = now;
+		wp->trace_n = 0;
+	}
+	wp->trace_last_ns = now;
+	wp->trace_n++;
+	pthread_mutex_unlock(&wp->trace_mu);
+}
+
 /* Write one waiter of the share; an SSE stream that stays open joins
  * *repark, anything else ends. */
 static void
@@ -295,6 +320,8 @@ serve_one(struct writers *wp, struct waiter *w, struct waiter **repark)
 		metrics_served(sent->batches, sent->len);
 		if (w->wake_ns != 0)
 			metrics_wake_latency((double)(clock_mono_ns() - w->wake_ns) / 1e9);
+		if (w->wake_ns != 0 && wp->trace)
+			trace_written(wp, w->wake_ns);
 	}
 	reply_release(r);
 	w->keepalive = false;
@@ -340,6 +367,8 @@ writer_start(struct writers *wp, int n, struct conns *conns, int sse_keepalive_s
 	wp->repark = repark;
 	wp->repark_arg = repark_arg;
 	pthread_mutex_init(&wp->mu, NULL);
+	pthread_mutex_init(&wp->trace_mu, NULL);
+	wp->trace = getenv("TAILGATE_TRACE") != NULL;
 	pthread_cond_init(&wp->cv, NULL);
 	wp->threads = xcalloc((size_t)n, sizeof(*wp->threads));
 	wp->n = n;

@@ -48,6 +48,13 @@ struct writers {
 	pthread_t *threads;
 	int n;
 	_Atomic int big_writes; /* writers in a write that may block (see writer.c) */
+
+	/* TAILGATE_TRACE set: one log line per ring wake, when its replies
+	 * were written (a debugging aid, see docs/BENCHMARKS.md). */
+	bool trace;
+	pthread_mutex_t trace_mu;
+	int64_t trace_wake_ns, trace_first_ns, trace_last_ns;
+	size_t trace_n;
 };
 
 /* Start n writer threads.  Dies on failure. */
