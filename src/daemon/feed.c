@@ -823,7 +823,8 @@ close_snapshot(struct feed *f, uint64_t ts, const size_t *items, size_t nitems)
 		f->touch[f->ntouch] = (struct touch){e, -(int64_t)e->count};
 		e->mark = (uint32_t)++f->ntouch;
 	}
-	qsort(f->touch, f->ntouch, sizeof(*f->touch), cmp_rows);
+	if (f->ntouch > 1) /* touch is NULL while nothing was ever touched */
+		qsort(f->touch, f->ntouch, sizeof(*f->touch), cmp_rows);
 	batch_builder_reset(&f->bb);
 	for (size_t i = 0; i < f->ntouch; i++)
 		if (f->touch[i].delta > 0)

@@ -269,7 +269,8 @@ feeds_list_names(struct feeds *fs)
 	}
 	if (d != NULL)
 		closedir(d);
-	qsort(names, n, sizeof(*names), cmp_names);
+	if (n > 1) /* names is NULL when the directory holds no ring */
+		qsort(names, n, sizeof(*names), cmp_names);
 	return names;
 }
 

@@ -185,7 +185,7 @@ print_table(struct follow *f, int width, int height)
 	json_object **v = xcalloc(n, sizeof(*v));
 	for (size_t i = 0; i < n; i++)
 		v[i] = json_object_array_get_idx(rows, i);
-	if (sort_idx >= 0)
+	if (sort_idx >= 0 && n > 1)
 		qsort(v, n, sizeof(*v), cmp_rows);
 	if (limit >= 0 && (size_t)limit < n)
 		n = (size_t)limit;
