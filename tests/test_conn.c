@@ -44,7 +44,8 @@ record_with(unsigned char *buf, size_t off, int type, int id, const void *data, 
 	h[5] = (unsigned char)len;
 	h[6] = 0;
 	h[7] = 0;
-	memcpy(h + 8, data, len);
+	if (len > 0) /* an empty record's data may be NULL */
+		memcpy(h + 8, data, len);
 	return off + 8 + len;
 }
 
