@@ -37,6 +37,7 @@ top_builddir = os.environ.get("top_builddir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from pg import PgCluster, skip_unless_pg  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
+from util import sanitizer_reports  # noqa: E402
 
 TAILGATED = os.environ.get("TAILGATED", os.path.join(top_builddir, "tailgated"))
 RING = os.environ.get("TAILGATE_RING", os.path.join(top_builddir, "tailgate-ring"))
@@ -420,8 +421,7 @@ def main():
     finally:
         if d:
             d.stop()
-            reports = [l for l in d.log_text().splitlines()
-                       if "runtime error" in l or "Sanitizer" in l or "SUMMARY" in l]
+            reports = sanitizer_reports(d.log_text())
             ok(not reports, "no sanitizer reports in the daemon's log", "\n".join(reports[:20]))
         pg.cleanup()
         subprocess.run(["rm", "-rf", ring_dir])

@@ -39,6 +39,7 @@ top_srcdir = os.environ.get("top_srcdir", os.path.join(os.path.dirname(__file__)
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from tap import ok, done, wait_for  # noqa: E402
 from pg import PgCluster, skip_unless_pg  # noqa: E402
+from util import sanitizer_reports  # noqa: E402
 from stack import builddir, nginx_bin  # noqa: E402
 from multihost import report_abort, start_host, teardown, wait_live  # noqa: E402
 
@@ -240,8 +241,7 @@ def main():
         ok(status == 200 and obj["batches"], "the same position with the new identity is "
            "resumed (200)", body[:300])
         for n in ("x", "y"):
-            rep = [line for line in hosts[n]["daemon"].log(2000).splitlines()
-                   if "runtime error" in line or "Sanitizer" in line]
+            rep = sanitizer_reports(hosts[n]["daemon"].log(2000))
             ok(not rep, "no sanitizer reports in %s's daemon log" % n, "\n".join(rep[:10]))
     except Exception as e:  # report, clean up, fail
         report_abort(e, hosts)

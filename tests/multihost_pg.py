@@ -47,6 +47,7 @@ top_srcdir = os.environ.get("top_srcdir", os.path.join(os.path.dirname(__file__)
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 from tap import ok, done, wait_for  # noqa: E402
 from pg import skip_unless_pg  # noqa: E402
+from util import sanitizer_reports  # noqa: E402
 from stack import builddir, nginx_bin  # noqa: E402
 from multihost import (FeedClient, PgHosts, report_abort, stop_clients, sum_counts,  # noqa: E402
                        teardown, wait_tables)
@@ -206,8 +207,7 @@ def main():
              "%d network errors, %d bytes" % (
                  len(clients), total["polls"], total["batches"], total["snapshots"],
                  total["gone"], total["status_503"], total["errors"], total["bytes"]))
-        rep = [line for n in ("a", "b") for line in h.hosts[n]["daemon"].log(2000).splitlines()
-               if "runtime error" in line or "Sanitizer" in line]
+        rep = [line for n in ("a", "b") for line in sanitizer_reports(h.hosts[n]["daemon"].log(2000))]
         ok(not rep, "no sanitizer reports in the daemons' logs", "\n".join(rep[:10]))
     except Exception as e:  # report, clean up, fail
         report_abort(e, h.hosts)

@@ -49,6 +49,7 @@ sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 sys.path.insert(0, os.path.join(top_srcdir, "tests"))
 from pg import PgCluster, skip_unless_pg  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
+from util import sanitizer_reports  # noqa: E402
 from daemon_pg import Daemon, RING, TAILGATED
 from daemon_pg import Feed as RingFeed  # noqa: E402
 
@@ -455,8 +456,7 @@ def main():
             print("# tailgated log tail:")
             for line in d.log_text().splitlines()[-25:]:
                 print("#   " + line)
-            reports = [l for l in d.log_text().splitlines()
-                       if "runtime error" in l or "Sanitizer" in l or "SUMMARY" in l]
+            reports = sanitizer_reports(d.log_text())
             ok(not reports, "no sanitizer reports in the daemon's log", "\n".join(reports[:20]))
         pg.cleanup()
         subprocess.run(["rm", "-rf", ring_dir])

@@ -65,7 +65,7 @@ from pg import PgCluster, PgError, pg_bindir  # noqa: E402
 from stack import Stack, StackError, builddir, nginx_bin  # noqa: E402
 from follower import Follower, parse_json, rows_key, verify_with_ring  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
-from util import tail  # noqa: E402
+from util import sanitizer_reports, tail  # noqa: E402
 
 RATE = os.environ.get("TAILGATE_CHAOS_RATE", "200")
 PARKED = int(os.environ.get("TAILGATE_CHAOS_PARKED", "10000"))
@@ -824,7 +824,7 @@ def main():
         except OSError:
             pass
         c.stop()
-        bad = [l for l in logs.splitlines() if "runtime error" in l or "Sanitizer" in l]
+        bad = sanitizer_reports(logs)
         ok(not bad, "no sanitizer reports in the daemon's log", "\n".join(bad[:10]))
         if c.st is not None:
             exits = [(rc, log) for rc, log in c.st.responder_exits if rc not in (0, -9)]
