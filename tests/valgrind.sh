@@ -15,7 +15,8 @@
 # Skips (77) without valgrind or in a sanitizer build (SANITIZER=asan|tsan,
 # as tools/test sets it, or a binary linking a sanitizer runtime); the
 # end-to-end part is skipped (not failed) without PostgreSQL or nginx.
-# VALGRIND_KEEP=1 keeps the logs (printed path).
+# The unit tests' logs are kept (their path printed) after a failure, or
+# always with VALGRIND_KEEP=1.
 top_builddir=${top_builddir:-.}
 top_srcdir=${top_srcdir:-.}
 
@@ -104,7 +105,7 @@ else
 fi
 
 echo "1..$n"
-if [ "${VALGRIND_KEEP:-}" = 1 ]; then
+if [ "${VALGRIND_KEEP:-}" = 1 ] || [ $failed -gt 0 ]; then
     echo "# logs kept in $logs"
 else
     rm -rf "$logs"
