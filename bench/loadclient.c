@@ -224,9 +224,10 @@ usage(FILE *f)
 	        "Prints one line: RESULT <labels> connected= p50_ms= p99_ms= max_ms= delivered=\n"
 	        "delivered_per_s= errors= timeouts= resyncs= silent= cpu_s= cpu_per_1k= pss_mb=\n"
 	        "client_cpu_s= machine_cpu_s= other_cpu_s= wire_bytes= wire_per_delivery=\n"
-	        "body_bytes= coded= gzip= pss_by= (CPU seconds in the window: this\n"
+	        "body_bytes= coded= gzip= pss_by= cpu_by= (CPU seconds in the window: this\n"
 	        "client, the whole machine, and what neither it nor the --pids used: noise;\n"
-	        "pss_by: the PSS in MB by process name, e.g. nginx:33.1,tailgate-fcgi:2.3)\n",
+	        "pss_by: the PSS in MB by process name, e.g. nginx:33.1,tailgate-fcgi:2.3;\n"
+	        "cpu_by: the window's CPU seconds by process name, e.g. nginx:0.750)\n",
 	        CLIENTS_MAX, DURATION_MAX);
 }
 
@@ -480,6 +481,51 @@ tree_pss_mb(const struct tree *t)
 	for (int i = 0; i < t->n; i++)
 		kb += proc_pss_kb(t->pid[i]);
 	return (double)kb / 1024.0;
+}
+
+/* CPU seconds between a and b by process name (/proc/PID/comm) into out:
+ * "nginx:0.750,floor_fcgi:0.210", so that CPU per delivery can be split
+ * between nginx and the server behind it (bench/compare's floor lines). */
+static void
+tree_cpu_by(const struct tree *a, const struct tree *b, char *out, size_t cap)
+{
+	char names[16][32];
+	long long ticks[16] = {0};
+	int n = 0;
+	size_t len = 0;
+
+	for (int i = 0; i < b->n; i++) {
+		char path[64], comm[32] = "?";
+		long long before = 0;
+		FILE *f;
+		int k;
+
+		snprintf(path, sizeof(path), "/proc/%d/comm", (int)b->pid[i]);
+		if ((f = fopen(path, "r")) != NULL) {
+			if (fgets(comm, sizeof(comm), f) != NULL)
+				comm[strcspn(comm, "\n ,:")] = '\0';
+			fclose(f);
+		}
+		for (k = 0; k < n && strcmp(names[k], comm) != 0; k++)
+			;
+		if (k == n) {
+			if (n == 16)
+				continue;
+			snprintf(names[n++], sizeof(names[0]), "%s", comm);
+		}
+		for (int j = 0; j < a->n; j++)
+			if (a->pid[j] == b->pid[i]) {
+				before = a->ticks[j];
+				break;
+			}
+		ticks[k] += b->ticks[i] - before;
+	}
+	out[0] = '\0';
+	for (int k = 0; k < n && len < cap; k++)
+		len += (size_t)snprintf(out + len, cap - len, "%s%s:%.3f", k ? "," : "", names[k],
+		                        (double)ticks[k] / (double)clk_tck);
+	if (n == 0)
+		snprintf(out, cap, "-");
 }
 
 /* PSS by process name (/proc/PID/comm) into out: "nginx:33.1,tailgate-fcgi:2.3"
@@ -1530,7 +1576,7 @@ run(void)
 	uint64_t stall_ns = (uint64_t)(opt.stall_timeout * 1e9);
 	static struct tree before, after;
 	double cpu = 0, pss = 0, client_cpu = 0, client0 = 0, machine = 0, machine0 = 0;
-	char pss_by[512] = "-";
+	char pss_by[512] = "-", cpu_by[512] = "-";
 	bool sampled = false;
 	bool ramp_done = false;
 	int silent = 0;
@@ -1615,6 +1661,7 @@ run(void)
 		cpu = tree_cpu(&before, &after);
 		pss = tree_pss_mb(&after);
 		tree_pss_by(&after, pss_by, sizeof(pss_by));
+		tree_cpu_by(&before, &after, cpu_by, sizeof(cpu_by));
 		machine = machine_busy_s() - machine0;
 		client_cpu = self_cpu_s() - client0;
 	}
@@ -1636,14 +1683,14 @@ run(void)
 		       " silent=%d window_s=%.2f cpu_s=%.3f cpu_per_1k=%.5f pss_mb=%.1f"
 		       " client_cpu_s=%.3f machine_cpu_s=%.3f other_cpu_s=%.3f"
 		       " wire_bytes=%" PRIu64 " wire_per_delivery=%.1f body_bytes=%" PRIu64
-		       " coded=%" PRIu64 " gzip=%d pss_by=%s\n",
+		       " coded=%" PRIu64 " gzip=%d pss_by=%s cpu_by=%s\n",
 		       mode_names[opt.mode], opt.clients, n_subscribed, hist_quantile_ms(0.50),
 		       hist_quantile_ms(0.99), (double)hist_max_us / 1000.0, deliveries,
 		       win > 0 ? (double)deliveries / win : 0.0, errors, timeouts, empties, resyncs,
 		       silent, win, cpu, deliveries ? cpu / ((double)deliveries / 1000.0) : 0.0,
 		       pss, client_cpu, machine, machine - cpu - client_cpu, wire_bytes,
 		       deliveries ? (double)wire_bytes / (double)deliveries : 0.0, body_bytes,
-		       coded, opt.gzip ? 1 : 0, pss_by);
+		       coded, opt.gzip ? 1 : 0, pss_by, cpu_by);
 		fflush(stdout);
 	}
 }
