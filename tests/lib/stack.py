@@ -39,7 +39,8 @@ Python (stdlib only):
                                  http2`) with a self-signed certificate made
                                  for this run (openssl req -x509): st.url()
                                  is https://, st.cert the certificate (PEM)
-    Stack(valgrind=True)         run the responder under valgrind (memcheck)
+    Stack(valgrind=True)         run the responder under valgrind (memcheck, as
+                                 tests/valgrind.sh: util.valgrind_cmd)
 
     st.ringfeed(name, columns, size=1<<20, base=1, starting=False) -> RingFeed
         feed.cmd("state down")   any ringfeed command; returns its "ok ..." line
@@ -94,7 +95,7 @@ import sys
 import tempfile
 import time
 
-from util import free_port, tail
+from util import free_port, tail, valgrind_cmd
 
 __all__ = ["Stack", "RingFeed", "StackError", "free_port", "builddir", "srcdir"]
 
@@ -322,9 +323,7 @@ class Stack:
             cmd += ["--workers", str(self.workers)]
         cmd += self.responder_args
         if self.valgrind:
-            cmd = ["valgrind", "--error-exitcode=99", "--leak-check=full",
-                   "--errors-for-leak-kinds=definite", "--log-file=%s/valgrind.%%p.log" % self.dir
-                   ] + cmd
+            cmd = valgrind_cmd("%s/valgrind.%%p.log" % self.dir) + cmd
         return cmd
 
     def _nginx_identity(self):
