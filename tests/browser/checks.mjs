@@ -34,6 +34,9 @@ export async function recordBadge(page) {
 }
 
 export function checksFor(stack) {
+  // The API as node reads it: the stack's own client when it has one (the
+  // TLS stack's HTTP/2 client trusting the run's certificate), else fetch.
+  const get = stack.fetch || fetch;
   const apiUrl = (p = '') => new URL(stack.apiPath.replace(/^\/+/, '').replace(/\/+$/, '') + (p ? '/' + p : ''), stack.url).href;
   const pageUrl = (p) => new URL(p, stack.url).href;
 
@@ -42,7 +45,7 @@ export function checksFor(stack) {
     let res, text;
     // A stack being restarted may answer 502/503 for a moment.
     for (let i = 0; ; i++) {
-      res = await fetch(buildUrl(apiUrl(feed), { filter }), { headers: { accept: 'application/json' }, cache: 'no-store' }).catch((e) => e);
+      res = await get(buildUrl(apiUrl(feed), { filter }), { headers: { accept: 'application/json' }, cache: 'no-store' }).catch((e) => e);
       if (!(res instanceof Error) && res.status < 500) break;
       if (i >= 40) throw new Error(`GET ${feed}: ${res instanceof Error ? res.message : res.status} for 20 s`);
       await sleep(500);
@@ -123,17 +126,18 @@ export function checksFor(stack) {
    * every request had returned batches, none failed).  So after a few seconds
    * without a match the load is paused (when the stack can): the feed goes
    * quiet and a page that follows reaches the API's rows; one that is stuck
-   * still does not.
+   * still does not.  loadPaused: the caller paused the load (and resumes
+   * it): the rows are the test from the start.
    */
-  async function expectTableEqualsFeed(page, feed, { filter, timeout = 45_000 } = {}) {
+  async function expectTableEqualsFeed(page, feed, { filter, timeout = 45_000, loadPaused = false } = {}) {
     const end = Date.now() + timeout;
     const pauseAt = Date.now() + 5_000;
-    let last, paused = false;
+    let last, paused = loadPaused, pausedHere = false;
     try {
       while (Date.now() < end) {
         if (!paused && stack.pauseLoad && Date.now() > pauseAt) {
           await stack.pauseLoad();
-          paused = true;
+          paused = pausedHere = true;
         }
         const p = await pageTable(page, feed);
         const e = await feedState(feed, filter);
@@ -153,7 +157,7 @@ export function checksFor(stack) {
         await sleep(100 + Math.random() * 200);
       }
     } finally {
-      if (paused) await stack.resumeLoad();
+      if (pausedHere) await stack.resumeLoad();
     }
     throw new Error(`${feed}: page and API never at the same cursor: ${JSON.stringify(last)}`);
   }

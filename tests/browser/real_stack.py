@@ -12,6 +12,16 @@ TAILGATE_STACK module) over stdin/stdout, one JSON line per command:
     -> {"ok": true}  or  {"error": "..."}
     db-rows FEED
     -> {"rows": [[...], ...]}                     as the daemon encodes them
+    set-item WORD
+    -> {"ok": true, "auction_id": N}              one commit: the newest
+                                                  winning_bids row's item
+                                                  set to WORD ([A-Za-z0-9_-])
+
+`real_stack.py --tls` serves it over TLS and HTTP/2 instead (nginx's
+`listen ... ssl http2`, with a certificate made for the run by openssl;
+tailgate.conf included unchanged):
+
+    -> {"url": "https://127.0.0.1:PORT/", "cert": "/tmp/.../cert.pem"}
 
 `real_stack.py --check` exits 0 when the machine can run it (run.sh uses it).
 
@@ -22,6 +32,7 @@ coming).
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,6 +141,10 @@ def check():
 def main():
     if sys.argv[1:] == ["--check"]:
         return check()
+    tls = sys.argv[1:] == ["--tls"]
+    if sys.argv[1:] and not tls:
+        print("usage: real_stack.py [--check | --tls]", file=sys.stderr)
+        return 2
     build = builddir()
     tmp = tempfile.mkdtemp(prefix="tailgate-browser.")
     pg = PgCluster()
@@ -141,8 +156,8 @@ def main():
         procs.start_load()
         procs.start_daemon()
         procs.wait_rings()
-        with Stack(ring_dir=procs.ring_dir, htdocs=os.path.join(TOP, "htdocs")) as st:
-            reply({"url": st.url("/")})
+        with Stack(ring_dir=procs.ring_dir, htdocs=os.path.join(TOP, "htdocs"), tls=tls) as st:
+            reply({"url": st.url("/"), "cert": st.cert} if tls else {"url": st.url("/")})
             for line in sys.stdin:
                 cmd = line.split()
                 if not cmd:
@@ -169,6 +184,14 @@ def main():
                         procs.load.send_signal(signal.SIGSTOP)
                     elif cmd[0] == "resume-load":
                         procs.load.send_signal(signal.SIGCONT)
+                    elif cmd[0] == "set-item":
+                        if len(cmd) != 2 or not re.fullmatch(r"[A-Za-z0-9_-]+", cmd[1]):
+                            raise ValueError("set-item needs one word of [A-Za-z0-9_-]")
+                        aid = pg.psql("UPDATE winning_bids SET item = '%s' WHERE auction_id ="
+                                      " (SELECT max(auction_id) FROM winning_bids) RETURNING auction_id"
+                                      % cmd[1]).strip()
+                        reply({"ok": True, "auction_id": int(aid.split()[0]) if aid else None})
+                        continue
                     elif cmd[0] == "db-rows":
                         reply({"rows": json.loads(pg.psql(ROWS_SQL[cmd[1]]))})
                         continue

@@ -6,7 +6,8 @@
 # TAILGATE_URL=http://... (a stack already running); by default the real
 # stack (tests/browser/real_stack.mjs) when the build and PostgreSQL are
 # there, else the DEVELOPMENT fake server (not the product).
-# Screenshots go to tests/artifacts/.
+# Screenshots go to tests/artifacts/.  h2.test.mjs (and shop.test.mjs)
+# start a real stack of their own: h2 serves it over TLS and HTTP/2.
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"

@@ -35,6 +35,10 @@ Python (stdlib only):
                                  daemon, not ringfeed, writes the feeds)
     Stack(responder_args=[...])  extra tailgate-fcgi arguments
     Stack(keep=True)             keep the directory (logs) afterwards
+    Stack(tls=True)              nginx over TLS and HTTP/2 (`listen ... ssl
+                                 http2`) with a self-signed certificate made
+                                 for this run (openssl req -x509): st.url()
+                                 is https://, st.cert the certificate (PEM)
     Stack(valgrind=True)         run the responder under valgrind (memcheck, as
                                  tests/valgrind.sh: util.valgrind_cmd)
 
@@ -51,7 +55,7 @@ Python (stdlib only):
     st.kill_responder(i)         SIGKILL responder i (a crash) and forget it
     st.reload_nginx()            SIGHUP nginx's master, wait until it answers
     st.restart_nginx()           stop and start nginx on the same port
-    st.dir, st.ring_dir, st.socket, st.port, st.prefix
+    st.dir, st.ring_dir, st.socket, st.port, st.prefix, st.cert (TLS)
     st.socket_group              nginx's worker group (None: not root, the
                                  workers run as this user)
     st.socket_args()             ["--socket", st.socket] plus --socket-group
@@ -63,7 +67,7 @@ Errors raise StackError with the tail of the relevant log.
 Shell:
 
     python3 tests/lib/stack.py run [--responders N] [--workers N] [--ring-dir D]
-                                   [--htdocs D] [--port P] [--cache] [--keep]
+                                   [--htdocs D] [--port P] [--cache] [--keep] [--tls]
                                    [--nginx-workers N] [--connections N] [--nofile N]
                                    [--responder-arg ARG]... -- CMD ARGS...
         start the stack, run CMD with TAILGATE_URL, TAILGATE_PORT,
@@ -85,6 +89,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -218,7 +223,7 @@ class Stack:
     def __init__(self, responders=1, workers=1, nginx_workers=1, connections=4096,
                  nofile=None, cache=False, cache_lock=False, htdocs=None, ring_dir=None, port=None,
                  responder_args=(), base_dir=None, keep=False, valgrind=False,
-                 start_timeout=20):
+                 tls=False, start_timeout=20):
         self.build = builddir()
         self.src = srcdir()
         self.n_responders = responders
@@ -233,6 +238,7 @@ class Stack:
         self.responder_args = list(responder_args)
         self.keep = keep
         self.valgrind = valgrind
+        self.tls = tls
         self.start_timeout = start_timeout
         self._made_dir = base_dir is None
         self.dir = os.path.abspath(base_dir or tempfile.mkdtemp(prefix="tailgate-stack."))
@@ -240,6 +246,8 @@ class Stack:
         self.ring_dir = os.path.abspath(ring_dir or os.path.join(self.dir, "ring"))
         self.prefix = os.path.join(self.dir, "nginx")
         self.socket = os.path.join(self.dir, "fcgi.sock")
+        self.cert = os.path.join(self.prefix, "cert.pem") if tls else None
+        self._key = os.path.join(self.prefix, "key.pem") if tls else None
         self.nginx_user, self.socket_group = self._nginx_identity()
         self.responders = []
         self.responder_exits = []
@@ -437,7 +445,12 @@ class Stack:
             user = "user root;"
         elif self.nginx_user is not None:
             user = "user %s %s;" % (self.nginx_user, self.socket_group)
+        tls = ("", "")
+        if self.tls:
+            self._make_certificate()
+            tls = (" ssl http2", "ssl_certificate %s; ssl_certificate_key %s;" % (self.cert, self._key))
         subst = {
+            "@SSL_HTTP2@": tls[0], "@CERTIFICATE@": tls[1],
             "@PREFIX@": self.prefix, "@PORT@": str(self.port), "@FCGI_SOCKET@": self.socket,
             "@HTDOCS@": self.htdocs, "@WORKERS@": str(self.nginx_workers),
             "@CONNECTIONS@": str(self.connections), "@NOFILE@": str(self.nofile),
@@ -455,6 +468,25 @@ class Stack:
         self.nginx = subprocess.Popen([nginx_bin(), "-p", self.prefix, "-c", path, "-e", "stderr"],
                                       stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
+
+    def _make_certificate(self):
+        """A self-signed certificate for 127.0.0.1 and localhost, made once
+        per stack (clients trust st.cert, or skip verification)."""
+        if os.path.exists(self.cert):
+            return
+        try:
+            r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                                "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                                "-subj", "/CN=127.0.0.1",
+                                "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                                "-keyout", self._key, "-out", self.cert],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        except OSError as e:
+            raise StackError("cannot run openssl to make the TLS certificate: %s" % e)
+        if r.returncode != 0:
+            raise StackError("openssl req -x509 failed (%d): %s" % (r.returncode, r.stdout.strip()))
+        # nginx's master reads both before it drops privileges.
+        os.chmod(self._key, 0o600)
 
     def reload_nginx(self):
         """SIGHUP to nginx's master: new workers take new connections, the
@@ -510,12 +542,16 @@ class Stack:
     # ---- HTTP ----
 
     def url(self, path):
-        return "http://127.0.0.1:%d%s" % (self.port, path)
+        return "%s://127.0.0.1:%d%s" % ("https" if self.tls else "http", self.port, path)
 
     def get(self, path, headers=None, timeout=40, method="GET"):
         """One request on a fresh connection: (status, headers dict (lower-case
         names), body bytes)."""
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if self.tls:
+            ctx = ssl.create_default_context(cafile=self.cert)
+            c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=ctx)
+        else:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             c.request(method, path, headers=headers or {})
             r = c.getresponse()
@@ -572,6 +608,7 @@ def _main(argv):
     ap.add_argument("--responder-arg", action="append", default=[],
                     help="an extra tailgate-fcgi argument (repeatable)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--tls", action="store_true", help="TLS and HTTP/2, self-signed")
     if "--" in argv:
         i = argv.index("--")
         argv, cmd = argv[:i], argv[i + 1:]
@@ -581,7 +618,7 @@ def _main(argv):
     with Stack(responders=a.responders, workers=a.workers, ring_dir=a.ring_dir,
                htdocs=a.htdocs, port=a.port, cache=a.cache, keep=a.keep,
                nginx_workers=a.nginx_workers, connections=a.connections, nofile=a.nofile,
-               responder_args=a.responder_arg) as st:
+               responder_args=a.responder_arg, tls=a.tls) as st:
         env = dict(os.environ, TAILGATE_URL=st.url("/"), TAILGATE_PORT=str(st.port),
                    TAILGATE_RING_DIR=st.ring_dir, TAILGATE_FCGI_SOCKET=st.socket,
                    TAILGATE_RESPONDER_PIDS=" ".join(map(str, st.responder_pids)),
