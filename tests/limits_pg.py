@@ -21,7 +21,10 @@ and the DDL the logical replication protocol documents, on a real server
      as a DELETE of the old row, one outside it not at all; a stored
      generated column (pgoutput leaves it out) is not a column of a feed
      of all columns, and the feed is exact
-  5. a permanent slot invalidated (max_slot_wal_keep_size = 1MB, WAL
+  5. (TODO) a table dropped and created again under its name mid-stream:
+     the publication loses the table with the DROP and nothing in the
+     stream says so; the feed keeps the old rows until its next session
+  6. a permanent slot invalidated (max_slot_wal_keep_size = 1MB, WAL
      switched and a checkpoint while the daemon is stopped): the daemon
      says the slot was invalidated and why, drops it, takes a fresh
      snapshot published as a difference, and streams on
@@ -106,6 +109,9 @@ def main():
                 twice int GENERATED ALWAYS AS (id * 2) STORED);
             ALTER TABLE gen REPLICA IDENTITY FULL;
             INSERT INTO gen (id, v) VALUES (1, 'one');
+            CREATE TABLE dropped (id int PRIMARY KEY, v text);
+            ALTER TABLE dropped REPLICA IDENTITY FULL;
+            INSERT INTO dropped VALUES (1, 'old');
         """)
         feeds = {
             "big": {"table": "big", "ring_size": "64M"},
@@ -115,12 +121,14 @@ def main():
             "inv": {"table": "inv", "permanent_slot": "yes"},
             "rf": {"table": "rf", "where": "n > 10"},
             "gen": {"table": "gen"},
+            "dropped": {"table": "dropped"},
         }
         d = Daemon(pg, ring_dir, feeds)
         d.start()
         for name, cols in (("big", ["id", "v"]), ("ren", ["id", "v"]),
                            ("tc_p", ["id", "v"]), ("tc_c", ["id", "p", "v"]),
-                           ("inv", ["id", "v"]), ("rf", ["id", "n"]), ("gen", ["id", "v"])):
+                           ("inv", ["id", "v"]), ("rf", ["id", "n"]), ("gen", ["id", "v"]),
+                           ("dropped", ["id", "v"])):
             good, _, diag = wait_equal(pg, Feed(ring_dir, name), cols, name,
                                        "n > 10" if name == "rf" else None)
             ok(good, "%s: snapshot" % name, diag)
@@ -193,7 +201,15 @@ def main():
            "is exact without it", diag)
         ok('"twice"' not in d.log_text(), "...and its columns do not name it")
 
-        # ---- 5. a permanent slot invalidated ---------------------------------
+        # ---- 5. a table dropped and created again --------------------------
+        pg.psql("DROP TABLE dropped; CREATE TABLE dropped (id int PRIMARY KEY, v text); "
+                "ALTER TABLE dropped REPLICA IDENTITY FULL; INSERT INTO dropped VALUES (2, 'new');")
+        good, _, diag = wait_equal(pg, Feed(ring_dir, "dropped"), ["id", "v"], "dropped",
+                                   timeout=8)
+        ok(good, "a table dropped and created again mid-stream: the feed follows the new one",
+           diag, todo="nothing in the stream tells of the DROP; seen at the next session only")
+
+        # ---- 6. a permanent slot invalidated ---------------------------------
         inv = Feed(ring_dir, "inv")
         pg.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'; SELECT pg_reload_conf();")
         d.proc.send_signal(signal.SIGSTOP)

@@ -66,6 +66,12 @@
  * refuses makes the next session take a snapshot: a permanent slot would
  * otherwise send the same commit again, forever.
  *
+ * The table renamed mid-stream (a Relation message with its OID and
+ * another name) ends the session with an error naming both, so its rows
+ * are neither published under the configured name nor skipped; a
+ * permanent slot the server invalidated (wal_status 'lost') is dropped
+ * and a new snapshot taken, rather than START_REPLICATION failing.
+ *
  * Slot and publication names: slot = NAME, or tailgate_FEED (lower-cased,
  * '-' as '_'); a temporary slot gets a random suffix so two hosts on one
  * database do not collide.  The publication is tailgate_FEED.
