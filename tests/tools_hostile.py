@@ -15,7 +15,8 @@ servers in this script, scripted per request.
   tailgate-hook vs a feed server: 404/502 nginx HTML (one clean line,
     fatal / retried), malformed JSON, batches or columns of the wrong
     shape (fatal, no crash), an SSE reply, a redirect, a cursor with
-    control characters, an unreachable server; https with --cacert
+    control characters, an unreachable server, malformed URLs (fatal at
+    once); https with --cacert
   tailgate-hook state and secret: missing/empty state is a first run;
     garbage, a null feed, wrong types, a directory, an unwritable path
     are refused before any POST and left as they were; a cursor of
@@ -348,6 +349,17 @@ def hook_vs_feed(st, furl, tmp):
     out = text(errp)
     ok(alive and rc == 0 and "127.0.0.1" in out and "onnect" in out,
        "an unreachable feed server is retried, the error named; SIGTERM exits 0", out[:400])
+    t0 = time.time()
+    r = hook(["--once", "http://127.0.0.1:99999/feeds/x", rx.url("/in")],
+             os.path.join(tmp, "badurl.state"))
+    ok(r.returncode == 1 and "99999" in r.stderr and time.time() - t0 < 5,
+       "a malformed feed URL: exit 1 at once, not retried", r.stderr)
+    st_bad = os.path.join(tmp, "badtarget.state")
+    t0 = time.time()
+    r = hook(["--once", furl, "http://127.0.0.1:99999/in"], st_bad)
+    ok(r.returncode == 1 and "99999" in r.stderr and time.time() - t0 < 5 and
+       "pending" in json.load(open(st_bad)),
+       "a malformed target URL: exit 1 at once, the change pending", r.stderr)
     rx.close()
 
 

@@ -271,8 +271,16 @@ on_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 	return f->idle ? f->idle(f->idle_arg) : 0;
 }
 
+/* A transport error retrying cannot mend: the URL itself is wrong. */
+static bool
+curl_fatal(CURLcode rc)
+{
+	return rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL;
+}
+
 /* GET base?query[&cursor=C&timeout=T]; returns the HTTP status (0 on a
- * transport error, errbuf set) and the body in *b. */
+ * transport error, errbuf set; -1 on one retrying cannot mend) and the
+ * body in *b. */
 static long
 get(struct follow *f, const char *cursor, struct buf *b)
 {
@@ -312,6 +320,8 @@ get(struct follow *f, const char *cursor, struct buf *b)
 	else
 		snprintf(f->errbuf, sizeof(f->errbuf), "GET %s: %s", url,
 		         cerr[0] ? cerr : curl_easy_strerror(rc));
+	if (curl_fatal(rc))
+		status = -1;
 	curl_slist_free_all(hdr);
 	free(url);
 	free(q);
@@ -542,7 +552,9 @@ follow_next(struct follow *f, struct follow_change *ch)
 	json_object *reply = b.p ? json_tokener_parse(b.p) : NULL;
 	enum follow_result r;
 	char ex[200];
-	if (st == 0) {
+	if (st < 0) {
+		r = FOLLOW_FATAL;
+	} else if (st == 0) {
 		f->attempt++;
 		if (f->state != FOLLOW_RESYNCING)
 			f->state = FOLLOW_RECONNECTING;

@@ -306,7 +306,8 @@ on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 	return len;
 }
 
-/* POST body once: the HTTP status, 0 on a transport error (err set);
+/* POST body once: the HTTP status, 0 on a transport error (err set), -1
+ * on one retrying cannot mend (a malformed URL, a scheme libcurl lacks);
  * *retry_after the reply's Retry-After in seconds (-1: none). */
 static long
 post_once(CURL *h, const char *target, const char *feed, const char *cursor, const char *body,
@@ -364,6 +365,8 @@ post_once(CURL *h, const char *target, const char *feed, const char *cursor, con
 			*retry_after = ra > RETRY_AFTER_MAX ? RETRY_AFTER_MAX : (long)ra;
 	} else if (err[0] == '\0')
 		snprintf(err, CURL_ERROR_SIZE, "%s", curl_easy_strerror(rc));
+	if (rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL)
+		st = -1;
 	curl_slist_free_all(hl);
 	return st;
 }
@@ -384,6 +387,10 @@ deliver(CURL *h, const char *target, const char *feed, const char *cursor, const
 			return DELIVERED;
 		if (stopping) /* SIGTERM aborted the POST: it stays pending */
 			return STOPPED;
+		if (st < 0) {
+			logf_("POST %s (%s:%s): %s", target, feed, cursor, err);
+			return REFUSED;
+		}
 		if (st >= 400 && st < 500 && st != 408 && st != 429) {
 			logf_("POST %s (%s:%s): HTTP %ld %s%s", target, feed, cursor, st, reply,
 			      skip_4xx ? " - skipped (--skip-4xx)" : "");
