@@ -388,6 +388,11 @@ def hook_files(st, feed, furl, tmp):
             b'{"feed": "stock", "cursor": "3.0", "columns": "x", "rows": 5}'),
            ("rows that are not rows",
             b'{"feed": "stock", "cursor": "3.0", "columns": [], "rows": [1, 2]}'),
+           ("a cursor with a newline",
+            b'{"feed": "stock", "cursor": "3.0\\r\\nX-Evil: 1", "columns": [], "rows": []}'),
+           ("a pending body with a newline in its cursor",
+            b'{"feed": "stock", "cursor": null, "pending": "{\\"cursor\\": \\"1\\\\nX: 1\\", '
+            b'\\"inserted\\": [], \\"deleted\\": [], \\"columns\\": []}"}'),
            ("a pending body of the wrong type",
             b'{"feed": "stock", "cursor": null, "pending": {"a": 1}}'),
            ("a pending body that is not a hook body",

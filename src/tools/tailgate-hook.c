@@ -173,6 +173,21 @@ save_state(struct follow *f, const char *pending)
 	return rc;
 }
 
+/* A cursor as the API hands them out: 1..200 bytes of printable ASCII
+ * (it goes into URLs and headers). */
+static bool
+cursor_ok(json_object *c)
+{
+	if (!json_object_is_type(c, json_type_string))
+		return false;
+	const char *t = json_object_get_string(c);
+	size_t n = strlen(t);
+	for (size_t i = 0; i < n; i++)
+		if (t[i] <= 0x20 || t[i] >= 0x7f)
+			return false;
+	return n > 0 && n <= 200;
+}
+
 /* Load the state file if there is one; *pending gets the unacknowledged
  * body (or NULL).  A missing or empty file is a first run.  -1 (after a
  * message) on a file that exists but cannot be used: it is never
@@ -225,7 +240,7 @@ load_state(struct follow *f, char **pending)
 	bool rows_ok = json_object_is_type(rows, json_type_array);
 	for (size_t i = 0; rows_ok && i < json_object_array_length(rows); i++)
 		rows_ok = json_object_is_type(json_object_array_get_idx(rows, i), json_type_array);
-	if ((cur && !json_object_is_type(cur, json_type_string)) ||
+	if ((cur && !cursor_ok(cur)) ||
 	    (cur && (!json_object_is_type(cols, json_type_array) || !rows_ok)) ||
 	    (p && !json_object_is_type(p, json_type_string))) {
 		logf_("%s: a damaged state file (cursor, columns, rows or pending of the wrong "
@@ -441,8 +456,7 @@ deliver_pending(struct follow *f, CURL *h, const char *target, char *pending)
 	if (b == NULL || !json_object_object_get_ex(b, "cursor", &cur) ||
 	    !json_object_object_get_ex(b, "inserted", &ins) ||
 	    !json_object_object_get_ex(b, "deleted", &del) ||
-	    !json_object_object_get_ex(b, "columns", &cols) ||
-	    !json_object_is_type(cur, json_type_string) ||
+	    !json_object_object_get_ex(b, "columns", &cols) || !cursor_ok(cur) ||
 	    !json_object_is_type(ins, json_type_array) ||
 	    !json_object_is_type(del, json_type_array) ||
 	    !json_object_is_type(cols, json_type_array)) {
