@@ -21,51 +21,19 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lib"))
-from stack import Stack  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from stack_cpu import bench_stack, cpu_s, nginx_pids  # noqa: E402
 
 COLUMNS = [("auction_id", "int8"), ("item", "text"), ("buyer", "int8"), ("amount", "int4")]
 
 
-def cpu_s(pids):
-    """CPU seconds of pids and all their threads: the scheduler's own
-    nanosecond count (/proc/PID/task/TID/schedstat), not 10 ms ticks."""
-    total = 0
-    for pid in pids:
-        try:
-            tids = os.listdir("/proc/%d/task" % pid)
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
-                    total += int(f.read().split()[0])
-            except OSError:
-                pass
-    return total / 1e9
-
-
-def children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(d))
-            except OSError:
-                pass
-    return out
-
-
 def measure(level, o):
-    st = Stack(responder_args=["--gzip-level", str(level)]).start()
-    try:
+    with bench_stack(["--gzip-level", str(level)]) as st:
         feed = st.ringfeed("auction", COLUMNS)
         rows = [[i, "item %d" % i, 100000 + i, 1000 + i] for i in range(o.rows)]
         feed.batch(2, inserted=rows, deleted=rows)
         feed.batch(3, inserted=rows[:1])
-        ngx = [st.nginx.pid] + children(st.nginx.pid)
+        ngx = nginx_pids(st)
         fcgi = list(st.responder_pids)
         c = http.client.HTTPConnection("127.0.0.1", st.port, timeout=20)
         hdr = {"Accept-Encoding": "gzip, deflate, br"}
@@ -89,8 +57,6 @@ def measure(level, o):
         return {"level": level, "us_per_reply": (n1 + f1) / o.requests * 1e6,
                 "nginx_us": n1 / o.requests * 1e6, "fcgi_us": f1 / o.requests * 1e6,
                 "wall_us": wall / o.requests * 1e6, "bytes": size, "coded": coded}
-    finally:
-        st.stop()
 
 
 def main():

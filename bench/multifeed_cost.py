@@ -28,30 +28,13 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lib"))
-from stack import Stack, builddir  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from stack_cpu import bench_stack, cpu_s, nginx_pids  # noqa: E402
+from stack import builddir  # noqa: E402
 
 FEEDS = ("orders", "stock", "revenue")
 COLUMNS = [("id", "int8"), ("item", "text"), ("qty", "int4"), ("amount", "numeric")]
 RESULT_RE = re.compile(r"^RESULT (.*)$", re.M)
-
-
-def cpu_s(pids):
-    """CPU seconds of pids and all their threads (the scheduler's own
-    nanosecond count, /proc/PID/task/TID/schedstat)."""
-    total = 0
-    for pid in pids:
-        try:
-            tids = os.listdir("/proc/%d/task" % pid)
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
-                    total += int(f.read().split()[0])
-            except OSError:
-                pass
-    return total / 1e9
 
 
 def answered(st):
@@ -59,19 +42,6 @@ def answered(st):
     _, _, body = st.get("/metrics")
     return sum(int(v) for v in re.findall(rb"^tailgate_requests_total\{[^}]*\} (\d+)", body,
                                           re.M))
-
-
-def children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(d))
-            except OSError:
-                pass
-    return out
 
 
 class Publisher(threading.Thread):
@@ -112,44 +82,44 @@ class Publisher(threading.Thread):
 
 
 def measure(cache, o):
-    st = Stack(responder_args=["--multi-cache", str(cache)],
-               connections=max(4096, 2 * o.clients + 64)).start()
-    pub = None
-    try:
-        feeds = [st.ringfeed(name, COLUMNS) for name in FEEDS]
-        pub = Publisher(feeds, o.rate, o.rows)
-        pub.start()
-        pids = [st.nginx.pid] + children(st.nginx.pid) + list(st.responder_pids)
-        argv = [os.path.join(builddir(), "bench", "loadclient"),
-                "--url", "http://127.0.0.1:%d/feeds/%s" % (st.port, ",".join(FEEDS)),
-                "--mode", "longpoll", "-n", str(o.clients), "-d", str(o.duration),
-                "-w", str(o.warmup), "--gzip", "--pids", ",".join(str(p) for p in pids),
-                "--label", "multi_cache=%d" % cache]
-        fcgi0, req0 = cpu_s(st.responder_pids), answered(st)
-        r = subprocess.run(argv, capture_output=True, text=True,
-                           timeout=60 + o.warmup + o.duration + 60)
-        if o.verbose:
-            sys.stderr.write(r.stderr)
-        m = RESULT_RE.search(r.stdout)
-        if m is None:
-            raise RuntimeError("loadclient: %s" % (r.stderr.strip().splitlines() or ["no RESULT"])[-1])
-        if pub.error is not None:
-            raise RuntimeError("publisher: %s" % pub.error)
-        res = dict(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv)
-        # The responder alone, over the whole run (ramp and warm-up too).
-        res["fcgi_us_per_reply"] = (cpu_s(st.responder_pids) - fcgi0) / max(
-            1, answered(st) - req0) * 1e6
-        res["us_per_reply"] = float(res["cpu_s"]) / max(1, int(res.get("coded", 0))) * 1e6
-        _, _, metrics = st.get("/metrics")
-        renders = re.search(rb"^tailgate_renders_total (\d+)", metrics, re.M)
-        res["renders"] = int(renders.group(1)) if renders else -1
-        res["published"] = pub.n
-        return res
-    finally:
-        if pub is not None:
-            pub.stop.set()
-            pub.join()
-        st.stop()
+    with bench_stack(["--multi-cache", str(cache)],
+                     connections=max(4096, 2 * o.clients + 64)) as st:
+        pub = None
+        try:
+            feeds = [st.ringfeed(name, COLUMNS) for name in FEEDS]
+            pub = Publisher(feeds, o.rate, o.rows)
+            pub.start()
+            pids = nginx_pids(st) + list(st.responder_pids)
+            argv = [os.path.join(builddir(), "bench", "loadclient"),
+                    "--url", "http://127.0.0.1:%d/feeds/%s" % (st.port, ",".join(FEEDS)),
+                    "--mode", "longpoll", "-n", str(o.clients), "-d", str(o.duration),
+                    "-w", str(o.warmup), "--gzip", "--pids", ",".join(str(p) for p in pids),
+                    "--label", "multi_cache=%d" % cache]
+            fcgi0, req0 = cpu_s(st.responder_pids), answered(st)
+            r = subprocess.run(argv, capture_output=True, text=True,
+                               timeout=60 + o.warmup + o.duration + 60)
+            if o.verbose:
+                sys.stderr.write(r.stderr)
+            m = RESULT_RE.search(r.stdout)
+            if m is None:
+                raise RuntimeError("loadclient: %s" % (r.stderr.strip().splitlines()
+                                                       or ["no RESULT"])[-1])
+            if pub.error is not None:
+                raise RuntimeError("publisher: %s" % pub.error)
+            res = dict(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv)
+            # The responder alone, over the whole run (ramp and warm-up too).
+            res["fcgi_us_per_reply"] = (cpu_s(st.responder_pids) - fcgi0) / max(
+                1, answered(st) - req0) * 1e6
+            res["us_per_reply"] = float(res["cpu_s"]) / max(1, int(res.get("coded", 0))) * 1e6
+            _, _, metrics = st.get("/metrics")
+            renders = re.search(rb"^tailgate_renders_total (\d+)", metrics, re.M)
+            res["renders"] = int(renders.group(1)) if renders else -1
+            res["published"] = pub.n
+            return res
+        finally:
+            if pub is not None:
+                pub.stop.set()
+                pub.join()
 
 
 def main():

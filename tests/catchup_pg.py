@@ -22,14 +22,13 @@ import http.client
 import json
 import os
 import sys
-import tempfile
 
 top_srcdir = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 sys.path.insert(0, os.path.join(top_srcdir, "tests"))
-from pg import PgCluster, skip_unless_pg  # noqa: E402
+from pg import skip_unless_pg  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
-from stack import Stack  # noqa: E402
+from env import test_env  # noqa: E402
 from daemon_pg import TAILGATED, Daemon  # noqa: E402
 
 ROWS = 300
@@ -101,20 +100,12 @@ def main():
     skip = skip_unless_pg(TAILGATED)
     if skip is not None:
         return skip
-    tmp = tempfile.mkdtemp(prefix="tailgate-catchup.")
-    os.chmod(tmp, 0o755)  # nginx's workers reach the socket below it
-    ring_dir = os.path.join(tmp, "ring")
-    os.mkdir(ring_dir)
-    pg = PgCluster()
-    pg.start()
-    d = None
-    st = Stack(ring_dir=ring_dir, base_dir=os.path.join(tmp, "stack"))
-    try:
-        st.start()
+    with test_env("catchup") as env:
+        pg, st = env.pg, env.st
         pg.psql("CREATE TABLE counters (id int PRIMARY KEY, n int); "
                 "ALTER TABLE counters REPLICA IDENTITY FULL; "
                 "INSERT INTO counters SELECT i, 0 FROM generate_series(1, %d) i" % ROWS)
-        d = Daemon(pg, ring_dir, {"counters": {"table": "counters"}})
+        d = env.stop_later(Daemon(pg, env.ring_dir, {"counters": {"table": "counters"}}))
         d.start()
         snap = wait_for(lambda: st.get_json("/feeds/counters", timeout=10)[1]
                         if st.get("/feeds/counters", timeout=10)[0] == 200 else None)
@@ -202,12 +193,6 @@ def main():
         ok(nxt and len(nxt["batches"]) == 2 and not any("from" in b for b in nxt["batches"]),
            "and from its new cursor, the next two batches one by one, as usual",
            json.dumps(nxt)[:300])
-    finally:
-        if d is not None:
-            d.stop()
-        st.stop()
-        pg.stop()
-        pg.cleanup()
     return done()
 
 

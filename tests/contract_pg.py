@@ -47,21 +47,20 @@ import gzip
 import http.client
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 top_srcdir = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 sys.path.insert(0, os.path.join(top_srcdir, "tests"))
-from pg import PgCluster, skip_unless_pg  # noqa: E402
+from pg import skip_unless_pg  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
 from stack import Stack, builddir  # noqa: E402
+from env import test_env  # noqa: E402
 from daemon_pg import TAILGATED, Daemon  # noqa: E402
 
 PORT = None
@@ -264,16 +263,9 @@ def main():
     skip = skip_unless_pg(TAILGATED)
     if skip is not None:
         return skip
-    tmp = tempfile.mkdtemp(prefix="tailgate-contract.")
-    os.chmod(tmp, 0o755)
-    ring_dir = os.path.join(tmp, "ring")
-    os.mkdir(ring_dir)
-    pg = PgCluster()
-    pg.start()
-    d = None
-    st = Stack(ring_dir=ring_dir, base_dir=os.path.join(tmp, "stack"),
-               responder_args=["--sse-keepalive", "1"])
-    try:
+    with test_env("contract", start_stack=False,
+                  stack_args={"responder_args": ["--sse-keepalive", "1"]}) as env:
+        pg, st = env.pg, env.st
         pg.psql("""
             CREATE TABLE orders (id int8 PRIMARY KEY, item text, amount numeric,
                                  ok bool, j jsonb, f float8);
@@ -287,7 +279,8 @@ def main():
             INSERT INTO other VALUES (1, 'x');""")
         st.start()
         PORT = st.port
-        d = Daemon(pg, ring_dir, {"orders": {"table": "orders"}, "other": {"table": "other"}})
+        d = env.stop_later(Daemon(pg, env.ring_dir, {"orders": {"table": "orders"},
+                                                     "other": {"table": "other"}}))
         d.start()
         wait_for(lambda: all(f.get("state") == "live"
                              for f in (req("/feeds").json() or {}).get("feeds", [{}]))
@@ -305,15 +298,8 @@ def main():
         check_caching(pg)
         check_metrics()
         check_not_live(d)
-    finally:
-        if d:
-            d.stop()
-        st.stop()
-        pg.stop()
-    try:
-        operator_mistakes(pg, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        env.stop()  # the daemon, stack and cluster; their directory stays
+        operator_mistakes(pg, env.tmp)
     return done()
 
 

@@ -40,16 +40,15 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 top_srcdir = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 sys.path.insert(0, os.path.join(top_srcdir, "tests"))
-from pg import PgCluster, skip_unless_pg  # noqa: E402
+from pg import skip_unless_pg  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
-from stack import Stack  # noqa: E402
+from env import test_env  # noqa: E402
 from daemon_pg import TAILGATED, Daemon  # noqa: E402
 
 URL = "/feeds/items,counts"
@@ -226,17 +225,9 @@ def main():
     skip = skip_unless_pg(TAILGATED)
     if skip is not None:
         return skip
-    tmp = tempfile.mkdtemp(prefix="tailgate-multifeed.")
-    os.chmod(tmp, 0o755)
-    ring_dir = os.path.join(tmp, "ring")
-    os.mkdir(ring_dir)
-    pg = PgCluster()
-    pg.start()
-    d = None
-    load = None
-    st = Stack(ring_dir=ring_dir, base_dir=os.path.join(tmp, "stack"))
-    try:
-        st.start()
+    with test_env("multifeed") as env:
+        pg, st = env.pg, env.st
+        load = None
         pg.psql("""
             CREATE TABLE items (id int PRIMARY KEY, v text);
             CREATE TABLE counts (k int PRIMARY KEY, n int NOT NULL);
@@ -255,10 +246,12 @@ def main():
             ALTER TABLE extra REPLICA IDENTITY FULL;
             INSERT INTO extra VALUES (1);
         """)
-        d = Daemon(pg, ring_dir, {"items": {"table": "items"},
-                                  "counts": {"table": "counts"},
-                                  "extra": {"table": "extra"},
-                                  "later": {"table": "later"}})
+        d = env.stop_later(Daemon(pg, env.ring_dir, {"items": {"table": "items"},
+                                                     "counts": {"table": "counts"},
+                                                     "extra": {"table": "extra"},
+                                                     "later": {"table": "later"}}))
+        # at the end, the load running then (if any) finishes first
+        env.at_end(lambda: load is not None and load.finish())
         # stall detection after 1.5 s without a confirmation (the state headers)
         text = open(d.conf).read().replace("backoff_max_ms = 1000\n",
                                            "backoff_max_ms = 1000\nstall_timeout_ms = 1500\n")
@@ -558,14 +551,6 @@ def main():
         ok(not rep, "no sanitizer reports in the responder's log", "\n".join(rep[:20]))
         code, log = st.responder_exits[-1]
         ok(code == 0, "the responder stops cleanly on SIGTERM (exit %s)" % code, log[-2000:])
-    finally:
-        if load is not None:
-            load.finish()
-        if d is not None:
-            d.stop()
-        st.stop()
-        pg.stop()
-        pg.cleanup()
     return done()
 
 

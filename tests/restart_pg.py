@@ -24,16 +24,15 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 top_srcdir = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 sys.path.insert(0, os.path.join(top_srcdir, "tests"))
-from pg import PgCluster, skip_unless_pg  # noqa: E402
+from pg import skip_unless_pg  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
-from stack import Stack  # noqa: E402
+from env import test_env  # noqa: E402
 from daemon_pg import LOADGEN, TAILGATED, AUCTION_COLS, Daemon, db_rows, norm  # noqa: E402
 
 RESTARTS = 6
@@ -174,22 +173,28 @@ def main():
     skip = skip_unless_pg(TAILGATED, LOADGEN)
     if skip is not None:
         return skip
-    tmp = tempfile.mkdtemp(prefix="tailgate-restart.")
-    os.chmod(tmp, 0o755)  # nginx's workers reach the socket below it
-    ring_dir = os.path.join(tmp, "ring")
-    os.mkdir(ring_dir)
-    os.chmod(ring_dir, 0o755)
-    pg = PgCluster()
-    pg.start()
-    d = load = None
-    clients = []
-    st = Stack(ring_dir=ring_dir, base_dir=os.path.join(tmp, "stack"))
-    try:
+    with test_env("restart", start_stack=False) as env:
+        pg, st = env.pg, env.st
+        os.chmod(env.ring_dir, 0o755)
+        d = load = None
+        clients = []
+
+        def stop_workload():
+            """The clients, the load, the daemon: before the stack."""
+            for c in clients:
+                c.stop = True
+            if load is not None:
+                load.send_signal(signal.SIGCONT)
+                load.terminate()
+                load.wait()
+            if d is not None:
+                d.stop()
+        env.at_end(stop_workload)
         pg.psql(file=os.path.join(top_srcdir, "sql", "auction_house.sql"))
         load = subprocess.Popen([LOADGEN, "-d", pg.dsn, "-r", "40", "-q", "--seed", "7"],
-                                stdout=open(os.path.join(tmp, "loadgen.log"), "ab"),
+                                stdout=open(os.path.join(env.tmp, "loadgen.log"), "ab"),
                                 stderr=subprocess.STDOUT)
-        d = Daemon(pg, ring_dir, {f: {"table": f, "permanent_slot": "yes"} for f in COLS})
+        d = Daemon(pg, env.ring_dir, {f: {"table": f, "permanent_slot": "yes"} for f in COLS})
         d.start()
         st.start()
         ok(wait_for(lambda: feeds_live(st), 60), "the feeds are live under load",
@@ -254,19 +259,6 @@ def main():
                    c.name, c.snapshot()[0], sum(c.snapshot()[1].values()),
                    list((c.snapshot()[1] - table).items())[:3],
                    list((table - c.snapshot()[1]).items())[:3]) for c in bad))
-    finally:
-        for c in clients:
-            c.stop = True
-        if load is not None:
-            load.send_signal(signal.SIGCONT)
-            load.terminate()
-            load.wait()
-        if d is not None:
-            d.stop()
-        st.stop()
-        pg.stop()
-        pg.cleanup()
-        subprocess.call(["rm", "-rf", tmp])
     return done()
 
 

@@ -27,15 +27,14 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import time
 
 top_srcdir = os.environ.get("top_srcdir", ".")
 sys.path.insert(0, os.path.join(top_srcdir, "tests", "lib"))
 sys.path.insert(0, os.path.join(top_srcdir, "tests"))
-from pg import PgCluster, skip_unless_pg  # noqa: E402
+from pg import skip_unless_pg  # noqa: E402
 from tap import done, ok, wait_for  # noqa: E402
-from stack import Stack  # noqa: E402
+from env import test_env  # noqa: E402
 from daemon_pg import TAILGATED, Daemon  # noqa: E402
 
 
@@ -82,20 +81,12 @@ def main():
     skip = skip_unless_pg(TAILGATED)
     if skip is not None:
         return skip
-    tmp = tempfile.mkdtemp(prefix="tailgate-states.")
-    os.chmod(tmp, 0o755)  # nginx's workers reach the socket below it
-    ring_dir = os.path.join(tmp, "ring")
-    os.mkdir(ring_dir)
-    pg = PgCluster()
-    pg.start()
-    d = None
-    st = Stack(ring_dir=ring_dir, base_dir=os.path.join(tmp, "stack"))
-    try:
-        st.start()
+    with test_env("states") as env:
+        pg, st = env.pg, env.st
         pg.psql("CREATE TABLE orders (id int PRIMARY KEY, v text); "
                 "ALTER TABLE orders REPLICA IDENTITY FULL; INSERT INTO orders VALUES (1, 'a')")
-        d = Daemon(pg, ring_dir, {"orders": {"table": "orders"},
-                                  "later": {"table": "later"}})
+        d = env.stop_later(Daemon(pg, env.ring_dir, {"orders": {"table": "orders"},
+                                                     "later": {"table": "later"}}))
         # stall detection after 1.5 s without a confirmation
         text = open(d.conf).read().replace("backoff_max_ms = 1000\n",
                                            "backoff_max_ms = 1000\nstall_timeout_ms = 1500\n")
@@ -231,7 +222,7 @@ def main():
         # Credentials the server refuses at connect (no PGresult either):
         # the feed is in the error state with the server's refusal.
         d.stop()
-        d = Daemon(pg, ring_dir, {"orders": {"table": "orders"}})
+        d = env.stop_later(Daemon(pg, env.ring_dir, {"orders": {"table": "orders"}}))
         text = open(d.conf).read().replace("conninfo = %s\n" % pg.dsn,
                                            "conninfo = %s user=nosuchrole\n" % pg.dsn)
         open(d.conf, "w").write(text)
@@ -252,12 +243,6 @@ def main():
         ok(not rep, "no sanitizer reports in the responder's log", "\n".join(rep[:20]))
         code, log = st.responder_exits[-1]
         ok(code == 0, "the responder stops cleanly on SIGTERM (exit %s)" % code, log[-2000:])
-    finally:
-        if d is not None:
-            d.stop()
-        st.stop()
-        pg.stop()
-        pg.cleanup()
     return done()
 
 

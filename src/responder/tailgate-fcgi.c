@@ -313,6 +313,24 @@ serve_snapshot(struct responder *r, struct waiter *w, struct thread_ctx *t)
 	}
 }
 
+/* The common start of a feed request once its waiter w owns req: an SSE
+ * stream's head goes out now (open_stream); a long-poll (longpoll: it
+ * waits for a batch, most do until the next one) sheds what it need not
+ * keep while it waits: libfcgi's buffers, when it came on a new
+ * connection; its reply still goes out in one write (conn_reply).
+ * false: w has ended (the client is gone), there is nothing to serve. */
+static bool
+begin_serving(struct responder *r, struct waiter *w, bool longpoll)
+{
+	if (w->sse && !open_stream(r, w))
+		return false;
+	if (longpoll && !conn_shed(w->req)) {
+		writer_end(&r->writers, w, 0);
+		return false;
+	}
+	return true;
+}
+
 static void
 handle_feed(struct responder *r, FCGX_Request *req, const char *name, struct thread_ctx *t)
 {
@@ -334,20 +352,12 @@ handle_feed(struct responder *r, FCGX_Request *req, const char *name, struct thr
 	if (w == NULL)
 		goto out;
 	/* From here w owns req, and each path ends or hands on w. */
-	if (w->sse && !open_stream(r, w))
+	if (!begin_serving(r, w, !w->sse && !from_snapshot))
 		return;
-	if (from_snapshot) {
+	if (from_snapshot)
 		serve_snapshot(r, w, t);
-		return;
-	}
-	/* A long-poll: what it need not keep while parked (most are, until
-	 * the next batch) is shed now: libfcgi's buffers, when it came on a
-	 * new connection; its reply still goes out in one write (conn_reply). */
-	if (!w->sse && !conn_shed(w->req)) {
-		writer_end(&r->writers, w, 0);
-		return;
-	}
-	park_serve(&r->park, w, t);
+	else
+		park_serve(&r->park, w, t);
 	return;
 out:
 	send_error(r, req, kind, e.status, e.code, e.message);
@@ -450,13 +460,8 @@ handle_multi(struct responder *r, FCGX_Request *req, const char *list, struct th
 	hp_free(&hp);
 	if (w == NULL)
 		goto out;
-	if (w->sse && !open_stream(r, w))
-		return;
-	if (kind == MK_LONGPOLL && !conn_shed(w->req)) { /* as handle_feed's */
-		writer_end(&r->writers, w, 0);
-		return;
-	}
-	multi_serve(&r->multi, w, t);
+	if (begin_serving(r, w, kind == MK_LONGPOLL))
+		multi_serve(&r->multi, w, t);
 	return;
 out:
 	send_error(r, req, kind, e.status, e.code, e.message);
