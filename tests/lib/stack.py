@@ -396,6 +396,8 @@ class Stack:
         log of this stack, whole (responder_log keeps only the tail, and a
         race is reported when it happens, not at exit)."""
         lines = []
+        if not os.path.isdir(self.dir):
+            return lines
         for name in sorted(os.listdir(self.dir)):
             if name.startswith("responder.") and name.endswith(".log"):
                 with open(os.path.join(self.dir, name), errors="replace") as f:
