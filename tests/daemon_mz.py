@@ -16,6 +16,12 @@ timestamp, then reads the ring back with `tailgate-ring dump` and checks:
     refused AS OF ends in a fresh snapshot whose difference is one batch,
     malformed rows are refused with a clear log line and never published,
     an open timestamp is never visible before its progress row (holds);
+  - notices and ParameterStatus between rows are logged and end nothing;
+    the error of a dropped relation makes the next subscription a fresh
+    snapshot; a quiet upstream is called stalled, then recovers; what
+    no batch can hold (multiplicities in int8's range) is refused without
+    laying out copies; options=--cluster=NAME selects the cluster; very
+    wide rows pass;
   - SIGTERM stops the daemon with status 0 and the segment marked closed;
   - a daemon restarted after SIGTERM or kill -9 adopts the segment and
     resumes AS OF its head without a snapshot, repeating no batch.
@@ -126,7 +132,7 @@ class Run:
     """One mzserver + one tailgated in a private directory."""
 
     def __init__(self, scenario, server_args=(), feed=None, view=None,
-                 env=None, daemon_args=()):
+                 env=None, daemon_args=(), conninfo_extra='', conf_extra=''):
         self.dir = tempfile.mkdtemp(prefix='tailgate-mz.')
         self.ring_dir = os.path.join(self.dir, 'ring')
         os.mkdir(self.ring_dir)
@@ -151,13 +157,14 @@ class Run:
         self.conf_path = os.path.join(self.dir, 'tailgated.conf')
         with open(self.conf_path, 'w') as f:
             f.write('source = materialize\n'
-                    'conninfo = host=127.0.0.1 port=%d user=materialize\n'
+                    'conninfo = host=127.0.0.1 port=%d user=materialize%s\n'
                     'ring_dir = %s\n'
                     'backoff_min_ms = 20\n'
                     'backoff_max_ms = 200\n'
+                    '%s'
                     '[feed %s]\n'
-                    'view = %s\n' % (self.port, self.ring_dir, self.feed,
-                                     view or scn.name))
+                    'view = %s\n' % (self.port, conninfo_extra, self.ring_dir,
+                                     conf_extra, self.feed, view or scn.name))
         wrap = []
         if os.environ.get('TAILGATE_VALGRIND'):
             # Memory errors or definite leaks make the exit status 99,
@@ -588,6 +595,187 @@ def error_extra(name, run, model, ring):
     resumed_ok(name, run, model, ring, reconnects=2)
 
 
+def async_extra(name, run, model, ring):
+    log = run.log()
+    for text in ['upstream NOTICE (SQLSTATE 01000): a notice between the halves of an update',
+                 'upstream WARNING (SQLSTATE 01000): a warning too',
+                 'upstream NOTICE (SQLSTATE 01000): a notice after a progress row']:
+        ok(re.search(r'info feed=items: ' + re.escape(text), log),
+           '%s: logged with the feed name: %s' % (name, text), log[-2000:])
+    subs = subscribes(run)
+    ok(len(subs) == 1, '%s: notices and ParameterStatus between CopyData end no '
+                       'session (%d subscriptions)' % (name, len(subs)),
+       json.dumps(subs)[:2000])
+
+
+def dropped_extra(name, run, model, ring):
+    log = run.log()
+    ok(re.search(r'streaming failed \(SQLSTATE XX000\): subscribe has been terminated '
+                 r'because underlying relation "materialize.public.items" was dropped', log),
+       '%s: the documented error is logged with SQLSTATE and message' % name, log[-2000:])
+    ok('dropped the relation under the SUBSCRIBE' in log,
+       '%s: the log says the next subscription takes a snapshot and why' % name)
+    subs = subscribes(run)
+    ok(len(subs) >= 2 and subs[1].get('requested_as_of') is None
+       and subs[1].get('snapshot') is not False,
+       '%s: the subscription after the drop is fresh (no AS OF, a snapshot), not a '
+       'resume' % name, json.dumps(subs)[:2000])
+    later = subs[2:]
+    ok(later and all(s.get('requested_as_of') is not None and s.get('snapshot') is False
+                     for s in later),
+       '%s: once that snapshot completed, reconnects resume AS OF again' % name,
+       json.dumps(subs)[:2000])
+
+
+def quiet_test():
+    """An upstream that stops sending progress: reported stalled, then not."""
+    name = 'quiet'
+    path = os.path.join(SCENARIOS, 'quiet.scn')
+    model = Model(path)
+    run = Run(path, conf_extra='stall_timeout_ms = 300\n')
+    run.diff_cursors = set()
+    try:
+        if run.wait_for(lambda: reached(run, 'quiet'), 'hold quiet'):
+            d = run.wait_for(lambda: run.head_at_least(1700000002000),
+                             'batch 1700000002000')
+            ok(d and d[-1][0] == 1700000002000,
+               '%s: at the hold the ring ends at 1700000002000' % name,
+               d and [c for c, _ in d])
+            ok(run.wait_for(lambda: 'stalled' in run.info(), 'the feed called stalled', 5),
+               '%s: no progress for longer than stall_timeout_ms: the feed is stalled'
+               % name, run.info())
+            ok(len(subscribes(run)) == 1,
+               '%s: a quiet upstream is not dropped (one subscription)' % name)
+        release(run, 'quiet')
+        check_ring(name, run, model)
+        ok(run.wait_for(lambda: 'stalled' not in run.info(), 'the feed no longer stalled', 5),
+           '%s: progress rows again: not stalled any more' % name, run.info())
+        check_stop(name, run)
+    finally:
+        run.stop()
+        run.cleanup()
+
+
+def rss_kb(pid):
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def huge_multiplicity_test():
+    """mz_diff in int8's range: what no batch can hold is refused, clearly."""
+    for diff, why in [(3000000000, 'copies exceed half the ring'),
+                      (9223372036854775807, 'multiplicity overflow')]:
+        name = 'huge-multiplicity %d' % diff
+        tmp = tempfile.mkdtemp(prefix='tailgate-mzscn.')
+        path = os.path.join(tmp, 'huge.scn')
+        with open(os.path.join(SCENARIOS, 'huge_multiplicity.scn')) as f:
+            text = f.read().replace('+3000000000 ["c"]', '+%d ["c"]' % diff)
+        with open(path, 'w') as f:
+            f.write(text)
+        model = Model(path)
+        run = Run(path, conf_extra='ring_size = 1M\n')
+        try:
+            d = run.wait_for(lambda: run.head_at_least(1700000002000), 'batch 1700000002000')
+            # 1000 copies, then 999 deleted: in the snapshot at 1700000001000
+            # and the batch at 1700000002000, or (the snapshot rewritten
+            # once the batch outweighed it) one copy in a later snapshot.
+            at = dict(d or [])
+            ok(d and (at.get(1700000001000, {}).get('inserted', []).count(['a']) == 1000
+                      and at[1700000002000]['deleted'].count(['a']) == 999
+                      or d[0][0] == 1700000002000
+                      and d[0][1]['inserted'].count(['a']) == 1),
+               '%s: 1000 copies of a row are 1000 rows, 999 deleted are 999' % name,
+               d and [(c, len(b['inserted']), len(b['deleted'])) for c, b in d])
+            ok(run.wait_for(lambda: run.log().count(why) >= 2, 'the refusal, twice', 20),
+               '%s: the timestamp is refused ("%s"), again after the resume' % (name, why),
+               run.log()[-2000:])
+            ok(re.search(r'error feed=counts: upstream .* at 1700000004000: row \["c"\] '
+                         r'held 0 times, change \+%d; nothing published' % diff, run.log()),
+               '%s: the error names the row, its change and the timestamp' % name,
+               run.log()[-1500:])
+            d = run.dump()
+            ok(d and d[-1][0] == 1700000002000 and run.daemon.poll() is None,
+               '%s: the daemon lives, the ring ends at the last good timestamp' % name,
+               d and [c for c, _ in d])
+            state = collections.Counter()
+            for _, b in d or []:
+                for r in b['inserted']:
+                    state[daemon_row(r)] += 1
+                for r in b['deleted']:
+                    state[daemon_row(r)] -= 1
+            ok(+state == model.state_at(1700000002000),
+               '%s: nothing lost or doubled' % name, dict(state))
+            rss = rss_kb(run.daemon.pid)
+            ok(rss is not None and rss < 200000 or os.environ.get('TAILGATE_VALGRIND'),
+               '%s: no copies laid out (RSS %s kB)' % (name, rss))
+            check_stop(name, run)
+        finally:
+            run.stop()
+            run.cleanup()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cluster_test():
+    """options=--cluster=NAME selects the cluster; an unknown one is named."""
+    name = 'cluster'
+    path = os.path.join(SCENARIOS, 'multiplicity.scn')
+    model = Model(path)
+    run = Run(path, server_args=['--clusters', 'feeds'])
+    try:
+        ok(run.wait_for(lambda: 'unknown cluster' in run.log(), 'unknown cluster in the log',
+                        20),
+           '%s: without options the default cluster is unknown: logged' % name)
+        ok(re.search(r'error feed=order-lines: .*\(SQLSTATE 42704\): unknown cluster '
+                     r"'quickstart'", run.log()),
+           '%s: the error names the SQLSTATE and the cluster' % name, run.log()[-1500:])
+    finally:
+        run.stop()
+        run.cleanup()
+    run = Run(path, server_args=['--clusters', 'feeds'],
+              conninfo_extra=' options=--cluster=feeds')
+    run.diff_cursors = set()
+    try:
+        check_ring(name, run, model)
+        subs = subscribes(run)
+        ok(subs and all(s.get('cluster') == 'feeds' for s in subs),
+           '%s: options=--cluster=feeds runs the SUBSCRIBE on cluster feeds' % name,
+           json.dumps(subs)[:1000])
+        check_stop(name, run)
+    finally:
+        run.stop()
+        run.cleanup()
+
+
+def wide_test():
+    """Very wide rows: 300 columns, a 200 kB value, escapes in both."""
+    name = 'wide'
+    tmp = tempfile.mkdtemp(prefix='tailgate-mzscn.')
+    path = os.path.join(tmp, 'wide.scn')
+    ncol = 300
+    big = ''.join('line %d\twith tab \\ and \u00e9\n' % i for i in range(8000))
+    with open(path, 'w') as f:
+        f.write('relation wide\n')
+        for i in range(ncol):
+            f.write('column c%d %s\n' % (i, 'text' if i % 2 else 'int8'))
+        f.write('since 1700000000000\nstart 1700000001000\nts 1700000000000\n')
+        f.write('+1 %s\n' % json.dumps([i if i % 2 == 0 else 'v%d' % i for i in range(ncol)]))
+        f.write('progress 1700000001000\nts 1700000002000\n')
+        f.write('+2 %s\n' % json.dumps([i if i % 2 == 0 else big for i in range(ncol)][:2] +
+                                        [None] * (ncol - 2)))
+        f.write('progress 1700000003000\n')
+    try:
+        ok(len(big) > 200000, '%s: a %d-byte value' % (name, len(big)))
+        scenario_run(path, name=name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def restart_test():
     """A daemon restart adopts the segment and resumes AS OF its frontier."""
     name = 'restart'
@@ -711,10 +899,20 @@ def main():
     scenario_run('fault_error_mid_stream.scn', extra=error_extra)
     scenario_run('fault_since.scn', extra=since_extra,
                  diff_cursors=[1700000017000])
+    # Newer Materialize words the refusal differently (22000).
+    scenario_run('fault_since.scn', name='fault_since-current-wording',
+                 server_args=['--asof-error', 'current'], extra=since_extra,
+                 diff_cursors=[1700000017000])
     scenario_run('fault_snapshot.scn')
     scenario_run('fault_stall.scn')
     scenario_run('fault_malformed.scn', extra=malformed_extra)
     holds_test()
+    scenario_run('async_messages.scn', extra=async_extra)
+    scenario_run('dropped.scn', extra=dropped_extra)
+    quiet_test()
+    huge_multiplicity_test()
+    cluster_test()
+    wide_test()
     restart_test()
     reload_test()
     status = done()

@@ -7,8 +7,10 @@
  *   1. interns each of T's rows in the state (a new row gets count 0)
  *      and sums its diffs in a "touched" list (entry->mark indexes it);
  *   2. checks every touched row: count + delta must stay in 0..UINT32_MAX,
- *      else the upstream broke the contract: roll back (drop the count-0
- *      entries) and fail, nothing published;
+ *      and its copies (count + delta, and |delta|) must fit in half the
+ *      ring, else the upstream broke the contract or sent what no batch
+ *      can hold: roll back (drop the count-0 entries) and fail, nothing
+ *      published;
  *   3. lays out the batch (inserted: rows with delta > 0, delta copies
  *      each, in order of arrival; deleted likewise) and appends it, after
  *      writing a snapshot first if the ring asks for one (the snapshot is
@@ -652,6 +654,18 @@ not_published(struct feed *f, uint64_t ts)
 		restart_ring(f, ts);
 }
 
+/* Would n copies of e (a comma each, as batch.c lays them out) overflow
+ * what one batch or snapshot of this ring can hold? */
+static bool
+copies_too_big(const struct feed *f, const struct rowset_entry *e, uint64_t n)
+{
+	uint64_t bytes;
+
+	if (__builtin_mul_overflow(n, (uint64_t)e->len + 1, &bytes))
+		return true;
+	return bytes > f->ring_size / 2;
+}
+
 static int
 validate_touched(struct feed *f, uint64_t ts, bool snapshot)
 {
@@ -667,6 +681,22 @@ validate_touched(struct feed *f, uint64_t ts, bool snapshot)
 		}
 		if (after > (int64_t)UINT32_MAX) {
 			log_bad_row(f, "multiplicity overflow", ts, t->e, t->delta);
+			return -1;
+		}
+		/* A row held n times is n copies in every batch and snapshot
+		 * (docs/API.md); mz_diff may be anything in int8's range.
+		 * Copies that cannot fit in half the ring could never be
+		 * published, and laying them out would exhaust memory first:
+		 * refused before a byte of them is built. */
+		if (copies_too_big(f, t->e, (uint64_t)after) ||
+		    copies_too_big(f, t->e,
+		                   t->delta < 0 ? 0 - (uint64_t)t->delta : (uint64_t)t->delta)) {
+			char what[200];
+			snprintf(what, sizeof(what),
+			         "sent a multiplicity whose copies exceed half the ring "
+			         "(ring_size %" PRIu64 ")",
+			         f->ring_size);
+			log_bad_row(f, what, ts, t->e, t->delta);
 			return -1;
 		}
 	}

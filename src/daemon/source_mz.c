@@ -27,7 +27,10 @@
  * begins the feed's snapshot: the feed diffs it against the held state.
  * A refusal is any error outside the connection classes (08, 57P, 53)
  * before the resuming COPY's first row, also one that arrives after
- * CopyOutResponse (refusal()).
+ * CopyOutResponse (refusal()).  After Materialize said the relation was
+ * dropped (note_dropped()) the next COPY takes a fresh snapshot too: the
+ * name may now be another object.  Notices, which may arrive between
+ * rows, are logged with the feed's name.
  *
  * Rows are decoded (copytext.c), checked (field count, mz_timestamp and
  * mz_diff digits, mz_progressed t/f, valid UTF-8, the row terminator),
@@ -94,6 +97,9 @@ struct mz {
 	bool resuming;      /* this COPY has AS OF frontier-1, no snapshot */
 	uint64_t resume_at; /* its AS OF */
 	bool refused;       /* the resume was refused: send a fresh COPY next */
+	bool dropped;       /* the relation was dropped: no resuming until a fresh
+	                     * snapshot completed (kept across sessions) */
+	uint64_t snap_at;   /* the as-of of this COPY's snapshot */
 	bool want_snapshot; /* first progress row begins the feed's snapshot */
 	bool setup_error;   /* an error result arrived during setup */
 	uint64_t rows;      /* rows of this COPY */
@@ -217,7 +223,7 @@ send_copy(struct source *src)
 	char *sql;
 	int n;
 
-	m->resuming = !m->refused && feed_can_resume(feed);
+	m->resuming = !m->refused && !m->dropped && feed_can_resume(feed);
 	if (m->resuming) {
 		m->resume_at = feed_frontier(feed) - 1;
 		n = asprintf(&sql,
@@ -460,6 +466,51 @@ refusal(struct source *src, PGresult *res)
 	return true;
 }
 
+/*
+ * Materialize ends every SUBSCRIBE that depends on an object being
+ * dropped with an error "subscribe has been terminated because underlying
+ * relation <name> was dropped" (or "... underlying cluster ...").  The name
+ * may come back as another object (DROP VIEW + CREATE VIEW under the same
+ * name, same columns): resuming AS OF the frontier without a snapshot
+ * would apply the new object's changes to the old one's state.  After a
+ * relation was dropped the next COPY takes a fresh snapshot instead, diffed
+ * against the held state, whenever the name exists again.
+ */
+static void
+note_dropped(struct source *src, const PGresult *res)
+{
+	static const char prefix[] = "subscribe has been terminated because underlying ";
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	if (msg == NULL || strncmp(msg, prefix, sizeof(prefix) - 1) != 0)
+		return;
+	if (strncmp(msg + sizeof(prefix) - 1, "relation", 8) == 0) {
+		mzp(src)->dropped = true;
+		log_warning("feed=%s: the upstream dropped the relation under the SUBSCRIBE; the "
+		            "next subscription takes a fresh snapshot (the name may now be another "
+		            "object) and publishes the difference",
+		            fname(src));
+	}
+}
+
+/* NoticeResponse may arrive at any time, between CopyData messages too
+ * (PostgreSQL protocol, "COPY Operations"; libpq consumes it inside
+ * PQgetCopyData): logged with the feed's name instead of libpq's default
+ * bare line on stderr.  Materialize also announces a dropped dependency
+ * this way. */
+static void
+notice_to_log(void *arg, const PGresult *res)
+{
+	struct source *src = arg;
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY);
+	const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	log_info("feed=%s: upstream %s (SQLSTATE %s): %s", fname(src), sev ? sev : "NOTICE",
+	         code ? code : "?", msg ? msg : "");
+	note_dropped(src, res);
+}
+
 /* Not fatal: unnamed types become "oidN" strings. */
 static void
 warn_types(struct source *src, const PGresult *res)
@@ -593,6 +644,7 @@ setup_results(struct source *src)
 				break;
 			}
 			log_result(src, "streaming", res);
+			note_dropped(src, res);
 			PQclear(res);
 			return SOURCE_RETRY;
 		default:
@@ -701,11 +753,14 @@ handle_row(struct source *src, const char *buf, int n)
 			/* The first progress row is at the as-of: the snapshot's
 			 * rows carry that timestamp. */
 			m->want_snapshot = false;
+			m->snap_at = ts;
 			if (feed_snapshot_begin(src->feed, ts) != 0)
 				return SOURCE_RETRY;
 		}
 		if (feed_progress(src->feed, ts) != 0)
 			return SOURCE_RETRY;
+		if (m->dropped && !m->resuming && ts > m->snap_at)
+			m->dropped = false; /* the fresh snapshot is complete */
 		feed_upstream_live(src->feed);
 		return SOURCE_OK;
 	}
@@ -815,6 +870,7 @@ mz_start(struct source *src, uint64_t now)
 		log_conn(src, "connecting");
 		return SOURCE_RETRY;
 	}
+	PQsetNoticeReceiver(m->conn, notice_to_log, src);
 	m->phase = MZ_CONNECTING;
 	m->refused = false;
 	m->warned_encode = false;

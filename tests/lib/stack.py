@@ -35,7 +35,8 @@ Python (stdlib only):
                                  daemon, not ringfeed, writes the feeds)
     Stack(responder_args=[...])  extra tailgate-fcgi arguments
     Stack(keep=True)             keep the directory (logs) afterwards
-    Stack(valgrind=True)         run the responder under valgrind (memcheck)
+    Stack(valgrind=True)         run the responder under valgrind (memcheck, as
+                                 tests/valgrind.sh: util.valgrind_cmd)
 
     st.ringfeed(name, columns, size=1<<20, base=1, starting=False) -> RingFeed
         feed.cmd("state down")   any ringfeed command; returns its "ok ..." line
@@ -91,7 +92,7 @@ import sys
 import tempfile
 import time
 
-from util import free_port, sanitizer_reports, tail
+from util import free_port, sanitizer_reports, tail, valgrind_cmd
 
 __all__ = ["Stack", "RingFeed", "StackError", "free_port", "builddir", "srcdir"]
 
@@ -316,9 +317,7 @@ class Stack:
             cmd += ["--workers", str(self.workers)]
         cmd += self.responder_args
         if self.valgrind:
-            cmd = ["valgrind", "--error-exitcode=99", "--leak-check=full",
-                   "--errors-for-leak-kinds=definite", "--log-file=%s/valgrind.%%p.log" % self.dir
-                   ] + cmd
+            cmd = valgrind_cmd("%s/valgrind.%%p.log" % self.dir) + cmd
         return cmd
 
     def _nginx_identity(self):

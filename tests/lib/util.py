@@ -5,10 +5,20 @@
     text = tail(path, 25)       # the last lines of a log file, "" if none
     terminate(proc)             # SIGTERM a child, SIGKILL it after 10 s
     bad = sanitizer_reports(log_text)  # ASan/UBSan/TSan lines in a program's log
+    argv = valgrind_cmd(log_path) + [program, ...]  # memcheck, as make check runs it
+    why = sanitized(program)    # "asan"/"tsan" when built with a sanitizer, else None
+    errors, leaks = valgrind_summary(log_text)  # counts a valgrind log reports
 """
+import os
+import re
 import signal
 import socket
 import subprocess
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The suppressions of third-party noise, each commented (tests/valgrind.supp).
+VALGRIND_SUPP = os.path.join(HERE, "..", "valgrind.supp")
 
 
 def free_port():
@@ -45,3 +55,47 @@ def sanitizer_reports(text):
     its "SUMMARY: ..." line)."""
     return [line for line in text.splitlines()
             if "runtime error" in line or "Sanitizer" in line or "SUMMARY" in line]
+
+
+def valgrind_cmd(log_path):
+    """The memcheck command line tests/valgrind.sh uses, for a program run
+    as argv = valgrind_cmd(log) + [program, ...]: exit status 99 on any
+    memory error or a definite or indirect leak, the report in log_path
+    (%p in it: the process id)."""
+    return ["valgrind", "--tool=memcheck", "--error-exitcode=99", "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect",
+            "--suppressions=%s" % os.path.abspath(VALGRIND_SUPP),
+            "--log-file=%s" % log_path]
+
+
+def sanitized(program):
+    """"asan" or "tsan" when program was built with a sanitizer (valgrind
+    cannot run those; SANITIZER, which tools/test sets, is believed first),
+    else None."""
+    env = os.environ.get("SANITIZER")
+    if env:
+        return env
+    try:
+        with open(program, "rb") as f:
+            exe = f.read()
+    except OSError:
+        return None
+    if b"__tsan_init" in exe:
+        return "tsan"
+    if b"__asan_init" in exe:
+        return "asan"
+    return None
+
+
+def valgrind_summary(text):
+    """(errors, definitely + indirectly lost bytes) a memcheck log reports;
+    errors is None when the log has no ERROR SUMMARY (the process did not
+    finish under valgrind)."""
+    m = re.search(r"ERROR SUMMARY: ([\d,]+) errors", text)
+    errors = int(m.group(1).replace(",", "")) if m else None
+    lost = 0
+    for kind in ("definitely", "indirectly"):
+        m = re.search(kind + r" lost: ([\d,]+) bytes", text)
+        if m:
+            lost += int(m.group(1).replace(",", ""))
+    return errors, lost

@@ -72,6 +72,13 @@ from what tailgate's daemon sends.  Facts implemented, with where they come from
   [WIRE-3] ErrorResponse carries S, C, M and optionally D, H, P fields;
           notices use the same layout with 'N'.  RowDescription uses table
           oid 0 and attribute number 0.  (pgwire codec.rs, message.rs)
+  [WIRE-5] NoticeResponse and ParameterStatus are asynchronous: a server may
+          send them at any time, between the CopyData messages of a COPY
+          OUT too, and a client must accept them there.  Materialize sends
+          notices of its own this way (AdapterNotice, e.g. a SUBSCRIBE
+          whose relation was dropped).  (postgresql.org/docs protocol-flow
+          "COPY Operations" and "Asynchronous Operations"; adapter
+          notice.rs) -> the "notice" and "parameter" directives.
   [WIRE-4] SUBSCRIBE outside COPY/FETCH first sends a NoticeResponse
           "streaming SUBSCRIBE rows directly requires a client that does not
           buffer output" then DataRows; FETCH returns at most count rows
@@ -102,6 +109,8 @@ line; full description in README.md):
     error XX000 "message" [severity=FATAL] [detail=".."] [once|always|conn=N]
     stall 2.5 [once|always|conn=N]        # send nothing for 2.5 s
     malformed KIND [ARG] [once|...]       # opt-in protocol violation row
+    notice 01000 "text" [once|...]        # NoticeResponse here [WIRE-5]
+    parameter NAME VALUE [once|...]       # ParameterStatus here [WIRE-5]
     hold NAME                             # pause until released (see below)
     since T                               # retained history advances to T
     sleep MS                              # pacing pause (every connection)
@@ -424,6 +433,14 @@ class Malformed:
         self.kind, self.arg, self.ts, self.template = kind, arg, ts, template
 
 
+class Async:
+    """A NoticeResponse or ParameterStatus sent between rows [WIRE-5]: not a
+    row, not the end of the statement."""
+
+    def __init__(self, data):
+        self.data = data
+
+
 class Chunk:
     """Pre-encoded CopyData messages (generator fast path)."""
 
@@ -614,7 +631,8 @@ class Scenario:
                 self._add_progress(p, lineno)
                 last_prog = p
                 need_autoprog = False
-            elif d in ('drop', 'error', 'stall', 'malformed'):
+            elif d in ('drop', 'error', 'stall', 'malformed', 'notice',
+                       'parameter'):
                 in_header = False
                 ev = self._parse_fault(lineno, d, args)
                 ev.ts = cur_ts
@@ -701,6 +719,16 @@ class Scenario:
                                   '[severity=FATAL] [detail=..] [hint=..]')
             a['code'], a['message'] = rest[0], ' '.join(rest[1:])
             a['severity'] = kv.get('severity', 'ERROR').upper()
+        elif d == 'notice':
+            if len(rest) < 2 or not re.fullmatch(r'[0-9A-Z]{5}', rest[0]):
+                self._err(lineno, 'usage: notice SQLSTATE "message" '
+                                  '[severity=NOTICE|WARNING|INFO]')
+            a['code'], a['message'] = rest[0], ' '.join(rest[1:])
+            a['severity'] = kv.get('severity', 'NOTICE').upper()
+        elif d == 'parameter':
+            if len(rest) != 2:
+                self._err(lineno, 'usage: parameter NAME VALUE')
+            a['name'], a['value'] = rest
         elif d == 'stall':
             if not rest:
                 self._err(lineno, 'usage: stall SECONDS')
@@ -1020,6 +1048,10 @@ class Runtime:
                               a.get('detail'), a.get('hint'))]
         if f == 'stall':
             return [float(a['seconds'])]
+        if f == 'notice':
+            return [Async(m_error(a['severity'], a['code'], a['message']))]
+        if f == 'parameter':
+            return [Async(m_param_status(a['name'], a['value']))]
         if f == 'malformed':
             ts = cur_ts if cur_ts is not None else sub.as_of
             if a['what'] == 'ts_backwards':
@@ -2766,6 +2798,8 @@ class Session:
                 elif type(item) is Chunk:
                     out.append(item.data)
                     n += item.nrows
+                elif type(item) is Async:
+                    out.append(item.data)   # [WIRE-5] between CopyData
                 elif type(item) is Malformed:
                     out.extend(malformed_copy(item, enc, progress) if copy
                                else malformed_datarow(item, progress))
@@ -2889,6 +2923,8 @@ class Session:
         for item in rows:
             if type(item) is tuple:
                 out.append(enc(item))
+            elif type(item) is Async:
+                out.append(item.data)
             else:
                 out.extend(malformed_datarow(item, progress))
         return out
@@ -2920,6 +2956,9 @@ class Session:
                     return rows, item
                 if type(item) is Chunk:
                     raise PgError('XX000', 'mzserver: chunk in row mode')
+                if type(item) is Async:
+                    self.send(item.data)
+                    continue
                 rows.append(item)
                 if len(rows) >= want:
                     feed.pushback(b[j + 1:])

@@ -233,6 +233,7 @@ class CopyStream:
         self.raw = []           # raw CopyData payloads
         self.end = None         # ('done', tag) | ('error', fields) | ('eof',)
         self.error = None
+        self.asyncs = []        # (rows before it, 'N' fields | 'S' (k, v))
         t, b = self.c.recv()
         if t == b'E':
             self.error = err_fields(b)
@@ -281,6 +282,11 @@ class CopyStream:
                 assert t == b'Z', t
             return None
         if t == b'N':
+            self.asyncs.append((len(self.rows), 'N', err_fields(b)))
+            return self.next(timeout)
+        if t == b'S':
+            k, v = b.split(b'\0')[:2]
+            self.asyncs.append((len(self.rows), 'S', (k.decode(), v.decode())))
             return self.next(timeout)
         raise ProtocolError('unexpected message %r in COPY' % t)
 
@@ -1116,6 +1122,34 @@ def fault_errors_mid_stream():
             raise AssertionError('connection not closed after FATAL')
         except (EOFError, ConnectionResetError):
             pass
+
+
+@test
+def async_messages_between_rows():
+    """[WIRE-5] NoticeResponse / ParameterStatus between CopyData."""
+    with Server('--scenario', scn_path('async_messages.scn')) as s:
+        c = s.conn()
+        st = CopyStream(c, 'COPY (SUBSCRIBE items WITH (PROGRESS)) TO STDOUT')
+        st.read_until_quiet(0.5, 10)
+        rows = st.rows
+        got = [(rows[n - 1][2] if n else None, k,
+                f['M'] if k == 'N' else f) for n, k, f in st.asyncs]
+        # after the row before it: mz_diff of the row preceding each message
+        kinds = [(k, m) for _, k, m in got]
+        assert kinds == [
+            ('S', ('cluster_replica', 'r2')),
+            ('N', 'a notice between the halves of an update'),
+            ('N', 'a warning too'),
+            ('N', 'a notice after a progress row'),
+            ('S', ('TimeZone', 'UTC'))], kinds
+        n_half = st.asyncs[1][0]
+        assert rows[n_half - 1][2] == '-1' and rows[n_half][2] == '1', \
+            'notice not between the -1 and +1 of the update'
+        warn = st.asyncs[2][2]
+        assert warn['S'] == 'WARNING' and warn['C'] == '01000', warn
+        assert st.end is None, st.end     # the statement goes on
+        # the snapshot's notice lies before the AS OF: folded, not sent
+        assert not any('snapshot' in str(m) for _, _, m in got)
 
 
 @test
