@@ -4,7 +4,7 @@
     port = free_port()          # a TCP port on 127.0.0.1 free right now
     text = tail(path, 25)       # the last lines of a log file, "" if none
     terminate(proc)             # SIGTERM a child, SIGKILL it after 10 s
-    bad = sanitizer_reports(log_text)  # ASan/UBSan lines in a program's log
+    bad = sanitizer_reports(log_text)  # ASan/UBSan/TSan lines in a program's log
     argv = valgrind_cmd(log_path) + [program, ...]  # memcheck, as make check runs it
     why = sanitized(program)    # "asan"/"tsan" when built with a sanitizer, else None
     errors, leaks = valgrind_summary(log_text)  # counts a valgrind log reports
@@ -49,8 +49,10 @@ def terminate(proc, timeout=10):
 
 
 def sanitizer_reports(text):
-    """The lines of a log that AddressSanitizer or UBSan wrote (a build
-    with --enable-asan reports there instead of crashing quietly)."""
+    """The lines of a log that AddressSanitizer, UBSan or ThreadSanitizer
+    wrote (a build with --enable-asan or --enable-tsan reports there
+    instead of crashing quietly: "WARNING: ThreadSanitizer: data race",
+    its "SUMMARY: ..." line)."""
     return [line for line in text.splitlines()
             if "runtime error" in line or "Sanitizer" in line or "SUMMARY" in line]
 
