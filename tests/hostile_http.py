@@ -980,6 +980,8 @@ def main():
         st.stop_responders()
         code, log = st.responder_exits[-1]
         ok(code == 0, "the responder stops cleanly on SIGTERM (exit %s)" % code, log[-2000:])
+        rep = st.sanitizer_reports()
+        ok(not rep, "no sanitizer reports in the responder's whole log", "\n".join(rep[:20]))
     status = done()
     print("# %d failed, %.1fs" % (failed(), time.monotonic() - t0))
     return status

@@ -544,6 +544,13 @@ def main():
         ok(status == 404 and json.loads(body).get("error") == "unknown_feed",
            "eight feeds is not too many (404 for the unknown ones, not 400)",
            "%s %s" % (status, body[:200]))
+        # A sanitizer build (--enable-tsan: the responder's threads)
+        # reports in the responder's log, and exits non-zero at the end.
+        st.stop_responders()
+        rep = st.sanitizer_reports()
+        ok(not rep, "no sanitizer reports in the responder's log", "\n".join(rep[:20]))
+        code, log = st.responder_exits[-1]
+        ok(code == 0, "the responder stops cleanly on SIGTERM (exit %s)" % code, log[-2000:])
     return done()
 
 

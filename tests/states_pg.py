@@ -236,6 +236,13 @@ def main():
         ok('role "nosuchrole" does not exist' in d.log_text().split("\n", 1)[-1] and
            re.search(r'feed=orders: [^\n]*failed: [^\n]*role "nosuchrole"', d.log_text()),
            "and so does the log line", d.log_text()[-1500:])
+        # A sanitizer build (--enable-tsan: the responder's threads)
+        # reports in the responder's log, and exits non-zero at the end.
+        st.stop_responders()
+        rep = st.sanitizer_reports()
+        ok(not rep, "no sanitizer reports in the responder's log", "\n".join(rep[:20]))
+        code, log = st.responder_exits[-1]
+        ok(code == 0, "the responder stops cleanly on SIGTERM (exit %s)" % code, log[-2000:])
     return done()
 
 

@@ -2,14 +2,26 @@
  * test_conn.c - conn_params_complete: when has a FastCGI connection sent
  * its whole params block (conn.h)?  And fcgireq_scan/fcgireq_parse: a
  * request read from bytes in hand (fcgi_request.h).  Records built byte
- * by byte here.
+ * by byte here.  Then a kept connection through conn_start's threads
+ * whose next request comes while one is being served (keep()'s hand-back
+ * to the accepting thread; run under ThreadSanitizer by tools/test).
  */
 #include "conn.h"
 #include "fcgi_request.h"
 
 #include "tap.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Append one FastCGI record of type with clen content bytes (all 'x')
  * and pad padding bytes. */
@@ -152,6 +164,189 @@ test_fcgireq(void)
 	       "fcgireq: HTTP: refused");
 }
 
+/* ---- a kept connection whose next request comes while one is served ----
+ *
+ * What nginx does under load with fastcgi_keep_conn: a request's edge
+ * comes while the previous one on the connection is still being served
+ * (conn.c: KEPT_BUSY -> KEPT_EVENT), so conn_finish hands the connection
+ * back to the accepting thread instead of marking it idle.  Request 2's
+ * handler waits until the accepting thread has seen request 3's bytes
+ * arrive; request 3 must then be served, and the connection closed when
+ * the client closes it.  Under ThreadSanitizer this also checks that the
+ * thread finishing request 2 touches the descriptor only before handing
+ * it on (it used to call epoll_ctl on it after: a race with its close). */
+
+static struct conns kc;
+static pthread_mutex_t kmu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t kcv = PTHREAD_COND_INITIALIZER;
+static int k_served, k_fd = -1;
+static bool k_in_two, k_three_sent;
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+pause_ms(long ms)
+{
+	struct timespec ts = {0, ms * 1000000};
+
+	nanosleep(&ts, NULL);
+}
+
+static void
+k_handle(void *arg, FCGX_Request *req, struct thread_ctx *t)
+{
+	/* The owner flag as this request found it (busy, until conn_finish):
+	 * the accepting thread changes it (busy -> event) on an edge. */
+	unsigned char busy = atomic_load(&kc.kept[req->ipcFd]);
+	char body[64];
+	int n;
+
+	(void)arg;
+	(void)t;
+	pthread_mutex_lock(&kmu);
+	n = ++k_served;
+	k_fd = req->ipcFd;
+	if (n == 2) {
+		k_in_two = true;
+		pthread_cond_broadcast(&kcv);
+		while (!k_three_sent)
+			pthread_cond_wait(&kcv, &kmu);
+	}
+	pthread_mutex_unlock(&kmu);
+	if (n == 2) {
+		int64_t until = now_ms() + 5000;
+		while (atomic_load(&kc.kept[req->ipcFd]) == busy && now_ms() < until)
+			pause_ms(1);
+		ok(atomic_load(&kc.kept[req->ipcFd]) != busy,
+		   "kept: request 3's edge came while request 2 was served");
+	}
+	snprintf(body, sizeof(body), "Status: 200 OK\r\n\r\nreply %d", n);
+	conn_reply(&kc, req, body, strlen(body), NULL, 0);
+}
+
+/* Request 3 is served on the accepting thread itself (as a long-poll
+ * with a cursor is): nothing but the hand-back then orders what request
+ * 2's handler did with the descriptor before that thread closes it. */
+static bool
+k_quick(void *arg, FCGX_Request *req)
+{
+	const char *path = FCGX_GetParam("PATH_INFO", req->envp);
+
+	(void)arg;
+	return path != NULL && strcmp(path, "/three") == 0;
+}
+
+/* One request as nginx sends it with fastcgi_keep_conn on. */
+static size_t
+k_request(unsigned char *buf, int id, const char *path)
+{
+	static const unsigned char begin[8] = {0, 1, 1, 0, 0, 0, 0, 0}; /* responder, keep */
+	unsigned char params[256];
+	size_t n = 0, plen = 0;
+
+	plen += pair(params + plen, "REQUEST_METHOD", "GET", 3);
+	plen += pair(params + plen, "PATH_INFO", path, strlen(path));
+	n = record_with(buf, n, 1, id, begin, 8);
+	n = record_with(buf, n, 4, id, params, plen);
+	n = record_with(buf, n, 4, id, NULL, 0);
+	n = record_with(buf, n, 5, id, NULL, 0);
+	return n;
+}
+
+/* Read records from fd until `ends` FCGI_END_REQUEST records came; the
+ * FCGI_STDOUT content goes to out (NUL-terminated).  false: closed,
+ * timed out or malformed. */
+static bool
+k_read_replies(int fd, int ends, char *out, size_t cap)
+{
+	size_t len = 0;
+
+	while (ends > 0) {
+		unsigned char h[8], body[65536 + 256];
+		size_t clen;
+
+		if (recv(fd, h, 8, MSG_WAITALL) != 8)
+			return false;
+		clen = (size_t)h[4] << 8 | h[5];
+		if (clen + h[6] > 0 &&
+		    recv(fd, body, clen + h[6], MSG_WAITALL) != (ssize_t)(clen + h[6]))
+			return false;
+		if (h[1] == 6 && len + clen < cap) {
+			memcpy(out + len, body, clen);
+			len += clen;
+		} else if (h[1] == 3) {
+			ends--;
+		}
+	}
+	out[len] = '\0';
+	return true;
+}
+
+static void
+test_kept_edge_while_busy(void)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct timeval tv = {10, 0};
+	unsigned char req[512];
+	char got[1024];
+	int lfd, cfd, fd;
+	int64_t until;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/tmp/tailgate-test-conn.%d.sock",
+	         (int)getpid());
+	unlink(sa.sun_path);
+	lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 16) != 0) {
+		ok(0, "kept: listening on %s: %s", sa.sun_path, strerror(errno));
+		return;
+	}
+	FCGX_Init();
+	conn_start(&kc, lfd, 1, 1024, k_handle, k_quick, NULL);
+	cfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ok(connect(cfd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "kept: connected");
+	/* Request 1 on the new connection: then it is kept (registered). */
+	(void)!write(cfd, req, k_request(req, 1, "/one"));
+	ok(k_read_replies(cfd, 1, got, sizeof(got)) && strstr(got, "reply 1") != NULL,
+	   "kept: request 1 answered");
+	/* Request 2, and request 3 while request 2 is being served. */
+	(void)!write(cfd, req, k_request(req, 1, "/two"));
+	pthread_mutex_lock(&kmu);
+	while (!k_in_two)
+		pthread_cond_wait(&kcv, &kmu);
+	pthread_mutex_unlock(&kmu);
+	(void)!write(cfd, req, k_request(req, 1, "/three"));
+	pthread_mutex_lock(&kmu);
+	k_three_sent = true;
+	pthread_cond_broadcast(&kcv);
+	pthread_mutex_unlock(&kmu);
+	ok(k_read_replies(cfd, 2, got, sizeof(got)) && strstr(got, "reply 2") != NULL &&
+	           strstr(got, "reply 3") != NULL &&
+	           strstr(got, "reply 2") < strstr(got, "reply 3"),
+	   "kept: request 3, come while request 2 was served, answered after it: %s", got);
+	/* The client closes: the accepting thread closes its end. */
+	pthread_mutex_lock(&kmu);
+	fd = k_fd;
+	pthread_mutex_unlock(&kmu);
+	close(cfd);
+	until = now_ms() + 5000;
+	while (fcntl(fd, F_GETFD) != -1 && now_ms() < until)
+		pause_ms(1);
+	ok(fcntl(fd, F_GETFD) == -1 && errno == EBADF,
+	   "kept: closed when the client closed the connection");
+	conn_stop_accepting(&kc);
+	conn_stop(&kc);
+	close(lfd);
+	unlink(sa.sun_path);
+}
+
 int
 main(void)
 {
@@ -190,5 +385,6 @@ main(void)
 	buf[n] = 2; /* a later record with version 2 */
 	is_int(conn_params_complete(buf, n + 8), -1, "a record of another version: malformed");
 	test_fcgireq();
+	test_kept_edge_while_busy();
 	return tap_done();
 }

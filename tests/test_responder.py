@@ -169,9 +169,17 @@ class StackCase(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        # The logs go with the stack's directory: read them first.
+        cls.st.stop_responders()
+        reports = cls.st.sanitizer_reports()
         cls.st.stop()
         # A clean SIGTERM stop exits 0; a sanitizer build exits non-zero
-        # on a leak or an error it found.
+        # on a leak or an error it found (TSan: 66, at exit), and reports
+        # each race in the log when it happens, also in a responder that
+        # was killed or restarted.
+        if reports:
+            raise AssertionError("sanitizer reports in the responder's log:\n" +
+                                 "\n".join(reports[:40]))
         for code, log in cls.st.responder_exits:
             if code != 0:
                 raise AssertionError("responder exited %s:\n%s" % (code, log[-3000:]))
@@ -733,6 +741,67 @@ class TestWorkers(StackCase):
         for p in polls:
             self.assertEqual(p.wait(10)[2]["cursor"], f"2.{ID}")
         wait_for(lambda: self.parked() == 0, what="gauge back to 0")
+
+
+class TestStopWithStreams(StackCase):
+    """SIGTERM while SSE streams of several feeds are being written: the
+    writers still hand streams back to multi_serve while the responder
+    stops.  It freed the shared replies under them (a crash on SIGTERM;
+    ThreadSanitizer: a data race and a destroyed mutex in shared_get), and
+    a stream a writer held was re-served keep-alives for as long as its
+    client read them."""
+
+    def test_multi_feed_streams_end_on_sigterm(self):
+        a, b = self.feed("sa"), self.feed("sb")
+        a.batch(2, inserted=[[1, "a", 1, True]])
+        b.batch(2, inserted=[[1, "b", 1, True]])
+        streams = [SSE(self.st, "/feeds/sa,sb") for _ in range(40)]
+        for c in streams:
+            self.assertEqual(c.status, 200)
+            self.assertEqual(c.event()["event"], "snapshot")
+        stop = threading.Event()
+        got = [0] * len(streams)
+
+        def read(i, c):  # a client that keeps up until the stream ends
+            try:
+                while True:
+                    data = c.sock.recv(65536)
+                    if not data:
+                        break
+                    got[i] += len(data)
+            except OSError:
+                pass
+
+        def publish():  # so that writers hold streams when the stop comes
+            n = 3
+            while not stop.is_set():
+                a.batch(n, inserted=[[n, "a", n, True]])
+                b.batch(n, inserted=[[n, "b", n, True]])
+                n += 1
+
+        readers = [threading.Thread(target=read, args=(i, c), daemon=True)
+                   for i, c in enumerate(streams)]
+        pub = threading.Thread(target=publish, daemon=True)
+        for t in readers + [pub]:
+            t.start()
+        try:
+            # Every stream being written, many events each.
+            wait_for(lambda: min(got) > 2000, what="events on every stream")
+            t0 = time.monotonic()
+            self.st.stop_responders()
+            took = time.monotonic() - t0
+        finally:
+            stop.set()
+            pub.join()
+        code, log = self.st.responder_exits[-1]
+        self.assertEqual(code, 0, log[-3000:])
+        self.assertLess(took, 5, "SIGTERM took %.1f s with streams open" % took)
+        for t in readers:
+            t.join(5)
+            self.assertFalse(t.is_alive(), "a stream still open after the responder stopped")
+        self.assertEqual(self.st.sanitizer_reports(), [])
+        for c in streams:
+            c.close()
 
 
 class TestSocketActivation(StackCase):

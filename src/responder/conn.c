@@ -45,8 +45,19 @@
  *              accepting thread takes it (-> KEPT_BUSY) on an event
  *   KEPT_BUSY  a request on it is being served; events are not for now
  *   KEPT_EVENT busy, and an event came meanwhile (nginx's next request
- *              raced our finish, or nginx closed): keep() re-arms it with
- *              epoll_ctl so that the edge is delivered again */
+ *              raced our finish, or nginx closed): keep() hands it back
+ *              to the accepting thread through a queue (hand_back), which
+ *              reads it as on an edge
+ * Ownership and ordering.  KEPT_IDLE gives the descriptor to the
+ * accepting thread: its CAS IDLE -> BUSY (acquire) pairs with keep()'s CAS
+ * BUSY -> IDLE (release), so that everything the finishing thread did
+ * (the reply's writes, the request freed) happens before the next request
+ * is read; from BUSY the request's thread owns it, and the accepting
+ * thread only notes an edge (BUSY -> EVENT) without touching it.  A
+ * thread that stores KEPT_IDLE on a registered descriptor must not touch
+ * it afterwards: the next edge can hand it on at once (see keep()).  The
+ * operations are sequentially consistent (the default), more than the
+ * acquire/release they need, at no cost that matters on x86-64. */
 enum { KEPT_NONE, KEPT_IDLE, KEPT_BUSY, KEPT_EVENT };
 
 int
@@ -395,6 +406,32 @@ expire_pending(struct conns *c)
 		}
 }
 
+/* The connections keep() handed back (hand_back): each still registered,
+ * edge-triggered, with an edge already consumed while its request ran;
+ * read it as on a new edge (check_kept: nginx's next request, its close,
+ * or nothing yet, then KEPT_IDLE until the next edge). */
+static void
+take_handed(struct conns *c)
+{
+	uint64_t v;
+	int *fds;
+	size_t n;
+
+	if (read(c->hand_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warning("eventfd read: %s", strerror(errno));
+	pthread_mutex_lock(&c->hand_mu);
+	fds = c->hand;
+	n = c->hand_len;
+	c->hand = NULL;
+	c->hand_len = c->hand_cap = 0;
+	pthread_mutex_unlock(&c->hand_mu);
+	for (size_t i = 0; i < n; i++) {
+		atomic_store(&c->kept[fds[i]], KEPT_IDLE);
+		check_kept(c, fds[i], 0);
+	}
+	free(fds);
+}
+
 static void *
 accept_main(void *arg)
 {
@@ -411,6 +448,8 @@ accept_main(void *arg)
 				check_kept(c, fd, evs[i].events);
 			else if (fd == c->stop_fd)
 				continue;
+			else if (fd == c->hand_fd)
+				take_handed(c);
 			else if (fd == c->listen_fd)
 				accept_some(c);
 			else if (fd < c->max_fds && c->pend_gen[fd] != 0 && c->part[fd].buf != NULL)
@@ -448,6 +487,34 @@ handler_main(void *arg)
 
 /* ---- keeping and closing ---- */
 
+/* keep() of a connection whose edge came while its request ran
+ * (KEPT_EVENT): queue it for the accepting thread (take_handed), which
+ * owns it from then on.  hand_mu orders everything this thread did with
+ * the descriptor before everything that thread does.  false: that thread
+ * has left (conn_stop_accepting): the caller closes it. */
+static bool
+hand_back(struct conns *c, int fd)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&c->hand_mu);
+	if (c->hand_closed) {
+		pthread_mutex_unlock(&c->hand_mu);
+		atomic_store(&c->kept[fd], KEPT_NONE);
+		return false;
+	}
+	if (c->hand_len == c->hand_cap) {
+		c->hand_cap = c->hand_cap ? c->hand_cap * 2 : 64;
+		c->hand = xrealloc(c->hand, c->hand_cap * sizeof(*c->hand));
+	}
+	c->hand[c->hand_len++] = fd;
+	/* Under the lock: conn_stop_accepting closes hand_fd under it. */
+	if (write(c->hand_fd, &one, sizeof(one)) < 0)
+		log_warning("eventfd write: %s", strerror(errno));
+	pthread_mutex_unlock(&c->hand_mu);
+	return true;
+}
+
 /* Hand a finished request's connection back to the accepting thread, for
  * nginx's next request on it.  false: not taken (stopping), close it. */
 static bool
@@ -465,11 +532,27 @@ keep(struct conns *c, int fd)
 	if (atomic_compare_exchange_strong(&c->kept[fd], &st, KEPT_IDLE))
 		return true;
 	/* KEPT_EVENT: the accepting thread saw an edge while this request
-	 * ran and left it: MOD re-arms it, delivering the event again if the
-	 * descriptor is still readable.  KEPT_NONE: not registered as kept
-	 * yet (its params came with the connection, or it was pending): MOD
-	 * when it is still in the set, ADD when it never was or left it.
-	 * KEPT_IDLE first, so that the event it may bring at once is taken. */
+	 * ran and left it.  Handed back to that thread, which reads it as it
+	 * would on an edge (take_handed).  It used to be re-armed here
+	 * (KEPT_IDLE, then epoll_ctl(MOD) to deliver the edge again), but
+	 * KEPT_IDLE hands the descriptor over: nginx's next bytes (or its
+	 * close) are a new edge, so the accepting thread could take it, serve
+	 * a request on it and close it (nginx gone, a failed write), and the
+	 * descriptor number be accepted again, while this thread was still
+	 * to call epoll_ctl on it; the MOD then failed, and this thread closed
+	 * a descriptor that was no longer its own (ThreadSanitizer: close()
+	 * in ours_flush on a writer racing epoll_ctl() in keep() on a
+	 * handler, nothing ordering them). */
+	if (st == KEPT_EVENT)
+		return hand_back(c, fd);
+	/* KEPT_NONE: not registered as kept yet (its params came with the
+	 * connection, or it was pending): MOD when it is still in the set,
+	 * ADD when it never was or left it.  KEPT_IDLE first, so that the
+	 * event it may bring at once is taken.  This thread owns it until the
+	 * epoll_ctl: no edge of a kept descriptor can come before it is
+	 * registered as one (a pending one's events carry the bare fd and
+	 * never look at kept[]), and when an epoll_ctl fails nothing was
+	 * registered, so it is still ours to close. */
 	atomic_store(&c->kept[fd], KEPT_IDLE);
 	ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
 	ev.data.u64 = (uint64_t)fd | KEPT_TAG;
@@ -987,6 +1070,7 @@ conn_start(struct conns *c, int lfd, int n, int max_fds, conn_handler handle, co
 	pthread_mutex_init(&c->rq_mu, NULL);
 	pthread_cond_init(&c->rq_cv, NULL);
 	pthread_mutex_init(&c->close_mu, NULL);
+	pthread_mutex_init(&c->hand_mu, NULL);
 	c->pend_gen = xcalloc((size_t)max_fds, sizeof(*c->pend_gen));
 	c->owner = xcalloc((size_t)max_fds, sizeof(*c->owner));
 	c->kept = xcalloc((size_t)max_fds, sizeof(*c->kept));
@@ -997,7 +1081,8 @@ conn_start(struct conns *c, int lfd, int n, int max_fds, conn_handler handle, co
 	c->epfd = epoll_create1(EPOLL_CLOEXEC);
 	c->close_epfd = epoll_create1(EPOLL_CLOEXEC);
 	c->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (c->epfd < 0 || c->close_epfd < 0 || c->stop_fd < 0)
+	c->hand_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->epfd < 0 || c->close_epfd < 0 || c->stop_fd < 0 || c->hand_fd < 0)
 		fatal("epoll_create1/eventfd");
 	/* Not EPOLLEXCLUSIVE: with it the kernel keeps waking the first
 	 * process whose thread sits in epoll_wait, even a stopped one, and
@@ -1006,6 +1091,7 @@ conn_start(struct conns *c, int lfd, int n, int max_fds, conn_handler handle, co
 	 * connections. */
 	epoll_add_in(c->epfd, lfd);
 	epoll_add_in(c->epfd, c->stop_fd);
+	epoll_add_in(c->epfd, c->hand_fd);
 	if (pthread_create(&c->closer, NULL, closer_main, c) != 0)
 		fatal("cannot start the closer thread");
 	c->handlers = xcalloc((size_t)n, sizeof(*c->handlers));
@@ -1036,9 +1122,20 @@ conn_stop_accepting(struct conns *c)
 	c->n_handlers = 0;
 	/* epfd stays open (and pend_gen): a writer may still be in keep(),
 	 * past its stopping check.  A connection it registered after the
-	 * accepting thread left closes with the process. */
+	 * accepting thread left closes with the process; one it handed back
+	 * (hand_back) is closed here, or refused to it from now on. */
 	close(c->stop_fd);
 	c->stop_fd = -1;
+	pthread_mutex_lock(&c->hand_mu);
+	c->hand_closed = true;
+	for (size_t i = 0; i < c->hand_len; i++)
+		closer_add(c, c->hand[i]);
+	free(c->hand);
+	c->hand = NULL;
+	c->hand_len = c->hand_cap = 0;
+	close(c->hand_fd);
+	c->hand_fd = -1;
+	pthread_mutex_unlock(&c->hand_mu);
 	free(c->rq);
 	c->rq = NULL;
 	fifo_free(&c->pending);

@@ -139,6 +139,16 @@ struct conns {
 	pthread_mutex_t close_mu; /* guards the rest */
 	uint32_t *owner;          /* [max_fds]: generation of the close we own, 0: none */
 
+	/* Kept connections keep() hands back to the accepting thread because
+	 * an edge came while their request ran (conn.c's hand_back): any
+	 * thread adds under hand_mu and writes hand_fd (an eventfd in the
+	 * accepting thread's epoll set); hand_closed: that thread has left. */
+	int hand_fd;
+	pthread_mutex_t hand_mu;
+	int *hand;
+	size_t hand_len, hand_cap;
+	bool hand_closed;
+
 	/* [max_fds]: who owns a kept connection (KEPT_* in conn.c); any thread. */
 	_Atomic unsigned char *kept;
 	uint32_t close_gen;

@@ -488,31 +488,57 @@ do_kick(struct multi *m)
 }
 
 /* A long-poll parks once and leaves when answered: counted in the
- * parked gauge with the single-feed ones (SSE streams are not). */
-static void
+ * parked gauge with the single-feed ones (SSE streams are not).  false:
+ * stopping, not parked.
+ *
+ * stopping is read under mu, and multi_stop sets it under mu: a writer
+ * re-serving an SSE stream (multi_serve) while multi_stop runs either
+ * parks it before multi_stop takes the list (which then ends it) or sees
+ * stopping and does not park.  Read outside the lock, a writer could
+ * check stopping, lose the CPU, and park the stream after multi_stop had
+ * taken the list: the stream never ended, and park() then locked a mutex
+ * multi_stop had destroyed (ThreadSanitizer: "use of an invalid mutex"). */
+static bool
 park(struct multi *m, struct multi_req *q)
 {
+	pthread_mutex_lock(&m->mu);
+	if (atomic_load_explicit(&m->stopping, memory_order_relaxed)) {
+		pthread_mutex_unlock(&m->mu);
+		return false;
+	}
 	if (!q->w->sse)
 		metrics_parked(1);
-	pthread_mutex_lock(&m->mu);
 	q->next = m->parked;
 	m->parked = q;
 	pthread_mutex_unlock(&m->mu);
 	do_kick(m);
+	return true;
 }
 
 void
 multi_serve(struct multi *m, struct waiter *w, struct thread_ctx *t)
 {
 	struct multi_req *q = w->multi;
-	struct reply *r = render_now(m, q, &t->scratch);
+	struct reply *r;
 
+	/* Stopping: a stream ends (the browser reconnects to another
+	 * worker), as park_serve ends single-feed ones.  Re-served with a
+	 * keep-alive instead, a stream went round the writer that re-served
+	 * it (writer_deliver keeps it in its share) until its client left,
+	 * and writer_stop waited for that. */
+	if (w->sse && atomic_load(&m->stopping)) {
+		writer_end(m->writers, w, 0);
+		return;
+	}
+	r = render_now(m, q, &t->scratch);
 	if (r != NULL)
 		writer_deliver(m->writers, t, w, r);
-	else if (atomic_load(&m->stopping))
-		writer_deliver(m->writers, t, w, render_due(m, q));
+	else if (park(m, q))
+		return;
+	else if (w->sse) /* stopping */
+		writer_end(m->writers, w, 0);
 	else
-		park(m, q);
+		writer_deliver(m->writers, t, w, render_due(m, q));
 }
 
 struct wordset {
@@ -655,7 +681,10 @@ multi_stop(struct multi *m)
 
 	if (!m->started)
 		return;
+	/* Under mu: see park(). */
+	pthread_mutex_lock(&m->mu);
 	atomic_store(&m->stopping, true);
+	pthread_mutex_unlock(&m->mu);
 	do_kick(m);
 	pthread_join(m->watcher, NULL);
 	m->started = false;
@@ -672,7 +701,20 @@ multi_stop(struct multi *m)
 			writer_enqueue(m->writers, q->w, render_due(m, q), 0);
 		}
 	}
+}
+
+void
+multi_free(struct multi *m)
+{
+	/* Not in multi_stop: until writer_stop has joined them, writers
+	 * re-serving SSE streams reach multi_serve, whose render_now reads
+	 * the shared replies (shared_get) and their lock.  Freed there,
+	 * ThreadSanitizer saw a writer read m->cache as multi_stop freed it
+	 * and a writer lock the destroyed cache_mu, and the writer then
+	 * crashed on the freed entries (a multi-feed SSE stream open at
+	 * SIGTERM). */
 	free(m->scratch.data);
+	m->scratch.data = NULL;
 	pthread_mutex_destroy(&m->mu);
 	for (int i = 0; i < m->cache_n; i++) {
 		free(m->cache[i].key);
@@ -680,5 +722,6 @@ multi_stop(struct multi *m)
 	}
 	free(m->cache);
 	m->cache = NULL;
+	m->cache_n = 0;
 	pthread_mutex_destroy(&m->cache_mu);
 }

@@ -73,7 +73,7 @@ struct multi {
 	pthread_mutex_t mu;       /* the parked list's */
 	struct multi_req *parked; /* linked by next */
 	_Atomic uint32_t kick;    /* bumped (and woken) when a request parks */
-	_Atomic bool stopping;
+	_Atomic bool stopping;    /* set under mu (see park() in multi.c) */
 	pthread_t watcher;
 	bool started;
 	struct ring_buf scratch; /* the watcher's */
@@ -89,8 +89,12 @@ struct multi {
 /* cache_n: replies kept for sharing (0: none, MULTI_CACHE_MAX at most). */
 void multi_start(struct multi *m, struct feeds *feeds, struct writers *writers, int cache_n);
 /* Answer every parked request (long-polls: an empty reply; streams:
- * closed) and stop the watcher.  Before writer_stop. */
+ * closed) and stop the watcher.  Before writer_stop: the writers may
+ * still hand SSE streams back (multi_serve), which then end. */
 void multi_stop(struct multi *m);
+/* Free the shared replies and the locks: after writer_stop, once no
+ * writer can call multi_serve any more. */
+void multi_free(struct multi *m);
 
 /* Make w (a waiter on the first feed, owning the request) a multi-feed
  * request with no feed yet; add them with multi_add_feed.  Its state

@@ -60,6 +60,7 @@ responder_stop(struct responder *r)
 	park_stop(&r->park);
 	multi_stop(&r->multi);
 	writer_stop(&r->writers);
+	multi_free(&r->multi); /* after writer_stop: writers re-serve its streams */
 	conn_stop(&r->conns);
 	render_free(&r->render);
 	feeds_free(&r->feeds);

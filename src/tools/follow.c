@@ -271,8 +271,16 @@ on_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 	return f->idle ? f->idle(f->idle_arg) : 0;
 }
 
+/* A transport error retrying cannot mend: the URL itself is wrong. */
+static bool
+curl_fatal(CURLcode rc)
+{
+	return rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL;
+}
+
 /* GET base?query[&cursor=C&timeout=T]; returns the HTTP status (0 on a
- * transport error, errbuf set) and the body in *b. */
+ * transport error, errbuf set; -1 on one retrying cannot mend) and the
+ * body in *b. */
 static long
 get(struct follow *f, const char *cursor, struct buf *b)
 {
@@ -298,6 +306,8 @@ get(struct follow *f, const char *cursor, struct buf *b)
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)f->timeout + 30);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	if (f->cacert)
+		curl_easy_setopt(h, CURLOPT_CAINFO, f->cacert);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "tailgate-follow/" PACKAGE_VERSION);
 	char cerr[CURL_ERROR_SIZE] = "";
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
@@ -310,6 +320,8 @@ get(struct follow *f, const char *cursor, struct buf *b)
 	else
 		snprintf(f->errbuf, sizeof(f->errbuf), "GET %s: %s", url,
 		         cerr[0] ? cerr : curl_easy_strerror(rc));
+	if (curl_fatal(rc))
+		status = -1;
 	curl_slist_free_all(hdr);
 	free(url);
 	free(q);
@@ -325,8 +337,17 @@ cursor_text(json_object *reply)
 	json_object *c;
 	if (!json_object_object_get_ex(reply, "cursor", &c))
 		return NULL;
-	if (json_object_is_type(c, json_type_string))
-		return xstrdup(json_object_get_string(c));
+	if (json_object_is_type(c, json_type_string)) {
+		/* Printable ASCII only: it goes into URLs, headers, terminals. */
+		const char *t = json_object_get_string(c);
+		size_t n = strlen(t);
+		if (n == 0 || n > 200)
+			return NULL;
+		for (size_t i = 0; i < n; i++)
+			if (t[i] <= 0x20 || t[i] >= 0x7f)
+				return NULL;
+		return xstrdup(t);
+	}
 	if (json_object_is_type(c, json_type_int)) {
 		char t[32];
 		snprintf(t, sizeof(t), "%" PRId64, json_object_get_int64(c));
@@ -337,18 +358,69 @@ cursor_text(json_object *reply)
 	return NULL;
 }
 
-/* Add every batch of `batches` into delta d (inserted +1, deleted -1). */
+/* An array of rows (each a JSON array), or absent. */
+static bool
+rows_shaped(json_object *a)
+{
+	if (a == NULL)
+		return true;
+	if (!json_object_is_type(a, json_type_array))
+		return false;
+	for (size_t j = 0; j < json_object_array_length(a); j++)
+		if (!json_object_is_type(json_object_array_get_idx(a, j), json_type_array))
+			return false;
+	return true;
+}
+
+/* The API's batches: an array of objects whose "inserted" and "deleted"
+ * are arrays of rows.  Checked before any use: json-c's array calls on a
+ * value of another type read it as an array (a hostile or broken server
+ * would crash us). */
+static bool
+batches_shaped(json_object *batches)
+{
+	if (!json_object_is_type(batches, json_type_array))
+		return false;
+	for (size_t i = 0; i < json_object_array_length(batches); i++) {
+		json_object *b = json_object_array_get_idx(batches, i), *ins = NULL, *del = NULL;
+		if (!json_object_is_type(b, json_type_object))
+			return false;
+		json_object_object_get_ex(b, "inserted", &ins);
+		json_object_object_get_ex(b, "deleted", &del);
+		if (!rows_shaped(ins) || !rows_shaped(del))
+			return false;
+	}
+	return true;
+}
+
+/* The API's columns: an array of objects, each with a string "name". */
+static bool
+columns_shaped(json_object *cols)
+{
+	if (!json_object_is_type(cols, json_type_array))
+		return false;
+	for (size_t i = 0; i < json_object_array_length(cols); i++) {
+		json_object *c = json_object_array_get_idx(cols, i), *n;
+		if (!json_object_is_type(c, json_type_object) ||
+		    !json_object_object_get_ex(c, "name", &n) ||
+		    !json_object_is_type(n, json_type_string))
+			return false;
+	}
+	return true;
+}
+
+/* Add every batch of `batches` (shaped) into delta d (inserted +1, deleted -1). */
 static int
 sum_batches(struct follow_rows *d, json_object *batches)
 {
-	if (!json_object_is_type(batches, json_type_array))
+	if (!batches_shaped(batches))
 		return -1;
 	for (size_t i = 0; i < json_object_array_length(batches); i++) {
 		json_object *b = json_object_array_get_idx(batches, i), *ins, *del;
-		if (json_object_object_get_ex(b, "deleted", &del))
+		if (json_object_object_get_ex(b, "deleted", &del) && del)
 			for (size_t j = 0; j < json_object_array_length(del); j++)
 				rows_add(d, json_object_array_get_idx(del, j), -1);
-		if (json_object_object_get_ex(b, "inserted", &ins))
+		if (json_object_object_get_ex(b, "inserted", &ins) && ins)
 			for (size_t j = 0; j < json_object_array_length(ins); j++)
 				rows_add(d, json_object_array_get_idx(ins, j), 1);
 	}
@@ -416,14 +488,58 @@ fail(struct follow *f, enum follow_result r, const char *fmt, ...)
 	return r;
 }
 
-/* The error reply's message, or its body's first bytes. */
+/* text's first bytes on one line, fit for a terminal or a log: HTML tags
+ * dropped, runs of white space folded, control bytes (C0, DEL, and the
+ * C1 range in UTF-8) shown as '?', at most 160 bytes. */
 static const char *
-error_text(json_object *reply, const struct buf *b)
+excerpt(const char *text, char *out, size_t outlen)
+{
+	size_t n = 0;
+	bool tag = false, space = false;
+	if (text == NULL || *text == '\0')
+		text = "(empty reply)";
+	for (const unsigned char *p = (const unsigned char *)text; *p && n + 4 < outlen && n < 160;
+	     p++) {
+		unsigned char ch = *p;
+		if (ch == '<') {
+			tag = true;
+			continue;
+		}
+		if (tag) {
+			tag = ch != '>';
+			if (!tag)
+				space = n > 0;
+			continue;
+		}
+		if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+			space = n > 0;
+			continue;
+		}
+		if (space) {
+			out[n++] = ' ';
+			space = false;
+		}
+		if (ch == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			out[n++] = '?';
+			p++;
+		} else
+			out[n++] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+	}
+	out[n] = '\0';
+	if (n == 0)
+		snprintf(out, outlen, "(no text)");
+	return out;
+}
+
+/* The error reply's message, or its body's first bytes, as an excerpt. */
+static const char *
+error_text(json_object *reply, const struct buf *b, char *out, size_t outlen)
 {
 	json_object *m;
-	if (reply && json_object_object_get_ex(reply, "message", &m))
-		return json_object_get_string(m);
-	return b->p ? b->p : "(empty reply)";
+	if (reply && json_object_is_type(reply, json_type_object) &&
+	    json_object_object_get_ex(reply, "message", &m))
+		return excerpt(json_object_get_string(m), out, outlen);
+	return excerpt(b->p, out, outlen);
 }
 
 enum follow_result
@@ -435,7 +551,10 @@ follow_next(struct follow *f, struct follow_change *ch)
 	long st = get(f, snapshot ? NULL : f->cursor, &b);
 	json_object *reply = b.p ? json_tokener_parse(b.p) : NULL;
 	enum follow_result r;
-	if (st == 0) {
+	char ex[200];
+	if (st < 0) {
+		r = FOLLOW_FATAL;
+	} else if (st == 0) {
 		f->attempt++;
 		if (f->state != FOLLOW_RESYNCING)
 			f->state = FOLLOW_RECONNECTING;
@@ -446,22 +565,34 @@ follow_next(struct follow *f, struct follow_change *ch)
 		         f->cursor ? f->cursor : "-");
 		r = FOLLOW_RETRY;
 	} else if (st == 503 || st >= 500 || st == 408 || st == 429) {
-		r = fail(f, FOLLOW_RETRY, "%s (HTTP %ld)", error_text(reply, &b), st);
+		r = fail(f, FOLLOW_RETRY, "%s (HTTP %ld)", error_text(reply, &b, ex, sizeof(ex)),
+		         st);
+	} else if (st >= 300 && st < 400) {
+		/* Not followed: a feed URL is the server's own, never moved. */
+		char *loc = NULL;
+		curl_easy_getinfo(f->curl, CURLINFO_REDIRECT_URL, &loc);
+		r = fail(f, FOLLOW_FATAL, "HTTP %ld redirect to %s is not followed: give that URL",
+		         st, loc ? excerpt(loc, ex, sizeof(ex)) : "(no Location)");
 	} else if (st != 200) {
-		r = fail(f, FOLLOW_FATAL, "%s (HTTP %ld)", error_text(reply, &b), st);
+		r = fail(f, FOLLOW_FATAL, "%s (HTTP %ld)", error_text(reply, &b, ex, sizeof(ex)),
+		         st);
 	} else if (reply == NULL || !json_object_is_type(reply, json_type_object)) {
-		r = fail(f, FOLLOW_RETRY, "reply is not a JSON object: %.200s", b.p ? b.p : "");
+		r = fail(f, FOLLOW_RETRY, "reply is not a JSON object: %s",
+		         excerpt(b.p, ex, sizeof(ex)));
 	} else {
 		json_object *batches = NULL, *cols = NULL;
 		json_object_object_get_ex(reply, "batches", &batches);
 		char *cur = cursor_text(reply);
 		struct follow_rows *d = rows_new();
 		if (cur == NULL || sum_batches(d, batches) < 0 ||
-		    (snapshot && !json_object_object_get_ex(reply, "columns", &cols))) {
+		    (snapshot && (!json_object_object_get_ex(reply, "columns", &cols) ||
+		                  !columns_shaped(cols)))) {
 			free(cur);
 			rows_free(d);
-			r = fail(f, FOLLOW_FATAL, "reply lacks cursor, batches or columns: %.200s",
-			         b.p);
+			r = fail(f, FOLLOW_FATAL,
+			         "reply is not the feed API's: it lacks a cursor, batches of "
+			         "rows or columns: %s",
+			         excerpt(b.p, ex, sizeof(ex)));
 		} else {
 			ch->cursor = cur;
 			ch->inserted = json_object_new_array();

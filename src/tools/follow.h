@@ -45,7 +45,8 @@ struct follow {
 	 * the request (it is then retried at once). */
 	int (*idle)(void *arg);
 	void *idle_arg;
-	char errbuf[512]; /* the last failure, for a status line or a log */
+	const char *cacert; /* CA certificates (PEM) for https://, or NULL: the system's */
+	char errbuf[512];   /* the last failure, for a status line or a log */
 };
 
 enum follow_result {

@@ -169,11 +169,30 @@ gen_sleep_until(double t)
 
 /* ---- the connection ------------------------------------------------------------------------ */
 
+/* Set by gen_connect: the connection string cannot be parsed. */
+static bool dsn_malformed;
+
 PGconn *
 gen_connect(const char *dsn, const char *app)
 {
 	const char *keys[] = {"dbname", "application_name", NULL};
 	const char *vals[] = {dsn, app, NULL};
+
+	/* A string with '=' or a URI is a connection string (else a database
+	 * name): one libpq cannot parse never connects. */
+	if (dsn && (strchr(dsn, '=') || strncmp(dsn, "postgres://", 11) == 0 ||
+	            strncmp(dsn, "postgresql://", 13) == 0)) {
+		char *msg = NULL;
+		PQconninfoOption *o = PQconninfoParse(dsn, &msg);
+		if (o == NULL) {
+			log_error("--dsn: not a libpq connection string: %s",
+			          msg ? msg : "out of memory");
+			PQfreemem(msg);
+			dsn_malformed = true;
+			return NULL;
+		}
+		PQconninfoFree(o);
+	}
 	PGconn *c = PQconnectdbParams(keys, vals, 1);
 
 	if (PQstatus(c) != CONNECTION_OK) {
@@ -185,13 +204,17 @@ gen_connect(const char *dsn, const char *app)
 }
 
 bool
-gen_connect_retry(bool (*connect)(void *arg), void *arg)
+gen_connect_retry(bool (*connect)(void *arg), void *arg, double deadline)
 {
 	double backoff = 0.25;
 
 	while (!connect(arg)) {
-		if (gen_stop)
+		if (gen_stop || dsn_malformed)
 			return false;
+		if (deadline > 0 && gen_now_s() + backoff > deadline) {
+			log_error("no connection to the database within --duration");
+			return false;
+		}
 		gen_sleep_until(gen_now_s() + backoff);
 		backoff = backoff * 2 > 5 ? 5 : backoff * 2;
 	}

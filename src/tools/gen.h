@@ -50,8 +50,10 @@ void gen_sleep_until(double t);
 PGconn *gen_connect(const char *dsn, const char *app);
 /* Call connect(arg) until it returns true, sleeping 0.25 s after the first
  * failure and twice as long after each next one, 5 s at most; false when a
- * signal came first (gen_stop). */
-bool gen_connect_retry(bool (*connect)(void *arg), void *arg);
+ * signal came first (gen_stop), when deadline (gen_now_s() time, 0: none)
+ * passed, or when gen_connect found the connection string malformed
+ * (retrying cannot help), each logged. */
+bool gen_connect_retry(bool (*connect)(void *arg), void *arg, double deadline);
 /* Pipeline mode, non-blocking; false (logged) when refused. */
 bool gen_pipeline_mode(PGconn *c);
 /* Run one statement outside the pipeline: its result when its status is

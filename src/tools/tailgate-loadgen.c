@@ -410,13 +410,14 @@ static int
 run(struct gen *g)
 {
 	double t0 = gen_now_s(), tick_s = g->o.tick_ms / 1000.0, next_report;
+	double deadline = g->o.duration > 0 ? t0 + g->o.duration : 0; /* connecting */
 	uint64_t last_tick = UINT64_MAX;  /* with --duration: the last tick that makes auctions */
 	uint64_t final_tick = UINT64_MAX; /* with --drain: the last tick that places bids */
 
 	if (g->o.duration > 0)
 		last_tick = (uint64_t)(g->o.duration / tick_s);
 	next_report = g->o.report_s;
-	if (!gen_connect_retry(connect_db, g))
+	if (!gen_connect_retry(connect_db, g, deadline))
 		return 1;
 	for (;;) {
 		bool stopping = gen_stop || g->tick > last_tick;
@@ -457,7 +458,7 @@ run(struct gen *g)
 		g->conn = NULL;
 		wheel_clear(&g->wheel);
 		g->pipe.errors++;
-		if (!gen_connect_retry(connect_db, g))
+		if (!gen_connect_retry(connect_db, g, deadline))
 			goto out;
 		/* Resume at the wall clock: do not replay the ticks missed. */
 		g->tick = (uint64_t)((gen_now_s() - t0) / tick_s) + 1;

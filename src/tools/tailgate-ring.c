@@ -19,6 +19,7 @@
 #include "ring.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -137,8 +138,10 @@ cmd_list(void)
 	DIR *d = opendir(ring_dir);
 	struct dirent *de;
 
+	int nfeeds = 0, nbad = 0;
+
 	if (d == NULL) {
-		perror(ring_dir);
+		fprintf(stderr, "tailgate-ring: cannot list %s: %s\n", ring_dir, strerror(errno));
 		return 2;
 	}
 	while ((de = readdir(d)) != NULL) {
@@ -152,8 +155,10 @@ cmd_list(void)
 			continue;
 		memcpy(feed, de->d_name, n - 5);
 		feed[n - 5] = '\0';
+		nfeeds++;
 		if (ring_open(ring_dir, feed, &r, err, sizeof(err)) != RING_OK) {
 			printf("%-24s error: %s\n", feed, err);
+			nbad++;
 			continue;
 		}
 		ring_info(r, &i);
@@ -163,7 +168,11 @@ cmd_list(void)
 		ring_close(r, false);
 	}
 	closedir(d);
-	return 0;
+	if (nfeeds == 0) {
+		fprintf(stderr, "tailgate-ring: %s holds no feed segments (FEED.ring)\n", ring_dir);
+		return 1;
+	}
+	return nbad ? 1 : 0;
 }
 
 static void
@@ -229,14 +238,28 @@ cmd_wait(const char *feed, const char *from, const char *timeout)
 {
 	struct ring *r = open_feed(feed);
 	uint64_t seq;
+	long ms = -1;
+	char *end;
 	int rc;
 
+	if (timeout != NULL) {
+		errno = 0;
+		ms = strtol(timeout, &end, 10);
+		if (*timeout == '\0' || *end || errno || ms < 0 || ms > 86400000) {
+			fprintf(stderr,
+			        "tailgate-ring: wait: TIMEOUT_MS %s: not 0..86400000 "
+			        "milliseconds\n",
+			        timeout);
+			ring_close(r, false);
+			return 2;
+		}
+	}
 	rc = seek_cursor(r, from, &seq);
 	if (rc != 0) {
 		ring_close(r, false);
 		return rc;
 	}
-	rc = ring_wait(r, seq, timeout ? atoi(timeout) : -1);
+	rc = ring_wait(r, seq, (int)ms);
 	ring_close(r, false);
 	return rc == RING_OK ? 0 : 4;
 }

@@ -399,11 +399,12 @@ static int
 run(struct gen *g)
 {
 	double t0 = gen_now_s(), tick_s = g->o.tick_ms / 1000.0, next_report = g->o.report_s;
+	double deadline = g->o.duration > 0 ? t0 + g->o.duration : 0; /* connecting */
 	uint64_t last_tick = UINT64_MAX;
 
 	if (g->o.duration > 0)
 		last_tick = (uint64_t)(g->o.duration / tick_s);
-	if (!gen_connect_retry(connect_db, g))
+	if (!gen_connect_retry(connect_db, g, deadline))
 		return 1;
 	while (!gen_stop && g->tick < last_tick) {
 		double due = t0 + (double)g->tick * tick_s;
@@ -433,7 +434,7 @@ run(struct gen *g)
 		PQfinish(g->conn);
 		g->conn = NULL;
 		g->pipe.errors++;
-		if (!gen_connect_retry(connect_db, g))
+		if (!gen_connect_retry(connect_db, g, deadline))
 			goto out;
 		/* Resume at the wall clock: do not replay the ticks missed. */
 		g->tick = (uint64_t)((gen_now_s() - t0) / tick_s) + 1;

@@ -10,6 +10,12 @@
  * it prints one line per changed row: "+ ROW CURSOR" or "- ROW CURSOR",
  * ROW being the row's JSON array.  SIGINT and SIGTERM leave the terminal
  * as it was; SIGWINCH redraws.
+ *
+ * Values, column names and messages come from the server: they are drawn
+ * as text only.  Control characters (C0, DEL, C1) and bytes that are not
+ * characters in the locale show as '?', and widths are counted in
+ * terminal columns (wcwidth), so no value can move the cursor, change
+ * the screen or split a wide character.
  */
 #include "config.h"
 
@@ -19,12 +25,14 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
+#include <locale.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #define MAX_FILTERS 32
 #define SCREEN_ON "\033[?1049h\033[?25l"
@@ -90,6 +98,76 @@ cell_text(json_object *v)
 	if (json_object_is_type(v, json_type_string))
 		return json_object_get_string(v);
 	return json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+}
+
+/* ---- text safe for a terminal --------------------------------------------- */
+
+struct line {
+	char *p;
+	size_t n, cap;
+	int cols; /* terminal columns used */
+};
+
+static void
+line_put(struct line *l, const char *s, size_t n, int w)
+{
+	if (l->n + n + 1 > l->cap) {
+		l->cap = (l->n + n + 1) * 2;
+		l->p = xrealloc(l->p, l->cap);
+	}
+	memcpy(l->p + l->n, s, n);
+	l->n += n;
+	l->p[l->n] = '\0';
+	l->cols += w;
+}
+
+/* Append t to l as printable text, at most max terminal columns (max < 0:
+ * no limit), then spaces up to pad columns.  A character that is not
+ * printable (a control, a byte that is not a character) shows as '?'. */
+static void
+line_text(struct line *l, const char *t, int max, int pad)
+{
+	mbstate_t ps;
+	memset(&ps, 0, sizeof(ps));
+	int used = 0;
+	size_t len = strlen(t);
+	while (len > 0) {
+		wchar_t wc;
+		size_t k = mbrtowc(&wc, t, len, &ps);
+		int w;
+		if (k == (size_t)-1 || k == (size_t)-2 || k == 0) {
+			memset(&ps, 0, sizeof(ps));
+			k = 1;
+			wc = L'?';
+			w = -1;
+		} else
+			w = wcwidth(wc);
+		if (w < 0 || (w == 0 && wc != 0 && k == 1)) {
+			if (max >= 0 && used + 1 > max)
+				break;
+			line_put(l, "?", 1, 1);
+			used++;
+		} else {
+			if (max >= 0 && used + w > max)
+				break;
+			line_put(l, t, k, w);
+			used += w;
+		}
+		t += k;
+		len -= k;
+	}
+	for (; used < pad; used++)
+		line_put(l, " ", 1, 1);
+}
+
+/* t's width in terminal columns as line_text draws it. */
+static int
+text_width(const char *t, int max)
+{
+	struct line l = {0};
+	line_text(&l, t, max, 0);
+	free(l.p);
+	return l.cols;
 }
 
 static int
@@ -196,18 +274,20 @@ print_table(struct follow *f, int width, int height)
 		json_object *nm;
 		json_object_object_get_ex(json_object_array_get_idx(f->columns, (size_t)idx[c]),
 		                          "name", &nm);
-		w[c] = (int)strlen(json_object_get_string(nm));
+		w[c] = text_width(json_object_get_string(nm), 40);
 		for (size_t i = 0; i < n; i++) {
-			int l = (int)strlen(
-			        cell_text(json_object_array_get_idx(v[i], (size_t)idx[c])));
+			int l = text_width(
+			        cell_text(json_object_array_get_idx(v[i], (size_t)idx[c])), 40);
 			if (l > w[c])
-				w[c] = l > 40 ? 40 : l;
+				w[c] = l;
 		}
 	}
-	char *line = xcalloc(1, 8192);
+	struct line line = {0};
 	for (long r = -1; r < (long)n; r++) {
-		size_t len = 0;
-		for (int c = 0; c < nc && len < 8000; c++) {
+		line.n = 0;
+		line.cols = 0;
+		line_put(&line, "", 0, 0);
+		for (int c = 0; c < nc && (width <= 0 || line.cols < width); c++) {
 			json_object *nm = NULL;
 			const char *t;
 			if (r < 0) {
@@ -217,18 +297,21 @@ print_table(struct follow *f, int width, int height)
 				t = json_object_get_string(nm);
 			} else
 				t = cell_text(json_object_array_get_idx(v[r], (size_t)idx[c]));
-			len += (size_t)snprintf(line + len, 8192 - len, "%s%-*.*s", c ? "  " : "",
-			                        w[c], w[c], t);
+			int room = width > 0 ? width - line.cols - (c ? 2 : 0) : -1;
+			if (width > 0 && room <= 0)
+				break;
+			if (c)
+				line_put(&line, "  ", 2, 2);
+			int cw = room >= 0 && room < w[c] ? room : w[c];
+			line_text(&line, t ? t : "", cw, cw);
 		}
-		if (width > 0 && len > (size_t)width)
-			line[len = (size_t)width] = '\0';
-		while (len > 0 && line[len - 1] == ' ')
-			line[--len] = '\0';
+		while (line.n > 0 && line.p[line.n - 1] == ' ')
+			line.p[--line.n] = '\0';
 		bool hl = tty && r >= 0 && highlighted(v[r]);
-		printf("%s%s%s%s\n", r < 0 && tty ? "\033[1m" : (hl ? "\033[7m" : ""), line,
+		printf("%s%s%s%s\n", r < 0 && tty ? "\033[1m" : (hl ? "\033[7m" : ""), line.p,
 		       (r < 0 && tty) || hl ? "\033[0m" : "", tty ? "\033[K" : "");
 	}
-	free(line);
+	free(line.p);
 	free(v);
 	json_object_put(rows);
 	return 0;
@@ -246,11 +329,14 @@ redraw(struct follow *f)
 	         follow_state_name(f->state), f->cursor ? f->cursor : "-", follow_nrows(f),
 	         last_nins, last_ndel, f->state != FOLLOW_LIVE && f->errbuf[0] ? "  " : "",
 	         f->state != FOLLOW_LIVE ? f->errbuf : "");
-	status[ws.ws_col < sizeof(status) ? ws.ws_col : sizeof(status) - 1] = '\0';
+	struct line sl = {0};
+	line_put(&sl, "", 0, 0);
+	line_text(&sl, status, ws.ws_col, 0);
 	if (f->columns)
 		print_table(f, ws.ws_col, ws.ws_row - 3);
 	fputs("\033[J", stdout);
-	printf("\033[%d;1H\033[7m%s\033[0m\033[K", ws.ws_row, status);
+	printf("\033[%d;1H\033[7m%s\033[0m\033[K", ws.ws_row, sl.p);
+	free(sl.p);
 	fflush(stdout);
 }
 
@@ -339,6 +425,7 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	setlocale(LC_CTYPE, ""); /* widths of characters: wcwidth */
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	struct follow f;
 	char err[512];

@@ -51,6 +51,8 @@ Python (stdlib only):
         feed.quit()              close and remove the segment
     st.responder_pids            pids of the responder processes
     st.responder_exits           [(exit status, log tail)] of stopped responders
+    st.sanitizer_reports()       ASan/UBSan/TSan lines in every responder's
+                                 whole log (a sanitizer build reports there)
     st.stop_responders(); st.start_responders()
     st.kill_responder(i)         SIGKILL responder i (a crash) and forget it
     st.reload_nginx()            SIGHUP nginx's master, wait until it answers
@@ -95,7 +97,7 @@ import sys
 import tempfile
 import time
 
-from util import free_port, tail, valgrind_cmd
+from util import free_port, sanitizer_reports, tail, valgrind_cmd
 
 __all__ = ["Stack", "RingFeed", "StackError", "free_port", "builddir", "srcdir"]
 
@@ -395,6 +397,19 @@ class Stack:
         p.wait()
         self.responder_exits.append((p.returncode, self.responder_log(i)))
         return p.returncode
+
+    def sanitizer_reports(self):
+        """The sanitizer lines (util.sanitizer_reports) of every responder
+        log of this stack, whole (responder_log keeps only the tail, and a
+        race is reported when it happens, not at exit)."""
+        lines = []
+        if not os.path.isdir(self.dir):
+            return lines
+        for name in sorted(os.listdir(self.dir)):
+            if name.startswith("responder.") and name.endswith(".log"):
+                with open(os.path.join(self.dir, name), errors="replace") as f:
+                    lines += ["%s: %s" % (name, l) for l in sanitizer_reports(f.read())]
+        return lines
 
     @property
     def responder_pids(self):

@@ -4,16 +4,18 @@
     port = free_port()          # a TCP port on 127.0.0.1 free right now
     text = tail(path, 25)       # the last lines of a log file, "" if none
     terminate(proc)             # SIGTERM a child, SIGKILL it after 10 s
-    bad = sanitizer_reports(log_text)  # ASan/UBSan lines in a program's log
+    bad = sanitizer_reports(log_text)  # ASan/UBSan/TSan lines in a program's log
     argv = valgrind_cmd(log_path) + [program, ...]  # memcheck, as make check runs it
     why = sanitized(program)    # "asan"/"tsan" when built with a sanitizer, else None
     errors, leaks = valgrind_summary(log_text)  # counts a valgrind log reports
 """
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,8 +51,10 @@ def terminate(proc, timeout=10):
 
 
 def sanitizer_reports(text):
-    """The lines of a log that AddressSanitizer or UBSan wrote (a build
-    with --enable-asan reports there instead of crashing quietly)."""
+    """The lines of a log that AddressSanitizer, UBSan or ThreadSanitizer
+    wrote (a build with --enable-asan or --enable-tsan reports there
+    instead of crashing quietly: "WARNING: ThreadSanitizer: data race",
+    its "SUMMARY: ..." line)."""
     return [line for line in text.splitlines()
             if "runtime error" in line or "Sanitizer" in line or "SUMMARY" in line]
 
@@ -97,3 +101,23 @@ def valgrind_summary(text):
         if m:
             lost += int(m.group(1).replace(",", ""))
     return errors, lost
+
+
+def read_fd(fd, pred, timeout=15.0):
+    """Read fd (a pipe or a pty's master) until pred(the bytes so far) is
+    true, the other end closes, or timeout seconds pass; the bytes read."""
+    buf = b""
+    end = time.time() + timeout
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            if pred(buf):
+                break
+    return buf
