@@ -124,6 +124,16 @@ def main():
             "dropped": {"table": "dropped"},
         }
         d = Daemon(pg, ring_dir, feeds)
+        # While a renamed table's name is gone, each new session finds no
+        # such table, a permanent error (SQLSTATE 42P01) retried after
+        # error_retry_ms (5 min by default): retried each second here, so
+        # that the rename's check does not race the session restarting
+        # before the name is back.
+        with open(d.conf) as f:
+            text = f.read()
+        with open(d.conf, "w") as f:
+            f.write(text.replace("backoff_max_ms = 1000\n",
+                                 "backoff_max_ms = 1000\nerror_retry_ms = 1000\n", 1))
         d.start()
         for name, cols in (("big", ["id", "v"]), ("ren", ["id", "v"]),
                            ("tc_p", ["id", "v"]), ("tc_c", ["id", "p", "v"]),
