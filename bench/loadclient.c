@@ -483,6 +483,31 @@ tree_pss_mb(const struct tree *t)
 	return (double)kb / 1024.0;
 }
 
+/* The slot of pid's process name (/proc/PID/comm) in names[0..*n), added
+ * when new; -1 when all 16 slots hold other names. */
+static int
+name_slot(pid_t pid, char names[16][32], int *n)
+{
+	char path[64], comm[32] = "?";
+	FILE *f;
+	int k;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	if ((f = fopen(path, "r")) != NULL) {
+		if (fgets(comm, sizeof(comm), f) != NULL)
+			comm[strcspn(comm, "\n ,:")] = '\0';
+		fclose(f);
+	}
+	for (k = 0; k < *n && strcmp(names[k], comm) != 0; k++)
+		;
+	if (k == *n) {
+		if (*n == 16)
+			return -1;
+		snprintf(names[(*n)++], sizeof(names[0]), "%s", comm);
+	}
+	return k;
+}
+
 /* CPU seconds between a and b by process name (/proc/PID/comm) into out:
  * "nginx:0.750,floor_fcgi:0.210", so that CPU per delivery can be split
  * between nginx and the server behind it (bench/compare's floor lines). */
@@ -495,24 +520,11 @@ tree_cpu_by(const struct tree *a, const struct tree *b, char *out, size_t cap)
 	size_t len = 0;
 
 	for (int i = 0; i < b->n; i++) {
-		char path[64], comm[32] = "?";
 		long long before = 0;
-		FILE *f;
-		int k;
+		int k = name_slot(b->pid[i], names, &n);
 
-		snprintf(path, sizeof(path), "/proc/%d/comm", (int)b->pid[i]);
-		if ((f = fopen(path, "r")) != NULL) {
-			if (fgets(comm, sizeof(comm), f) != NULL)
-				comm[strcspn(comm, "\n ,:")] = '\0';
-			fclose(f);
-		}
-		for (k = 0; k < n && strcmp(names[k], comm) != 0; k++)
-			;
-		if (k == n) {
-			if (n == 16)
-				continue;
-			snprintf(names[n++], sizeof(names[0]), "%s", comm);
-		}
+		if (k < 0)
+			continue;
 		for (int j = 0; j < a->n; j++)
 			if (a->pid[j] == b->pid[i]) {
 				before = a->ticks[j];
@@ -539,23 +551,10 @@ tree_pss_by(const struct tree *t, char *out, size_t cap)
 	size_t len = 0;
 
 	for (int i = 0; i < t->n; i++) {
-		char path[64], comm[32] = "?";
-		FILE *f;
-		int k;
+		int k = name_slot(t->pid[i], names, &n);
 
-		snprintf(path, sizeof(path), "/proc/%d/comm", (int)t->pid[i]);
-		if ((f = fopen(path, "r")) != NULL) {
-			if (fgets(comm, sizeof(comm), f) != NULL)
-				comm[strcspn(comm, "\n ,:")] = '\0';
-			fclose(f);
-		}
-		for (k = 0; k < n && strcmp(names[k], comm) != 0; k++)
-			;
-		if (k == n) {
-			if (n == 16)
-				continue;
-			snprintf(names[n++], sizeof(names[0]), "%s", comm);
-		}
+		if (k < 0)
+			continue;
 		kb[k] += proc_pss_kb(t->pid[i]);
 	}
 	out[0] = '\0';

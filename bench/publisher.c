@@ -184,6 +184,8 @@ batch_json(const struct iovec *iov, char **out, size_t *cap)
 	}
 	len = 0;
 	for (int i = 1; i <= 5; i++) {
+		if (iov[i].iov_len == 0)
+			continue; /* an empty part may have no base: memcpy(NULL) is UB */
 		memcpy(*out + len, iov[i].iov_base, iov[i].iov_len);
 		len += iov[i].iov_len;
 	}

@@ -41,7 +41,6 @@ import json
 import os
 import pty
 import re
-import select
 import shutil
 import signal
 import socket
@@ -56,6 +55,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 from tap import done, failed, ok, wait_for  # noqa: E402
+from util import read_fd  # noqa: E402
 
 BUILD = os.path.abspath(os.environ.get("top_builddir", "."))
 HOOK = os.path.join(BUILD, "tailgate-hook")
@@ -499,24 +499,6 @@ OWN = re.compile(rb"\x1b\[\?1049[hl]|\x1b\[\?25[hl]|\x1b\[H|\x1b\[[01]m|\x1b\[7m
                  rb"\x1b\[J|\x1b\[\d+;1H")
 
 
-def pty_read(fd, pred, timeout=15.0):
-    buf = b""
-    end = time.time() + timeout
-    while time.time() < end:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        if r:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-            if pred(buf):
-                break
-    return buf
-
-
 def set_size(fd, rows, cols):
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
@@ -587,7 +569,7 @@ def watch_tests(st, furl, tmp):
         os.execve(WATCH, [WATCH, "--timeout", "1", srv.url("/feeds/evil")], ENV)
     set_size(fd, 30, 100)
     os.kill(pid, signal.SIGWINCH)
-    raw = pty_read(fd, lambda b: b.count(b"rows 8") >= 1 and b.endswith(b"\x1b[K"), 15)
+    raw = read_fd(fd, lambda b: b.count(b"rows 8") >= 1 and b.endswith(b"\x1b[K"), 15)
     rest = OWN.sub(b"", raw)
     ok(b"rows 8" in raw and b"\x1b" not in rest and b"\x07" not in rest and
        b"\xc2\x9b" not in rest,
@@ -597,14 +579,14 @@ def watch_tests(st, furl, tmp):
        "every line fits 100 columns", "\n".join(screen_lines(raw))[:600])
     set_size(fd, 20, 37)
     os.kill(pid, signal.SIGWINCH)
-    raw = pty_read(fd, lambda b: b"\x1b[20;1H" in b and b.endswith(b"\x1b[K"), 15)
+    raw = read_fd(fd, lambda b: b"\x1b[20;1H" in b and b.endswith(b"\x1b[K"), 15)
     lines = screen_lines(raw)
     ok(b"\x1b[20;1H" in raw and all(width(ln) <= 37 for ln in lines) and
        any("漢" in ln for ln in lines),
        "after a resize to 37 columns every line fits, wide characters whole",
        "\n".join(lines)[:800])
     os.kill(pid, signal.SIGINT)
-    pty_read(fd, lambda b: False, 2)
+    read_fd(fd, lambda b: False, 2)
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     ok(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "SIGINT: exit 0")

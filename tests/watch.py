@@ -24,7 +24,6 @@ import json
 import os
 import re
 import pty
-import select
 import shutil
 import signal
 import struct
@@ -37,6 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 from stack import Stack  # noqa: E402
 from tap import done, ok  # noqa: E402
+from util import read_fd  # noqa: E402
 
 BUILD = os.path.abspath(os.environ.get("top_builddir", "."))
 WATCH = os.path.join(BUILD, "tailgate-watch")
@@ -49,22 +49,9 @@ def position(line):
     return re.sub(r"\.[0-9a-f]{8}$", "", line)
 
 def read_until(fd, pred, timeout=15.0):
-    """Read fd (non-blocking) until pred(text so far) or timeout; the text."""
-    buf = b""
-    end = time.time() + timeout
-    while time.time() < end:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        if r:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-            if pred(buf.decode("utf-8", "replace")):
-                break
-    return buf.decode("utf-8", "replace")
+    """Read fd until pred(text so far) or timeout; the text."""
+    return read_fd(fd, lambda b: pred(b.decode("utf-8", "replace")),
+                   timeout).decode("utf-8", "replace")
 
 
 def lines_until(proc, want, timeout=15.0):

@@ -66,6 +66,12 @@
  * refuses makes the next session take a snapshot: a permanent slot would
  * otherwise send the same commit again, forever.
  *
+ * The table renamed mid-stream (a Relation message with its OID and
+ * another name) ends the session with an error naming both, so its rows
+ * are neither published under the configured name nor skipped; a
+ * permanent slot the server invalidated (wal_status 'lost') is dropped
+ * and a new snapshot taken, rather than START_REPLICATION failing.
+ *
  * Slot and publication names: slot = NAME, or tailgate_FEED (lower-cased,
  * '-' as '_'); a temporary slot gets a random suffix so two hosts on one
  * database do not collide.  The publication is tailgate_FEED.
@@ -155,6 +161,7 @@ struct pgsrc {
 	bool pub_exists;
 	bool created; /* this process created or updated the publication */
 	bool slot_exists;
+	uint32_t table_oid; /* the table's OID in the catalog this session */
 
 	/* snapshot */
 	char snapname[128];
@@ -416,8 +423,8 @@ send_meta(struct pgsrc *s, uint64_t now)
 	 * does not send them) with its type, a domain's (or a domain over a
 	 * domain's) base type, with the table's identity and names, whether the
 	 * publication and the slot exist, the database encoding, whether the
-	 * table has a primary key, and its kind (a partitioned table holds no
-	 * rows itself). */
+	 * table has a primary key, its kind (a partitioned table holds no
+	 * rows itself), and the slot's wal_status ('lost': invalidated). */
 	static const char *const q =
 	        "SELECT c.oid, c.relreplident, n.nspname, c.relname, a.attname, "
 	        "       bt.typname, bt.oid, "
@@ -426,7 +433,8 @@ send_meta(struct pgsrc *s, uint64_t now)
 	        "       pg_encoding_to_char(d.encoding), "
 	        "       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND "
 	        "i.indisprimary), "
-	        "       c.relkind "
+	        "       c.relkind, "
+	        "       (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $3) "
 	        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
 	        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
 	        "     AND a.attgenerated = '' "
@@ -590,6 +598,19 @@ meta_table(struct pgsrc *s, const PGresult *r)
 	s->relname = xstrdup(PQgetvalue(r, 0, 3));
 	s->pub_exists = strcmp(PQgetvalue(r, 0, 7), "t") == 0;
 	s->slot_exists = strcmp(PQgetvalue(r, 0, 8), "t") == 0;
+	s->table_oid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+	/* An invalidated slot (wal_status 'lost': the server removed WAL it
+	 * still needed, max_slot_wal_keep_size; from PostgreSQL 16 also other
+	 * invalidations, e.g. on a standby) can never stream again: START_REPLICATION
+	 * would fail every time.  Drop it and take a new snapshot. */
+	if (s->slot_exists && strcmp(PQgetvalue(r, 0, 12), "lost") == 0) {
+		log_error("feed=%s: replication slot %s was invalidated by the server (wal_status "
+		          "lost: usually WAL it still needed was removed, see "
+		          "max_slot_wal_keep_size); the changes since the feed's position cannot "
+		          "be streamed, so the slot is dropped and a new snapshot taken",
+		          s->feedname, s->slot);
+		s->need_snapshot = true;
+	}
 	s->partitioned = PQgetvalue(r, 0, 11)[0] == 'p';
 	const char *not_table = source_pg_not_table(PQgetvalue(r, 0, 11)[0]);
 	if (not_table != NULL) {
@@ -758,7 +779,7 @@ after_meta(struct pgsrc *s, PGresult *r, uint64_t now)
 {
 	enum source_status st;
 
-	if (!result_ok(r, PGRES_TUPLES_OK) || PQnfields(r) != 12)
+	if (!result_ok(r, PGRES_TUPLES_OK) || PQnfields(r) != 13)
 		return fail_result(s, "reading the catalog", s->sql, r);
 	if (PQntuples(r) == 0)
 		return source_fail(s->src, true, "table %s has no columns", s->src->cfeed->table);
@@ -941,6 +962,22 @@ emit(struct pgsrc *s, int64_t diff)
 static enum source_status
 on_relation(struct pgsrc *s, const struct pgo_msg *m)
 {
+	const char *nsp = m->u.relation.nspname[0] ? m->u.relation.nspname : "pg_catalog";
+
+	/* Our table under another name (ALTER TABLE RENAME, SET SCHEMA): the
+	 * configured table is gone.  Its changes must not be published as the
+	 * configured table's, nor skipped (they would be missing if the name
+	 * comes back), and a permanent slot would send this one again: end
+	 * the session, and the next one, if the name is back, takes a new
+	 * snapshot. */
+	if (m->u.relation.oid == s->table_oid &&
+	    (strcmp(nsp, s->nspname) != 0 || strcmp(m->u.relation.relname, s->relname) != 0)) {
+		log_error("feed=%s: table %s was renamed to %s.%s; the feed stops until %s exists "
+		          "again",
+		          s->feedname, s->qualname, nsp, m->u.relation.relname, s->qualname);
+		s->need_snapshot = true;
+		return SOURCE_RETRY;
+	}
 	if (strcmp(m->u.relation.nspname[0] ? m->u.relation.nspname : "pg_catalog", s->nspname) !=
 	            0 ||
 	    strcmp(m->u.relation.relname, s->relname) != 0) {

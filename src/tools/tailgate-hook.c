@@ -112,19 +112,31 @@ logf_(const char *fmt, ...)
 
 /* ---- the state file -------------------------------------------------------- */
 
+/* Create path's temp file (PATH.tmp, mode 0600) for writing: its
+ * descriptor, with *tmp its name (the caller frees it), or -1, said. */
+static int
+open_temp(const char *path, char **tmp)
+{
+	size_t len = strlen(path);
+	*tmp = xcalloc(1, len + 8);
+	snprintf(*tmp, len + 8, "%s.tmp", path);
+	int fd = open(*tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		logf_("cannot write the state file: %s: %s", *tmp, strerror(errno));
+		free(*tmp);
+		*tmp = NULL;
+	}
+	return fd;
+}
+
 /* Write text to path durably: temp file, fsync, rename, fsync the directory. */
 static int
 write_durably(const char *path, const char *text)
 {
-	size_t len = strlen(path);
-	char *tmp = xcalloc(1, len + 8);
-	snprintf(tmp, len + 8, "%s.tmp", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		logf_("cannot write the state file: %s: %s", tmp, strerror(errno));
-		free(tmp);
+	char *tmp;
+	int fd = open_temp(path, &tmp);
+	if (fd < 0)
 		return -1;
-	}
 	size_t n = strlen(text), off = 0;
 	while (off < n) {
 		ssize_t w = write(fd, text + off, n - off);
@@ -261,15 +273,10 @@ load_state(struct follow *f, char **pending)
 static int
 probe_state_dir(void)
 {
-	size_t len = strlen(state_path);
-	char *tmp = xcalloc(1, len + 8);
-	snprintf(tmp, len + 8, "%s.tmp", state_path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		logf_("cannot write the state file: %s: %s", tmp, strerror(errno));
-		free(tmp);
+	char *tmp;
+	int fd = open_temp(state_path, &tmp);
+	if (fd < 0)
 		return -1;
-	}
 	close(fd);
 	unlink(tmp);
 	free(tmp);

@@ -11,9 +11,11 @@
 """
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -99,3 +101,23 @@ def valgrind_summary(text):
         if m:
             lost += int(m.group(1).replace(",", ""))
     return errors, lost
+
+
+def read_fd(fd, pred, timeout=15.0):
+    """Read fd (a pipe or a pty's master) until pred(the bytes so far) is
+    true, the other end closes, or timeout seconds pass; the bytes read."""
+    buf = b""
+    end = time.time() + timeout
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            if pred(buf):
+                break
+    return buf
