@@ -21,7 +21,12 @@ docs/API.md's contract through it each time:
   * a plain JSON reply nginx compresses keeps the connection open;
   * bodies are passed as the responder wrote them (SSI markup in a row).
 
-Each hostile group (HOSTILE below) names the snippet line that undoes it.
+Each hostile group (hostile() below) names the snippet line that undoes
+it.  Without its line, the PHP cache, expires, gzip_types, ssi, charset,
+chunked_transfer_encoding and read-timeout groups fail here; the
+intercept_errors group passes even then (the snippet's own error_page
+already keeps the server's error pages out), and fastcgi_next_upstream
+only matters with several upstream servers.
 Last, the snippet's optional catch-up cache, enabled on purpose under a
 PHP cache's http settings: live replies are still not cached, batches
 are, and SSE is never answered from it.
