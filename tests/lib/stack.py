@@ -35,6 +35,12 @@ Python (stdlib only):
                                  daemon, not ringfeed, writes the feeds)
     Stack(responder_args=[...])  extra tailgate-fcgi arguments
     Stack(keep=True)             keep the directory (logs) afterwards
+    Stack(nginx_http="...", nginx_server="...")
+                                 directives put at the top of nginx.conf's
+                                 http {} and server {} blocks (an operator's
+                                 existing configuration around the snippet);
+                                 st.nginx_http / st.nginx_server may be
+                                 changed before st.restart_nginx()
     Stack(tls=True)              nginx over TLS and HTTP/2 (`listen ... ssl
                                  http2`) with a self-signed certificate made
                                  for this run (openssl req -x509): st.url()
@@ -88,6 +94,7 @@ import http.client
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -225,7 +232,7 @@ class Stack:
     def __init__(self, responders=1, workers=1, nginx_workers=1, connections=4096,
                  nofile=None, cache=False, cache_lock=False, htdocs=None, ring_dir=None, port=None,
                  responder_args=(), base_dir=None, keep=False, valgrind=False,
-                 tls=False, start_timeout=20):
+                 tls=False, start_timeout=20, nginx_http="", nginx_server=""):
         self.build = builddir()
         self.src = srcdir()
         self.n_responders = responders
@@ -241,6 +248,8 @@ class Stack:
         self.keep = keep
         self.valgrind = valgrind
         self.tls = tls
+        self.nginx_http = nginx_http
+        self.nginx_server = nginx_server
         self.start_timeout = start_timeout
         self._made_dir = base_dir is None
         self.dir = os.path.abspath(base_dir or tempfile.mkdtemp(prefix="tailgate-stack."))
@@ -425,6 +434,9 @@ class Stack:
             text = f.read()
         text = text.replace("unix:/run/tailgate/fcgi.sock", "unix:" + self.socket)
         if self.cache:
+            # The snippet turns any inherited cache off; the optional
+            # block's `fastcgi_cache tailgate;` takes that line's place.
+            text = re.sub(r"(?m)^\s*fastcgi_cache off;.*\n", "", text)
             for directive in ("fastcgi_cache tailgate;", "fastcgi_cache_key ",
                               "fastcgi_cache_valid ", "fastcgi_cache_lock ",
                               "add_header X-Cache-Status "):
@@ -476,6 +488,13 @@ class Stack:
         }
         for k, v in subst.items():
             conf = conf.replace(k, v)
+        for marker, extra in (("http {\n", self.nginx_http),
+                              ("server_name localhost;\n", self.nginx_server)):
+            if extra:
+                if marker not in conf:
+                    raise StackError("nginx/nginx.conf has no %r to put %r after" %
+                                     (marker.strip(), extra[:60]))
+                conf = conf.replace(marker, marker + extra + "\n", 1)
         path = os.path.join(self.prefix, "nginx.conf")
         with open(path, "w") as f:
             f.write(conf)
