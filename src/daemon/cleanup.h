@@ -8,6 +8,7 @@
 #include "conf.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* List (drop, with drop set) the leftover slots and publications of
@@ -30,5 +31,21 @@ struct cleanup_watch *cleanup_watch_start(const struct conf *conf);
 void cleanup_watch_reload(struct cleanup_watch *w, const struct conf *conf);
 /* Stop and join the thread, free w (NULL: nothing). */
 void cleanup_watch_stop(struct cleanup_watch *w);
+
+/*
+ * Each check of the watch also resolves every feed's table = to its OID
+ * (0: no such relation), for a PostgreSQL session to learn that the table
+ * it streams was dropped, or dropped and created again: the replication
+ * stream never says so.  Thread-safe; they never wait on the upstream.
+ *
+ * cleanup_watch_checks: how many checks have begun so far.  A session
+ * reads it once its own catalog read returned.
+ * cleanup_watch_table: the OID the newest check found for feed's table
+ * (compared as configured, so a reload that changed it finds nothing
+ * older), when that check began after `after` checks; false when there is
+ * no such answer (yet, or the watch is off: slot_check_ms = 0).
+ */
+uint64_t cleanup_watch_checks(void);
+bool cleanup_watch_table(const char *feed, const char *table, uint64_t after, uint32_t *oid);
 
 #endif
