@@ -12,7 +12,8 @@ and the DDL the logical replication protocol documents, on a real server
   2. a table renamed mid-stream (the Relation message is sent again with
      the new name): the feed stops with an error naming both names, never
      publishes the renamed table's rows as its own, and is exact again
-     once the name is back
+     once the name is back; renamed with no change after it (no Relation
+     message): the daemon's watch finds the table under its new name
   3. TRUNCATE ... CASCADE RESTART IDENTITY of a parent with a child
      table, each followed by its own feed, with new rows in the same
      transaction: both feeds exact, each change one batch
@@ -196,6 +197,15 @@ def main():
            "...and never publishes the renamed table's rows as the configured table's",
            state)
         pg.psql("ALTER TABLE ren2 RENAME TO ren; INSERT INTO ren VALUES (3, 'back');")
+        good, _, diag = wait_equal(pg, ren, ["id", "v"], "ren")
+        ok(good, "...the name back: the feed is exact again", diag)
+        # Renamed with no change after it: no Relation message comes; the
+        # watch (slot_check_ms) finds the OID under its new name.
+        pg.psql("ALTER TABLE ren RENAME TO ren3;")
+        ok(wait_for(lambda: "renamed to public.ren3" in d.log_text(), 15),
+           "a table renamed and left unchanged: the watch sees the new name",
+           d.log_text()[-2000:])
+        pg.psql("ALTER TABLE ren3 RENAME TO ren; INSERT INTO ren VALUES (4, 'again');")
         good, _, diag = wait_equal(pg, ren, ["id", "v"], "ren")
         ok(good, "...the name back: the feed is exact again", diag)
 

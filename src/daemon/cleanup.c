@@ -51,6 +51,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -454,22 +455,31 @@ watch_log(struct cleanup_watch *w, const struct watch_conf *wc, const PGresult *
  * daemon runs one watch.  tables_mu guards all of it and is held only to
  * copy in or look up, never across a query, so the event loop never waits
  * on the upstream.  The mutex orders everything: a check's number is
- * taken under it before the check's first query is sent, and its answers
- * are stored under it after the last one returned; a session reads the
+ * taken, and the OIDs the sessions follow copied, under it before the
+ * check's first query is sent; its answers are stored under it after the
+ * last one returned; a session records the OID it follows and reads the
  * number under it after its own catalog read returned.  So a check whose
  * number is greater than the one a session read asked the server after
- * that session's catalog read, and its answer is never older than what
- * the session streams.
+ * that session's catalog read, about that session's OID, and its answer
+ * is never older than what the session streams.
  */
 struct watch_table {
 	char *feed, *table;
-	uint32_t oid; /* 0: no such table */
+	uint32_t oid;    /* what table resolves to; 0: no such relation */
+	uint32_t asked;  /* the OID the feed's session followed, 0: none */
+	char *asked_now; /* its schema.name now; NULL: no such OID */
+};
+struct watch_follow {
+	char *feed;
+	uint32_t oid;
 };
 static pthread_mutex_t tables_mu = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t tables_started;    /* checks begun */
 static uint64_t tables_check;      /* the check whose answers tables holds; 0: none */
 static struct watch_table *tables; /* tables_check's answers */
 static size_t ntables;
+static struct watch_follow *follows; /* each feed's session's OID, by feed name */
+static size_t nfollows;
 
 static void
 tables_free(struct watch_table *t, size_t n)
@@ -477,21 +487,44 @@ tables_free(struct watch_table *t, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		free(t[i].feed);
 		free(t[i].table);
+		free(t[i].asked_now);
 	}
 	free(t);
 }
 
-uint64_t
-cleanup_watch_checks(void)
+/* Under tables_mu: the OID feed's session follows, 0: none. */
+static uint32_t
+followed(const char *feed)
 {
+	for (size_t i = 0; i < nfollows; i++)
+		if (strcmp(follows[i].feed, feed) == 0)
+			return follows[i].oid;
+	return 0;
+}
+
+uint64_t
+cleanup_watch_follow(const char *feed, uint32_t oid)
+{
+	size_t i;
+
 	pthread_mutex_lock(&tables_mu);
+	for (i = 0; i < nfollows && strcmp(follows[i].feed, feed) != 0; i++)
+		;
+	if (i == nfollows) {
+		follows = realloc(follows, (nfollows + 1) * sizeof(*follows));
+		if (follows == NULL)
+			fatalx("out of memory");
+		follows[nfollows++].feed = xstrdup(feed);
+	}
+	follows[i].oid = oid;
 	uint64_t n = tables_started;
 	pthread_mutex_unlock(&tables_mu);
 	return n;
 }
 
 bool
-cleanup_watch_table(const char *feed, const char *table, uint64_t after, uint32_t *oid)
+cleanup_watch_table(const char *feed, const char *table, uint64_t after, uint32_t *oid,
+                    char *renamed, size_t renamedlen)
 {
 	bool found = false;
 
@@ -499,6 +532,11 @@ cleanup_watch_table(const char *feed, const char *table, uint64_t after, uint32_
 	for (size_t i = 0; i < ntables && tables_check > after && !found; i++)
 		if (strcmp(tables[i].feed, feed) == 0 && strcmp(tables[i].table, table) == 0) {
 			*oid = tables[i].oid;
+			snprintf(renamed, renamedlen, "%s",
+			         tables[i].asked != 0 && tables[i].asked != tables[i].oid &&
+			                         tables[i].asked_now
+			                 ? tables[i].asked_now
+			                 : "");
 			found = true;
 		}
 	pthread_mutex_unlock(&tables_mu);
@@ -507,26 +545,38 @@ cleanup_watch_table(const char *feed, const char *table, uint64_t after, uint32_
 
 /* Each feed's table, resolved as source_pg.c's catalog query resolves it
  * ($1::regclass: the same quoting rules and search_path), to its OID or 0
- * when no relation has that name.  A name the server cannot parse is left
- * out: the feed's own session reports it. */
+ * when no relation has that name, and the name the OID its session
+ * follows has now (a rename), if any.  A name the server cannot parse is
+ * left out: the feed's own session reports it. */
 static void
 watch_tables(PGconn *c, const struct watch_conf *wc)
 {
+	static const char q[] = "SELECT coalesce(to_regclass($1)::oid, 0), "
+	                        "       (SELECT format('%s.%s', n.nspname, r.relname) "
+	                        "        FROM pg_class r JOIN pg_namespace n "
+	                        "        ON n.oid = r.relnamespace WHERE r.oid = $2::oid)";
 	struct watch_table *t = xcalloc(wc->nfeeds + 1, sizeof(*t));
+	uint32_t *asked = xcalloc(wc->nfeeds + 1, sizeof(*asked));
 	size_t n = 0;
 	uint64_t check;
 
 	pthread_mutex_lock(&tables_mu);
 	check = ++tables_started;
+	for (size_t i = 0; i < wc->nfeeds; i++)
+		asked[i] = followed(wc->feeds[i]);
 	pthread_mutex_unlock(&tables_mu);
 	for (size_t i = 0; i < wc->nfeeds; i++) {
-		const char *params[1] = {wc->tables[i]};
-		PGresult *r = PQexecParams(c, "SELECT coalesce(to_regclass($1)::oid, 0)", 1, NULL,
-		                           params, NULL, NULL, 0);
+		char oidtext[16];
+		snprintf(oidtext, sizeof(oidtext), "%" PRIu32, asked[i]);
+		const char *params[2] = {wc->tables[i], oidtext};
+		PGresult *r = PQexecParams(c, q, 2, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
 			t[n].feed = xstrdup(wc->feeds[i]);
 			t[n].table = xstrdup(wc->tables[i]);
-			t[n++].oid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+			t[n].oid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+			t[n].asked = asked[i];
+			t[n++].asked_now =
+			        PQgetisnull(r, 0, 1) ? NULL : xstrdup(PQgetvalue(r, 0, 1));
 		} else {
 			struct pgconn_error e;
 			char doing[256];
@@ -535,6 +585,7 @@ watch_tables(PGconn *c, const struct watch_conf *wc)
 		}
 		PQclear(r);
 	}
+	free(asked);
 	pthread_mutex_lock(&tables_mu);
 	struct watch_table *old = tables;
 	size_t nold = ntables;
@@ -665,6 +716,11 @@ cleanup_watch_stop(struct cleanup_watch *w)
 	tables = NULL;
 	ntables = 0;
 	tables_check = 0; /* tables_started stays: a later watch's numbers go on */
+	for (size_t i = 0; i < nfollows; i++)
+		free(follows[i].feed);
+	free(follows);
+	follows = NULL;
+	nfollows = 0;
 	pthread_mutex_unlock(&tables_mu);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);

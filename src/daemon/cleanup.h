@@ -35,17 +35,22 @@ void cleanup_watch_stop(struct cleanup_watch *w);
 /*
  * Each check of the watch also resolves every feed's table = to its OID
  * (0: no such relation), for a PostgreSQL session to learn that the table
- * it streams was dropped, or dropped and created again: the replication
- * stream never says so.  Thread-safe; they never wait on the upstream.
+ * it streams was dropped, dropped and created again, or renamed: the
+ * replication stream never says the first two, and the third only with
+ * the table's next change.  Thread-safe; they never wait on the upstream.
  *
- * cleanup_watch_checks: how many checks have begun so far.  A session
- * reads it once its own catalog read returned.
+ * cleanup_watch_follow: the OID feed's session found in its catalog read,
+ * which later checks also look up; called once that read returned, it
+ * returns how many checks have begun so far.
  * cleanup_watch_table: the OID the newest check found for feed's table
  * (compared as configured, so a reload that changed it finds nothing
  * older), when that check began after `after` checks; false when there is
- * no such answer (yet, or the watch is off: slot_check_ms = 0).
+ * no such answer (yet, or the watch is off: slot_check_ms = 0).  renamed
+ * gets the schema.name the followed OID had then when that is another
+ * name (the table was renamed), else "".
  */
-uint64_t cleanup_watch_checks(void);
-bool cleanup_watch_table(const char *feed, const char *table, uint64_t after, uint32_t *oid);
+uint64_t cleanup_watch_follow(const char *feed, uint32_t oid);
+bool cleanup_watch_table(const char *feed, const char *table, uint64_t after, uint32_t *oid,
+                         char *renamed, size_t renamedlen);
 
 #endif

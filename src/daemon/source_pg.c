@@ -75,8 +75,8 @@
  * in the stream at all (DDL is not decoded; the table just leaves the
  * publication): the daemon's watch (cleanup.h) resolves the configured
  * name to its OID every slot_check_ms, and a session whose table's OID is
- * gone or replaced ends with an error; the next one fails on the missing
- * table (a permanent error) or takes a new snapshot of the new one.
+ * gone, renamed or replaced ends with an error; the next one fails on the
+ * missing table (a permanent error) or takes a new snapshot of the new one.
  *
  * Slot and publication names: slot = NAME, or tailgate_FEED (lower-cased,
  * '-' as '_'); a temporary slot gets a random suffix so two hosts on one
@@ -591,7 +591,8 @@ meta_table(struct pgsrc *s, const PGresult *r)
 	s->pub_exists = strcmp(PQgetvalue(r, 0, 7), "t") == 0;
 	s->slot_exists = strcmp(PQgetvalue(r, 0, 8), "t") == 0;
 	s->table_oid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
-	s->checks = cleanup_watch_checks(); /* after the catalog answered: see table_gone */
+	/* After the catalog answered: see table_gone. */
+	s->checks = cleanup_watch_follow(s->feedname, s->table_oid);
 	/* An invalidated slot (wal_status 'lost': the server removed WAL it
 	 * still needed, max_slot_wal_keep_size; from PostgreSQL 16 also other
 	 * invalidations, e.g. on a standby) can never stream again: START_REPLICATION
@@ -1640,24 +1641,31 @@ pg_on_ready(struct source *src, short revents, uint64_t now)
 
 /*
  * Is the table this session streams still the configured one?  A DROP
- * TABLE is not in the stream: the watch's newest answer for the configured
- * name says, when its check began after this session read the catalog (an
- * older one may predate the table the session found, and must not end
- * it).  Gone: the next session fails on the missing table (a permanent
- * error, retried after error_retry_ms).  Another OID: the table was
- * created again, and the next session takes a snapshot of it, published
- * as a difference.
+ * TABLE is not in the stream (and a rename only with the table's next
+ * change): the watch's newest answer for the configured name says, when
+ * its check began after this session read the catalog (an older one may
+ * predate the table the session found, and must not end it).  Gone: the
+ * next session fails on the missing table (a permanent error, retried
+ * after error_retry_ms).  Another OID: the table was created again, and
+ * the next session takes a snapshot of it, published as a difference.
+ * Renamed: as on_relation says it.
  */
 static bool
 table_gone(struct pgsrc *s)
 {
+	char renamed[2 * NAME_MAX_PG + 2];
 	uint32_t oid;
 
-	if (!cleanup_watch_table(s->feedname, s->src->cfeed->table, s->checks, &oid) ||
+	if (!cleanup_watch_table(s->feedname, s->src->cfeed->table, s->checks, &oid, renamed,
+	                         sizeof(renamed)) ||
 	    oid == s->table_oid)
 		return false;
 	s->need_snapshot = true;
-	if (oid == 0)
+	if (renamed[0])
+		log_error("feed=%s: table %s was renamed to %s; the feed stops until %s exists "
+		          "again",
+		          s->feedname, s->qualname, renamed, s->qualname);
+	else if (oid == 0)
 		source_fail(s->src, false,
 		            "table %s.%s was dropped (OID %" PRIu32 " is gone); the feed stops "
 		            "until it exists again",
