@@ -12,7 +12,8 @@ and the DDL the logical replication protocol documents, on a real server
   2. a table renamed mid-stream (the Relation message is sent again with
      the new name): the feed stops with an error naming both names, never
      publishes the renamed table's rows as its own, and is exact again
-     once the name is back
+     once the name is back; renamed with no change after it (no Relation
+     message): the daemon's watch finds the table under its new name
   3. TRUNCATE ... CASCADE RESTART IDENTITY of a parent with a child
      table, each followed by its own feed, with new rows in the same
      transaction: both feeds exact, each change one batch
@@ -21,9 +22,14 @@ and the DDL the logical replication protocol documents, on a real server
      as a DELETE of the old row, one outside it not at all; a stored
      generated column (pgoutput leaves it out) is not a column of a feed
      of all columns, and the feed is exact
-  5. (TODO) a table dropped and created again under its name mid-stream:
-     the publication loses the table with the DROP and nothing in the
-     stream says so; the feed keeps the old rows until its next session
+  5. a table dropped and created again under its name mid-stream (the
+     publication loses the table with the DROP and nothing in the stream
+     says so): the daemon's watch (slot_check_ms = 1000 here) finds the
+     name on another OID, the session ends with an error naming both OIDs,
+     and the feed follows the new table; a table dropped for good: the
+     feed ends with an error naming the gone OID, its next session fails
+     on the missing table (state error, the old rows no longer live), and
+     once the table is created again the feed is exact
   6. a permanent slot invalidated (max_slot_wal_keep_size = 1MB, WAL
      switched and a checkpoint while the daemon is stopped): the daemon
      says the slot was invalidated and why, drops it, takes a fresh
@@ -35,6 +41,7 @@ import collections
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 
@@ -69,6 +76,16 @@ def batches_after(feed, cursor):
         return "dump %s: exit %d: %s" % (cursor, rc, err)
     return [(r["cursor"], len(r["batch"]["inserted"]), len(r["batch"]["deleted"]))
             for r in map(json.loads, out.splitlines())]
+
+
+def ring_state(ring_dir, feed):
+    """The state tailgate-ring info shows (live, down, error, ...)."""
+    p = subprocess.run([RING, "-d", ring_dir, "info", feed], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    for line in p.stdout.splitlines():
+        if line.startswith("state"):
+            return line.split()[1]
+    return None
 
 
 def sessions(d, feed):
@@ -112,6 +129,9 @@ def main():
             CREATE TABLE dropped (id int PRIMARY KEY, v text);
             ALTER TABLE dropped REPLICA IDENTITY FULL;
             INSERT INTO dropped VALUES (1, 'old');
+            CREATE TABLE gone (id int PRIMARY KEY, v text);
+            ALTER TABLE gone REPLICA IDENTITY FULL;
+            INSERT INTO gone VALUES (1, 'old');
         """)
         feeds = {
             "big": {"table": "big", "ring_size": "64M"},
@@ -122,23 +142,26 @@ def main():
             "rf": {"table": "rf", "where": "n > 10"},
             "gen": {"table": "gen"},
             "dropped": {"table": "dropped"},
+            "gone": {"table": "gone"},
         }
         d = Daemon(pg, ring_dir, feeds)
         # While a renamed table's name is gone, each new session finds no
         # such table, a permanent error (SQLSTATE 42P01) retried after
         # error_retry_ms (5 min by default): retried each second here, so
         # that the rename's check does not race the session restarting
-        # before the name is back.
+        # before the name is back.  The watch that sees a DROP TABLE looks
+        # every slot_check_ms (a minute by default): each second here.
         with open(d.conf) as f:
             text = f.read()
         with open(d.conf, "w") as f:
             f.write(text.replace("backoff_max_ms = 1000\n",
-                                 "backoff_max_ms = 1000\nerror_retry_ms = 1000\n", 1))
+                                 "backoff_max_ms = 1000\nerror_retry_ms = 1000\n"
+                                 "slot_check_ms = 1000\n", 1))
         d.start()
         for name, cols in (("big", ["id", "v"]), ("ren", ["id", "v"]),
                            ("tc_p", ["id", "v"]), ("tc_c", ["id", "p", "v"]),
                            ("inv", ["id", "v"]), ("rf", ["id", "n"]), ("gen", ["id", "v"]),
-                           ("dropped", ["id", "v"])):
+                           ("dropped", ["id", "v"]), ("gone", ["id", "v"])):
             good, _, diag = wait_equal(pg, Feed(ring_dir, name), cols, name,
                                        "n > 10" if name == "rf" else None)
             ok(good, "%s: snapshot" % name, diag)
@@ -176,6 +199,15 @@ def main():
         pg.psql("ALTER TABLE ren2 RENAME TO ren; INSERT INTO ren VALUES (3, 'back');")
         good, _, diag = wait_equal(pg, ren, ["id", "v"], "ren")
         ok(good, "...the name back: the feed is exact again", diag)
+        # Renamed with no change after it: no Relation message comes; the
+        # watch (slot_check_ms) finds the OID under its new name.
+        pg.psql("ALTER TABLE ren RENAME TO ren3;")
+        ok(wait_for(lambda: "renamed to public.ren3" in d.log_text(), 15),
+           "a table renamed and left unchanged: the watch sees the new name",
+           d.log_text()[-2000:])
+        pg.psql("ALTER TABLE ren3 RENAME TO ren; INSERT INTO ren VALUES (4, 'again');")
+        good, _, diag = wait_equal(pg, ren, ["id", "v"], "ren")
+        ok(good, "...the name back: the feed is exact again", diag)
 
         # ---- 3. TRUNCATE ... CASCADE RESTART IDENTITY across two feeds -------
         fp, fc = Feed(ring_dir, "tc_p"), Feed(ring_dir, "tc_c")
@@ -211,13 +243,39 @@ def main():
            "is exact without it", diag)
         ok('"twice"' not in d.log_text(), "...and its columns do not name it")
 
-        # ---- 5. a table dropped and created again --------------------------
+        # ---- 5. a table dropped (and created again) -------------------------
+        dropped = Feed(ring_dir, "dropped")
+        old_oid = pg.psql("SELECT 'dropped'::regclass::oid").strip()
         pg.psql("DROP TABLE dropped; CREATE TABLE dropped (id int PRIMARY KEY, v text); "
                 "ALTER TABLE dropped REPLICA IDENTITY FULL; INSERT INTO dropped VALUES (2, 'new');")
-        good, _, diag = wait_equal(pg, Feed(ring_dir, "dropped"), ["id", "v"], "dropped",
-                                   timeout=8)
+        new_oid = pg.psql("SELECT 'dropped'::regclass::oid").strip()
+        good, _, diag = wait_equal(pg, dropped, ["id", "v"], "dropped", timeout=15)
         ok(good, "a table dropped and created again mid-stream: the feed follows the new one",
-           diag, todo="nothing in the stream tells of the DROP; seen at the next session only")
+           diag)
+        ok("table public.dropped was dropped and created again (OID %s -> %s)"
+           % (old_oid, new_oid) in d.log_text(),
+           "...the session ended with an error naming both OIDs", d.log_text()[-2000:])
+        pg.psql("INSERT INTO dropped VALUES (3, 'more');")
+        good, _, diag = wait_equal(pg, dropped, ["id", "v"], "dropped")
+        ok(good, "...and streams the new table on", diag)
+
+        gone = Feed(ring_dir, "gone")
+        gone_oid = pg.psql("SELECT 'gone'::regclass::oid").strip()
+        pg.psql("DROP TABLE gone;")
+        ok(wait_for(lambda: "table public.gone was dropped (OID %s is gone)" % gone_oid
+                    in d.log_text(), 15),
+           "a table dropped mid-stream: the session ends with an error naming its OID",
+           d.log_text()[-2000:])
+        ok(wait_for(lambda: ring_state(ring_dir, "gone") == "error", 15),
+           "...the next session finds no such table: the feed's state is error, its old "
+           "rows no longer live", ring_state(ring_dir, "gone"))
+        ok('relation "gone" does not exist' in d.log_text(),
+           "...and says why", d.log_text()[-2000:])
+        pg.psql("CREATE TABLE gone (id int PRIMARY KEY, v text); "
+                "ALTER TABLE gone REPLICA IDENTITY FULL; INSERT INTO gone VALUES (5, 'back');")
+        good, _, diag = wait_equal(pg, gone, ["id", "v"], "gone", timeout=20)
+        ok(good and ring_state(ring_dir, "gone") == "live",
+           "...created again: the feed is live and exact again", diag)
 
         # ---- 6. a permanent slot invalidated ---------------------------------
         inv = Feed(ring_dir, "inv")

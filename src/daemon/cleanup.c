@@ -31,7 +31,10 @@
  * upstream for tailgated's permanent slots and writes the WAL each retains
  * to RING_DIR/tailgated.slots, which tailgate-fcgi adds to /metrics; an
  * inactive leftover slot is also logged, with the command that drops it,
- * when first seen.
+ * when first seen.  The same check resolves each feed's table to its OID
+ * and publishes it for source_pg.c (cleanup_watch_table): nothing in the
+ * replication stream tells of a DROP TABLE, so this is how a session
+ * learns that the table it streams is gone or was created again.
  *
  * Blocking libpq calls: a command, or the watch's own thread.
  */
@@ -48,6 +51,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -285,6 +289,8 @@ struct watch_conf {
 	char *conninfo, *path, *file; /* file: RING_DIR/tailgated.slots */
 	char **wanted;                /* the configured feeds' slot names */
 	size_t nwanted;
+	char **feeds, **tables; /* each feed's name and table =, as configured */
+	size_t nfeeds;
 	unsigned interval_ms;
 };
 
@@ -314,6 +320,14 @@ watch_conf_new(const struct conf *conf)
 		wc->wanted[i] = xstrdup(conf->feeds[i].slot ? conf->feeds[i].slot : name);
 	}
 	wc->nwanted = conf->nfeeds;
+	wc->feeds = xcalloc(conf->nfeeds + 1, sizeof(*wc->feeds));
+	wc->tables = xcalloc(conf->nfeeds + 1, sizeof(*wc->tables));
+	for (size_t i = 0; i < conf->nfeeds; i++) {
+		if (conf->feeds[i].table == NULL)
+			continue; /* refused by source_pg.c */
+		wc->feeds[wc->nfeeds] = xstrdup(conf->feeds[i].name);
+		wc->tables[wc->nfeeds++] = xstrdup(conf->feeds[i].table);
+	}
 	wc->interval_ms = conf->slot_check_ms;
 	return wc;
 }
@@ -326,6 +340,12 @@ watch_conf_free(struct watch_conf *wc)
 	for (size_t i = 0; i < wc->nwanted; i++)
 		free(wc->wanted[i]);
 	free(wc->wanted);
+	for (size_t i = 0; i < wc->nfeeds; i++) {
+		free(wc->feeds[i]);
+		free(wc->tables[i]);
+	}
+	free(wc->feeds);
+	free(wc->tables);
 	free(wc->conninfo);
 	free(wc->path);
 	free(wc->file);
@@ -429,24 +449,176 @@ watch_log(struct cleanup_watch *w, const struct watch_conf *wc, const PGresult *
 	w->nwarned = n;
 }
 
+/*
+ * The tables' OIDs the watch found, for the feeds' sessions on the
+ * daemon's thread (cleanup_watch_table).  One process-wide table: the
+ * daemon runs one watch.  tables_mu guards all of it and is held only to
+ * copy in or look up, never across a query, so the event loop never waits
+ * on the upstream.  The mutex orders everything: a check's number is
+ * taken, and the OIDs the sessions follow copied, under it before the
+ * check's first query is sent; its answers are stored under it after the
+ * last one returned; a session records the OID it follows and reads the
+ * number under it after its own catalog read returned.  So a check whose
+ * number is greater than the one a session read asked the server after
+ * that session's catalog read, about that session's OID, and its answer
+ * is never older than what the session streams.
+ */
+struct watch_table {
+	char *feed, *table;
+	uint32_t oid;    /* what table resolves to; 0: no such relation */
+	uint32_t asked;  /* the OID the feed's session followed, 0: none */
+	char *asked_now; /* its schema.name now; NULL: no such OID */
+};
+struct watch_follow {
+	char *feed;
+	uint32_t oid;
+};
+static pthread_mutex_t tables_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t tables_started;    /* checks begun */
+static uint64_t tables_check;      /* the check whose answers tables holds; 0: none */
+static struct watch_table *tables; /* tables_check's answers */
+static size_t ntables;
+static struct watch_follow *follows; /* each feed's session's OID, by feed name */
+static size_t nfollows;
+
+static void
+tables_free(struct watch_table *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(t[i].feed);
+		free(t[i].table);
+		free(t[i].asked_now);
+	}
+	free(t);
+}
+
+/* Under tables_mu: the OID feed's session follows, 0: none. */
+static uint32_t
+followed(const char *feed)
+{
+	for (size_t i = 0; i < nfollows; i++)
+		if (strcmp(follows[i].feed, feed) == 0)
+			return follows[i].oid;
+	return 0;
+}
+
+uint64_t
+cleanup_watch_follow(const char *feed, uint32_t oid)
+{
+	size_t i;
+
+	pthread_mutex_lock(&tables_mu);
+	for (i = 0; i < nfollows && strcmp(follows[i].feed, feed) != 0; i++)
+		;
+	if (i == nfollows) {
+		follows = realloc(follows, (nfollows + 1) * sizeof(*follows));
+		if (follows == NULL)
+			fatalx("out of memory");
+		follows[nfollows++].feed = xstrdup(feed);
+	}
+	follows[i].oid = oid;
+	uint64_t n = tables_started;
+	pthread_mutex_unlock(&tables_mu);
+	return n;
+}
+
+bool
+cleanup_watch_table(const char *feed, const char *table, uint64_t after, uint32_t *oid,
+                    char *renamed, size_t renamedlen)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&tables_mu);
+	for (size_t i = 0; i < ntables && tables_check > after && !found; i++)
+		if (strcmp(tables[i].feed, feed) == 0 && strcmp(tables[i].table, table) == 0) {
+			*oid = tables[i].oid;
+			snprintf(renamed, renamedlen, "%s",
+			         tables[i].asked != 0 && tables[i].asked != tables[i].oid &&
+			                         tables[i].asked_now
+			                 ? tables[i].asked_now
+			                 : "");
+			found = true;
+		}
+	pthread_mutex_unlock(&tables_mu);
+	return found;
+}
+
+/* Each feed's table, resolved as source_pg.c's catalog query resolves it
+ * ($1::regclass: the same quoting rules and search_path), to its OID or 0
+ * when no relation has that name, and the name the OID its session
+ * follows has now (a rename), if any.  A name the server cannot parse is
+ * left out: the feed's own session reports it. */
+static void
+watch_tables(PGconn *c, const struct watch_conf *wc)
+{
+	static const char q[] = "SELECT coalesce(to_regclass($1)::oid, 0), "
+	                        "       (SELECT format('%s.%s', n.nspname, r.relname) "
+	                        "        FROM pg_class r JOIN pg_namespace n "
+	                        "        ON n.oid = r.relnamespace WHERE r.oid = $2::oid)";
+	struct watch_table *t = xcalloc(wc->nfeeds + 1, sizeof(*t));
+	uint32_t *asked = xcalloc(wc->nfeeds + 1, sizeof(*asked));
+	size_t n = 0;
+	uint64_t check;
+
+	pthread_mutex_lock(&tables_mu);
+	check = ++tables_started;
+	for (size_t i = 0; i < wc->nfeeds; i++)
+		asked[i] = followed(wc->feeds[i]);
+	pthread_mutex_unlock(&tables_mu);
+	for (size_t i = 0; i < wc->nfeeds; i++) {
+		char oidtext[16];
+		snprintf(oidtext, sizeof(oidtext), "%" PRIu32, asked[i]);
+		const char *params[2] = {wc->tables[i], oidtext};
+		PGresult *r = PQexecParams(c, q, 2, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+			t[n].feed = xstrdup(wc->feeds[i]);
+			t[n].table = xstrdup(wc->tables[i]);
+			t[n].oid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+			t[n].asked = asked[i];
+			t[n++].asked_now =
+			        PQgetisnull(r, 0, 1) ? NULL : xstrdup(PQgetvalue(r, 0, 1));
+		} else {
+			struct pgconn_error e;
+			char doing[256];
+			snprintf(doing, sizeof(doing), "looking up table %.200s", wc->tables[i]);
+			log_debug("feed=%s: %s", wc->feeds[i], pgconn_error(&e, doing, c, r));
+		}
+		PQclear(r);
+	}
+	free(asked);
+	pthread_mutex_lock(&tables_mu);
+	struct watch_table *old = tables;
+	size_t nold = ntables;
+	tables = t;
+	ntables = n;
+	tables_check = check;
+	pthread_mutex_unlock(&tables_mu);
+	tables_free(old, nold);
+}
+
 static void
 watch_check(struct cleanup_watch *w, const struct watch_conf *wc)
 {
-	const struct pgconn_opts opts = {.connect_timeout_s = 5,
-	                                 .options = "-c statement_timeout=5000"};
+	/* The user's options kept: the tables are resolved with the
+	 * search_path the feeds' sessions see. */
+	char *options = pgconn_options_with(wc->conninfo, "-c statement_timeout=5000");
+	const struct pgconn_opts opts = {.connect_timeout_s = 5, .options = options};
 	PGconn *c = pgconn_open(wc->conninfo, &opts);
 	struct pgconn_error e;
 	PGresult *r = NULL;
+
+	free(options);
 
 	if (PQstatus(c) != CONNECTION_OK)
 		goto out; /* the feeds' own sessions say why; the file keeps its time */
 	r = PQexec(c, q_slots);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		log_warning("%s", pgconn_error(&e, "listing the replication slots", c, r));
-		goto out;
+	} else {
+		watch_write(wc, r);
+		watch_log(w, wc, r);
 	}
-	watch_write(wc, r);
-	watch_log(w, wc, r);
+	watch_tables(c, wc);
 out:
 	PQclear(r);
 	PQfinish(c);
@@ -539,6 +711,17 @@ cleanup_watch_stop(struct cleanup_watch *w)
 	for (size_t i = 0; i < w->nwarned; i++)
 		free(w->warned[i]);
 	free(w->warned);
+	pthread_mutex_lock(&tables_mu);
+	tables_free(tables, ntables);
+	tables = NULL;
+	ntables = 0;
+	tables_check = 0; /* tables_started stays: a later watch's numbers go on */
+	for (size_t i = 0; i < nfollows; i++)
+		free(follows[i].feed);
+	free(follows);
+	follows = NULL;
+	nfollows = 0;
+	pthread_mutex_unlock(&tables_mu);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);
 	free(w);

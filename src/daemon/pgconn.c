@@ -11,6 +11,7 @@
 
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define PGCONN_MAX_KEYS 16
@@ -71,6 +72,25 @@ pgconn_open(const char *conninfo, const struct pgconn_opts *o)
 	if (c == NULL)
 		fatalx("out of memory");
 	return c;
+}
+
+char *
+pgconn_options_with(const char *conninfo, const char *extra)
+{
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	const char *user = NULL;
+	char *out;
+
+	for (PQconninfoOption *o = opts; o && o->keyword; o++)
+		if (strcmp(o->keyword, "options") == 0 && o->val && o->val[0])
+			user = o->val;
+	if (user == NULL)
+		user = getenv("PGOPTIONS");
+	if (asprintf(&out, "%s%s%s", user && user[0] ? user : "", user && user[0] ? " " : "",
+	             extra) < 0)
+		fatalx("out of memory");
+	PQconninfoFree(opts);
+	return out;
 }
 
 enum pgconn_poll

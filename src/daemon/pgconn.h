@@ -46,6 +46,12 @@ PGconn *pgconn_start(const char *conninfo, const struct pgconn_opts *o);
 /* A blocking connection, for commands; check PQstatus as above. */
 PGconn *pgconn_open(const char *conninfo, const struct pgconn_opts *o);
 
+/* The server options of the user's conninfo (its options =, else
+ * PGOPTIONS) followed by extra, so extra wins (malloc'd): for a
+ * connection that must see what the user set (search_path) but needs
+ * settings of its own, as pgconn_opts.options replaces the user's. */
+char *pgconn_options_with(const char *conninfo, const char *extra);
+
 enum pgconn_poll {
 	PGCONN_FAILED = -1,
 	PGCONN_WAIT = 0, /* *events says what to poll for */

@@ -71,6 +71,12 @@
  * are neither published under the configured name nor skipped; a
  * permanent slot the server invalidated (wal_status 'lost') is dropped
  * and a new snapshot taken, rather than START_REPLICATION failing.
+ * The table dropped, or dropped and created again under its name, is not
+ * in the stream at all (DDL is not decoded; the table just leaves the
+ * publication): the daemon's watch (cleanup.h) resolves the configured
+ * name to its OID every slot_check_ms, and a session whose table's OID is
+ * gone, renamed or replaced ends with an error; the next one fails on the
+ * missing table (a permanent error) or takes a new snapshot of the new one.
  *
  * Slot and publication names: slot = NAME, or tailgate_FEED (lower-cased,
  * '-' as '_'); a temporary slot gets a random suffix so two hosts on one
@@ -86,6 +92,7 @@
 #include "source_pg.h"
 
 #include "buf.h"
+#include "cleanup.h"
 #include "conf.h"
 #include "encode.h"
 #include "feed.h"
@@ -162,6 +169,7 @@ struct pgsrc {
 	bool created; /* this process created or updated the publication */
 	bool slot_exists;
 	uint32_t table_oid; /* the table's OID in the catalog this session */
+	uint64_t checks;    /* the watch's checks begun when the catalog was read */
 
 	/* snapshot */
 	char snapname[128];
@@ -297,23 +305,7 @@ result_ok(const PGresult *r, ExecStatusType want_st)
 static char *
 pinned_options(const char *conninfo)
 {
-	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
-	const char *user = NULL;
-	struct bbuf b = {0};
-
-	for (PQconninfoOption *o = opts; o && o->keyword; o++)
-		if (strcmp(o->keyword, "options") == 0 && o->val && o->val[0])
-			user = o->val;
-	if (user == NULL)
-		user = getenv("PGOPTIONS");
-	if (user && user[0]) {
-		bbuf_adds(&b, user);
-		bbuf_adds(&b, " ");
-	}
-	bbuf_adds(&b, PINNED_OPTIONS);
-	bbuf_add(&b, "", 1);
-	PQconninfoFree(opts);
-	return b.p;
+	return pgconn_options_with(conninfo, PINNED_OPTIONS);
 }
 
 static PGconn *
@@ -599,6 +591,8 @@ meta_table(struct pgsrc *s, const PGresult *r)
 	s->pub_exists = strcmp(PQgetvalue(r, 0, 7), "t") == 0;
 	s->slot_exists = strcmp(PQgetvalue(r, 0, 8), "t") == 0;
 	s->table_oid = (uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+	/* After the catalog answered: see table_gone. */
+	s->checks = cleanup_watch_follow(s->feedname, s->table_oid);
 	/* An invalidated slot (wal_status 'lost': the server removed WAL it
 	 * still needed, max_slot_wal_keep_size; from PostgreSQL 16 also other
 	 * invalidations, e.g. on a standby) can never stream again: START_REPLICATION
@@ -1645,6 +1639,45 @@ pg_on_ready(struct source *src, short revents, uint64_t now)
 	return step(s, now);
 }
 
+/*
+ * Is the table this session streams still the configured one?  A DROP
+ * TABLE is not in the stream (and a rename only with the table's next
+ * change): the watch's newest answer for the configured name says, when
+ * its check began after this session read the catalog (an older one may
+ * predate the table the session found, and must not end it).  Gone: the
+ * next session fails on the missing table (a permanent error, retried
+ * after error_retry_ms).  Another OID: the table was created again, and
+ * the next session takes a snapshot of it, published as a difference.
+ * Renamed: as on_relation says it.
+ */
+static bool
+table_gone(struct pgsrc *s)
+{
+	char renamed[2 * NAME_MAX_PG + 2];
+	uint32_t oid;
+
+	if (!cleanup_watch_table(s->feedname, s->src->cfeed->table, s->checks, &oid, renamed,
+	                         sizeof(renamed)) ||
+	    oid == s->table_oid)
+		return false;
+	s->need_snapshot = true;
+	if (renamed[0])
+		log_error("feed=%s: table %s was renamed to %s; the feed stops until %s exists "
+		          "again",
+		          s->feedname, s->qualname, renamed, s->qualname);
+	else if (oid == 0)
+		source_fail(s->src, false,
+		            "table %s.%s was dropped (OID %" PRIu32 " is gone); the feed stops "
+		            "until it exists again",
+		            s->nspname, s->relname, s->table_oid);
+	else
+		source_fail(s->src, false,
+		            "table %s.%s was dropped and created again (OID %" PRIu32 " -> %" PRIu32
+		            "); taking a new snapshot",
+		            s->nspname, s->relname, s->table_oid, oid);
+	return true;
+}
+
 static enum source_status
 pg_on_tick(struct source *src, uint64_t now)
 {
@@ -1664,6 +1697,8 @@ pg_on_tick(struct source *src, uint64_t now)
 		          SILENCE_MS / 1000);
 		return SOURCE_RETRY;
 	}
+	if (table_gone(s))
+		return SOURCE_RETRY;
 	bool reply = now - s->last_reply_ms >= REPLY_INTERVAL_MS;
 	if (send_status(s, now, reply) != SOURCE_OK)
 		return SOURCE_RETRY;
