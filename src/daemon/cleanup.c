@@ -492,31 +492,36 @@ tables_free(struct watch_table *t, size_t n)
 	free(t);
 }
 
+/* Under tables_mu: feed's entry in follows, NULL: none yet. */
+static struct watch_follow *
+follow_of(const char *feed)
+{
+	for (size_t i = 0; i < nfollows; i++)
+		if (strcmp(follows[i].feed, feed) == 0)
+			return &follows[i];
+	return NULL;
+}
+
 /* Under tables_mu: the OID feed's session follows, 0: none. */
 static uint32_t
 followed(const char *feed)
 {
-	for (size_t i = 0; i < nfollows; i++)
-		if (strcmp(follows[i].feed, feed) == 0)
-			return follows[i].oid;
-	return 0;
+	const struct watch_follow *f = follow_of(feed);
+
+	return f != NULL ? f->oid : 0;
 }
 
 uint64_t
 cleanup_watch_follow(const char *feed, uint32_t oid)
 {
-	size_t i;
-
 	pthread_mutex_lock(&tables_mu);
-	for (i = 0; i < nfollows && strcmp(follows[i].feed, feed) != 0; i++)
-		;
-	if (i == nfollows) {
-		follows = realloc(follows, (nfollows + 1) * sizeof(*follows));
-		if (follows == NULL)
-			fatalx("out of memory");
-		follows[nfollows++].feed = xstrdup(feed);
+	struct watch_follow *f = follow_of(feed);
+	if (f == NULL) {
+		follows = xrealloc(follows, (nfollows + 1) * sizeof(*follows));
+		f = &follows[nfollows++];
+		f->feed = xstrdup(feed);
 	}
-	follows[i].oid = oid;
+	f->oid = oid;
 	uint64_t n = tables_started;
 	pthread_mutex_unlock(&tables_mu);
 	return n;

@@ -271,9 +271,8 @@ on_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 	return f->idle ? f->idle(f->idle_arg) : 0;
 }
 
-/* A transport error retrying cannot mend: the URL itself is wrong. */
-static bool
-curl_fatal(CURLcode rc)
+bool
+follow_curl_fatal(int rc)
 {
 	return rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL;
 }
@@ -320,12 +319,23 @@ get(struct follow *f, const char *cursor, struct buf *b)
 	else
 		snprintf(f->errbuf, sizeof(f->errbuf), "GET %s: %s", url,
 		         cerr[0] ? cerr : curl_easy_strerror(rc));
-	if (curl_fatal(rc))
+	if (follow_curl_fatal(rc))
 		status = -1;
 	curl_slist_free_all(hdr);
 	free(url);
 	free(q);
 	return status;
+}
+
+bool
+follow_cursor_ok(const char *t)
+{
+	size_t n = strlen(t);
+
+	for (size_t i = 0; i < n; i++)
+		if (t[i] <= 0x20 || t[i] >= 0x7f)
+			return false;
+	return n > 0 && n <= 200;
 }
 
 /* The reply's cursor as text, opaque: sent back as it came, never parsed
@@ -338,15 +348,8 @@ cursor_text(json_object *reply)
 	if (!json_object_object_get_ex(reply, "cursor", &c))
 		return NULL;
 	if (json_object_is_type(c, json_type_string)) {
-		/* Printable ASCII only: it goes into URLs, headers, terminals. */
 		const char *t = json_object_get_string(c);
-		size_t n = strlen(t);
-		if (n == 0 || n > 200)
-			return NULL;
-		for (size_t i = 0; i < n; i++)
-			if (t[i] <= 0x20 || t[i] >= 0x7f)
-				return NULL;
-		return xstrdup(t);
+		return follow_cursor_ok(t) ? xstrdup(t) : NULL;
 	}
 	if (json_object_is_type(c, json_type_int)) {
 		char t[32];

@@ -84,6 +84,13 @@ int follow_backoff_ms(int attempt, int cap_ms);
  * returns early when it returns nonzero. */
 void follow_sleep(int ms, int (*idle)(void *), void *arg);
 
+/* A cursor as the API hands them out: 1..200 bytes of printable ASCII,
+ * no space (it goes into URLs, headers, terminals). */
+bool follow_cursor_ok(const char *t);
+/* A libcurl result (a CURLcode) retrying cannot mend: the URL itself is
+ * wrong (malformed, or a scheme this libcurl lacks). */
+bool follow_curl_fatal(int rc);
+
 const char *follow_state_name(enum follow_state s);
 /* A row's key: its JSON text (plain). */
 const char *follow_row_key(json_object *row);

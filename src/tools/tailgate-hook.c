@@ -185,19 +185,12 @@ save_state(struct follow *f, const char *pending)
 	return rc;
 }
 
-/* A cursor as the API hands them out: 1..200 bytes of printable ASCII
- * (it goes into URLs and headers). */
+/* A cursor as the API hands them out (follow_cursor_ok), as a JSON string. */
 static bool
 cursor_ok(json_object *c)
 {
-	if (!json_object_is_type(c, json_type_string))
-		return false;
-	const char *t = json_object_get_string(c);
-	size_t n = strlen(t);
-	for (size_t i = 0; i < n; i++)
-		if (t[i] <= 0x20 || t[i] >= 0x7f)
-			return false;
-	return n > 0 && n <= 200;
+	return json_object_is_type(c, json_type_string) &&
+	       follow_cursor_ok(json_object_get_string(c));
 }
 
 /* Load the state file if there is one; *pending gets the unacknowledged
@@ -387,7 +380,7 @@ post_once(CURL *h, const char *target, const char *feed, const char *cursor, con
 			*retry_after = ra > RETRY_AFTER_MAX ? RETRY_AFTER_MAX : (long)ra;
 	} else if (err[0] == '\0')
 		snprintf(err, CURL_ERROR_SIZE, "%s", curl_easy_strerror(rc));
-	if (rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL)
+	if (follow_curl_fatal(rc))
 		st = -1;
 	curl_slist_free_all(hl);
 	return st;
