@@ -953,6 +953,18 @@ emit(struct pgsrc *s, int64_t diff)
 	return 0;
 }
 
+/* The table this session streams has another name now, its OID the same
+ * (now: schema.name): say so and take a new snapshot next time, whether
+ * the stream's Relation message or the watch (table_gone) saw it first.
+ * The caller ends the session. */
+static void
+renamed(struct pgsrc *s, const char *now)
+{
+	log_error("feed=%s: table %s was renamed to %s; the feed stops until %s exists again",
+	          s->feedname, s->qualname, now, s->qualname);
+	s->need_snapshot = true;
+}
+
 static enum source_status
 on_relation(struct pgsrc *s, const struct pgo_msg *m)
 {
@@ -966,10 +978,9 @@ on_relation(struct pgsrc *s, const struct pgo_msg *m)
 	 * snapshot. */
 	if (m->u.relation.oid == s->table_oid &&
 	    (strcmp(nsp, s->nspname) != 0 || strcmp(m->u.relation.relname, s->relname) != 0)) {
-		log_error("feed=%s: table %s was renamed to %s.%s; the feed stops until %s exists "
-		          "again",
-		          s->feedname, s->qualname, nsp, m->u.relation.relname, s->qualname);
-		s->need_snapshot = true;
+		char now[2 * NAME_MAX_PG + 2];
+		snprintf(now, sizeof(now), "%s.%s", nsp, m->u.relation.relname);
+		renamed(s, now);
 		return SOURCE_RETRY;
 	}
 	if (strcmp(m->u.relation.nspname[0] ? m->u.relation.nspname : "pg_catalog", s->nspname) !=
@@ -1653,18 +1664,16 @@ pg_on_ready(struct source *src, short revents, uint64_t now)
 static bool
 table_gone(struct pgsrc *s)
 {
-	char renamed[2 * NAME_MAX_PG + 2];
+	char now[2 * NAME_MAX_PG + 2];
 	uint32_t oid;
 
-	if (!cleanup_watch_table(s->feedname, s->src->cfeed->table, s->checks, &oid, renamed,
-	                         sizeof(renamed)) ||
+	if (!cleanup_watch_table(s->feedname, s->src->cfeed->table, s->checks, &oid, now,
+	                         sizeof(now)) ||
 	    oid == s->table_oid)
 		return false;
 	s->need_snapshot = true;
-	if (renamed[0])
-		log_error("feed=%s: table %s was renamed to %s; the feed stops until %s exists "
-		          "again",
-		          s->feedname, s->qualname, renamed, s->qualname);
+	if (now[0])
+		renamed(s, now);
 	else if (oid == 0)
 		source_fail(s->src, false,
 		            "table %s.%s was dropped (OID %" PRIu32 " is gone); the feed stops "
